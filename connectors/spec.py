@@ -1,0 +1,474 @@
+"""Data-product specs: one YAML file per product, parsed into pydantic models.
+
+A spec is the owner's contract for a topic: its schema and key, how event time maps to hour
+partitions, when a landing should run, what quality it promises and where it is delivered.
+Every problem is reported with the file, the field and what was expected, and one bad spec
+never hides the errors of the others (`load_specs` collects them all).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Identifiers become SQL table/column names, file path segments and Dagster names, so they
+# are restricted to a portable, injection-free alphabet.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+RESERVED_COLUMNS = {"_topic", "_partition", "_offset", "_timestamp", "_key", "_deleted", "_error", "_raw"}
+
+FieldType = Literal["string", "int32", "int64", "float64", "boolean", "timestamp", "date", "bytes"]
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+    "bytes": pa.binary(),
+}
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90s', '10m', '2h', '1d' or a number of seconds → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as '10m', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    raise ValueError(f"expected a duration such as '90s', '10m', '2h' or '1d', got {value!r}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Model):
+    """One column of the product's schema, with its record-level rules."""
+
+    name: str
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    enum: list[str | int] | None = None
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    max_length: int | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        # Checked first: reserved names start with "_", which IDENTIFIER rejects anyway, and
+        # "reserved" is the message that tells the owner what to do.
+        if v in RESERVED_COLUMNS:
+            raise ValueError(
+                f"field name {v!r} is reserved for the provenance column every landed file carries; "
+                "rename the field"
+            )
+        if not IDENTIFIER.match(v):
+            raise ValueError(
+                f"field name {v!r} must match {IDENTIFIER.pattern} (lower case, digits, underscore)"
+            )
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"pattern {v!r} is not a valid regular expression: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> FieldSpec:
+        numeric = self.type in ("int32", "int64", "float64")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to numeric fields, not to type {self.type!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.pattern is not None or self.max_length is not None) and self.type not in ("string", "bytes"):
+            if self.pattern is not None:
+                raise ValueError(f"pattern applies to string fields, not to type {self.type!r}")
+            raise ValueError(f"max_length applies to string or bytes fields, not to type {self.type!r}")
+        if self.enum is not None:
+            if not self.enum:
+                raise ValueError("enum must list at least one value")
+            if self.type == "string" and not all(isinstance(x, str) for x in self.enum):
+                raise ValueError("enum values of a string field must be strings")
+            if self.type in ("int32", "int64") and not all(isinstance(x, int) for x in self.enum):
+                raise ValueError("enum values of an integer field must be integers")
+            if self.type not in ("string", "int32", "int64"):
+                raise ValueError(f"enum applies to string or integer fields, not to type {self.type!r}")
+        return self
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return ARROW_TYPES[self.type]
+
+
+class EventTimeSpec(_Model):
+    """Which field gives the event time that picks the hour partition."""
+
+    field: str | None = None
+    # kafka_timestamp: use the record's Kafka timestamp when the field is absent or null.
+    # none: a record without event time is invalid (quarantined).
+    fallback: Literal["kafka_timestamp", "none"] = "none"
+    # A CloudEvents product can take its event time from the envelope's `time` attribute.
+    source: Literal["field", "kafka_timestamp", "ce_time"] = "field"
+
+    @model_validator(mode="after")
+    def _field_when_needed(self) -> EventTimeSpec:
+        if self.source == "field" and not self.field:
+            raise ValueError("event_time.field is required when event_time.source is 'field'")
+        return self
+
+
+class PartitioningSpec(_Model):
+    """Hour partitions by event time (UTC)."""
+
+    start: datetime = Field(description="first hour of the product's Dagster partitions (UTC)")
+    allowed_lateness: timedelta = Field(default=timedelta(minutes=10))
+
+    @field_validator("allowed_lateness", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @field_validator("start")
+    @classmethod
+    def _hour_aligned_utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        v = v.astimezone(UTC)
+        if v.minute or v.second or v.microsecond:
+            raise ValueError(f"partitioning.start must fall on a whole hour, got {v.isoformat()}")
+        return v
+
+
+class TriggerSpec(_Model):
+    """When the offset sensor requests a landing, and how much one run may take."""
+
+    min_records: int = Field(default=1000, ge=1)
+    max_latency: timedelta = Field(default=timedelta(minutes=5))
+    max_records_per_run: int = Field(default=2_000_000, ge=1)
+    sensor_interval: timedelta = Field(default=timedelta(seconds=30))
+
+    @field_validator("max_latency", "sensor_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
+class LakeSinkSpec(_Model):
+    enabled: bool = True
+    target_file_size_mb: int = Field(default=128, ge=1)
+    row_group_rows: int = Field(default=131_072, ge=1000)
+
+
+class DatabaseSinkSpec(_Model):
+    enabled: bool = True
+    table: str | None = None  # defaults to the product's name
+    deletes: Literal["tombstone", "none"] = "none"
+    # offset: the Kafka (partition, offset) orders versions of a key (keys stay in one
+    # partition). A field name: that column orders them instead.
+    version: str = "offset"
+    batch_rows: int = Field(default=50_000, ge=100)
+
+    @field_validator("table")
+    @classmethod
+    def _identifier(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTIFIER.match(v):
+            raise ValueError(f"table name {v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+
+class SinksSpec(_Model):
+    lake: LakeSinkSpec = LakeSinkSpec()
+    database: DatabaseSinkSpec | None = None
+
+
+class ExpectationSpec(_Model):
+    """One Great Expectations 1.x expectation, e.g. expect_column_values_to_not_be_null."""
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["error", "warn"] = "error"
+    name: str | None = None  # the asset check's name; derived from type and column if absent
+
+
+class FreshnessSpec(_Model):
+    max_age: timedelta | None = None  # no landing for longer than this fails the check
+    max_lag: int | None = Field(default=None, ge=0)  # records waiting
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta | None:
+        return None if v is None else parse_duration(v)
+
+
+class VolumeSpec(_Model):
+    trailing_hours: int = Field(default=24, ge=1)
+    min_ratio: float = Field(default=0.2, ge=0)  # an hour below 0.2 × trailing median fails
+    max_ratio: float = Field(default=5.0, gt=0)
+
+
+class QualitySpec(_Model):
+    on_invalid: Literal["quarantine", "dlq", "fail"] = "quarantine"
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+    freshness: FreshnessSpec | None = None
+    volume: VolumeSpec | None = None
+
+
+class CloudEventsSpec(_Model):
+    dedupe_on_id: bool = False
+
+
+class DataProductSpec(_Model):
+    """One data product: a topic, its owner, schema, key, event time, quality and sinks."""
+
+    name: str
+    owner: str
+    description: str = ""
+    topic: str
+    format: Literal["json", "cloudevents"] = "json"
+    key: list[str] = Field(default_factory=list)
+    fields: list[FieldSpec]
+    event_time: EventTimeSpec
+    partitioning: PartitioningSpec
+    trigger: TriggerSpec = TriggerSpec()
+    sinks: SinksSpec = SinksSpec()
+    quality: QualitySpec = QualitySpec()
+    cloudevents: CloudEventsSpec = CloudEventsSpec()
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not IDENTIFIER.match(v):
+            raise ValueError(f"product name {v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not TOPIC_NAME.match(v) or v in (".", ".."):
+            raise ValueError(f"topic {v!r} is not a legal Kafka topic name ([A-Za-z0-9._-], 1-249 chars)")
+        return v
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        # Dagster owners are e-mail addresses or team:name.
+        if not (re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v) or re.match(r"^team:[A-Za-z0-9_.-]+$", v)):
+            raise ValueError(f"owner {v!r} must be an e-mail address or 'team:<name>'")
+        return v
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> DataProductSpec:
+        names = [f.name for f in self.fields]
+        if not names:
+            raise ValueError("fields must list at least one field")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"fields are declared twice: {', '.join(dupes)}")
+        reserved = sorted(set(names) & RESERVED_COLUMNS)
+        if reserved:
+            raise ValueError(f"field names {reserved} are reserved for provenance columns")
+        for k in self.key:
+            if k not in names:
+                raise ValueError(f"key field {k!r} is not declared in fields (declared: {', '.join(names)})")
+        if self.event_time.source == "field":
+            et = self.field(self.event_time.field)
+            if et is None:
+                raise ValueError(f"event_time.field {self.event_time.field!r} is not declared in fields")
+            if et.type not in ("timestamp", "int64"):
+                raise ValueError(
+                    f"event_time.field {et.name!r} has type {et.type!r}; expected timestamp "
+                    "(ISO-8601) or int64 (epoch milliseconds)"
+                )
+        db = self.sinks.database
+        if db is not None:
+            if db.enabled and not self.key:
+                raise ValueError("sinks.database needs a key: set `key` to the field(s) that identify a row")
+            if db.deletes == "tombstone" and not self.key:
+                raise ValueError("sinks.database.deletes: tombstone needs a key")
+            if db.version != "offset" and db.version not in names:
+                raise ValueError(
+                    f"sinks.database.version {db.version!r} must be 'offset' or a declared field"
+                )
+        if self.format != "cloudevents":
+            if self.event_time.source == "ce_time":
+                raise ValueError("event_time.source 'ce_time' needs format: cloudevents")
+            if self.cloudevents.dedupe_on_id:
+                raise ValueError("cloudevents.dedupe_on_id needs format: cloudevents")
+        return self
+
+    def field(self, name: str | None) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def table_name(self) -> str:
+        db = self.sinks.database
+        return (db.table if db and db.table else None) or self.name
+
+    @property
+    def consumer_group(self) -> str:
+        return f"flowsuite.{self.name}"
+
+    @property
+    def deletes_enabled(self) -> bool:
+        db = self.sinks.database
+        return bool(db and db.enabled and db.deletes == "tombstone")
+
+    def arrow_schema(self) -> pa.Schema:
+        """The product's value columns, in declaration order (provenance columns excluded)."""
+        return pa.schema([pa.field(f.name, f.arrow_type, nullable=True) for f in self.fields])
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    path: Path
+    location: str  # dotted field path, or "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f" at {self.location}" if self.location else ""
+        return f"{self.path}{where}: {self.message}"
+
+
+class SpecError(Exception):
+    """One or more specs are invalid; str() lists every problem, one per line."""
+
+    def __init__(self, problems: list[SpecProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """Render a pydantic error location, naming list items by their `name` when they have one."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]" + (f"({name})" if name else "")]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required but missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "is not a known setting (check its spelling and indentation)"
+        elif err["type"] == "literal_error":
+            msg = f"got {err.get('input')!r}; {msg.lower()}"
+        problems.append(SpecProblem(path, _location(loc, data), msg))
+    return problems
+
+
+def parse_spec_file(path: Path) -> DataProductSpec:
+    """Parse one spec file; raise SpecError listing every problem in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecProblem(path, "", f"cannot read the file: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecProblem(path, where, f"is not valid YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(path, "", f"expected a mapping of settings, got {type(data).__name__}")])
+    try:
+        spec = DataProductSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems_from_validation(path, exc, data)) from None
+    problems = _extra_checks(path, spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+# Hooks that other packages (quality/) register to check parts of a spec pydantic cannot, such
+# as expectation types and kwargs. Each returns (location, message) pairs.
+SPEC_CHECKS: list[Any] = []
+
+
+def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
+    problems = []
+    if path.stem != spec.name:
+        problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
+    for check in SPEC_CHECKS:
+        problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
+    return problems
+
+
+def load_specs(products_dir: Path) -> list[DataProductSpec]:
+    """Every `*.yaml`/`*.yml` spec in the folder, sorted by name; SpecError lists all problems."""
+    if not products_dir.is_dir():
+        raise SpecError([SpecProblem(products_dir, "", "the data products folder does not exist")])
+    parsed: list[tuple[DataProductSpec, Path]] = []
+    problems: list[SpecProblem] = []
+    for path in sorted([*products_dir.glob("*.yaml"), *products_dir.glob("*.yml")]):
+        try:
+            parsed.append((parse_spec_file(path), path))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    seen: dict[str, Path] = {}
+    topics: dict[str, Path] = {}
+    for spec, path in parsed:
+        if spec.name in seen:
+            problems.append(SpecProblem(path, "name", f"{spec.name!r} is already defined in {seen[spec.name]}"))
+        seen[spec.name] = path
+        if spec.topic in topics:
+            problems.append(
+                SpecProblem(path, "topic", f"topic {spec.topic!r} is already owned by {topics[spec.topic]}")
+            )
+        topics[spec.topic] = path
+    if problems:
+        raise SpecError(problems)
+    return sorted((spec for spec, _ in parsed), key=lambda s: s.name)
+
+
+def utc_hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
