@@ -1,0 +1,376 @@
+"""Decoding a batch of Kafka messages into Arrow: valid rows, and quarantined rows with reasons.
+
+The hot path joins the batch's values into newline-delimited JSON and parses it in one call
+to `pyarrow.json` with the spec's schema (≈830k rows/s here vs ≈250k for `json.loads` alone).
+When that parse fails — a malformed or mistyped record somewhere in the batch — the batch is
+bisected, so only small slices containing bad records fall back to a per-record parse that
+can say exactly what is wrong with each. Values that are null (tombstones), empty, or span
+lines (pretty-printed JSON would break the line framing) are sorted out vectorized first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from connectors.kafka_reader import Batch
+from connectors.spec import DataProductSpec, FieldSpec
+from connectors.validate import record_violations
+
+SLOW_PATH_SLICE = 16  # below this many records, parse one by one
+
+PROVENANCE = pa.schema(
+    [
+        pa.field("_topic", pa.string()),
+        pa.field("_partition", pa.int32()),
+        pa.field("_offset", pa.int64()),
+        pa.field("_timestamp", pa.timestamp("ms", tz="UTC")),
+        pa.field("_key", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema([*PROVENANCE, pa.field("_error", pa.string()), pa.field("_raw", pa.binary())])
+
+
+@dataclass
+class Decoded:
+    valid: pa.Table  # value columns, provenance columns, and `_deleted` when deletes are on
+    hours: pa.Array  # per valid row: event-time hour as epoch hours (int64)
+    invalid: pa.Table  # QUARANTINE_SCHEMA
+
+    @property
+    def consumed(self) -> int:
+        return self.valid.num_rows + self.invalid.num_rows
+
+
+def lake_schema(spec: DataProductSpec) -> pa.Schema:
+    """Columns of every landed file of the product: values, then provenance."""
+    fields = [*spec.arrow_schema(), *PROVENANCE]
+    if spec.deletes_enabled:
+        fields.append(pa.field("_deleted", pa.bool_()))
+    return pa.schema(fields)
+
+
+def _parse_schema(spec: DataProductSpec) -> pa.Schema:
+    # JSON has no bytes; a bytes field arrives as a string and is cast after parsing.
+    return pa.schema(
+        [pa.field(f.name, pa.string() if f.type == "bytes" else f.arrow_type) for f in spec.fields]
+    )
+
+
+class Decoder:
+    """Decodes batches for one product; build once per run."""
+
+    def __init__(self, spec: DataProductSpec, topic: str | None = None):
+        self.spec = spec
+        self.topic = topic or spec.topic
+        self.schema = lake_schema(spec)
+        self.value_schema = spec.arrow_schema()
+        self._parse_options = pj.ParseOptions(
+            explicit_schema=_parse_schema(spec), unexpected_field_behavior="ignore"
+        )
+
+    # --- public -------------------------------------------------------------------------
+
+    def decode(self, batch: Batch) -> Decoded:
+        n = len(batch)
+        values = batch.values
+        raw = pa.array(values, pa.binary())
+        is_null = pc.is_null(raw)
+        is_empty = pc.equal(pc.binary_length(raw), 0)
+        multiline = pc.or_(pc.match_substring(raw, "\n"), pc.match_substring(raw, "\r"))
+        plain = pc.fill_null(pc.invert(pc.or_(pc.or_(is_empty, multiline), is_null)), False)
+
+        reasons: list[str | None] = [None] * n
+        pieces: list[tuple[pa.Array, pa.Table]] = []  # (row indices, parsed rows)
+        plain_idx = pc.indices_nonzero(plain).to_pylist()
+        if plain_idx:
+            if len(plain_idx) == n:
+                self._parse(values, list(range(n)), pieces, reasons)
+            else:
+                self._parse(values, plain_idx, pieces, reasons)
+        for i in pc.indices_nonzero(pc.fill_null(multiline, False)).to_pylist():
+            self._parse_slow(values, [i], pieces, reasons)
+        for i in pc.indices_nonzero(pc.fill_null(is_empty, False)).to_pylist():
+            reasons[i] = "value is empty"
+
+        tombstone_idx = pc.indices_nonzero(is_null).to_pylist()
+        deletes = self.spec.deletes_enabled
+        if tombstone_idx:
+            if deletes:
+                self._tombstones(batch, tombstone_idx, pieces, reasons)
+            else:
+                for i in tombstone_idx:
+                    reasons[i] = "tombstone (null value) but the product does not accept deletes (sinks.database.deletes)"
+
+        provenance = self._provenance(batch)
+        if pieces:
+            index = pa.chunked_array([p[0] for p in pieces], pa.int64()).combine_chunks()
+            parsed = pa.concat_tables([p[1] for p in pieces]).combine_chunks()
+        else:
+            index = pa.array([], pa.int64())
+            parsed = self._empty_values(deletes)
+        order = pc.sort_indices(index)
+        index = pc.take(index, order)
+        parsed = parsed.take(order)
+        rows = parsed
+        for name in PROVENANCE.names:
+            rows = rows.append_column(name, pc.take(provenance[name], index))
+        if deletes:
+            deleted = rows.column("_deleted")
+            rows = rows.drop_columns(["_deleted"]).append_column("_deleted", deleted)
+        rows = rows.select(self.schema.names).cast(self.schema)
+
+        # Record-level rules on everything that parsed; tombstones carry only their key.
+        skip = pc.fill_null(rows.column("_deleted"), False).combine_chunks() if deletes else None
+        violation = record_violations(self.spec, rows, skip=skip) if rows.num_rows else pa.array([], pa.string())
+        event_hours, no_time = self._hours(rows)
+        if pc.any(no_time).as_py():
+            violation = pc.coalesce(violation, pc.if_else(no_time, pa.scalar(self._no_time_reason()), pa.scalar(None, pa.string())))
+        bad = pc.is_valid(violation)
+
+        valid = rows.filter(pc.invert(bad))
+        hours = event_hours.filter(pc.invert(bad))
+        # Quarantine: parse/type failures, then rule violations of parsed rows.
+        q_idx = [i for i, r in enumerate(reasons) if r is not None]
+        q_reasons = [reasons[i] for i in q_idx]
+        bad_rows = pc.indices_nonzero(bad)
+        q_index = pa.concat_arrays([pa.array(q_idx, pa.int64()), pc.take(index, bad_rows).cast(pa.int64())])
+        q_reason = pa.concat_arrays([pa.array(q_reasons, pa.string()), pc.take(violation, bad_rows)])
+        order = pc.sort_indices(q_index)
+        q_index, q_reason = pc.take(q_index, order), pc.take(q_reason, order)
+        invalid = pa.table(
+            {name: pc.take(provenance[name], q_index) for name in PROVENANCE.names}
+            | {"_error": q_reason, "_raw": pc.take(raw, q_index)},
+            schema=QUARANTINE_SCHEMA,
+        )
+        return Decoded(valid=valid, hours=hours, invalid=invalid)
+
+    # --- parsing ------------------------------------------------------------------------
+
+    def _parse(self, values: list[bytes | None], idx: list[int], pieces: list, reasons: list) -> None:
+        if len(idx) <= SLOW_PATH_SLICE:
+            self._parse_slow(values, idx, pieces, reasons)
+            return
+        data = b"\n".join([values[i] for i in idx])
+        try:
+            table = pj.read_json(
+                io.BytesIO(data),
+                read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+                parse_options=self._parse_options,
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError, ValueError):
+            table = None
+        if table is not None and table.num_rows == len(idx):
+            pieces.append((pa.array(idx, pa.int64()), self._finish(table)))
+            return
+        # Something in here is bad: parse smaller slices (16 of them) so that the good
+        # majority still takes the fast path and only slices with bad records recurse.
+        step = max(SLOW_PATH_SLICE, -(-len(idx) // 16))
+        for lo in range(0, len(idx), step):
+            self._parse(values, idx[lo : lo + step], pieces, reasons)
+
+    def _parse_slow(self, values: list[bytes | None], idx: list[int], pieces: list, reasons: list) -> None:
+        good_idx: list[int] = []
+        rows: list[dict] = []
+        for i in idx:
+            row, reason = self._decode_one(values[i])
+            if reason is None:
+                good_idx.append(i)
+                rows.append(row)
+            else:
+                reasons[i] = reason
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=self.value_schema)
+            pieces.append((pa.array(good_idx, pa.int64()), self._with_deleted(table, False)))
+
+    def _decode_one(self, value: bytes) -> tuple[dict | None, str | None]:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, f"value is not valid UTF-8 (byte {exc.start})"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return None, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        except RecursionError:
+            return None, "malformed JSON: nested too deeply"
+        if not isinstance(obj, dict):
+            return None, f"value is a JSON {_json_type(obj)}, expected an object"
+        row: dict = {}
+        for field in self.spec.fields:
+            v = obj.get(field.name)
+            if v is None:
+                row[field.name] = None
+                continue
+            converted, problem = _convert(field, v)
+            if problem:
+                return None, problem
+            row[field.name] = converted
+        return row, None
+
+    def _finish(self, table: pa.Table) -> pa.Table:
+        for f in self.spec.fields:
+            if f.type == "bytes":
+                i = table.schema.get_field_index(f.name)
+                table = table.set_column(i, f.name, pc.cast(table.column(f.name), pa.binary()))
+        return self._with_deleted(table, False)
+
+    def _with_deleted(self, table: pa.Table, deleted: bool) -> pa.Table:
+        if self.spec.deletes_enabled:
+            table = table.append_column("_deleted", pa.array([deleted] * table.num_rows, pa.bool_()))
+        return table
+
+    def _empty_values(self, deletes: bool) -> pa.Table:
+        return self._with_deleted(self.value_schema.empty_table(), False)
+
+    def _tombstones(self, batch: Batch, idx: list[int], pieces: list, reasons: list) -> None:
+        good_idx, rows = [], []
+        for i in idx:
+            key = batch.keys[i]
+            row, problem = self._key_fields(key)
+            if problem:
+                reasons[i] = problem
+            else:
+                good_idx.append(i)
+                rows.append(row)
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=self.value_schema)
+            pieces.append((pa.array(good_idx, pa.int64()), self._with_deleted(table, True)))
+
+    def _key_fields(self, key: bytes | None) -> tuple[dict | None, str | None]:
+        """A tombstone carries only its Kafka key: one key field's value, or a JSON object of them."""
+        if key is None:
+            return None, "tombstone without a key cannot delete anything"
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "tombstone key is not valid UTF-8"
+        fields = [self.spec.field(k) for k in self.spec.key]
+        if len(fields) == 1:
+            parsed: dict = {fields[0].name: text}
+            if fields[0].type != "string":
+                try:
+                    parsed = {fields[0].name: json.loads(text)}
+                except json.JSONDecodeError:
+                    return None, f"tombstone key {text[:80]!r} is not a valid {fields[0].type}"
+        else:
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                return None, f"tombstone key {text[:80]!r} must be a JSON object of {self.spec.key}"
+        row = {f.name: None for f in self.spec.fields}
+        for f in fields:
+            if parsed.get(f.name) is None:
+                return None, f"tombstone key lacks key field '{f.name}'"
+            converted, problem = _convert(f, parsed[f.name])
+            if problem:
+                return None, f"tombstone key: {problem}"
+            row[f.name] = converted
+        return row, None
+
+    # --- provenance and event time ------------------------------------------------------
+
+    def _provenance(self, batch: Batch) -> dict[str, pa.Array]:
+        n = len(batch)
+        keys = pa.array(batch.keys, pa.binary())
+        return {
+            "_topic": pa.array([self.topic] * n, pa.string()) if n else pa.array([], pa.string()),
+            "_partition": pa.array([batch.partition] * n, pa.int32()) if n else pa.array([], pa.int32()),
+            "_offset": pa.array(batch.offsets, pa.int64()),
+            "_timestamp": pa.array(batch.timestamps, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "_key": _utf8_or_hex(keys),
+        }
+
+    def _hours(self, rows: pa.Table) -> tuple[pa.Array, pa.Array]:
+        """Epoch hour of each row's event time, and a mask of rows without one."""
+        et = self.spec.event_time
+        kafka_ts = rows.column("_timestamp").combine_chunks().cast(pa.timestamp("us", tz="UTC"))
+        if et.source == "kafka_timestamp" or not rows.num_rows:
+            ts = kafka_ts
+        else:
+            column = rows.column(et.field).combine_chunks() if et.source == "field" else None
+            if column is None:
+                ts = kafka_ts
+            elif pa.types.is_integer(column.type):  # epoch milliseconds
+                ts = pc.cast(column, pa.int64()).cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
+            else:
+                ts = column
+            if et.fallback == "kafka_timestamp":
+                ts = pc.coalesce(ts, kafka_ts)
+            if self.spec.deletes_enabled:  # a delete marker has no event time: use when it was written
+                ts = pc.if_else(pc.fill_null(rows.column("_deleted").combine_chunks(), False), kafka_ts, ts)
+        micros = pc.cast(ts, pa.int64())
+        hours = pc.floor(pc.divide(pc.cast(micros, pa.float64()), 3_600_000_000.0)).cast(pa.int64())
+        return hours, pc.is_null(micros)
+
+    def _no_time_reason(self) -> str:
+        return f"no event time: field '{self.spec.event_time.field}' is null and event_time.fallback is 'none'"
+
+
+def _utf8_or_hex(keys: pa.Array) -> pa.Array:
+    try:
+        return keys.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if k is None else _key_text(k) for k in keys.to_pylist()], pa.string())
+
+
+def _key_text(k: bytes) -> str:
+    try:
+        return k.decode("utf-8")
+    except UnicodeDecodeError:
+        return "hex:" + k.hex()
+
+
+def _json_type(v: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(v), "null")
+
+
+def _convert(field: FieldSpec, v: object) -> tuple[object, str | None]:
+    """Check one JSON value against the field's type; the same acceptance as the Arrow parser."""
+    t = field.type
+
+    def wrong() -> tuple[None, str]:
+        shown = json.dumps(v)[:80] if not isinstance(v, bytes) else repr(v)[:80]
+        return None, f"field '{field.name}': expected {t}, got {_json_type(v)} {shown}"
+
+    if t == "string":
+        return (v, None) if isinstance(v, str) else wrong()
+    if t in ("int32", "int64"):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return wrong()
+        bits = 31 if t == "int32" else 63
+        if not -(2**bits) <= v < 2**bits:
+            return None, f"field '{field.name}': {v} does not fit in {t}"
+        return v, None
+    if t == "float64":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return wrong()
+        return float(v), None
+    if t == "boolean":
+        return (v, None) if isinstance(v, bool) else wrong()
+    if t == "timestamp":
+        if not isinstance(v, str):
+            return wrong()
+        try:
+            ts = datetime.fromisoformat(v)
+        except ValueError:
+            return None, f"field '{field.name}': {v[:80]!r} is not an ISO-8601 timestamp"
+        return (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)), None
+    if t == "date":
+        if not isinstance(v, str):
+            return wrong()
+        try:
+            return date.fromisoformat(v), None
+        except ValueError:
+            return None, f"field '{field.name}': {v[:80]!r} is not an ISO-8601 date"
+    if t == "bytes":
+        return (v.encode("utf-8"), None) if isinstance(v, str) else wrong()
+    return wrong()

@@ -1,0 +1,716 @@
+"""The metastore: which files are live, which offsets are committed, which hours are closed.
+
+SQL tables through SQLAlchemy Core (SQLite by default, PostgreSQL in production). It holds
+exactly the recipe of DESIGN.md's first invariant:
+
+- a **claim** per unit of work (`partition/<p>/<start>` for a landing range, `hour/<hour>` for
+  a compaction) names its owner (one attempt of one run), the run id and a short lease the
+  owner renews. A live claim of someone else stops a second run; a dead one (lease expired,
+  or its Dagster run failed) is taken over, and the files it left pending are deleted first;
+- **files** are registered `pending` *before* they are written and become `committed` only
+  in the transaction that advances the committed offsets, as a compare-and-set on the
+  previous offset and on the claim still being ours;
+- **hours** record what landed where; a landing into a compacted hour reopens it.
+
+Batch readers may query these tables directly (docs/metastore.md): `fs_files` with
+`state = 'committed'` is the list of live files, never a directory listing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+metadata = MetaData()
+
+claims = Table(
+    "fs_claims",
+    metadata,
+    Column("product", String(128), primary_key=True),
+    Column("resource", String(200), primary_key=True),  # partition/<p>/<start> or hour/<hour>
+    Column("owner", String(64), nullable=False),  # one attempt: uuid
+    Column("run_id", String(64), nullable=False),
+    Column("lease_until", Float, nullable=False),  # epoch seconds
+    Column("created_at", Float, nullable=False),
+)
+
+files = Table(
+    "fs_files",
+    metadata,
+    Column("path", String(700), primary_key=True),  # relative to the lake root
+    Column("product", String(128), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # landed | compacted | quarantine
+    Column("hour", String(16), nullable=False, index=True),  # 2026-11-26-10
+    Column("state", String(16), nullable=False),  # pending | committed | replaced
+    Column("claim", String(200), nullable=False),  # the claim resource that wrote it
+    Column("partition", Integer),  # landed/quarantine files: their Kafka partition
+    Column("start_offset", BigInteger),
+    Column("end_offset", BigInteger),  # exclusive: last offset in the range read + 1
+    Column("rows", BigInteger, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("generation", Integer, nullable=False, default=0),
+    Column("ranges", Text),  # JSON {partition: [[first, last], ...]} of offsets in the file
+    Column("min_offset", BigInteger),
+    Column("max_offset", BigInteger),
+    Column("run_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("committed_at", Float),
+    Column("replaced_at", Float),
+)
+
+offsets = Table(
+    "fs_offsets",
+    metadata,
+    Column("product", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),  # the first offset not yet landed
+    Column("at_eof", Boolean, nullable=False, default=False),  # the last run read to the end
+    Column("topic", String(249), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+hours = Table(
+    "fs_hours",
+    metadata,
+    Column("product", String(128), primary_key=True),
+    Column("hour", String(16), primary_key=True),
+    Column("state", String(16), nullable=False),  # open | compacted | reopened
+    Column("generation", Integer, nullable=False, default=0),
+    Column("landed_rows", BigInteger, nullable=False, default=0),
+    Column("quarantined_rows", BigInteger, nullable=False, default=0),
+    Column("first_landed_at", Float),
+    Column("last_landed_at", Float),
+    Column("compacted_at", Float),
+    Column("compacted_rows", BigInteger),
+    Column("reopened_at", Float),
+)
+
+landings = Table(
+    "fs_landings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product", String(128), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("start_offset", BigInteger, nullable=False),
+    Column("end_offset", BigInteger, nullable=False),
+    Column("consumed", BigInteger, nullable=False),
+    Column("landed", BigInteger, nullable=False),
+    Column("quarantined", BigInteger, nullable=False),
+    Column("committed_at", Float, nullable=False),
+)
+
+
+class ClaimHeldError(RuntimeError):
+    """Another live run owns this unit of work."""
+
+    def __init__(self, product: str, resource: str, run_id: str, lease_left: float):
+        self.product, self.resource, self.run_id = product, resource, run_id
+        super().__init__(
+            f"{product}: {resource} is claimed by run {run_id} (lease {lease_left:.0f}s left); "
+            "this run writes nothing for it"
+        )
+
+
+class ClaimLostError(RuntimeError):
+    """Our claim was taken over (our lease expired): stop without committing."""
+
+
+class CommitConflictError(RuntimeError):
+    """The committed offset moved under us: someone else committed this range."""
+
+
+@dataclass(frozen=True)
+class OffsetState:
+    partition: int
+    next_offset: int
+    at_eof: bool
+    run_id: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """What taking a claim found: the previous owner's run, and the pending files it deleted."""
+
+    previous_run_id: str | None
+    pending_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileStats:
+    path: str
+    rows: int
+    bytes: int
+    end_offset: int | None = None
+    min_offset: int | None = None
+    max_offset: int | None = None
+    ranges: dict[int, list[list[int]]] | None = None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    product: str
+    kind: str
+    hour: str
+    state: str
+    partition: int | None
+    start_offset: int | None
+    end_offset: int | None
+    rows: int
+    bytes: int
+    generation: int
+    ranges: dict[int, list[list[int]]] | None
+    min_offset: int | None
+    max_offset: int | None
+    run_id: str
+    committed_at: float | None
+
+
+@dataclass(frozen=True)
+class HourRecord:
+    product: str
+    hour: str
+    state: str
+    generation: int
+    landed_rows: int
+    quarantined_rows: int
+    first_landed_at: float | None
+    last_landed_at: float | None
+    compacted_at: float | None
+    compacted_rows: int | None
+    reopened_at: float | None
+
+
+def landing_resource(partition: int, start: int) -> str:
+    return f"partition/{int(partition)}/{int(start)}"
+
+
+def hour_resource(hour: str) -> str:
+    return f"hour/{hour}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose write transactions serialize correctly across processes."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60}, poolclass=None)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take effect
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover - driver hook
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _insert_ignore(conn: Connection, table: Table, values: dict) -> None:
+    """INSERT that does nothing when the primary key exists, on every supported dialect."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing())
+    elif name in ("mysql", "mariadb"):
+        conn.execute(insert(table).values(**values).prefix_with("IGNORE"))
+    else:  # pragma: no cover
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(**values))
+        except IntegrityError:
+            pass
+
+
+def _retrying(fn: Callable[[], object], attempts: int = 5) -> object:
+    """Retry a whole transaction on transient lock/serialization errors."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            text = str(exc).lower()
+            if attempt + 1 == attempts or not any(s in text for s in ("locked", "deadlock", "could not serialize")):
+                raise
+            time.sleep(0.05 * (2**attempt))
+    return None  # pragma: no cover
+
+
+class Metastore:
+    def __init__(self, url: str, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url)
+        metadata.create_all(self.engine)
+
+    def __repr__(self) -> str:
+        return f"Metastore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- committed offsets --------------------------------------------------------------
+
+    def committed_offsets(self, product: str) -> dict[int, OffsetState]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(offsets).where(offsets.c.product == product)).mappings().all()
+        return {
+            r["partition"]: OffsetState(r["partition"], r["next_offset"], bool(r["at_eof"]), r["run_id"], r["updated_at"])
+            for r in rows
+        }
+
+    def reset_offset(self, product: str, topic: str, partition: int, next_offset: int, run_id: str) -> None:
+        """An operator's explicit decision after history loss: continue from `next_offset`."""
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(delete(offsets).where(and_(offsets.c.product == product, offsets.c.partition == partition)))
+                conn.execute(
+                    insert(offsets).values(
+                        product=product, partition=partition, next_offset=next_offset, at_eof=False,
+                        topic=topic, run_id=run_id, updated_at=time.time(),
+                    )
+                )
+
+        _retrying(tx)
+
+    # --- claims -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        product: str,
+        resource: str,
+        owner: str,
+        run_id: str,
+        lease_s: float,
+        is_dead: Callable[[str], bool] | None = None,
+        on_delete: Callable[[str], None] | None = None,
+    ) -> Takeover:
+        """Claim a unit of work, taking over a dead claim. Raises ClaimHeldError if live.
+
+        `is_dead(run_id)` lets the orchestrator say a run failed before its lease ran out.
+        `on_delete(path)` deletes a pending file of the previous owner from the lake; the
+        file's row is forgotten only after that succeeded.
+        """
+        now = time.time()
+
+        def try_insert() -> bool:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(claims).values(
+                            product=product, resource=resource, owner=owner, run_id=run_id,
+                            lease_until=now + lease_s, created_at=now,
+                        )
+                    )
+                return True
+            except IntegrityError:
+                return False
+
+        if _retrying(try_insert):
+            previous = None
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(claims).where(and_(claims.c.product == product, claims.c.resource == resource))
+                ).mappings().first()
+            if row is None:  # released in between: try once more from scratch
+                return self.claim(product, resource, owner, run_id, lease_s, is_dead, on_delete)
+            if row["owner"] == owner:
+                previous = None
+            else:
+                alive = row["lease_until"] > now and not (is_dead and row["run_id"] != run_id and is_dead(row["run_id"]))
+                if alive:
+                    raise ClaimHeldError(product, resource, row["run_id"], row["lease_until"] - now)
+
+                def take() -> int:
+                    with self.engine.begin() as conn:
+                        return conn.execute(
+                            update(claims)
+                            .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == row["owner"]))
+                            .values(owner=owner, run_id=run_id, lease_until=time.time() + lease_s)
+                        ).rowcount
+
+                if _retrying(take) != 1:
+                    raise ClaimHeldError(product, resource, "another run (taken over concurrently)", lease_s)
+                previous = row["run_id"]
+        # Whoever held this claim before may have left pending files: delete them first.
+        stale = self.pending_files(product, resource)
+        for path in stale:
+            if on_delete is not None:
+                on_delete(path)
+        if stale:
+            self.forget_files(stale, only_pending=True)
+        return Takeover(previous_run_id=previous, pending_files=stale)
+
+    def renew(self, product: str, resource: str, owner: str, lease_s: float) -> bool:
+        def tx() -> int:
+            with self.engine.begin() as conn:
+                return conn.execute(
+                    update(claims)
+                    .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
+                    .values(lease_until=time.time() + lease_s)
+                ).rowcount
+
+        return _retrying(tx) == 1
+
+    def release(self, product: str, resource: str, owner: str) -> None:
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
+                )
+
+        _retrying(tx)
+
+    def claims_of(self, product: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(claims).where(claims.c.product == product)).mappings()]
+
+    # --- files --------------------------------------------------------------------------
+
+    def register_pending(
+        self,
+        path: str,
+        *,
+        product: str,
+        kind: str,
+        hour: str,
+        claim: str,
+        run_id: str,
+        partition: int | None = None,
+        start_offset: int | None = None,
+        generation: int = 0,
+    ) -> None:
+        """Record a file as pending before a byte of it is written. Never shadows a live file."""
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                existing = conn.execute(select(files.c.state, files.c.claim).where(files.c.path == path)).first()
+                if existing is not None:
+                    if existing.state == "committed":
+                        raise RuntimeError(f"refusing to overwrite committed file {path}")
+                    conn.execute(delete(files).where(files.c.path == path))
+                conn.execute(
+                    insert(files).values(
+                        path=path, product=product, kind=kind, hour=hour, state="pending", claim=claim,
+                        partition=partition, start_offset=start_offset, rows=0, bytes=0,
+                        generation=generation, run_id=run_id, created_at=time.time(),
+                    )
+                )
+
+        _retrying(tx)
+
+    def pending_files(self, product: str, claim: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(files.c.path).where(
+                        and_(files.c.product == product, files.c.claim == claim, files.c.state == "pending")
+                    )
+                ).scalars()
+            )
+
+    def forget_files(self, paths: Iterable[str], only_pending: bool = False) -> None:
+        paths = list(paths)
+        if not paths:
+            return
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                for chunk in _chunks(paths, 500):
+                    cond = files.c.path.in_(chunk)
+                    if only_pending:
+                        cond = and_(cond, files.c.state == "pending")
+                    conn.execute(delete(files).where(cond))
+
+        _retrying(tx)
+
+    def live_files(self, product: str, hour: str | None = None, kinds: Sequence[str] = ("landed", "compacted")) -> list[FileRecord]:
+        cond = and_(files.c.product == product, files.c.state == "committed", files.c.kind.in_(list(kinds)))
+        if hour is not None:
+            cond = and_(cond, files.c.hour == hour)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(files).where(cond).order_by(files.c.hour, files.c.path)).mappings().all()
+        return [_file_record(r) for r in rows]
+
+    def files_in_states(self, product: str, states: Sequence[str], kinds: Sequence[str] | None = None) -> list[FileRecord]:
+        cond = and_(files.c.product == product, files.c.state.in_(list(states)))
+        if kinds:
+            cond = and_(cond, files.c.kind.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            return [_file_record(r) for r in conn.execute(select(files).where(cond).order_by(files.c.path)).mappings()]
+
+    # --- the landing commit -------------------------------------------------------------
+
+    def commit_landing(
+        self,
+        *,
+        product: str,
+        topic: str,
+        partition: int,
+        start: int,
+        end: int,
+        at_eof: bool,
+        owner: str,
+        run_id: str,
+        landed: Sequence[tuple[FileStats, str]],  # (stats, hour)
+        quarantined: Sequence[tuple[FileStats, str]],
+        consumed: int,
+    ) -> list[str]:
+        """Make the range's files live and advance the committed offset, in one transaction.
+
+        Compare-and-set on the claim (still ours) and on the committed offset (still `start`).
+        Returns the hours that were compacted before and are now reopened by late data.
+        """
+        resource = landing_resource(partition, start)
+
+        def tx() -> list[str]:
+            now = time.time()
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(claims.c.owner)
+                    .where(and_(claims.c.product == product, claims.c.resource == resource))
+                    .with_for_update()
+                ).first()
+                if row is None or row.owner != owner:
+                    raise ClaimLostError(
+                        f"{product}: claim {resource} was taken over (lease expired); nothing committed"
+                    )
+                current = conn.execute(
+                    select(offsets.c.next_offset)
+                    .where(and_(offsets.c.product == product, offsets.c.partition == partition))
+                    .with_for_update()
+                ).first()
+                if current is None:
+                    conn.execute(
+                        insert(offsets).values(
+                            product=product, partition=partition, next_offset=end, at_eof=at_eof,
+                            topic=topic, run_id=run_id, updated_at=now,
+                        )
+                    )
+                else:
+                    moved = conn.execute(
+                        update(offsets)
+                        .where(and_(offsets.c.product == product, offsets.c.partition == partition, offsets.c.next_offset == start))
+                        .values(next_offset=end, at_eof=at_eof, topic=topic, run_id=run_id, updated_at=now)
+                    ).rowcount
+                    if moved != 1:
+                        raise CommitConflictError(
+                            f"{product}[{partition}]: committed offset is {current.next_offset}, not {start}; "
+                            "another run committed this range"
+                        )
+                for stats, _hour in [*landed, *quarantined]:
+                    done = conn.execute(
+                        update(files)
+                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == resource))
+                        .values(
+                            state="committed", rows=stats.rows, bytes=stats.bytes, end_offset=stats.end_offset,
+                            min_offset=stats.min_offset, max_offset=stats.max_offset,
+                            ranges=json.dumps(stats.ranges) if stats.ranges is not None else None,
+                            committed_at=now,
+                        )
+                    ).rowcount
+                    if done != 1:
+                        raise ClaimLostError(f"{product}: pending file {stats.path} is no longer ours; nothing committed")
+                reopened = self._touch_hours(conn, product, landed, quarantined, now)
+                conn.execute(
+                    insert(landings).values(
+                        product=product, run_id=run_id, partition=partition, start_offset=start, end_offset=end,
+                        consumed=consumed, landed=sum(s.rows for s, _ in landed),
+                        quarantined=sum(s.rows for s, _ in quarantined), committed_at=now,
+                    )
+                )
+                conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource)))
+                return reopened
+
+        return _retrying(tx)  # type: ignore[return-value]
+
+    def _touch_hours(self, conn: Connection, product: str, landed, quarantined, now: float) -> list[str]:
+        per_hour: dict[str, list[int]] = {}
+        for stats, hour in landed:
+            per_hour.setdefault(hour, [0, 0])[0] += stats.rows
+        for stats, hour in quarantined:
+            per_hour.setdefault(hour, [0, 0])[1] += stats.rows
+        reopened = []
+        for hour, (n_landed, n_quarantined) in sorted(per_hour.items()):
+            _insert_ignore(
+                conn, hours,
+                {"product": product, "hour": hour, "state": "open", "generation": 0, "landed_rows": 0,
+                 "quarantined_rows": 0, "first_landed_at": now},
+            )
+            row = conn.execute(
+                select(hours.c.state).where(and_(hours.c.product == product, hours.c.hour == hour)).with_for_update()
+            ).first()
+            values = {
+                "landed_rows": hours.c.landed_rows + n_landed,
+                "quarantined_rows": hours.c.quarantined_rows + n_quarantined,
+            }
+            if n_landed:
+                values["last_landed_at"] = now
+                if row.state == "compacted":
+                    values["state"] = "reopened"
+                    values["reopened_at"] = now
+                    reopened.append(hour)
+            conn.execute(update(hours).where(and_(hours.c.product == product, hours.c.hour == hour)).values(**values))
+        return reopened
+
+    # --- hours --------------------------------------------------------------------------
+
+    def hours(self, product: str) -> list[HourRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(hours).where(hours.c.product == product).order_by(hours.c.hour)).mappings().all()
+        return [HourRecord(**dict(r)) for r in rows]
+
+    def hour(self, product: str, hour: str) -> HourRecord | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(hours).where(and_(hours.c.product == product, hours.c.hour == hour))).mappings().first()
+        return HourRecord(**dict(r)) if r else None
+
+    def swap_hour(
+        self,
+        *,
+        product: str,
+        hour: str,
+        owner: str,
+        replaced: Sequence[str],
+        new_files: Sequence[FileStats],
+        generation: int,
+    ) -> None:
+        """Compaction's swap, in one transaction: the new generation's pending files become
+        live and exactly the files it was built from stop being live. Fails (ClaimLostError)
+        if the claim is no longer ours or any input is no longer live. The hour is marked
+        compacted unless files landed in it meanwhile (they stay live; it stays open)."""
+        resource = hour_resource(hour)
+
+        def tx() -> None:
+            now = time.time()
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(claims.c.owner)
+                    .where(and_(claims.c.product == product, claims.c.resource == resource))
+                    .with_for_update()
+                ).first()
+                if row is None or row.owner != owner:
+                    raise ClaimLostError(f"{product}: compaction claim of {hour} was taken over; nothing swapped")
+                for chunk in _chunks(list(replaced), 500):
+                    n = conn.execute(
+                        update(files)
+                        .where(and_(files.c.path.in_(chunk), files.c.state == "committed", files.c.product == product))
+                        .values(state="replaced", replaced_at=now)
+                    ).rowcount
+                    if n != len(chunk):
+                        raise ClaimLostError(f"{product}: inputs of the compaction of {hour} changed; nothing swapped")
+                for stats in new_files:
+                    n = conn.execute(
+                        update(files)
+                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == resource))
+                        .values(
+                            state="committed", rows=stats.rows, bytes=stats.bytes, committed_at=now,
+                            min_offset=stats.min_offset, max_offset=stats.max_offset,
+                            ranges=json.dumps(stats.ranges) if stats.ranges is not None else None,
+                        )
+                    ).rowcount
+                    if n != 1:
+                        raise ClaimLostError(f"{product}: compacted file {stats.path} is no longer ours; nothing swapped")
+                still_landed = conn.execute(
+                    select(files.c.path).where(
+                        and_(files.c.product == product, files.c.hour == hour, files.c.state == "committed",
+                             files.c.kind == "landed")
+                    ).limit(1)
+                ).first()
+                _insert_ignore(
+                    conn, hours,
+                    {"product": product, "hour": hour, "state": "open", "generation": 0, "landed_rows": 0,
+                     "quarantined_rows": 0},
+                )
+                conn.execute(
+                    update(hours)
+                    .where(and_(hours.c.product == product, hours.c.hour == hour))
+                    .values(
+                        state="open" if still_landed else "compacted",
+                        generation=generation,
+                        compacted_at=now,
+                        compacted_rows=sum(s.rows for s in new_files),
+                    )
+                )
+                conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource)))
+
+        _retrying(tx)
+
+    def drop_replaced(self, paths: Iterable[str]) -> None:
+        """Forget replaced files once they are deleted from the lake."""
+        paths = list(paths)
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                for chunk in _chunks(paths, 500):
+                    conn.execute(delete(files).where(and_(files.c.path.in_(chunk), files.c.state == "replaced")))
+
+        if paths:
+            _retrying(tx)
+
+    # --- history ------------------------------------------------------------------------
+
+    def last_landing_at(self, product: str) -> float | None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(landings.c.committed_at).where(landings.c.product == product).order_by(landings.c.committed_at.desc()).limit(1)
+            ).first()
+        return rows[0] if rows else None
+
+
+def _file_record(r) -> FileRecord:
+    ranges = json.loads(r["ranges"]) if r["ranges"] else None
+    return FileRecord(
+        path=r["path"], product=r["product"], kind=r["kind"], hour=r["hour"], state=r["state"],
+        partition=r["partition"], start_offset=r["start_offset"], end_offset=r["end_offset"],
+        rows=r["rows"], bytes=r["bytes"], generation=r["generation"],
+        ranges={int(k): v for k, v in ranges.items()} if ranges else None,
+        min_offset=r["min_offset"], max_offset=r["max_offset"], run_id=r["run_id"], committed_at=r["committed_at"],
+    )
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
