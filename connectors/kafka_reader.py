@@ -169,7 +169,8 @@ class RangeReader:
 
     def _check_topic(self, consumer: Consumer) -> None:
         try:
-            md = consumer.list_topics(self.topic, timeout=10)
+            # All topics, never one by name: Tansu auto-creates a topic looked up by name.
+            md = consumer.list_topics(timeout=10)
         except KafkaException as exc:
             raise KafkaReadError(f"cannot reach the Kafka broker for topic {self.topic!r}: {exc}") from exc
         tmd = md.topics.get(self.topic)
@@ -199,7 +200,7 @@ class RangeReader:
 def partitions_of(conf: dict[str, Any], topic: str, timeout: float = 10.0) -> list[int]:
     consumer = Consumer(conf)
     try:
-        md = consumer.list_topics(topic, timeout=timeout)
+        md = consumer.list_topics(timeout=timeout)  # never by name (Tansu auto-creates it)
         tmd = md.topics.get(topic)
         if tmd is None or tmd.error is not None:
             raise KafkaReadError(f"topic {topic!r} does not exist on the broker")
