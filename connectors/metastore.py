@@ -108,6 +108,10 @@ hours = Table(
     Column("compacted_at", Float),
     Column("compacted_rows", BigInteger),
     Column("reopened_at", Float),
+    # Set when a blocking quality check failed on data landed in this hour: compaction (and
+    # anything downstream) leaves the hour alone until the owner clears it.
+    Column("blocked_reason", Text),
+    Column("blocked_at", Float),
 )
 
 landings = Table(
@@ -206,6 +210,8 @@ class HourRecord:
     compacted_at: float | None
     compacted_rows: int | None
     reopened_at: float | None
+    blocked_reason: str | None = None
+    blocked_at: float | None = None
 
 
 def landing_resource(partition: int, start: int) -> str:
@@ -685,6 +691,32 @@ class Metastore:
 
         if paths:
             _retrying(tx)
+
+    def block_hours(self, product: str, hour_keys: Iterable[str], reason: str) -> None:
+        """A blocking quality check failed on data in these hours: stop what follows."""
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                for hour in hour_keys:
+                    conn.execute(
+                        update(hours)
+                        .where(and_(hours.c.product == product, hours.c.hour == hour))
+                        .values(blocked_reason=reason[:2000], blocked_at=time.time())
+                    )
+
+        _retrying(tx)
+
+    def unblock_hours(self, product: str, hour_keys: Iterable[str] | None = None) -> None:
+        """Clear blocks (all of the product's when `hour_keys` is None)."""
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                cond = hours.c.product == product
+                if hour_keys is not None:
+                    cond = and_(cond, hours.c.hour.in_(list(hour_keys)))
+                conn.execute(update(hours).where(cond).values(blocked_reason=None, blocked_at=None))
+
+        _retrying(tx)
 
     # --- history ------------------------------------------------------------------------
 
