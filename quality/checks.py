@@ -226,3 +226,11 @@ def build_quality_definitions(spec: DataProductSpec) -> dg.Definitions:
         description="A missing landing is only noticed by looking: run freshness and volume every 10 minutes.",
     )
     return dg.Definitions(asset_checks=checks, jobs=[job], schedules=[schedule])
+
+
+def landing_on_invalid(spec: DataProductSpec, flowsuite: Any) -> Any:
+    """The `on_invalid` hook of `land()` for this product: the DLQ publisher when
+    `quality.on_invalid` is `dlq`, else None (quarantine only; `fail` is handled by land)."""
+    from connectors.dlq import dlq_publisher
+
+    return dlq_publisher(spec, flowsuite.kafka_bootstrap, flowsuite.kafka())
