@@ -2,7 +2,8 @@
 
 `product_definitions(spec)` merges the parts each package contributes — the landed asset
 (assets/landing.py), the warehouse table (assets/warehouse.py, when the spec has a database
-sink) and the hourly compaction (assets/hourly.py) — then builds the product's ingest job over
+sink), the hourly compaction (assets/hourly.py) and the standalone quality checks
+(quality/checks.py) — then builds the product's ingest job over
 the landed and warehouse assets and the offset sensor that triggers it. A part whose module is
 not installed is skipped, so the product still loads.
 """
@@ -31,7 +32,7 @@ def _optional_builder(module: str, name: str) -> Callable[[DataProductSpec], dg.
         if exc.name != module:  # the module exists but one of its imports is missing: a bug
             raise
         return None
-    return getattr(mod, name)
+    return getattr(mod, name, None)
 
 
 def warehouse_key(spec: DataProductSpec) -> dg.AssetKey:
@@ -56,9 +57,13 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
         build_warehouse = _optional_builder("assets.warehouse", "build_warehouse_definitions")
         if build_warehouse is not None:
             parts.append(build_warehouse(spec))
-    build_hourly = _optional_builder("assets.hourly", "build_hourly_definitions")
-    if build_hourly is not None:
-        parts.append(build_hourly(spec))
+    for module, builder in (
+        ("assets.hourly", "build_hourly_definitions"),
+        ("quality.checks", "build_quality_definitions"),  # freshness and volume checks
+    ):
+        build = _optional_builder(module, builder)
+        if build is not None:
+            parts.append(build(spec))
 
     keys = set().union(*(_asset_keys(d) for d in parts))
     ingest_keys = [k for k in (landed_key(spec), warehouse_key(spec)) if k in keys]

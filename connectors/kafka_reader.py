@@ -10,7 +10,7 @@ mid-run; the group `flowsuite.<product>` only receives commits, so lag tools see
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,24 +129,7 @@ class RangeReader:
                     self._diagnose_stall(consumer, active)
                 continue
             last_progress = time.monotonic()
-            by_partition: dict[int, list[Message]] = {}
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        p = msg.partition()
-                        if p in active and msg.offset() >= self.reads[p].end:
-                            self.reads[p].reached_eof = True
-                            active.discard(p)
-                        continue
-                    if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
-                        p = msg.partition()
-                        low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=False)
-                        raise HistoryLostError(self.topic, p, self.reads[p].end, low, high)
-                    raise KafkaReadError(f"reading {self.topic}: {err.str()}")
-                p = msg.partition()
-                if p in active:
-                    by_partition.setdefault(p, []).append(msg)
+            by_partition = self._group(messages, active, consumer)
             for p, msgs in by_partition.items():
                 read = self.reads[p]
                 cap = caps[p]
@@ -166,6 +149,37 @@ class RangeReader:
                     timestamps=[m.timestamp()[1] for m in msgs],
                     headers=[m.headers() for m in msgs] if self.with_headers else None,
                 )
+
+    def _group(self, messages: list[Message], active: set[int], consumer: Consumer) -> dict[int, list[Message]]:
+        """Messages by partition; EOF and error events handled here."""
+        first, last = messages[0], messages[-1]
+        if (
+            first.error() is None
+            and last.error() is None
+            and first.partition() == last.partition()
+            and first.partition() in active
+            and last.offset() - first.offset() == len(messages) - 1
+        ):
+            # One partition, no gaps, no events (offsets are contiguous): the common case.
+            return {first.partition(): messages}
+        by_partition: dict[int, list[Message]] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                p = msg.partition()
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if p in active and msg.offset() >= self.reads[p].end:
+                        self.reads[p].reached_eof = True
+                        active.discard(p)
+                    continue
+                if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
+                    low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=False)
+                    raise HistoryLostError(self.topic, p, self.reads[p].end, low, high)
+                raise KafkaReadError(f"reading {self.topic}: {err.str()}")
+            p = msg.partition()
+            if p in active:
+                by_partition.setdefault(p, []).append(msg)
+        return by_partition
 
     def _check_topic(self, consumer: Consumer) -> None:
         try:
@@ -225,22 +239,31 @@ class PartitionProbe:
 
 
 def probe_partitions(
-    conf: dict[str, Any], topic: str, committed: Mapping[int, int], fetch: bool = True, timeout: float = 5.0
+    conf: dict[str, Any],
+    topic: str,
+    committed: Mapping[int, int],
+    fetch: bool = True,
+    timeout: float = 5.0,
+    always_fetch: Collection[int] = (),
+    consumer: Consumer | None = None,
 ) -> dict[int, PartitionProbe]:
     """End offsets (hint, then exact by one fetch where data waits) and the oldest waiting record.
 
     `committed` maps partition → next offset to land. A partition whose hint is past the
     committed offset, or that was never landed to its end, is fetched from the committed
     offset: the fetch response carries the exact high watermark and the first waiting
-    record gives the age of the oldest unlanded data.
+    record gives the age of the oldest unlanded data. Partitions in `always_fetch` (their last
+    landing stopped before EOF) are fetched whatever the hint says. A caller's `consumer`
+    (e.g. a sensor's one consumer per tick) is used and left open.
     """
-    consumer = Consumer(conf)
+    own = consumer is None
+    consumer = Consumer(conf) if consumer is None else consumer
     try:
         hints: dict[int, int] = {}
         for p in committed:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
             hints[p] = high
-        to_fetch = {p: c for p, c in committed.items() if fetch and hints[p] > c}
+        to_fetch = {p: c for p, c in committed.items() if fetch and (hints[p] > c or p in always_fetch)}
         exact: dict[int, int] = {}
         oldest: dict[int, int] = {}
         if to_fetch:
@@ -265,7 +288,8 @@ def probe_partitions(
             p: PartitionProbe(p, c, hints[p], exact.get(p), oldest.get(p)) for p, c in committed.items()
         }
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 def commit_group_offsets(conf: dict[str, Any], topic: str, offsets: Mapping[int, int]) -> None:

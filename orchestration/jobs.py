@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
 
@@ -13,7 +14,7 @@ def ingest_job_name(spec: DataProductSpec) -> str:
     return f"{spec.name}_ingest"
 
 
-def ingest_job(spec: DataProductSpec, asset_keys: Iterable[dg.AssetKey]) -> dg.UnresolvedAssetJobDefinition:
+def ingest_job(spec: DataProductSpec, asset_keys: Iterable[dg.AssetKey]) -> Any:  # an unresolved asset job (its class is not public)
     """`<P>_ingest`: land the new offset ranges, then whatever follows them in the same run
     (the warehouse UPSERT, and the checks of both). The offset sensor targets it."""
     return dg.define_asset_job(
