@@ -129,7 +129,24 @@ class RangeReader:
                     self._diagnose_stall(consumer, active)
                 continue
             last_progress = time.monotonic()
-            by_partition = self._group(messages, active, consumer)
+            by_partition: dict[int, list[Message]] = {}
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        p = msg.partition()
+                        if p in active and msg.offset() >= self.reads[p].end:
+                            self.reads[p].reached_eof = True
+                            active.discard(p)
+                        continue
+                    if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
+                        p = msg.partition()
+                        low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=False)
+                        raise HistoryLostError(self.topic, p, self.reads[p].end, low, high)
+                    raise KafkaReadError(f"reading {self.topic}: {err.str()}")
+                p = msg.partition()
+                if p in active:
+                    by_partition.setdefault(p, []).append(msg)
             for p, msgs in by_partition.items():
                 read = self.reads[p]
                 cap = caps[p]
@@ -149,37 +166,6 @@ class RangeReader:
                     timestamps=[m.timestamp()[1] for m in msgs],
                     headers=[m.headers() for m in msgs] if self.with_headers else None,
                 )
-
-    def _group(self, messages: list[Message], active: set[int], consumer: Consumer) -> dict[int, list[Message]]:
-        """Messages by partition; EOF and error events handled here."""
-        first, last = messages[0], messages[-1]
-        if (
-            first.error() is None
-            and last.error() is None
-            and first.partition() == last.partition()
-            and first.partition() in active
-            and last.offset() - first.offset() == len(messages) - 1
-        ):
-            # One partition, no gaps, no events (offsets are contiguous): the common case.
-            return {first.partition(): messages}
-        by_partition: dict[int, list[Message]] = {}
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                p = msg.partition()
-                if err.code() == KafkaError._PARTITION_EOF:
-                    if p in active and msg.offset() >= self.reads[p].end:
-                        self.reads[p].reached_eof = True
-                        active.discard(p)
-                    continue
-                if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
-                    low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=False)
-                    raise HistoryLostError(self.topic, p, self.reads[p].end, low, high)
-                raise KafkaReadError(f"reading {self.topic}: {err.str()}")
-            p = msg.partition()
-            if p in active:
-                by_partition.setdefault(p, []).append(msg)
-        return by_partition
 
     def _check_topic(self, consumer: Consumer) -> None:
         try:
