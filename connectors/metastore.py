@@ -718,6 +718,71 @@ class Metastore:
 
         _retrying(tx)
 
+    # --- quarantine replay ----------------------------------------------------------------
+
+    def commit_replay(
+        self,
+        *,
+        product: str,
+        claim: str,
+        owner: str,
+        run_id: str,
+        quarantine_file: str,
+        landed: Sequence[tuple[FileStats, str]],  # (stats, hour): records that now pass
+        still_quarantined: Sequence[tuple[FileStats, str]],  # the rest, rewritten
+    ) -> list[str]:
+        """Quarantine replay, in one transaction: the replayed records' landed files and the
+        rewritten quarantine file (without them) become live, and the old quarantine file
+        stops being live. Compare-and-set on the claim and on the old file still being live,
+        so a replay lands its records exactly once. Returns the compacted hours it reopened."""
+
+        def tx() -> list[str]:
+            now = time.time()
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(claims.c.owner)
+                    .where(and_(claims.c.product == product, claims.c.resource == claim))
+                    .with_for_update()
+                ).first()
+                if row is None or row.owner != owner:
+                    raise ClaimLostError(f"{product}: replay claim {claim} was taken over; nothing committed")
+                old = conn.execute(
+                    select(files.c.hour, files.c.rows)
+                    .where(and_(files.c.path == quarantine_file, files.c.state == "committed",
+                                files.c.kind == "quarantine"))
+                    .with_for_update()
+                ).first()
+                if old is None:
+                    raise CommitConflictError(
+                        f"{product}: quarantine file {quarantine_file} is no longer live (replayed already?)"
+                    )
+                conn.execute(
+                    update(files).where(files.c.path == quarantine_file).values(state="replaced", replaced_at=now)
+                )
+                for stats, _hour in [*landed, *still_quarantined]:
+                    done = conn.execute(
+                        update(files)
+                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == claim))
+                        .values(
+                            state="committed", rows=stats.rows, bytes=stats.bytes, end_offset=stats.end_offset,
+                            min_offset=stats.min_offset, max_offset=stats.max_offset, committed_at=now,
+                        )
+                    ).rowcount
+                    if done != 1:
+                        raise ClaimLostError(f"{product}: pending file {stats.path} is no longer ours; nothing committed")
+                reopened = self._touch_hours(conn, product, landed, [], now)
+                replayed = sum(s.rows for s, _ in landed)
+                if replayed:
+                    conn.execute(
+                        update(hours)
+                        .where(and_(hours.c.product == product, hours.c.hour == old.hour))
+                        .values(quarantined_rows=hours.c.quarantined_rows - replayed)
+                    )
+                conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == claim)))
+                return reopened
+
+        return _retrying(tx)  # type: ignore[return-value]
+
     # --- history ------------------------------------------------------------------------
 
     def last_landing_at(self, product: str) -> float | None:

@@ -244,6 +244,8 @@ def _require_broker(bootstrap: str) -> None:
         )
 
 
+import orchestration.cli_quality  # noqa: E402, F401 - registers `quarantine …` and `quality …`
+
 # --- entry ---------------------------------------------------------------------------------
 
 
