@@ -90,12 +90,12 @@ class DeadLetterPublisher:
         self.published = 0
         self._producer = Producer(
             {
+                "message.max.bytes": MAX_MESSAGE_BYTES,
                 **(kafka_config or {}),
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
             }
         )
 
