@@ -26,6 +26,7 @@ import dagster as dg
 from connectors.lake import hour_key, parse_hour_key
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from orchestration.resources import FlowsuiteResource
 
 FRESHNESS = "freshness"
 VOLUME = "volume"
@@ -131,8 +132,6 @@ def _metadata(md: dict[str, Any]) -> dict[str, Any]:
 
 def freshness_and_volume_checks(spec: DataProductSpec) -> list[dg.AssetChecksDefinition]:
     """Standalone checks on `P/landed` for the product's freshness and volume rules."""
-    from orchestration.resources import FlowsuiteResource
-
     key = dg.AssetKey([spec.name, "landed"])
     checks: list[dg.AssetChecksDefinition] = []
     if spec.quality.freshness is not None:
