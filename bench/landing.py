@@ -1,0 +1,189 @@
+"""Landing throughput against a bare consume loop over the same topic, in the same run.
+
+    python bench/landing.py [--events 1000000] [--partitions 1] [--invalid-rate 0]
+                            [--parallel] [--s3]
+
+Produces click events into a fresh topic on an embedded Tansu broker, then measures:
+- the ceiling: a bare `consume(num_messages=…)` loop over every partition with `assign()`,
+  touching each message's value (what any consumer must do at least);
+- landing: `connectors.landing.land` over the same topic into a fresh local lake and
+  SQLite metastore (decode, validate, Parquet per hour, commit);
+- with --parallel: one landing process per Kafka partition at once (what the multiprocess
+  executor does with per-partition steps) vs the single-step landing above;
+- with --s3: the same landing into an S3 lake on moto's server vs the local lake.
+
+Absolute figures drift on shared machines; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
+
+from connectors.demo_data import generate_clicks, produce  # noqa: E402
+from connectors.kafka_reader import consumer_config  # noqa: E402
+from connectors.lake import Lake, S3Options  # noqa: E402
+from connectors.landing import land  # noqa: E402
+from connectors.metastore import Metastore  # noqa: E402
+from connectors.spec import parse_spec_file  # noqa: E402
+from orchestration.broker import running_broker  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def bare_consume(bootstrap: str, topic: str, partitions: int, expected: int) -> float:
+    """Seconds to read every record once with the fastest plain loop."""
+    conf = consumer_config(bootstrap, "bench-bare")
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        seen, eof = 0, set()
+        started = time.perf_counter()
+        while len(eof) < partitions:
+            for msg in consumer.consume(num_messages=10_000, timeout=0.05):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(msg.partition())
+                    continue
+                msg.value()
+                seen += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    if seen != expected:
+        raise SystemExit(f"bare loop read {seen} records, expected {expected}")
+    return elapsed
+
+
+def land_once(spec, bootstrap: str, lake_url: str, partitions: list[int] | None = None, s3=None) -> tuple[float, int]:
+    home = Path(tempfile.mkdtemp(prefix="bench-ms-"))
+    try:
+        metastore = Metastore(f"sqlite:///{home / 'metastore.db'}")
+        lake = Lake(lake_url, s3)
+        started = time.perf_counter()
+        result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, partitions=partitions,
+                      max_records=10**9)
+        elapsed = time.perf_counter() - started
+        assert result.consumed == result.landed + result.quarantined
+        return elapsed, result.consumed
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _land_partition(args) -> tuple[float, int]:
+    spec_json, bootstrap, lake_url, partition, metastore_url = args
+    from connectors.spec import DataProductSpec
+
+    spec = DataProductSpec.model_validate_json(spec_json)
+    started = time.perf_counter()
+    result = land(spec, lake=Lake(lake_url), metastore=Metastore(metastore_url), bootstrap=bootstrap,
+                  partitions=[partition], max_records=10**9)
+    return time.perf_counter() - started, result.consumed
+
+
+def land_parallel(spec, bootstrap: str, partitions: int) -> tuple[float, int]:
+    home = Path(tempfile.mkdtemp(prefix="bench-par-"))
+    try:
+        metastore_url = f"sqlite:///{home / 'metastore.db'}"
+        Metastore(metastore_url)  # create tables once
+        jobs = [(spec.model_dump_json(), bootstrap, str(home / "lake"), p, metastore_url) for p in range(partitions)]
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(partitions) as pool:
+            pool.map(_land_partition, [jobs[0]][:0])  # warm the pool's imports off the clock
+            started = time.perf_counter()
+            results = pool.map(_land_partition, jobs)
+            elapsed = time.perf_counter() - started
+        return elapsed, sum(n for _, n in results)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--hours", type=int, default=6)
+    parser.add_argument("--invalid-rate", type=float, default=0.0)
+    parser.add_argument("--parallel", action="store_true", help="also land one process per partition")
+    parser.add_argument("--s3", action="store_true", help="also land into S3 (moto server)")
+    parser.add_argument("--repeat", type=int, default=2, help="best of N for each measurement")
+    args = parser.parse_args()
+    if args.partitions >= 2:
+        args.parallel = True
+
+    spec = parse_spec_file(ROOT / "dataproducts" / "clicks.yaml")
+    topic = f"bench-clicks-{os.getpid()}"
+    spec = spec.model_copy(update={"topic": topic})
+    rows: list[dict] = []
+    with running_broker() as broker:
+        bootstrap = broker.bootstrap
+        report = produce(bootstrap, topic, generate_clicks(args.events, args.hours, args.invalid_rate, seed=7),
+                         partitions=args.partitions)
+        print(f"produced {report.produced:,} events into {topic} ({args.partitions} partition(s))", flush=True)
+
+        bare = min(bare_consume(bootstrap, topic, args.partitions, report.produced) for _ in range(args.repeat))
+        lake_root = Path(tempfile.mkdtemp(prefix="bench-lake-"))
+        try:
+            landing = min(land_once(spec, bootstrap, str(lake_root / f"lake{i}"))[0] for i in range(args.repeat))
+        finally:
+            shutil.rmtree(lake_root, ignore_errors=True)
+        n = report.produced
+        rows.append(_row("landing vs bare consume loop", n / landing, n / bare, 0.8, "records/s"))
+
+        if args.parallel and args.partitions >= 2:
+            par = min(land_parallel(spec, bootstrap, args.partitions)[0] for _ in range(args.repeat))
+            rows.append(_row(f"parallel landing ({args.partitions} steps) vs one step", n / par, n / landing, 1.6, "records/s"))
+
+        if args.s3:
+            from moto.server import ThreadedMotoServer
+
+            from orchestration.broker import free_port
+
+            port = free_port()
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            try:
+                import boto3
+
+                endpoint = f"http://127.0.0.1:{port}"
+                boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+                             aws_secret_access_key="x").create_bucket(Bucket="bench")
+                s3 = S3Options(endpoint_url=endpoint, region="us-east-1", access_key_id="x", secret_access_key="x")
+                s3_time = min(land_once(spec, bootstrap, f"s3://bench/lake{i}", s3=s3)[0] for i in range(args.repeat))
+                rows.append(_row("S3 lake (moto) vs local lake", n / s3_time, n / landing, None, "records/s"))
+            finally:
+                server.stop()
+
+    print()
+    print(f"{'what':<46} {'figure':>14} {'ceiling':>14} {'ratio':>7} {'goal':>6}")
+    for r in rows:
+        goal = f"≥{r['goal']}" if r["goal"] else "-"
+        print(f"{r['what']:<46} {r['figure']:>14,.0f} {r['ceiling']:>14,.0f} {r['ratio']:>7.2f} {goal:>6}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "landing.json" if args.partitions == 1 else f"landing-p{args.partitions}.json"
+    (RESULTS / name).write_text(json.dumps({"bench": "landing", "events": n, "machine": _machine(), "rows": rows}, indent=2))
+
+
+def _row(what: str, figure: float, ceiling: float, goal: float | None, unit: str) -> dict:
+    return {"what": what, "figure": figure, "ceiling": ceiling, "ratio": figure / ceiling, "goal": goal, "unit": unit}
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    main()
