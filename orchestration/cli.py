@@ -244,6 +244,7 @@ def _require_broker(bootstrap: str) -> None:
         )
 
 
+import orchestration.cli_landing  # noqa: E402, F401 - registers `land`, `demo`, `offsets …`
 import orchestration.cli_quality  # noqa: E402, F401 - registers `quarantine …` and `quality …`
 
 # --- entry ---------------------------------------------------------------------------------

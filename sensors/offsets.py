@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors.kafka_reader import consumer_config, probe_partitions
 from connectors.spec import DataProductSpec
+from orchestration.resources import FlowsuiteResource
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -168,14 +169,13 @@ def build_offset_sensor(spec: DataProductSpec, job: Any) -> dg.SensorDefinition:
         job=job,
         minimum_interval_seconds=max(1, int(spec.trigger.sensor_interval.total_seconds())),
         default_status=dg.DefaultSensorStatus.STOPPED,
-        required_resource_keys={"flowsuite"},
         description=(
             f"Requests {job.name} when at least {spec.trigger.min_records} records of topic "
             f"{spec.topic} wait beyond the committed offsets, or the oldest has waited "
             f"{_duration(spec.trigger.max_latency.total_seconds())}."
         ),
     )
-    def offsets_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_offsets(spec, job.name, context, context.resources.flowsuite)
+    def offsets_sensor(context: dg.SensorEvaluationContext, flowsuite: FlowsuiteResource):
+        return evaluate_offsets(spec, job.name, context, flowsuite)
 
     return offsets_sensor
