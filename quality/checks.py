@@ -156,7 +156,17 @@ def landing_check_results(
         from connectors.decode import lake_schema
 
         table = lake_schema(spec).empty_table()
-    outcomes = run_suite(spec, table, suites_dir)
+    try:
+        outcomes = run_suite(spec, table, suites_dir)
+    except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate, not a crash
+        log.exception("%s: the quality suite could not run", spec.name)
+        outcomes = [
+            ExpectationOutcome(
+                name=name, type=exp.type, column=exp.kwargs.get("column"), severity=exp.severity,
+                success=False, exception=f"the suite could not run on this batch: {type(exc).__name__}: {exc}",
+            )
+            for name, exp in check_names(spec, suites_dir)
+        ]
     accounted = result.consumed == result.landed + result.quarantined
     failed: list[ExpectationOutcome | str] = [o for o in outcomes if o.blocks]
     if not accounted:

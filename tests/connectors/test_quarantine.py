@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -113,6 +114,7 @@ def test_a_crashed_replay_is_taken_over_and_lands_once(landed):
     metastore.register_pending(leftover, product="replayclicks", kind="landed", hour=qf.hour, claim=claim,
                                run_id="dead-run")
     lake.write_bytes(leftover, b"half written")
+    time.sleep(0.05)  # its lease runs out
     result = replay_quarantine(wide, lake=lake, metastore=metastore)
     assert result.replayed == N_HIGH
     assert not lake.exists(leftover)
