@@ -1,0 +1,467 @@
+"""The warehouse sink on SQLite, PostgreSQL and MariaDB: idempotence, order independence,
+tombstones, stale records, schema evolution, secrets, and SIGKILL of a syncing process.
+
+Batch-level properties build Arrow batches in the lake's schema directly (the unit the sink
+applies); the end-to-end and crash tests produce to the real broker, land with
+`connectors.landing.land`, and compare with the latest-per-key state computed from the
+produced records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from connectors.decode import lake_schema
+from connectors.demo_data import produce
+from connectors.lake import Lake
+from connectors.landing import land
+from connectors.metastore import Metastore
+from connectors.spec import DataProductSpec
+from connectors.sql_sink import (
+    WarehouseError,
+    WarehouseSchemaError,
+    WarehouseSink,
+    reduce_latest,
+    sync,
+)
+
+DIALECTS = ["sqlite", "postgresql", "mariadb"]
+T0 = datetime(2026, 11, 26, 10, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+RELIABILITY_FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
+
+
+@pytest.fixture(params=DIALECTS)
+def warehouse_url(request: pytest.FixtureRequest) -> str:
+    name = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param]
+    return request.getfixturevalue(name)
+
+
+def make_spec(
+    topic: str = "accounts",
+    *,
+    deletes: bool = True,
+    version: str = "offset",
+    extra_fields: list[dict] | None = None,
+    key: list[str] | None = None,
+    amount_type: str = "int64",
+    table: str | None = None,
+) -> DataProductSpec:
+    name = f"acct_{uuid.uuid4().hex[:8]}"
+    return DataProductSpec.model_validate(
+        {
+            "name": name,
+            "owner": "team:billing",
+            "topic": topic,
+            "key": key or ["id"],
+            "fields": [
+                {"name": "id", "type": "string", "max_length": 32},
+                {"name": "amount", "type": amount_type},
+                {"name": "ts", "type": "timestamp"},
+                *(extra_fields or []),
+            ],
+            "event_time": {"field": "ts", "fallback": "kafka_timestamp"},
+            "partitioning": {"start": "2026-11-01T00:00:00Z"},
+            "sinks": {"database": {"table": table or name, "deletes": "tombstone" if deletes else "none",
+                                   "version": version, "batch_rows": 100}},
+        }
+    )
+
+
+def batch(spec: DataProductSpec, records: list[tuple]) -> pa.Table:
+    """records: (id, amount, partition, offset[, deleted[, ts_minutes]]) → a lake-schema table."""
+    schema = lake_schema(spec)
+    rows = []
+    for rec in records:
+        k, amount, p, o = rec[:4]
+        deleted = rec[4] if len(rec) > 4 else False
+        minutes = rec[5] if len(rec) > 5 else 0
+        row = {"id": k, "amount": None if deleted else amount,
+               "ts": None if deleted else T0 + timedelta(minutes=minutes),
+               "_topic": spec.topic, "_partition": p, "_offset": o, "_timestamp": T0, "_key": k}
+        if spec.deletes_enabled:
+            row["_deleted"] = deleted
+        rows.append({n: row.get(n) for n in schema.names})
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def state(sink: WarehouseSink) -> dict:
+    return {r["id"]: (r["amount"], r["_partition"], r["_offset"]) for r in sink.read_rows()}
+
+
+# --- the per-key reduction ---------------------------------------------------------------
+
+
+def test_reduce_latest_keeps_the_highest_position_per_key():
+    spec = make_spec()
+    rows = batch(spec, [("a", 1, 0, 5), ("a", 2, 0, 9), ("a", 3, 0, 7), ("b", 4, 1, 2), ("c", 5, 0, 1), (None, 6, 0, 3)])
+    out, n_null = reduce_latest(spec, rows)
+    got = {r["id"]: r["amount"] for r in out.to_pylist()}
+    assert got == {"a": 2, "b": 4, "c": 5}
+    assert n_null == 1
+
+
+def test_reduce_latest_by_version_field_then_position():
+    spec = make_spec(version="seq", extra_fields=[{"name": "seq", "type": "int64"}])
+    schema = lake_schema(spec)
+    base = {"ts": T0, "_topic": "t", "_timestamp": T0, "_deleted": False}
+    rows = pa.Table.from_pylist(
+        [
+            {**base, "id": "a", "amount": 1, "seq": 3, "_partition": 0, "_offset": 1, "_key": "a"},
+            {**base, "id": "a", "amount": 2, "seq": 1, "_partition": 0, "_offset": 2, "_key": "a"},
+            {**base, "id": "a", "amount": 3, "seq": None, "_partition": 0, "_offset": 3, "_key": "a"},
+            {**base, "id": "b", "amount": 4, "seq": 2, "_partition": 0, "_offset": 4, "_key": "b"},
+            {**base, "id": "b", "amount": 5, "seq": 2, "_partition": 0, "_offset": 5, "_key": "b"},
+        ],
+        schema=schema,
+    )
+    out, _ = reduce_latest(spec, rows)
+    assert {r["id"]: r["amount"] for r in out.to_pylist()} == {"a": 1, "b": 5}
+
+
+# --- batch semantics on every dialect ------------------------------------------------------
+
+
+def test_same_batch_twice_leaves_the_table_unchanged(warehouse_url):
+    spec = make_spec()
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        b = batch(spec, [("a", 1, 0, 0), ("b", 2, 0, 1), ("a", 3, 0, 2), ("c", 4, 1, 0)])
+        first = sink.apply(b)
+        assert (first.inserted, first.updated, first.reduced) == (3, 0, 1)
+        before = state(sink)
+        again = sink.apply(b)
+        assert (again.inserted, again.updated, again.skipped_stale) == (0, 0, 3)
+        assert state(sink) == before == {"a": (3, 0, 2), "b": (2, 0, 1), "c": (4, 1, 0)}
+    finally:
+        sink.dispose()
+
+
+def test_out_of_order_batches_end_in_the_same_table(warehouse_url):
+    rng = random.Random(11)
+    keys = [f"k{i}" for i in range(30)]
+    records, offsets = [], {0: 0, 1: 0}
+    for _ in range(400):
+        k = rng.choice(keys)
+        p = int(k[1:]) % 2  # a key stays in one partition, as Kafka's partitioner keeps it
+        deleted = rng.random() < 0.15
+        records.append((k, rng.randrange(1000), p, offsets[p], deleted))
+        offsets[p] += 1
+    chunks = [records[i : i + 37] for i in range(0, len(records), 37)]
+    spec_in = make_spec()
+    spec_shuffled = make_spec()
+    sink_in, sink_shuffled = WarehouseSink(spec_in, warehouse_url), WarehouseSink(spec_shuffled, warehouse_url)
+    try:
+        for c in chunks:
+            sink_in.apply(batch(spec_in, c))
+        order = list(range(len(chunks)))
+        rng.shuffle(order)
+        for i in order:
+            sink_shuffled.apply(batch(spec_shuffled, chunks[i]))
+        for i in order[:5]:  # and some replays on top
+            sink_shuffled.apply(batch(spec_shuffled, chunks[i]))
+        expected: dict = {}
+        for k, amount, p, o, deleted in records:
+            if deleted:
+                expected.pop(k, None)
+            else:
+                expected[k] = (amount, p, o)
+        assert state(sink_in) == expected
+        assert state(sink_shuffled) == expected
+    finally:
+        sink_in.dispose()
+        sink_shuffled.dispose()
+
+
+def test_tombstones_delete_and_older_replays_do_not_bring_rows_back(warehouse_url):
+    spec = make_spec()
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        sink.apply(batch(spec, [("a", 1, 0, 0), ("b", 2, 0, 1)]))
+        c = sink.apply(batch(spec, [("a", None, 0, 2, True)]))
+        assert c.deleted == 1
+        assert state(sink) == {"b": (2, 0, 1)}
+        replay = sink.apply(batch(spec, [("a", 1, 0, 0)]))  # older than the tombstone
+        assert replay.inserted == 0 and replay.skipped_stale == 1
+        assert "a" not in state(sink)
+        stale_delete = sink.apply(batch(spec, [("b", None, 0, 0, True)]))  # older than row b
+        assert stale_delete.deleted == 0 and stale_delete.skipped_stale == 1
+        back = sink.apply(batch(spec, [("a", 7, 0, 3)]))  # newer: the key comes back
+        assert back.inserted == 1
+        assert state(sink) == {"a": (7, 0, 3), "b": (2, 0, 1)}
+        # delete then re-insert inside one batch: the latest wins
+        sink.apply(batch(spec, [("b", None, 0, 4, True), ("b", 9, 0, 5)]))
+        sink.apply(batch(spec, [("a", 8, 0, 6), ("a", None, 0, 7, True)]))
+        assert state(sink) == {"b": (9, 0, 5)}
+    finally:
+        sink.dispose()
+
+
+def test_stale_records_are_skipped(warehouse_url):
+    spec = make_spec(deletes=False)
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        sink.apply(batch(spec, [("a", 10, 0, 10), ("b", 20, 1, 5)]))
+        c = sink.apply(batch(spec, [("a", 1, 0, 3), ("b", 2, 1, 4), ("c", 3, 0, 11)]))
+        assert (c.inserted, c.updated, c.skipped_stale) == (1, 0, 2)
+        u = sink.apply(batch(spec, [("a", 11, 0, 12)]))
+        assert (u.inserted, u.updated, u.skipped_stale) == (0, 1, 0)
+        assert state(sink) == {"a": (11, 0, 12), "b": (20, 1, 5), "c": (3, 0, 11)}
+    finally:
+        sink.dispose()
+
+
+def test_version_field_orders_rows_not_arrival(warehouse_url):
+    spec = make_spec(version="seq", extra_fields=[{"name": "seq", "type": "int64"}])
+    schema = lake_schema(spec)
+
+    def rec(k, amount, seq, o, deleted=False):
+        return {"id": k, "amount": amount, "seq": seq, "ts": T0, "_topic": "t", "_partition": 0, "_offset": o,
+                "_timestamp": T0, "_key": k, "_deleted": deleted}
+
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        sink.apply(pa.Table.from_pylist([rec("a", 1, 5, 0)], schema=schema))
+        older = sink.apply(pa.Table.from_pylist([rec("a", 2, 4, 1)], schema=schema))  # later offset, lower version
+        assert older.skipped_stale == 1
+        newer = sink.apply(pa.Table.from_pylist([rec("a", 3, 6, 2)], schema=schema))
+        assert newer.updated == 1
+        rows = {r["id"]: (r["amount"], r["seq"]) for r in sink.read_rows()}
+        assert rows == {"a": (3, 6)}
+        gone = sink.apply(pa.Table.from_pylist([rec("a", None, None, 3, True)], schema=schema))
+        assert gone.deleted == 1 and sink.read_rows() == []
+        replay = sink.apply(pa.Table.from_pylist([rec("a", 3, 6, 2)], schema=schema))  # the deleted version
+        assert replay.inserted == 0 and sink.read_rows() == []
+        again = sink.apply(pa.Table.from_pylist([rec("a", 4, 7, 4)], schema=schema))
+        assert again.inserted == 1
+    finally:
+        sink.dispose()
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def test_a_new_field_adds_a_nullable_column(warehouse_url):
+    table = f"evolve_{uuid.uuid4().hex[:8]}"
+    v1 = make_spec(deletes=False, table=table)
+    sink = WarehouseSink(v1, warehouse_url)
+    sink.apply(batch(v1, [("a", 1, 0, 0)]))
+    sink.dispose()
+    v2 = make_spec(deletes=False, table=table, extra_fields=[{"name": "currency", "type": "string"}])
+    sink2 = WarehouseSink(v2, warehouse_url)
+    try:
+        assert sink2.ensure_table() == ["currency"]
+        schema = lake_schema(v2)
+        sink2.apply(pa.Table.from_pylist(
+            [{"id": "b", "amount": 2, "ts": T0, "currency": "EUR", "_topic": "t", "_partition": 0, "_offset": 1,
+              "_timestamp": T0, "_key": "b"}], schema=schema))
+        rows = {r["id"]: r["currency"] for r in sink2.read_rows()}
+        assert rows == {"a": None, "b": "EUR"}
+        assert sink2.ensure_table() == []
+    finally:
+        sink2.dispose()
+
+
+def test_an_incompatible_change_stops_with_what_to_do(warehouse_url):
+    table = f"incompat_{uuid.uuid4().hex[:8]}"
+    v1 = make_spec(deletes=False, table=table)
+    sink = WarehouseSink(v1, warehouse_url)
+    sink.ensure_table()
+    sink.dispose()
+    changed = WarehouseSink(make_spec(deletes=False, table=table, amount_type="string"), warehouse_url)
+    with pytest.raises(WarehouseSchemaError, match=r"column amount is BIGINT(\(\d+\))? in the warehouse but the spec says string; migrate"):
+        changed.ensure_table()
+    changed.dispose()
+    rekeyed = WarehouseSink(make_spec(deletes=False, table=table, key=["id", "amount"]), warehouse_url)
+    with pytest.raises(WarehouseSchemaError, match=r"primary key \(id\) but the spec's key is \(id, amount\)"):
+        rekeyed.ensure_table()
+    rekeyed.dispose()
+
+
+def test_passwords_never_appear_in_errors():
+    spec = make_spec()
+    sink = WarehouseSink(spec, "postgresql+psycopg://flowsuite:s3cret-pw@127.0.0.1:1/nowhere")
+    with pytest.raises(WarehouseError) as info:
+        sink.ensure_table()
+    assert "s3cret-pw" not in str(info.value)
+    assert "***" in str(info.value) and "127.0.0.1:1" in str(info.value)
+    assert "s3cret-pw" not in repr(sink)
+
+
+# --- from the lake: end to end and crashes -----------------------------------------------
+
+
+def produce_accounts(bootstrap: str, topic: str, n: int, keys: int, seed: int, delete_rate: float = 0.08):
+    """Produce n JSON records over `keys` keys (some tombstones); return them in order."""
+    rng = random.Random(seed)
+    produced = []
+    for i in range(n):
+        k = f"k{rng.randrange(keys)}"
+        if rng.random() < delete_rate:
+            produced.append((k.encode(), None, True))
+        else:
+            ts = (T0 + timedelta(minutes=rng.randrange(180))).isoformat().replace("+00:00", "Z")
+            value = json.dumps({"id": k, "amount": i, "ts": ts}).encode()
+            produced.append((k.encode(), value, True))
+    report = produce(bootstrap, topic, produced)
+    assert report.produced == n
+    return produced
+
+
+def expected_state(produced) -> dict[str, int]:
+    """Latest per key from the produced records (a key stays in one partition, so its
+    records' order in the topic is the produce order)."""
+    latest: dict[str, int] = {}
+    for key, value, _ in produced:
+        if value is None:
+            latest.pop(key.decode(), None)
+        else:
+            latest[key.decode()] = json.loads(value)["amount"]
+    return latest
+
+
+def land_all(spec, lake, metastore, bootstrap):
+    result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=5.0)
+    assert result.quarantined == 0
+    return result
+
+
+def test_end_to_end_from_the_broker(kafka_bootstrap, topic, tmp_path, warehouse_url):
+    spec = make_spec(topic)
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    produced = produce_accounts(kafka_bootstrap, topic, 3000, keys=400, seed=3)
+    land_all(spec, lake, metastore, kafka_bootstrap)
+    first = sync(spec, lake=lake, metastore=metastore, url=warehouse_url, batch_rows=700)
+    assert first.rows_read == 3000 and first.batches > 1
+    assert first.offsets_after == {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
+    more = produce_accounts(kafka_bootstrap, topic, 1000, keys=400, seed=4)
+    land_all(spec, lake, metastore, kafka_bootstrap)
+    second = sync(spec, lake=lake, metastore=metastore, url=warehouse_url)
+    assert second.rows_read == 1000 and second.offsets_before == first.offsets_after
+    nothing = sync(spec, lake=lake, metastore=metastore, url=warehouse_url)
+    assert nothing.rows_read == 0 and nothing.batches == 0
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced + more)
+        assert nothing.table_rows == len(expected_state(produced + more))
+    finally:
+        sink.dispose()
+
+
+_SYNC_CHILD = """
+import json, sys
+from connectors.lake import Lake
+from connectors.metastore import Metastore
+from connectors.spec import DataProductSpec
+from connectors.sql_sink import sync
+spec = DataProductSpec.model_validate(json.loads(sys.argv[1]))
+print("ready", flush=True)
+sync(spec, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), url=sys.argv[4], batch_rows=100)
+print("done", flush=True)
+"""
+
+
+def _consistent_with_offsets(spec, lake, metastore, sink) -> None:
+    """The table equals the latest-per-key state of exactly the lake rows below the sink's
+    offsets: rows and offsets were committed together."""
+    offsets = sink.sink_offsets()
+    files = metastore.live_files(spec.name)
+    rows = lake.read_tables([f.path for f in files]).sort_by([("_partition", "ascending"), ("_offset", "ascending")])
+    latest: dict = {}
+    for r in rows.to_pylist():
+        if r["_offset"] >= offsets.get(r["_partition"], 0):
+            continue
+        if r["_deleted"]:
+            latest.pop(r["id"], None)
+        else:
+            latest[r["id"]] = r["amount"]
+    assert {k: v[0] for k, v in state(sink).items()} == latest, f"table and offsets {offsets} disagree"
+
+
+def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap, topic, tmp_path, warehouse_url):
+    spec = make_spec(topic)
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    produced = produce_accounts(kafka_bootstrap, topic, 6000, keys=500, seed=5)
+    land_all(spec, lake, metastore, kafka_bootstrap)
+    spec_json = json.dumps(spec.model_dump(), default=lambda v: v.total_seconds() if isinstance(v, timedelta) else v.isoformat())
+    args = [sys.executable, "-c", _SYNC_CHILD, spec_json, lake.url, metastore.url, warehouse_url]
+    rng = random.Random(1234)
+    kills = 25 if RELIABILITY_FULL else 5
+    # Timed kills land anywhere (mostly mid-transaction: a batch is a transaction); crash
+    # points kill inside the transaction deterministically, after rows, before the commit.
+    plans = [("delay", rng.uniform(0.05, 0.6)) for _ in range(kills)]
+    plans += [("crash", f"sink_rows_written:{rng.randint(2, 6)}"), ("crash", f"sink_before_commit:{rng.randint(2, 6)}"),
+              ("crash", f"sink_deleted:{rng.randint(2, 6)}")]
+    killed = 0
+    sink = WarehouseSink(spec, warehouse_url)
+    try:
+        for how, what in plans:
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            if how == "crash":
+                env["FLOWSUITE_CRASH_AT"] = what
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+            try:
+                assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[-2000:]
+                if how == "delay":
+                    time.sleep(what)
+                    proc.kill()
+                proc.wait(timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if proc.returncode == -9:
+                killed += 1
+            else:
+                assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+            _consistent_with_offsets(spec, lake, metastore, sink)
+        assert killed >= 5, f"only {killed} of {len(plans)} syncs were killed mid-way"
+        final = sync(spec, lake=lake, metastore=metastore, url=warehouse_url)
+        assert final.offsets_after == {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
+        assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced)
+    finally:
+        sink.dispose()
+
+
+def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, topic, tmp_path, sqlite_url, monkeypatch):
+    """A compaction that swaps an hour between the sync's listing and its read: the read of the
+    stale listing fails for real (the file is gone), the sync lists the live files again and
+    reads the compacted files (several partitions per file, found through their `ranges`)."""
+    import connectors.sql_sink as sql_sink
+    from connectors.compaction import compact_hour
+
+    spec = make_spec(topic)
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    produced = produce_accounts(kafka_bootstrap, topic, 500, keys=50, seed=8)
+    land_all(spec, lake, metastore, kafka_bootstrap)
+    real_read, failures = sql_sink.read_window, []
+
+    def compact_then_read(spec_, lake_, files, window):
+        if not failures:
+            for hour in sorted({f.hour for f in files}):
+                compact_hour(spec, hour, lake=lake, metastore=metastore, force=True)
+            try:
+                return real_read(spec_, lake_, files, window)  # the listing from before the swap
+            except OSError as exc:
+                failures.append(exc)
+                raise
+        return real_read(spec_, lake_, files, window)
+
+    monkeypatch.setattr(sql_sink, "read_window", compact_then_read)
+    result = sync(spec, lake=lake, metastore=metastore, url=sqlite_url, batch_rows=10_000)
+    assert len(failures) == 1 and result.rows_read == 500
+    assert {f.kind for f in metastore.live_files(spec.name)} == {"compacted"}
+    sink = WarehouseSink(spec, sqlite_url)
+    assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced)
+    sink.dispose()
