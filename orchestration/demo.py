@@ -203,17 +203,18 @@ DEMO_SECTIONS: list[tuple[str, Callable[[Demo], list[str] | None]]] = [
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 
 
-def ensure_broker(settings: Settings, say: Callable[[str], None]) -> None:
+def ensure_broker(settings: Settings, say: Callable[[str], None]) -> bool:
     """Start the embedded broker when FLOWSUITE_KAFKA_BOOTSTRAP points at a local port nobody
     answers on; a broker that answers (embedded or real) is used as it is."""
     from orchestration.broker import broker_answers, start_broker
 
     if broker_answers(settings.kafka_bootstrap, timeout=2.0):
-        return
+        return False
     host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         raise IngestError(f"no Kafka broker answers at {settings.kafka_bootstrap}")
     say(start_broker(settings.home, port=int(port)).message)
+    return True
 
 
 def run_demo(
@@ -230,11 +231,19 @@ def run_demo(
     from connectors.spec import load_specs
     from orchestration.resources import default_flowsuite_resource
 
-    ensure_broker(settings, say)
+    started = ensure_broker(settings, say)
     specs = {s.name: s for s in load_specs(settings.products_dir)}
     if DEMO_PRODUCT not in specs:
         raise IngestError(f"the demo needs the {DEMO_PRODUCT} data product in {settings.products_dir}")
     spec = specs[DEMO_PRODUCT]
+    if started and default_flowsuite_resource().metastore().committed_offsets(spec.name):
+        # The embedded broker keeps topics in memory: a new one starts empty, while the
+        # metastore still holds the old broker's offsets (the history-lost alarm, by design).
+        raise IngestError(
+            f"the embedded broker started empty, but {settings.home} holds committed offsets of "
+            f"{spec.name} from the broker that was stopped; start over with `make clean && make demo` "
+            f"(or keep the lake and choose with `flowsuite offsets reset {spec.name} ...`)"
+        )
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     records = generate_clicks(events, hours, invalid_rate, seed=seed)
     produced = produce(
