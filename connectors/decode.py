@@ -188,6 +188,17 @@ class Decoder:
                 if rest:
                     todo.append(rest)
                 continue
+            try:
+                # pyarrow.json does not validate UTF-8: a bad byte would land as a broken string.
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                culprit = self._value_at(values, idx, exc.start)
+                self._parse_slow(values, [idx[culprit]], pieces, reasons)
+                if culprit + 1 < len(idx):
+                    todo.append(idx[culprit + 1 :])
+                if culprit:
+                    todo.append(idx[:culprit])
+                continue
             table, bad_row = self._read_json(data)
             if table is not None and table.num_rows == len(idx):
                 index = pa.arange(idx.start, idx.stop) if isinstance(idx, range) else pa.array(idx, pa.int64())
@@ -203,6 +214,16 @@ class Decoder:
             step = CHUNK if len(idx) > CHUNK else max(SLOW_PATH_SLICE, -(-len(idx) // 8))
             for lo in range(0, len(idx), step):
                 todo.append(idx[lo : lo + step])
+
+    @staticmethod
+    def _value_at(values: list[bytes | None], idx, byte_pos: int) -> int:
+        """Position in `idx` of the value holding byte `byte_pos` of the newline-joined data."""
+        end = 0
+        for k, i in enumerate(idx):
+            end += len(values[i]) + 1
+            if byte_pos < end:
+                return k
+        return len(idx) - 1
 
     def _read_json(self, data: bytes) -> tuple[pa.Table | None, int | None]:
         """Parse NDJSON; on failure return the failing row when pyarrow names it."""

@@ -39,6 +39,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
     update,
 )
@@ -127,6 +128,20 @@ landings = Table(
     Column("landed", BigInteger, nullable=False),
     Column("quarantined", BigInteger, nullable=False),
     Column("committed_at", Float, nullable=False),
+)
+
+
+# Hours whose `_SUCCESS` marker was written, per generation (compaction writes the row right
+# after the marker). An hour is marked when a row has its current generation; batch users may
+# query it instead of probing the lake.
+markers = Table(
+    "fs_markers",
+    metadata,
+    Column("product", String(128), primary_key=True),
+    Column("hour", String(16), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("written_at", Float, nullable=False),
 )
 
 
@@ -284,6 +299,19 @@ class Metastore:
         self.url = url
         self.engine = engine or make_engine(url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to the model since a metastore was created are added (nullable), so
+        an existing metastore keeps working after an upgrade."""
+        inspector = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            existing = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in existing:
+                    ddl = column.type.compile(dialect=self.engine.dialect)
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}')
 
     def __repr__(self) -> str:
         return f"Metastore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -782,6 +810,24 @@ class Metastore:
                 return reopened
 
         return _retrying(tx)  # type: ignore[return-value]
+
+    def record_marker(self, product: str, hour: str, generation: int, rows: int) -> None:
+        """The hour's `_SUCCESS` marker of `generation` was written (compaction)."""
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(delete(markers).where(and_(markers.c.product == product, markers.c.hour == hour)))
+                conn.execute(
+                    insert(markers).values(product=product, hour=hour, generation=generation, rows=rows, written_at=time.time())
+                )
+
+        _retrying(tx)
+
+    def marked_hours(self, product: str) -> dict[str, int]:
+        """hour → generation of its last written `_SUCCESS` marker."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(markers.c.hour, markers.c.generation).where(markers.c.product == product)).all()
+        return {r.hour: r.generation for r in rows}
 
     # --- history ------------------------------------------------------------------------
 

@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # Identifiers become SQL table/column names, file path segments and Dagster names, so they
 # are restricted to a portable, injection-free alphabet.
@@ -55,6 +63,11 @@ def parse_duration(value: Any) -> timedelta:
         match = _DURATION.match(value)
         if match:
             return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+        if value.strip().upper().startswith("P"):  # ISO-8601, as specs serialize to JSON
+            try:
+                return TypeAdapter(timedelta).validate_python(value.strip())
+            except ValidationError:
+                pass
     raise ValueError(f"expected a duration such as '90s', '10m', '2h' or '1d', got {value!r}")
 
 

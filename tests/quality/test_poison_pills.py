@@ -101,8 +101,6 @@ def test_poison_pills_are_quarantined_with_reason_and_original_bytes(kafka_boots
     assert pc.max(landed.column("_offset")).as_py() == len(records) - 1
 
 
-@pytest.mark.xfail(strict=True, reason="decode fast path: pyarrow.json does not validate UTF-8, so a "
-                   "non-UTF-8 value in an otherwise valid batch lands (reported to the lead)")
 def test_non_utf8_value_in_a_clean_batch_is_quarantined():
     from connectors.decode import Decoder
     from connectors.kafka_reader import Batch

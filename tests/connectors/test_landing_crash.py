@@ -1,0 +1,135 @@
+"""Exactly once in the lake under crashes: landing processes SIGKILLed at random points.
+
+Each trial starts a real landing process and kills it with SIGKILL, either at a named point
+of the engine (after a batch, after registering a file, before or after the commit) or at a
+random moment. When all kills are done, landings run to completion. Then an independent
+reader checks DESIGN invariant 1 and 3: every valid record of the topic is in exactly one
+visible Parquet file, every invalid one in the quarantine exactly once, nothing pending is
+left, and the lake holds no file the metastore does not list as live.
+
+`make test` runs at least 10 kills per metastore; FLOWSUITE_RELIABILITY=full runs 50.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connectors.demo_data import generate_clicks, produce
+from connectors.lake import Lake
+from connectors.landing import land
+from connectors.metastore import Metastore
+from connectors.spec import parse_spec_file
+from tests.support import positions, read_hive, read_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "workers" / "land_worker.py"
+FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
+# Named points of connectors/landing.py, and None: a SIGKILL at a random moment.
+CRASH_POINTS = ["after_batch", "after_register", "before_commit", "after_commit", None, None]
+LEASE_S = 1.5
+
+
+def _spec(topic: str):
+    return parse_spec_file(ROOT / "dataproducts" / "clicks.yaml").model_copy(update={"topic": topic})
+
+
+def _run_worker(spec, lake_url: str, metastore_url: str, bootstrap: str, crash_at: str | None,
+                kill_after: float | None, max_records: int) -> tuple[int, int | None]:
+    env = dict(os.environ)
+    env.pop("FLOWSUITE_CRASH_AT", None)
+    if crash_at:
+        env["FLOWSUITE_CRASH_AT"] = crash_at
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), spec.model_dump_json(), lake_url, metastore_url, bootstrap,
+         "--max-records", str(max_records), "--lease", str(LEASE_S), "--batch-size", "300"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    if kill_after is not None:
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"worker failed ({proc.returncode}): {err.decode()[-2000:]}")
+    consumed = json.loads(out.decode().strip().splitlines()[-1])["consumed"] if proc.returncode == 0 else None
+    return proc.returncode, consumed
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic, kafka_bootstrap, tmp_path, request):
+    metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store == "sqlite" else request.getfixturevalue("pg_url")
+    kills_wanted = (50 if FULL else 10) if store == "sqlite" else (20 if FULL else 4)
+    rng = random.Random(20261126 + len(store))
+    topic = make_topic(partitions=2)
+    valid_by_key: dict[bytes, bool] = {}
+
+    def produce_more(n: int) -> None:
+        generated = list(generate_clicks(n, hours=4, invalid_rate=0.03, seed=rng.randrange(10**9)))
+        produce(kafka_bootstrap, topic, iter(generated), partitions=2)
+        valid_by_key.update((key, ok) for key, _, ok in generated)
+
+    produce_more(4000)
+    spec = _spec(topic)
+    lake_url = str(tmp_path / "lake")
+    metastore = Metastore(metastore_url)
+
+    kills = 0
+    attempts = 0
+    while kills < kills_wanted:
+        attempts += 1
+        assert attempts < kills_wanted * 4, "landing finished too often before it could be killed"
+        point = rng.choice(CRASH_POINTS)
+        crash_at = f"{point}:{rng.randint(1, 2)}" if point else None
+        kill_after = None if point else rng.uniform(0.5, 2.0)
+        code, consumed = _run_worker(spec, lake_url, metastore_url, kafka_bootstrap, crash_at, kill_after,
+                                     max_records=rng.choice([300, 600, 1200]))
+        if code == -signal.SIGKILL:
+            kills += 1
+            time.sleep(LEASE_S + 0.2)  # the killed run's claims expire within one lease
+        elif consumed == 0:
+            produce_more(2000)  # drained: give the next trials something to crash in
+
+    # Run to completion: landings until nothing is left.
+    for _ in range(20):
+        result = land(spec, lake=Lake(lake_url), metastore=metastore, bootstrap=kafka_bootstrap, lease_s=LEASE_S)
+        if result.consumed == 0 and not result.skipped:
+            break
+        if result.skipped:
+            time.sleep(LEASE_S + 0.2)
+    else:
+        pytest.fail("landing did not drain the topic")
+
+    topic_records = read_topic(kafka_bootstrap, topic, 2)
+    expected_valid = Counter(pos for pos, (key, _) in topic_records.items() if valid_by_key[key])
+    expected_invalid = Counter(pos for pos, (key, _) in topic_records.items() if not valid_by_key[key])
+    landed = read_hive(tmp_path / "lake" / "clicks")
+    quarantined = read_hive(tmp_path / "lake" / "_quarantine" / "clicks")
+    assert positions(landed) == expected_valid, "a valid record was lost or duplicated"
+    assert positions(quarantined) == expected_invalid, "an invalid record was lost or duplicated"
+    raw_by_pos = {(p, o): raw for p, o, raw in zip(quarantined.column("_partition").to_pylist(),
+                                                    quarantined.column("_offset").to_pylist(),
+                                                    quarantined.column("_raw").to_pylist(), strict=True)}
+    assert all(raw_by_pos[pos] == (topic_records[pos][1] or None) or topic_records[pos][1] == b""
+               for pos in expected_invalid), "a quarantined record lost its original bytes"
+
+    # Nothing pending, and the lake holds exactly the live files (no orphan of a killed run).
+    assert metastore.files_in_states("clicks", ["pending"]) == []
+    live = {f.path for f in metastore.live_files("clicks", kinds=("landed", "quarantine"))}
+    on_disk = {str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake").rglob("*") if p.is_file()}
+    assert on_disk == live, f"files not live in the metastore: {sorted(on_disk - live)[:5]}"
+    assert metastore.claims_of("clicks") == []
+    offsets = metastore.committed_offsets("clicks")
+    ends = {p: max(o for q, o in topic_records if q == p) + 1 for p in (0, 1)}
+    assert {p: s.next_offset for p, s in offsets.items()} == ends
+    print(json.dumps({"store": store, "kills": kills, "attempts": attempts, "records": len(topic_records)}))
