@@ -247,6 +247,7 @@ def _require_broker(bootstrap: str) -> None:
 import orchestration.cli_landing  # noqa: E402, F401 - registers `land`, `demo`, `offsets …`
 import orchestration.cli_quality  # noqa: E402, F401 - registers `quarantine …` and `quality …`
 import orchestration.cli_warehouse  # noqa: E402, F401 - registers `warehouse sync` and the demo's warehouse section
+import orchestration.cli_lake  # noqa: E402, F401 - registers `read` and `compact`
 
 # --- entry ---------------------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""Benchmark: compacting an hour of 200 small landed files (not a test).
+
+Builds one hour of 200 small files directly in the landed format (the product's lake schema,
+`<topic>+<partition>+<start>.parquet`, registered committed in a metastore), then measures:
+1. MB/s of `compact_hour` (sort, write, read back and verify, swap) vs a bare pyarrow
+   read-all-and-write-one-file of the same files (the ceiling; goal ratio ≥ 0.7);
+2. the time to read the hour (pyarrow dataset over its live files) before vs after
+   compaction (goal: after ≥ 3× faster).
+Prints a table and writes bench/results/compaction.json.
+
+    .venv/bin/python bench/compaction.py [--files 200] [--rows-per-file 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from connectors.compaction import compact_hour  # noqa: E402
+from connectors.decode import Decoder, lake_schema  # noqa: E402
+from connectors.demo_data import generate_clicks  # noqa: E402
+from connectors.kafka_reader import Batch  # noqa: E402
+from connectors.lake import Lake, hour_dir, landed_file_name  # noqa: E402
+from connectors.metastore import Metastore  # noqa: E402
+from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
+
+HOUR = "2026-01-10-11"
+
+
+def build_hour(root: Path, files: int, rows_per_file: int):
+    spec = clicks_spec("bench.clicks")
+    lake = Lake(str(root / "lake"))
+    metastore = Metastore(f"sqlite:///{root / 'meta.db'}")
+    decoder = Decoder(spec)
+    now = datetime(2026, 1, 10, 11, 59, tzinfo=UTC)
+    records = list(generate_clicks(files * rows_per_file, 1, 0.0, seed=3, now=now))
+    schema = lake_schema(spec)
+    offset = {0: 0, 1: 0}
+    for i in range(files):
+        p = i % 2
+        chunk = records[i * rows_per_file : (i + 1) * rows_per_file]
+        batch = Batch(p, [v for _, v, _ in chunk], [k for k, _, _ in chunk],
+                      list(range(offset[p], offset[p] + len(chunk))), [int(now.timestamp() * 1000)] * len(chunk))
+        table = decoder.decode(batch).valid.cast(schema)
+        path = f"{hour_dir(spec.name, HOUR)}/{landed_file_name(spec.topic, p, offset[p])}"
+        resource = f"partition/{p}/{offset[p]}"
+        metastore.register_pending(path, product=spec.name, kind="landed", hour=HOUR, claim=resource, run_id="bench",
+                                   partition=p, start_offset=offset[p])
+        size = lake.write_parquet(path, table)
+        with metastore.engine.begin() as conn:
+            from sqlalchemy import update
+
+            from connectors.metastore import files as files_table
+
+            conn.execute(update(files_table).where(files_table.c.path == path).values(
+                state="committed", rows=table.num_rows, bytes=size, min_offset=offset[p],
+                max_offset=offset[p] + len(chunk) - 1, end_offset=offset[p] + len(chunk), committed_at=time.time()))
+        offset[p] += len(chunk)
+    from sqlalchemy import insert
+
+    from connectors.metastore import hours
+
+    with metastore.engine.begin() as conn:
+        conn.execute(insert(hours).values(product=spec.name, hour=HOUR, state="open", generation=0,
+                                          landed_rows=files * rows_per_file, quarantined_rows=0))
+    return spec, lake, metastore
+
+
+def read_time(lake: Lake, paths: list[str], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        ds.dataset([lake.full(p) for p in paths], format="parquet").to_table()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--rows-per-file", type=int, default=2500)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="flowsuite-bench-compaction-"))
+    try:
+        spec, lake, metastore = build_hour(tmp, args.files, args.rows_per_file)
+        live = metastore.live_files(spec.name, HOUR)
+        paths = [f.path for f in live]
+        in_bytes = sum(f.bytes for f in live)
+        mb = in_bytes / 1e6
+
+        # Ceiling: bare pyarrow, read every file and write one zstd file.
+        t = time.perf_counter()
+        table = pa.concat_tables([pq.read_table(lake.full(p)) for p in paths])
+        pq.write_table(table, str(tmp / "ceiling.parquet"), compression="zstd", compression_level=1)
+        ceiling_s = time.perf_counter() - t
+        del table
+
+        before_read = read_time(lake, paths)
+        t = time.perf_counter()
+        result = compact_hour(spec, HOUR, lake=lake, metastore=metastore, now=datetime(2026, 1, 11, tzinfo=UTC))
+        compact_s = time.perf_counter() - t
+        after_read = read_time(lake, result.files_after)
+
+        compact_mbs, ceiling_mbs = mb / compact_s, mb / ceiling_s
+        rows = [
+            {"what": "compaction throughput (MB/s of input)", "figure": round(compact_mbs, 1),
+             "ceiling": round(ceiling_mbs, 1), "ratio": round(compact_mbs / ceiling_mbs, 2), "goal": ">= 0.7"},
+            {"what": "read the hour (s), after vs before", "figure": round(after_read, 4),
+             "ceiling": round(before_read, 4), "ratio": round(before_read / after_read, 2), "goal": ">= 3x faster"},
+        ]
+        print(f"hour {HOUR}: {len(paths)} files, {result.rows} rows, {mb:.1f} MB → {len(result.files_after)} file(s), "
+              f"{result.bytes_after / 1e6:.1f} MB")
+        print(f"{'what':42} {'figure':>10} {'ceiling':>10} {'ratio':>7}  goal")
+        for r in rows:
+            print(f"{r['what']:42} {r['figure']:>10} {r['ceiling']:>10} {r['ratio']:>7}  {r['goal']}")
+        out = Path(__file__).resolve().parent / "results" / "compaction.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"files": len(paths), "rows": result.rows, "input_mb": round(mb, 2), "results": rows}, indent=1))
+        metastore.dispose()
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

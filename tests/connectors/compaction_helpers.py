@@ -1,0 +1,64 @@
+"""Shared by the compaction, replay, hourly-asset and schedule tests: real landings of demo
+clicks through the real broker, several small ones, so each hour holds many small files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from connectors.demo_data import generate_clicks, produce
+from connectors.lake import Lake
+from connectors.landing import land
+from connectors.metastore import Metastore
+from connectors.spec import DataProductSpec, parse_spec_file
+from orchestration.settings import REPO_ROOT
+
+# Event times of the demo clicks fall in the three hours ending at NOW.
+NOW = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)
+HOURS = ["2026-01-10-10", "2026-01-10-11", "2026-01-10-12"]
+LATER = datetime(2026, 1, 11, tzinfo=UTC)  # every hour above is closed
+
+
+def clicks_spec(topic: str, name: str = "clicks", **lake: object) -> DataProductSpec:
+    spec = parse_spec_file(Path(REPO_ROOT) / "dataproducts" / "clicks.yaml")
+    return spec.model_copy(
+        update={
+            "name": name,
+            "topic": topic,
+            "partitioning": spec.partitioning.model_copy(update={"start": datetime(2026, 1, 1, tzinfo=UTC)}),
+            "sinks": spec.sinks.model_copy(update={"lake": spec.sinks.lake.model_copy(update=dict(lake))}) if lake else spec.sinks,
+        }
+    )
+
+
+def land_in_rounds(spec, bootstrap, lake, metastore, rounds=3, per_round=600, seed=1, now=NOW) -> int:
+    """Produce and land `rounds` times; returns the number of records landed (not quarantined)."""
+    valid = 0
+    for r in range(rounds):
+        report = produce(bootstrap, spec.topic, generate_clicks(per_round, 3, 0.02, seed=seed + r, now=now), partitions=2)
+        assert report.produced == per_round
+        result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, run_id=f"land-{seed}-{r}", idle_timeout_s=10)
+        assert result.consumed == per_round
+        valid += result.landed
+    return valid
+
+
+def hour_rows(lake: Lake, metastore: Metastore, product: str, hour: str | None = None) -> pa.Table:
+    files = metastore.live_files(product, hour)
+    tables = [lake.read_table(f.path) for f in files]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def pairs(table: pa.Table) -> list[tuple[int, int]]:
+    p = table.column("_partition").to_numpy().astype(np.int64)
+    o = table.column("_offset").to_numpy().astype(np.int64)
+    return sorted(zip(p.tolist(), o.tolist(), strict=True))
+
+
+def sorted_rows(table: pa.Table) -> pa.Table:
+    """The rows in (partition, offset) order, as one chunk; compare with `==` (Table.equals:
+    byte-exact, so it also holds for strings that are not valid UTF-8)."""
+    return table.sort_by([("_partition", "ascending"), ("_offset", "ascending")]).combine_chunks()
