@@ -11,6 +11,9 @@ Run keys are deterministic — the product and its start offsets (`clicks:0:1200
 tick evaluated twice requests one run. When a run with that key already ended without moving
 the offsets (it failed), the next request gets `:retry<n>`, n kept in the cursor. The cursor is
 JSON and only a hint: the run itself lands from the committed offsets.
+
+A committed offset beyond the partition's end (the topic lost its history: a memory broker
+restarted, the topic recreated) fails the tick with HistoryLostError, never a silent skip.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the sensor function's signature.
@@ -22,7 +25,7 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors.kafka_reader import consumer_config, probe_partitions
+from connectors.kafka_reader import HistoryLostError, consumer_config, probe_partitions
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
@@ -93,6 +96,15 @@ def evaluate_offsets(
                 committed[p] = max(low, 0)
         behind = [p for p, s in states.items() if p in committed and not s.at_eof]
         probes = probe_partitions(conf, spec.topic, committed, always_fetch=behind, consumer=consumer)
+        # A committed offset past the end means the topic lost its history; Tansu's hint lags
+        # the true end, so a fetch measures it before the alarm (never "no records waiting").
+        suspects = {p: c for p, c in committed.items() if probes[p].end is None and probes[p].end_hint < c}
+        if suspects:
+            probes.update(probe_partitions(conf, spec.topic, suspects, always_fetch=list(suspects), consumer=consumer))
+        for p, pr in sorted(probes.items()):
+            if pr.end is not None and pr.end < pr.committed:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=5, cached=False)
+                raise HistoryLostError(spec.topic, p, pr.committed, max(low, 0), pr.end)
     finally:
         consumer.close()
 
