@@ -337,6 +337,8 @@ def land(
                 landed=landed_files, quarantined=quarantine_files, consumed=res.consumed,
             )
             leases.resources.discard(resource)
+            # Committed: a failure of a later partition's commit must not delete these files.
+            written[:] = [w for w in written if w[1] != resource]
             group_offsets[p] = res.end
             crash_point("after_commit")
         written.clear()
