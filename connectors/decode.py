@@ -51,12 +51,42 @@ class Decoded:
         return self.valid.num_rows + self.invalid.num_rows
 
 
+# CloudEvents attributes promoted to columns of `format: cloudevents` products, between the
+# value columns and the provenance columns (connectors/cloudevents.py fills them).
+CE_FIELDS = [
+    pa.field("ce_id", pa.string()),
+    pa.field("ce_source", pa.string()),
+    pa.field("ce_type", pa.string()),
+    pa.field("ce_time", pa.timestamp("us", tz="UTC")),
+    pa.field("ce_subject", pa.string()),
+]
+
+
 def lake_schema(spec: DataProductSpec) -> pa.Schema:
-    """Columns of every landed file of the product: values, then provenance."""
+    """Columns of every landed file of the product: values, (ce_* attributes), then provenance."""
+    if spec.format != "cloudevents":
+        return _payload_lake_schema(spec)
+    fields = [*spec.arrow_schema(), *CE_FIELDS, *PROVENANCE]
+    if spec.deletes_enabled:
+        fields.append(pa.field("_deleted", pa.bool_()))
+    return pa.schema(fields)
+
+
+def _payload_lake_schema(spec: DataProductSpec) -> pa.Schema:
     fields = [*spec.arrow_schema(), *PROVENANCE]
     if spec.deletes_enabled:
         fields.append(pa.field("_deleted", pa.bool_()))
     return pa.schema(fields)
+
+
+def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
+    """The decoder of a product's `format`: `Decoder` (JSON), or `CloudEventsDecoder`, which
+    needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication."""
+    if spec.format == "cloudevents":
+        from connectors.cloudevents import CloudEventsDecoder
+
+        return CloudEventsDecoder(spec, topic, **options)
+    return Decoder(spec, topic)
 
 
 def _parse_schema(spec: DataProductSpec) -> pa.Schema:
@@ -69,10 +99,12 @@ def _parse_schema(spec: DataProductSpec) -> pa.Schema:
 class Decoder:
     """Decodes batches for one product; build once per run."""
 
+    needs_headers = False
+
     def __init__(self, spec: DataProductSpec, topic: str | None = None):
         self.spec = spec
         self.topic = topic or spec.topic
-        self.schema = lake_schema(spec)
+        self.schema = _payload_lake_schema(spec)  # a CloudEvents product's ce_* come on top
         self.value_schema = spec.arrow_schema()
         self._topic_dict = pa.array([self.topic], pa.string())
         self._parse_options = pj.ParseOptions(

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import Decoder
+from connectors.decode import Decoder, decoder_for
 from connectors.kafka_reader import (
     KafkaReadError,
     RangeReader,
@@ -256,11 +256,12 @@ def land(
 
     cap = max_records if max_records is not None else spec.trigger.max_records_per_run
     per_partition_cap = math.ceil(cap / len(claimed))
+    decoder = _decoder(spec, topic, lake, metastore)
     reader = RangeReader(
         conf, topic, claimed, {p: per_partition_cap for p in claimed},
         batch_size=batch_size, idle_timeout_s=idle_timeout_s,
+        with_headers=decoder.needs_headers,  # CloudEvents in binary mode: attributes are headers
     )
-    decoder = Decoder(spec, topic)
     open_files: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
     written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
     row_group_rows = spec.sinks.lake.row_group_rows
@@ -419,6 +420,17 @@ def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) 
         metastore.forget_files(paths, only_pending=True)
     except Exception:  # noqa: BLE001
         log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
+
+
+def _decoder(spec: DataProductSpec, topic: str, lake: Lake, metastore: Metastore) -> Decoder:
+    """The product's decoder; a CloudEvents product that de-duplicates on `ce_id` starts from
+    the ids its live files already hold (connectors/cloudevents.py says the scope)."""
+    if spec.format == "cloudevents" and spec.cloudevents.dedupe_on_id:
+        from connectors.cloudevents import seen_ids_from_lake
+
+        seen = seen_ids_from_lake(spec, lake, metastore, spec.cloudevents.dedupe_lookback)
+        return decoder_for(spec, topic, seen_ids=seen)
+    return decoder_for(spec, topic)
 
 
 def _low_watermark(conf: dict[str, Any], topic: str, partition: int) -> int:

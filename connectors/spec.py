@@ -255,7 +255,15 @@ class QualitySpec(_Model):
 
 
 class CloudEventsSpec(_Model):
+    # Drop an event whose ce_id already landed: within a run, and across runs against the
+    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/cloudevents.py).
     dedupe_on_id: bool = False
+    dedupe_lookback: timedelta = Field(default=timedelta(days=7))
+
+    @field_validator("dedupe_lookback", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
 
 
 class DataProductSpec(_Model):
