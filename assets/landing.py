@@ -4,12 +4,22 @@ Thin over `connectors.landing.land`: materializing it consumes everything availa
 committed offsets (up to the product's cap), commits files and offsets in the metastore, and
 reports what a person wants to see — consumed / landed / quarantined, files, bytes, offset
 ranges per partition, hours touched and the lag left.
+
+**Parallel landing.** The asset is graph-backed, so Kafka partitions — the unit of
+parallelism — become separate steps: `<P>__landed_plan` lists the partitions and fans out one
+dynamic `<P>__landed_partition` step per partition (each claims, writes and commits its own
+partition's range; the multiprocess executor here, `k8s_job_executor` or ECS in production
+run them at once), and `<P>__landed_collect` merges their results into the one
+materialization, its metadata and the in-run quality checks. Run config
+(`ops: {<P>__landed: {config: {parallel: false}}}`) lands every partition in one step; by
+default a topic with two or more partitions is landed in parallel.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations
 # (config and resource parameters) at definition time.
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import dagster as dg
 import pyarrow as pa
@@ -19,6 +29,7 @@ from connectors.kafka_reader import (
     HistoryLostError,
     KafkaReadError,
     consumer_config,
+    partitions_of,
     probe_partitions,
 )
 from connectors.lake import HOUR_DIR, Lake
@@ -31,10 +42,40 @@ _DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 class LandingConfig(dg.Config):
-    """Optional limits of one landing run; by default, every partition up to the spec's cap."""
+    """Optional limits of one landing run; by default, every partition up to the spec's cap.
+
+    `parallel`: one step per Kafka partition (True), one step for all (False), or — None, the
+    default — one per partition when the run lands two or more partitions."""
 
     partitions: list[int] | None = None
     max_records: int | None = None
+    parallel: bool | None = None
+
+
+class LandingStep(NamedTuple):
+    """What one landing step lands: these partitions (None: all) up to this many records."""
+
+    partitions: list[int] | None
+    max_records: int | None
+
+
+def plan_landing_steps(spec: DataProductSpec, config: LandingConfig, available: list[int]) -> list[LandingStep]:
+    """One step per partition when landing in parallel (the cap shared evenly), else one step."""
+    wanted = sorted(set(available if config.partitions is None else config.partitions))
+    parallel = config.parallel if config.parallel is not None else len(wanted) >= 2
+    if not parallel or len(wanted) < 2:
+        return [LandingStep(config.partitions, config.max_records)]
+    cap = config.max_records if config.max_records is not None else spec.trigger.max_records_per_run
+    return [LandingStep([p], math.ceil(cap / len(wanted))) for p in wanted]
+
+
+def merge_landing_results(results: list[LandingResult]) -> LandingResult:
+    """The steps' results as one run's: partitions side by side, reopened hours united."""
+    first = results[0]
+    partitions = {p: pl for r in results for p, pl in r.partitions.items()}
+    reopened = sorted({h for r in results for h in r.reopened_hours})
+    return LandingResult(first.product, first.topic, first.run_id, dict(sorted(partitions.items())), reopened,
+                         max(r.duration_s for r in results))
 
 
 def landed_key(spec: DataProductSpec) -> dg.AssetKey:
@@ -63,19 +104,59 @@ def build_landing_definitions(spec: DataProductSpec) -> dg.Definitions:
     check_specs = list(checks.landing_check_specs(spec)) if checks is not None else []
     lake_url = _configured_lake_url()
 
-    @dg.asset(
+    description = (
+        (spec.description.strip() or f"Records of topic {spec.topic}, landed as hourly Parquet.")
+        + f"\n\nTopic `{spec.topic}` landed as hourly Parquet under `<lake>/{spec.name}/dt=…/hour=…/`,"
+        " one step per Kafka partition."
+    )
+    base = landed_key(spec).to_python_identifier()  # "clicks__landed"
+    check_outs = {s.get_python_identifier(): dg.Out(is_required=False) for s in check_specs}
+
+    @dg.op(name=f"{base}_plan", out=dg.DynamicOut(), tags={"flowsuite/product": spec.name})
+    def plan(context: dg.OpExecutionContext, config: LandingConfig, flowsuite: FlowsuiteResource):
+        """List the topic's partitions and fan out one landing step per partition."""
+        conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
+        try:
+            available = partitions_of(conf, spec.topic)
+        except KafkaReadError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        steps = plan_landing_steps(spec, config, available)
+        context.log.info(f"{spec.name}: {len(steps)} landing step(s) over partitions {available}")
+        for step in steps:
+            key = "all" if step.partitions is None else "_".join(f"p{p}" for p in step.partitions)
+            yield dg.DynamicOutput(step, mapping_key=key)
+
+    @dg.op(name=f"{base}_partition", tags={"flowsuite/product": spec.name})
+    def land_step(context: dg.OpExecutionContext, step, flowsuite: FlowsuiteResource):
+        """Land one step's partitions: claim, write, commit their ranges."""
+        return run_landing(context, spec, LandingConfig(partitions=step.partitions, max_records=step.max_records),
+                           flowsuite)
+
+    @dg.op(name=f"{base}_collect", out={"result": dg.Out(is_required=False), **check_outs},
+           tags={"flowsuite/product": spec.name})
+    def collect(context: dg.OpExecutionContext, results: list, flowsuite: FlowsuiteResource):
+        """One materialization for the run: metadata of every partition and the quality checks."""
+        return finish_landing(context, spec, merge_landing_results(results), flowsuite, check_specs,
+                              steps=len(results))
+
+    @dg.graph_asset(
         key=landed_key(spec),
         group_name=spec.name,
         owners=[spec.owner],
         kinds=landing_kinds(spec, lake_url),
-        description=(spec.description.strip() or f"Records of topic {spec.topic}, landed as hourly Parquet.")
-        + f"\n\nTopic `{spec.topic}` landed as hourly Parquet under `<lake>/{spec.name}/dt=…/hour=…/`.",
+        description=description,
         check_specs=check_specs or None,
         tags={"flowsuite/product": spec.name},
         metadata={"flowsuite/topic": spec.topic, "flowsuite/consumer_group": spec.consumer_group},
+        config=dg.ConfigMapping(
+            config_fn=lambda outer: {f"{base}_plan": {"config": dict(outer)}},
+            config_schema=LandingConfig.to_config_schema(),
+        ),
     )
-    def landed(context: dg.AssetExecutionContext, config: LandingConfig, flowsuite: FlowsuiteResource):
-        return materialize_landing(context, spec, config, flowsuite, check_specs)
+    def landed():
+        done = plan().map(land_step)
+        outs = collect(done.collect())
+        return outs._asdict() if check_outs else outs
 
     return dg.Definitions(assets=[landed])
 
@@ -89,13 +170,13 @@ def _configured_lake_url() -> str | None:
         return None
 
 
-def materialize_landing(
-    context: dg.AssetExecutionContext,
+def run_landing(
+    context: dg.OpExecutionContext,
     spec: DataProductSpec,
     config: LandingConfig,
     flowsuite: FlowsuiteResource,
-    check_specs: list[dg.AssetCheckSpec],
-) -> dg.MaterializeResult:
+) -> LandingResult:
+    """One landing step: `land` over the configured partitions, failures as dg.Failure."""
     lake, metastore = flowsuite.lake(), flowsuite.metastore()
     instance = context.instance
 
@@ -128,7 +209,6 @@ def materialize_landing(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except KafkaReadError as exc:
         raise dg.Failure(description=str(exc)) from None
-
     if result.consumed != result.landed + result.quarantined:
         raise dg.Failure(
             description=(
@@ -136,15 +216,45 @@ def materialize_landing(
                 f"quarantined {result.quarantined}; nothing may be lost silently"
             )
         )
-    lag = _lag_after(spec, flowsuite, result)
-    metadata = landing_metadata(result, lag)
     for p, reason in result.skipped.items():
         context.log.warning(f"partition {p} skipped: {reason}")
+    context.log.info(
+        f"{spec.name}: partitions {sorted(result.partitions)}: consumed {result.consumed:,}, "
+        f"landed {result.landed:,}, quarantined {result.quarantined:,} in {result.duration_s:.2f}s"
+    )
+    return result
+
+
+def finish_landing(
+    context: dg.OpExecutionContext,
+    spec: DataProductSpec,
+    result: LandingResult,
+    flowsuite: FlowsuiteResource,
+    check_specs: list[dg.AssetCheckSpec],
+    steps: int = 1,
+) -> dg.MaterializeResult:
+    """The run's materialization: metadata, lag, and the in-run quality checks."""
+    lake, metastore = flowsuite.lake(), flowsuite.metastore()
+    lag = _lag_after(spec, flowsuite, result)
+    metadata = landing_metadata(result, lag)
+    metadata["landing_steps"] = dg.MetadataValue.int(steps)
     check_results: list[dg.AssetCheckResult] = []
+    checks = _quality_hooks()
     if check_specs and checks is not None:
         table = lake.read_tables(result.files) if result.files else lake_schema(spec).empty_table()
         check_results = list(checks.landing_check_results(spec, table, result, metastore))
     return dg.MaterializeResult(metadata=metadata, check_results=check_results or None)
+
+
+def materialize_landing(
+    context: dg.OpExecutionContext,
+    spec: DataProductSpec,
+    config: LandingConfig,
+    flowsuite: FlowsuiteResource,
+    check_specs: list[dg.AssetCheckSpec],
+) -> dg.MaterializeResult:
+    """Land and report in one step (what the graph's steps do, for callers without a graph)."""
+    return finish_landing(context, spec, run_landing(context, spec, config, flowsuite), flowsuite, check_specs)
 
 
 def _lag_after(spec: DataProductSpec, flowsuite: FlowsuiteResource, result: LandingResult) -> dict[int, int | None]:

@@ -172,7 +172,7 @@ def _child(spec, lake, meta_url, hours, crash_at=None):
     if crash_at:
         env["FLOWSUITE_CRASH_AT"] = crash_at
     return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, spec.topic, lake.root, meta_url, *hours],
+        [sys.executable, "-c", _CHILD, spec.topic, lake.url, meta_url, *hours],
         env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
