@@ -404,20 +404,34 @@ def _route(
 
 
 def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) -> None:
-    """A run that fails cleanly leaves nothing behind: no temp files, no pending files."""
+    """A run that fails cleanly leaves nothing behind: no temp files, no pending files.
+
+    Only files the metastore confirms as still pending are deleted. A commit can fail *in
+    doubt* — the server committed, the client lost the answer (a restarted database) — and
+    then its files are live: deleting them would lose data. When the metastore cannot be
+    asked, nothing is deleted; the next claimant of the range cleans up what is pending.
+    """
     for f in open_files.values():
         try:
             f.writer.abort()
         except Exception:  # noqa: BLE001
             log.warning("aborting %s failed", f.writer.rel, exc_info=True)
     paths = [path for path, _ in written]
-    for path in paths:
+    if not paths:
+        return
+    try:
+        states = metastore.file_states(paths)
+    except Exception:  # noqa: BLE001 - unknown state: leave everything to the next claimant
+        log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
+        return
+    pending = [path for path in paths if states.get(path) == "pending"]
+    for path in pending:
         try:
             lake.delete(path)
         except Exception:  # noqa: BLE001 - the next claimant deletes it
             log.warning("deleting pending file %s failed", path, exc_info=True)
     try:
-        metastore.forget_files(paths, only_pending=True)
+        metastore.forget_files(pending, only_pending=True)
     except Exception:  # noqa: BLE001
         log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
 

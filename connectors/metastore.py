@@ -496,6 +496,16 @@ class Metastore:
 
         _retrying(tx)
 
+    def file_states(self, paths: Iterable[str]) -> dict[str, str]:
+        """path → state for the paths the metastore knows (absent: never registered)."""
+        paths = list(paths)
+        states: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(paths, 500):
+                for path, state in conn.execute(select(files.c.path, files.c.state).where(files.c.path.in_(chunk))):
+                    states[path] = state
+        return states
+
     def live_files(self, product: str, hour: str | None = None, kinds: Sequence[str] = ("landed", "compacted")) -> list[FileRecord]:
         cond = and_(files.c.product == product, files.c.state == "committed", files.c.kind.in_(list(kinds)))
         if hour is not None:

@@ -1,0 +1,65 @@
+"""Landing when the metastore fails around its commit.
+
+An *in-doubt* commit is the dangerous one: the database committed the files and offsets, but
+the client lost the answer (a restarted server, a dropped connection). The run fails, and its
+clean-up must not delete files that are live. Here the real metastore commits, then the
+connection error is raised, as the client would see it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from connectors.demo_data import generate_clicks, produce
+from connectors.lake import Lake
+from connectors.landing import land
+from connectors.metastore import Metastore
+from connectors.spec import parse_spec_file
+from tests.support import positions, read_hive, read_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LosesCommitAnswer(Metastore):
+    """Commits for real, then reports the connection lost for the chosen partition."""
+
+    def __init__(self, url: str, partition: int):
+        super().__init__(url)
+        self.partition = partition
+        self.tripped = False
+
+    def commit_landing(self, **kwargs):
+        reopened = super().commit_landing(**kwargs)
+        if kwargs["partition"] == self.partition and not self.tripped:
+            self.tripped = True
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return reopened
+
+
+@pytest.mark.parametrize("failing_partition", [0, 1])
+def test_in_doubt_commit_keeps_live_files(failing_partition, make_topic, kafka_bootstrap, tmp_path, sqlite_url):
+    topic = make_topic(partitions=2)
+    generated = list(generate_clicks(3000, hours=3, invalid_rate=0.02, seed=11))
+    produce(kafka_bootstrap, topic, iter(generated), partitions=2)
+    valid = {key: ok for key, _, ok in generated}
+    spec = parse_spec_file(ROOT / "dataproducts" / "clicks.yaml").model_copy(update={"topic": topic})
+    lake = Lake(str(tmp_path / "lake"))
+
+    faulty = LosesCommitAnswer(sqlite_url, failing_partition)
+    with pytest.raises(OperationalError):
+        land(spec, lake=lake, metastore=faulty, bootstrap=kafka_bootstrap, lease_s=1.0)
+    assert faulty.tripped
+
+    metastore = Metastore(sqlite_url)
+    # The committed partition(s) kept every file the metastore lists as live.
+    for f in metastore.live_files("clicks", kinds=("landed", "quarantine")):
+        assert lake.exists(f.path), f"live file {f.path} was deleted by the failed run's clean-up"
+    # Finish: whatever the failed run did not commit lands now; nothing twice.
+    land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, lease_s=1.0)
+    records = read_topic(kafka_bootstrap, topic, 2)
+    landed = read_hive(tmp_path / "lake" / "clicks")
+    assert positions(landed) == {pos: 1 for pos, (key, _) in records.items() if valid[key]}
+    assert metastore.files_in_states("clicks", ["pending"]) == []
