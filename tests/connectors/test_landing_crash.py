@@ -29,7 +29,8 @@ from connectors.lake import Lake
 from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
-from tests.support import positions, read_hive, read_topic
+from tests.s3_support import list_lake_files, read_lake
+from tests.support import positions, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "workers" / "land_worker.py"
@@ -66,10 +67,10 @@ def _run_worker(spec, lake_url: str, metastore_url: str, bootstrap: str, crash_a
     return proc.returncode, consumed
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("store", ["sqlite", "postgresql", "s3"])  # s3: SQLite metastore, lake on moto
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic, kafka_bootstrap, tmp_path, request):
-    metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store == "sqlite" else request.getfixturevalue("pg_url")
-    kills_wanted = (50 if FULL else 10) if store == "sqlite" else (20 if FULL else 4)
+    metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store != "postgresql" else request.getfixturevalue("pg_url")
+    kills_wanted = {"sqlite": 50 if FULL else 10, "postgresql": 20 if FULL else 4, "s3": 20 if FULL else 3}[store]
     rng = random.Random(20261126 + len(store))
     topic = make_topic(partitions=2)
     valid_by_key: dict[bytes, bool] = {}
@@ -81,7 +82,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
 
     produce_more(4000)
     spec = _spec(topic)
-    lake_url = str(tmp_path / "lake")
+    lake_url = request.getfixturevalue("s3_lake_url") if store == "s3" else str(tmp_path / "lake")
     metastore = Metastore(metastore_url)
 
     kills = 0
@@ -113,8 +114,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
     topic_records = read_topic(kafka_bootstrap, topic, 2)
     expected_valid = Counter(pos for pos, (key, _) in topic_records.items() if valid_by_key[key])
     expected_invalid = Counter(pos for pos, (key, _) in topic_records.items() if not valid_by_key[key])
-    landed = read_hive(tmp_path / "lake" / "clicks")
-    quarantined = read_hive(tmp_path / "lake" / "_quarantine" / "clicks")
+    landed = read_lake(lake_url, "clicks")
+    quarantined = read_lake(lake_url, "_quarantine/clicks")
     assert positions(landed) == expected_valid, "a valid record was lost or duplicated"
     assert positions(quarantined) == expected_invalid, "an invalid record was lost or duplicated"
     raw_by_pos = {(p, o): raw for p, o, raw in zip(quarantined.column("_partition").to_pylist(),
@@ -126,10 +127,13 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
     # Nothing pending, and the lake holds exactly the live files (no orphan of a killed run).
     assert metastore.files_in_states("clicks", ["pending"]) == []
     live = {f.path for f in metastore.live_files("clicks", kinds=("landed", "quarantine"))}
-    on_disk = {str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake").rglob("*") if p.is_file()}
+    on_disk = list_lake_files(lake_url)  # hidden temp files and S3 objects included
     assert on_disk == live, f"files not live in the metastore: {sorted(on_disk - live)[:5]}"
     assert metastore.claims_of("clicks") == []
     offsets = metastore.committed_offsets("clicks")
     ends = {p: max(o for q, o in topic_records if q == p) + 1 for p in (0, 1)}
     assert {p: s.next_offset for p, s in offsets.items()} == ends
     print(json.dumps({"store": store, "kills": kills, "attempts": attempts, "records": len(topic_records)}))
+    from tests.reliability.table import record  # the reliability table (tests/reliability)
+
+    record(f"landing: SIGKILL ({store})", kills, len(topic_records), 0, 0, kills, f"{attempts} attempts")
