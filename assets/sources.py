@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from connectors.source_sql import SourceError, SourceSpec, load_sources, publish, read_cursor, rows_waiting
+from connectors.source_sql import (
+    SourceError,
+    SourceSpec,
+    load_sources,
+    publish,
+    read_cursor,
+    rows_waiting,
+)
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
@@ -117,3 +124,4 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
         return dg.RunRequest(run_key=f"{source.name}:g{generation}", tags={"flowsuite/source": source.name})
 
     return dg.Definitions(assets=[legacy, published], jobs=[job], sensors=[poll])
+

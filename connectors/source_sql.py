@@ -56,8 +56,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from connectors.cloudevents import binary_headers, cloudevent_id, json_default, rfc3339
-from connectors.landing import crash_point
 from connectors.kafka_admin import ensure_topic
+from connectors.landing import crash_point
 from connectors.metastore import Metastore
 from connectors.spec import (
     IDENTIFIER,

@@ -200,6 +200,24 @@ DEMO_SECTIONS: list[tuple[str, Callable[[Demo], list[str] | None]]] = [
     ("quarantined", _quarantine_section),
     ("committed offsets", _offsets_section),
 ]
+
+
+def _flow_section(name: str) -> Callable[[Demo], list[str] | None]:
+    """A section of orchestration/demo_flow.py: a legacy table published as CloudEvents, and
+    the one engagement count in both planes (imported when the demo runs)."""
+
+    def section(demo: Demo) -> list[str] | None:
+        from orchestration import demo_flow
+
+        return getattr(demo_flow, name)(demo)
+
+    return section
+
+
+DEMO_SECTIONS += [
+    ("partners: legacy table → CloudEvents → lake and warehouse", _flow_section("partners_section")),
+    ("one count: partner_engagement in the lake and the warehouse", _flow_section("engagement_section")),
+]
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 
 

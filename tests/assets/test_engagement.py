@@ -12,9 +12,22 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.engagement import CROSS_PLANE_CHECK, ENGAGEMENT_HOURLY, ENGAGEMENT_WAREHOUSE, build_engagement_definitions, cross_plane_result
+from assets.engagement import (
+    CROSS_PLANE_CHECK,
+    ENGAGEMENT_HOURLY,
+    ENGAGEMENT_WAREHOUSE,
+    build_engagement_definitions,
+    cross_plane_result,
+)
 from connectors.demo_data import generate_clicks, produce
-from connectors.engagement import PRODUCT, EngagementTable, compare_planes, materialize_hour, read_lake, sync_warehouse
+from connectors.engagement import (
+    PRODUCT,
+    EngagementTable,
+    compare_planes,
+    materialize_hour,
+    read_lake,
+    sync_warehouse,
+)
 from connectors.lake import hour_key
 from connectors.landing import land
 from connectors.spec import parse_spec_file
