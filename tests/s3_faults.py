@@ -9,8 +9,9 @@ go) that a rule picks, which get
   balancer or the network drops it mid-upload.
 
 `FaultyS3Proxy(upstream, faults={3: "503", 5: "drop"})` fails the 3rd and 5th PUT;
-`fail_from=(7, "503")` fails every PUT from the 7th on (an outage: retries run out). `puts`
-counts the PUTs seen, `injected` lists what was done. No mocks: the S3 client sees the same
+`fail_from=(7, "503")` fails every PUT from the 7th on (an outage: retries run out);
+`methods=("PUT", "DELETE")` counts and fails deletes too. `puts` counts the requests of those
+methods seen, `injected` lists what was done. No mocks: the S3 client sees the same
 bytes on the wire it would see from AWS.
 """
 
@@ -33,8 +34,9 @@ RESPONSE_503 = (
 
 class FaultyS3Proxy:
     def __init__(self, upstream: str, faults: dict[int, str] | None = None,
-                 fail_from: tuple[int, str] | None = None):
+                 fail_from: tuple[int, str] | None = None, methods: tuple[str, ...] = ("PUT",)):
         parsed = urlparse(upstream)
+        self.methods = {m.encode() for m in methods}
         self.upstream = (parsed.hostname, parsed.port or 80)
         self.faults = dict(faults or {})
         self.fail_from = fail_from
@@ -73,7 +75,7 @@ class FaultyS3Proxy:
                 with self._lock:
                     self.requests += 1
                 fault = None
-                if method == b"PUT" and not path.split(b"?")[0].endswith(b"/"):
+                if method in self.methods and not path.split(b"?")[0].endswith(b"/"):
                     fault = self._fault_for_next_put(path.decode())
                 if fault == "drop":
                     reader.read1(1024)  # part of the body, then the connection goes

@@ -189,3 +189,28 @@ def test_s3_outage_fails_the_run_cleanly_then_a_healthy_run_lands_once(
                   run_id="healthy", idle_timeout_s=10)
     assert result.consumed == 1500
     _assert_lake_is_the_topic(s3_lake_url, metastore, kafka_bootstrap, topic, valid)
+
+
+def test_s3_outage_that_also_fails_deletes_leaves_nothing_untracked(
+    kafka_bootstrap, topic, s3_server, s3_lake_url, sqlite_url
+):
+    """The failed run cannot delete the files it uploaded: they stay listed as pending (never
+    an object the metastore does not know), and the next claimant deletes them first."""
+    spec = clicks_spec(topic)
+    metastore = Metastore(sqlite_url)
+    valid: dict[bytes, bool] = {}
+    _produce(kafka_bootstrap, topic, 1200, 5, valid)
+    with FaultyS3Proxy(s3_server.endpoint, fail_from=(3, "503"), methods=("PUT", "DELETE")) as proxy:
+        with pytest.raises(OSError):
+            land(spec, lake=_lake_through(proxy, s3_lake_url), metastore=metastore,
+                 bootstrap=kafka_bootstrap, run_id="outage", idle_timeout_s=10)
+    left = list_lake_files(s3_lake_url)
+    assert len(left) == 2  # the two uploads that got through, undeletable
+    assert {f.path for f in metastore.files_in_states("clicks", ["pending"], kinds=("landed", "quarantine"))} == left
+    assert metastore.committed_offsets("clicks") == {}
+
+    result = land(spec, lake=Lake(s3_lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
+                  run_id="healthy", idle_timeout_s=10)
+    assert result.consumed == 1200
+    assert sorted(p for pl in result.partitions.values() for p in pl.deleted_pending) == sorted(left)
+    _assert_lake_is_the_topic(s3_lake_url, metastore, kafka_bootstrap, topic, valid)
