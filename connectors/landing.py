@@ -425,13 +425,17 @@ def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) 
         log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
         return
     pending = [path for path in paths if states.get(path) == "pending"]
+    deleted = []
     for path in pending:
         try:
             lake.delete(path)
-        except Exception:  # noqa: BLE001 - the next claimant deletes it
+            deleted.append(path)
+        except Exception:  # noqa: BLE001 - stays pending: the next claimant deletes it
             log.warning("deleting pending file %s failed", path, exc_info=True)
     try:
-        metastore.forget_files(pending, only_pending=True)
+        # Only what is gone: a file whose delete failed (an S3 outage) stays listed as pending,
+        # so it is not left in the lake untracked.
+        metastore.forget_files(deleted, only_pending=True)
     except Exception:  # noqa: BLE001
         log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
 
