@@ -87,3 +87,47 @@ def compact(args: argparse.Namespace, settings: Settings) -> int:
     if not results and not skipped:
         print(f"{spec.name}: no closed hour needs compaction")
     return 1 if args.hour and skipped else 0
+
+
+def _demo_compaction_section(demo) -> list[str]:
+    """Compact the demo's closed hours through the `<P>_hourly` job (one run per hour, so the
+    hour partitions show as materialized in the UI) and show files before → after."""
+    from connectors.compaction import hours_due
+    from orchestration.definitions import defs
+    from orchestration.demo import QUIET_LOGGERS, dagster_instance
+
+    due, skipped = hours_due(demo.spec, demo.metastore)
+    lines = [f"{s.hour}: skipped ({s.reason})" for s in skipped]
+    if not due:
+        open_hours = [h.hour for h in demo.metastore.hours(demo.spec.name) if h.state != "compacted"]
+        return lines + [
+            "no closed hour is waiting"
+            + (f"; still open (end + allowed lateness not passed): {', '.join(open_hours)}" if open_hours else "")
+        ]
+    job = defs().resolve_job_def(f"{demo.spec.name}_hourly")
+    instance = dagster_instance()
+    for hour in due:
+        partition_key = f"{hour.hour}:00"  # the HourlyPartitionsDefinition key of the hour
+        result = job.execute_in_process(
+            partition_key=partition_key, instance=instance, raise_on_error=False,
+            tags={"flowsuite/trigger": "demo"}, run_config={"loggers": QUIET_LOGGERS},
+        )
+        mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+        if not result.success or not mats:
+            lines.append(f"{hour.hour}: compaction run {result.run_id} failed; see the run in the UI")
+            continue
+        meta = {k: getattr(v, "value", v) for k, v in mats[-1].event_specific_data.materialization.metadata.items()}
+        lines.append(
+            f"{hour.hour} ({hour.reason}): {meta['files_before']} → {meta['files_after']} files, "
+            f"{meta['rows']:,} rows, {meta['bytes_before']:,} → {meta['bytes_after']:,} bytes, "
+            f"_SUCCESS {'written' if meta['markers_written'] else 'not written'}"
+        )
+    return lines
+
+
+try:
+    from orchestration.demo import DEMO_SECTIONS
+
+    DEMO_SECTIONS.append(("hourly compaction of closed hours", _demo_compaction_section))
+except ImportError:  # pragma: no cover - the demo module is optional
+    pass

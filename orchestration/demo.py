@@ -23,6 +23,10 @@ from typing import Any
 
 from orchestration.settings import Settings
 
+# In-process runs log every step event to the terminal at DEBUG; the CLI prints its own
+# summary, and the full event log stays in the run (and the UI).
+QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
+
 
 class IngestError(RuntimeError):
     """The ingest run failed; the message carries Dagster's failure description."""
@@ -42,13 +46,30 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+LOCAL_DAGSTER_YAML = """\
+# Written by flowsuite for the embedded defaults: local storage under this folder.
+# Production uses deploy/dagster.yaml (PostgreSQL storage, queued runs); see docs/deploy.md.
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(home: str) -> None:
+    """A DAGSTER_HOME with a dagster.yaml, so Dagster neither warns nor prints its banner."""
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(LOCAL_DAGSTER_YAML)
+
+
 def dagster_instance():
     """The instance at DAGSTER_HOME when set (runs show in the UI), else an ephemeral one."""
     import dagster as dg
 
     home = os.environ.get("DAGSTER_HOME")
     if home:
-        os.makedirs(home, exist_ok=True)
+        ensure_dagster_home(home)
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -74,7 +95,9 @@ def run_ingest(
     if max_records is not None:
         config["max_records"] = max_records
     landed_op = f"{product}__landed"
-    run_config = {"ops": {landed_op: {"config": config}}} if config else None
+    run_config: dict[str, Any] = {"loggers": QUIET_LOGGERS}
+    if config:
+        run_config["ops"] = {landed_op: {"config": config}}
     persistent = instance is None and bool(os.environ.get("DAGSTER_HOME"))
     instance = instance or dagster_instance()
     started = time.monotonic()
