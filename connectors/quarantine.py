@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import Decoder
+from connectors.decode import decoder_for
 from connectors.dlq import original_key
 from connectors.kafka_reader import Batch
 from connectors.lake import SUCCESS, Lake, hour_dir, hour_key
@@ -186,7 +186,7 @@ def replay_quarantine(
         if table.num_rows == 0:
             continue
         topic = table.column("_topic")[0].as_py()
-        decoder = Decoder(spec, topic)
+        decoder = decoder_for(spec, topic)
         partition = qf.partition if qf.partition is not None else table.column("_partition")[0].as_py()
         # Decode in offset order: a file holds one partition's range, but be safe with rows.
         table = table.sort_by("_offset")

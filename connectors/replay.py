@@ -43,7 +43,7 @@ from connectors.compaction import (
     normalize_hour,
     rewrite_hour,
 )
-from connectors.decode import Decoder, lake_schema
+from connectors.decode import decoder_for, lake_schema
 from connectors.kafka_reader import HistoryLostError, KafkaReadError, RangeReader, consumer_config
 from connectors.lake import Lake, epoch_hour, parse_hour_key
 from connectors.metastore import FileRecord, Metastore
@@ -102,7 +102,8 @@ def _read_spans(
     idle_timeout_s: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read every span, write the hour's valid rows in them; returns their (partition, offset)."""
-    decoder = Decoder(spec, spec.topic)
+    # No de-duplication state: a replay re-reads records that already landed once.
+    decoder = decoder_for(spec, spec.topic)
     schema = lake_schema(spec)
     target_hour = epoch_hour(parse_hour_key(hour))
     parts, offs = [], []
@@ -112,6 +113,7 @@ def _read_spans(
         reader = RangeReader(
             conf, spec.topic, {p: lo for p, (lo, _) in this.items()},
             {p: hi - lo + 1 for p, (lo, hi) in this.items()}, idle_timeout_s=idle_timeout_s,
+            with_headers=decoder.needs_headers,
         )
         for batch in reader.batches():
             if keeper is not None:

@@ -131,7 +131,9 @@ def _bootstrap_port(bootstrap: str) -> int | None:
 )
 def validate(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.spec import SpecError, load_specs
+    from quality.expectations import register_spec_checks
 
+    register_spec_checks()  # expectation types and kwargs are part of a valid spec
     products_dir = args.dir or settings.products_dir
     try:
         specs = load_specs(products_dir)
@@ -145,6 +147,17 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     for spec in specs:
         print(f"OK {spec.name}: topic {spec.topic}, {len(spec.fields)} fields, owner {spec.owner}")
+    from connectors.source_sql import load_sources
+
+    try:
+        sources = load_sources(products_dir, specs)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {products_dir / 'sources'}", file=sys.stderr)
+        return 1
+    for source in sources:
+        print(f"OK source {source.name}: table {source.table} ({source.mode}) → product {source.product}")
     return 0
 
 
@@ -244,10 +257,10 @@ def _require_broker(bootstrap: str) -> None:
         )
 
 
+import orchestration.cli_lake  # noqa: E402, F401 - registers `read` and `compact`
 import orchestration.cli_landing  # noqa: E402, F401 - registers `land`, `demo`, `offsets …`
 import orchestration.cli_quality  # noqa: E402, F401 - registers `quarantine …` and `quality …`
 import orchestration.cli_warehouse  # noqa: E402, F401 - registers `warehouse sync` and the demo's warehouse section
-import orchestration.cli_lake  # noqa: E402, F401 - registers `read` and `compact`
 
 # --- entry ---------------------------------------------------------------------------------
 
