@@ -101,7 +101,7 @@ def offsets_show(args: argparse.Namespace, settings: Settings) -> int:
     from orchestration.resources import default_flowsuite_resource
 
     spec = _spec(settings, args.product)
-    flowsuite = default_flowsuite_resource()
+    flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     states = flowsuite.metastore().committed_offsets(spec.name)
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
     probes = {}
@@ -138,7 +138,7 @@ def offsets_reset(args: argparse.Namespace, settings: Settings) -> int:
     from orchestration.resources import default_flowsuite_resource
 
     spec = _spec(settings, args.product)
-    flowsuite = default_flowsuite_resource()
+    flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
     if args.partition not in partitions_of(conf, spec.topic):
         raise CliError(f"topic {spec.topic} has no partition {args.partition}")

@@ -277,7 +277,7 @@ def run_demo(
     if DEMO_PRODUCT not in specs:
         raise IngestError(f"the demo needs the {DEMO_PRODUCT} data product in {settings.products_dir}")
     spec = specs[DEMO_PRODUCT]
-    if started and default_flowsuite_resource().metastore().committed_offsets(spec.name):
+    if started and default_flowsuite_resource().process_config_and_initialize().metastore().committed_offsets(spec.name):
         # The embedded broker keeps topics in memory: a new one starts empty, while the
         # metastore still holds the old broker's offsets (the history-lost alarm, by design).
         raise IngestError(
@@ -296,7 +296,7 @@ def run_demo(
         f"({produced.invalid:,} invalid; seed {seed})"
     )
     outcome = run_ingest(spec.name)
-    flowsuite = default_flowsuite_resource()
+    flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     return Demo(settings, spec, flowsuite.lake(), flowsuite.metastore(), produced, outcome)
 
 
