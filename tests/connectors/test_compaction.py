@@ -209,7 +209,7 @@ def test_crash_at_each_point_then_rerun_is_exactly_once(landed, crash_at, tmp_pa
     _assert_exactly_once(spec, lake, metastore, expected)
 
 
-@pytest.mark.parametrize("kills", [8 if FULL else 3])
+@pytest.mark.parametrize("kills", [50 if FULL else 3])
 def test_random_sigkills_during_compaction(landed, kills):
     spec, lake, metastore, _ = landed
     expected = pairs(hour_rows(lake, metastore, spec.name))
@@ -234,3 +234,6 @@ def test_random_sigkills_during_compaction(landed, kills):
     proc = _child(spec, lake, meta_url, HOURS)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
     _assert_exactly_once(spec, lake, metastore, expected)
+    from tests.reliability.table import record  # the reliability table (tests/reliability)
+
+    record("compaction: SIGKILL (random)", killed, len(expected), 0, 0, killed)

@@ -397,7 +397,7 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
     spec_json = json.dumps(spec.model_dump(), default=lambda v: v.total_seconds() if isinstance(v, timedelta) else v.isoformat())
     args = [sys.executable, "-c", _SYNC_CHILD, spec_json, lake.url, metastore.url, warehouse_url]
     rng = random.Random(1234)
-    kills = 25 if RELIABILITY_FULL else 5
+    kills = 50 if RELIABILITY_FULL else 5
     # Timed kills land anywhere (mostly mid-transaction: a batch is a transaction); crash
     # points kill inside the transaction deterministically, after rows, before the commit.
     plans = [("delay", rng.uniform(0.05, 0.6)) for _ in range(kills)]
@@ -432,6 +432,14 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
         assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced)
     finally:
         sink.dispose()
+    from tests.reliability.table import record  # the reliability table (tests/reliability)
+
+    record(f"warehouse sync: SIGKILL ({spec_dialect(warehouse_url)})", len(plans), len(produced), 0, 0, killed,
+           f"{killed} killed mid-sync")
+
+
+def spec_dialect(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0]
 
 
 def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, topic, tmp_path, sqlite_url, monkeypatch):

@@ -58,7 +58,7 @@ def audit_lake(lake_root: Path, product: str, bootstrap: str, topic: str, partit
     landed = positions(read_hive(lake_root / product))
     quarantined = positions(read_hive(lake_root / "_quarantine" / product))
     if valid_by_key is None:
-        expected_all = Counter(topic_records)
+        expected_all = Counter(topic_records.keys())
         seen = landed + quarantined
         lost = sum((expected_all - seen).values())
         dup = sum((seen - expected_all).values())
