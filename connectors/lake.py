@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_DIR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})")
-SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")  # \Z: "$" would accept a trailing newline
 QUARANTINE_ROOT = "_quarantine"
 SUCCESS = "_SUCCESS"
 

@@ -28,8 +28,8 @@ from pydantic import (
 
 # Identifiers become SQL table/column names, file path segments and Dagster names, so they
 # are restricted to a portable, injection-free alphabet.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: "$" would accept a trailing newline
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 RESERVED_COLUMNS = {"_topic", "_partition", "_offset", "_timestamp", "_key", "_deleted", "_error", "_raw"}
 
 FieldType = Literal["string", "int32", "int64", "float64", "boolean", "timestamp", "date", "bytes"]
