@@ -1,0 +1,58 @@
+"""Kafka security settings (security.protocol, sasl.*, ssl.*) pass through unchanged, from the
+environment and from the resource, to every client flowsuite builds — and the settings that
+make a read an exact range cannot be overridden by them."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer
+
+from connectors.kafka_reader import consumer_config
+from orchestration.resources import KAFKA_ENV_SETTINGS, FlowsuiteResource, kafka_config_from_env
+
+SECURITY = {
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "sasl.username": "flowsuite-svc",
+    "sasl.password": "pw-passthrough",
+    "ssl.ca.location": "/etc/ssl/certs/ca-certificates.crt",
+    "ssl.certificate.location": "/etc/flowsuite/client.pem",
+    "ssl.key.location": "/etc/flowsuite/client.key",
+    "ssl.key.password": "key-pw",
+    "ssl.endpoint.identification.algorithm": "https",
+}
+
+
+def test_consumer_config_passes_security_settings_through_unchanged():
+    conf = consumer_config("broker:9093", "flowsuite.clicks", SECURITY)
+    assert {k: conf[k] for k in SECURITY} == SECURITY
+    assert conf["bootstrap.servers"] == "broker:9093" and conf["group.id"] == "flowsuite.clicks"
+
+
+def test_exact_read_settings_cannot_be_overridden():
+    conf = consumer_config("b:1", "g", {**SECURITY, "enable.auto.commit": True, "auto.offset.reset": "latest"})
+    assert conf["enable.auto.commit"] is False and conf["auto.offset.reset"] == "error"
+
+
+def test_environment_variables_map_to_librdkafka_names():
+    env = {var: f"value-of-{var}" for var in KAFKA_ENV_SETTINGS}
+    got = kafka_config_from_env(env)
+    assert got == {setting: f"value-of-{var}" for var, setting in KAFKA_ENV_SETTINGS.items()}
+    assert {"security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location",
+            "ssl.key.password"} <= set(got)
+    assert kafka_config_from_env({}) == {}
+
+
+def test_resource_adds_its_secrets_to_the_settings():
+    resource = FlowsuiteResource(
+        kafka_bootstrap="b:1", lake_url="/tmp/l", metastore_url="sqlite://", warehouse_url="sqlite://",
+        kafka_config={k: v for k, v in SECURITY.items() if "password" not in k},
+        kafka_sasl_password="pw-passthrough", kafka_ssl_key_password="key-pw",
+    )
+    assert resource.kafka() == SECURITY
+
+
+def test_librdkafka_accepts_the_passed_through_settings():
+    # SASL_PLAINTEXT needs no certificate files: the client is built with the settings as given.
+    conf = consumer_config("127.0.0.1:1", "g", {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                                                "sasl.username": "u", "sasl.password": "p"})
+    Consumer(conf).close()
