@@ -312,7 +312,7 @@ def probe_partitions(
             deadline = time.monotonic() + timeout
             pending = set(to_fetch)
             while pending and time.monotonic() < deadline:
-                for msg in consumer.consume(num_messages=len(pending) * 10, timeout=0.5):
+                for msg in consumer.consume(num_messages=len(pending) * 10, timeout=CONSUME_TIMEOUT_S):
                     p = msg.partition()
                     if p not in pending:
                         continue
