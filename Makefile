@@ -30,7 +30,14 @@ dev: install
 	$(BIN)/flowsuite broker start
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: install
+# The browser tests drive Debian's chromium (playwright cannot download browsers here).
+browsers:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get) for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browsers
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario);

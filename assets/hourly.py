@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.metadata import hourly_links
 from connectors.compaction import CompactionResult, HourBlockedError, compact_hour, normalize_hour
 from connectors.metastore import ClaimHeldError
 from connectors.replay import replay_hour
@@ -133,7 +134,9 @@ def materialize_hours(
             raise dg.Failure(description=str(exc)) from None
         context.log.info(r.summary() + (f" ({r.note})" if r.note else ""))
         results.append(r)
-    return dg.MaterializeResult(metadata=hourly_metadata(mode, results))
+    return dg.MaterializeResult(
+        metadata={**hourly_metadata(mode, results), **hourly_links(spec, lake, hours)}
+    )
 
 
 def hourly_metadata(mode: str, results: list[CompactionResult]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import dagster as dg
 import pyarrow as pa
 
+from assets.metadata import landing_links
 from connectors.decode import lake_schema
 from connectors.kafka_reader import (
     HistoryLostError,
@@ -238,6 +239,7 @@ def finish_landing(
     lag = _lag_after(spec, flowsuite, result)
     metadata = landing_metadata(result, lag)
     metadata["landing_steps"] = dg.MetadataValue.int(steps)
+    metadata.update(landing_links(spec, lake, result.hours))  # lake path, related assets
     check_results: list[dg.AssetCheckResult] = []
     checks = _quality_hooks()
     if check_specs and checks is not None:

@@ -213,32 +213,12 @@ def produce_demo(args: argparse.Namespace, settings: Settings) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     _require_broker(settings.kafka_bootstrap)
     records = generate_clicks(args.events, args.hours, args.invalid_rate, seed=seed)
-    if _interactive():
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+    from orchestration.progress import progress_bar
 
-        with Progress(
-            TextColumn(f"producing to {args.topic}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("produce", total=args.events)
-            report = produce(
-                settings.kafka_bootstrap,
-                args.topic,
-                records,
-                partitions=args.partitions,
-                progress=lambda done: bar.update(task, completed=done),
-            )
-    else:
-        report = produce(settings.kafka_bootstrap, args.topic, records, partitions=args.partitions)
+    with progress_bar(f"producing to {args.topic}", total=args.events) as advance:
+        report = produce(
+            settings.kafka_bootstrap, args.topic, records, partitions=args.partitions, progress=advance
+        )
     partitions = ", ".join(f"p{p}={n}" for p, n in report.per_partition.items())
     print(
         f"produced {report.produced} records to {args.topic} on {settings.kafka_bootstrap} "
@@ -260,6 +240,7 @@ def _require_broker(bootstrap: str) -> None:
 import orchestration.cli_lake  # noqa: E402, F401 - registers `read` and `compact`
 import orchestration.cli_landing  # noqa: E402, F401 - registers `land`, `demo`, `offsets …`
 import orchestration.cli_quality  # noqa: E402, F401 - registers `quarantine …` and `quality …`
+import orchestration.cli_status  # noqa: E402, F401 - registers `status`
 import orchestration.cli_warehouse  # noqa: E402, F401 - registers `warehouse sync` and the demo's warehouse section
 
 # --- entry ---------------------------------------------------------------------------------
