@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -115,21 +116,43 @@ def offset_ranges(partitions: np.ndarray, offsets: np.ndarray, max_runs: int = M
     Exact while a partition has at most `max_runs` runs; beyond that the smallest gaps are
     bridged, so the ranges still cover every offset but may span offsets not in the set.
     """
-    result: dict[int, list[list[int]]] = {}
     if len(offsets) == 0:
-        return result
+        return {}
+    parts, offs = sorted_pairs(np.asarray(partitions, np.int64), np.asarray(offsets, np.int64))
+    return ranges_of_sorted(parts, offs, max_runs)
+
+
+def sorted_pairs(partitions: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(partition, offset) pairs in ascending order, duplicates kept (a multiset, exactly).
+
+    Packs each pair into one int64 (partition << 40 | offset) and sorts that when every pair
+    fits — one numeric sort instead of a two-key lexsort; otherwise lexsort.
+    """
+    if len(offsets) == 0:
+        return partitions.astype(np.int64), offsets.astype(np.int64)
+    if partitions.min() >= 0 and partitions.max() < (1 << 22) and offsets.min() >= 0 and offsets.max() < (1 << 40):
+        packed = np.sort((partitions.astype(np.int64) << 40) | offsets.astype(np.int64))
+        return packed >> 40, packed & ((1 << 40) - 1)
     order = np.lexsort((offsets, partitions))
-    parts, offs = partitions[order], offsets[order]
-    for p in np.unique(parts):
-        o = np.unique(offs[parts == p])
+    return partitions[order].astype(np.int64), offsets[order].astype(np.int64)
+
+
+def ranges_of_sorted(parts: np.ndarray, offs: np.ndarray, max_runs: int = MAX_RANGES_PER_PARTITION) -> dict[int, list[list[int]]]:
+    """`offset_ranges` of pairs already in ascending (partition, offset) order (no hashing)."""
+    result: dict[int, list[list[int]]] = {}
+    if len(offs) == 0:
+        return result
+    bounds = np.flatnonzero(np.diff(parts)) + 1
+    for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(parts)])), strict=True):
+        o = offs[lo:hi]
+        o = o[np.concatenate(([True], np.diff(o) != 0))]  # unique (sorted)
         breaks = np.nonzero(np.diff(o) != 1)[0]
         if len(breaks) + 1 > max_runs:
             gaps = o[breaks + 1] - o[breaks]
-            keep = np.sort(breaks[np.argsort(-gaps, kind="stable")[: max_runs - 1]])
-            breaks = keep
+            breaks = np.sort(breaks[np.argsort(-gaps, kind="stable")[: max_runs - 1]])
         starts = np.concatenate(([0], breaks + 1))
         ends = np.concatenate((breaks, [len(o) - 1]))
-        result[int(p)] = [[int(o[s]), int(o[e])] for s, e in zip(starts, ends, strict=True)]
+        result[int(parts[lo])] = [[int(o[s]), int(o[e])] for s, e in zip(starts, ends, strict=True)]
     return result
 
 
@@ -259,6 +282,7 @@ class _Fingerprint:
         self.checksum = 0
         self._parts: list[np.ndarray] = []
         self._offs: list[np.ndarray] = []
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
         self._con = duckdb.connect()
         cols = ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
         self._sql = f"SELECT count(*), coalesce(sum(hash({cols})), 0)::HUGEINT FROM fingerprint_rows"
@@ -275,12 +299,15 @@ class _Fingerprint:
         self.checksum = (self.checksum + int(s)) % (1 << 128)
         self._parts.append(table.column("_partition").to_numpy().astype(np.int64))
         self._offs.append(table.column("_offset").to_numpy().astype(np.int64))
+        self._sorted = None
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = np.concatenate(self._parts) if self._parts else np.empty(0, np.int64)
-        offs = np.concatenate(self._offs) if self._offs else np.empty(0, np.int64)
-        order = np.lexsort((offs, parts))
-        return parts[order], offs[order]
+        """The (partition, offset) multiset, sorted (computed once)."""
+        if self._sorted is None:
+            parts = np.concatenate(self._parts) if self._parts else np.empty(0, np.int64)
+            offs = np.concatenate(self._offs) if self._offs else np.empty(0, np.int64)
+            self._sorted = sorted_pairs(parts, offs)
+        return self._sorted
 
     def close(self) -> None:
         self._con.close()
@@ -359,9 +386,29 @@ def rewrite_hour(
     total_bytes = sum(s[2] for s in sources)
     n_out = max(1, math.ceil(total_bytes / max(1, target_file_bytes)))
 
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact-fingerprint")
+    pending: list[Future] = []
+
+    def fingerprint_later(fp: _Fingerprint, table: pa.Table) -> None:
+        # DuckDB's checksum releases the GIL: it runs beside the sort or the Parquet write.
+        # One at a time per fingerprint (each has one DuckDB connection), in submission order.
+        pending.append(pool.submit(fp.add, table))
+
+    def wait_fingerprints() -> None:
+        while pending:
+            pending.pop(0).result()
+
     def write_output(n: int, table: pa.Table) -> None:
+        """Write one sorted output and check the file: what is durable equals `table` exactly.
+
+        `table`'s own fingerprint (rows, (partition, offset) multiset, values checksum) is
+        what `verify_same_rows` compares with the inputs'; the file read back from the lake
+        must equal `table` value for value, in order (`Table.equals`), which is exact where
+        a checksum of the read-back file was only probabilistic.
+        """
         if keeper is not None:
             keeper.check()
+        fingerprint_later(outputs, table)
         path = f"{folder}/{compacted_file_name(generation, n)}"
         metastore.register_pending(
             path, product=spec.name, kind="compacted", hour=hour, claim=resource, run_id=run_id, generation=generation,
@@ -373,15 +420,21 @@ def rewrite_hour(
                 writer.write(table.slice(start, rg), rg)
         crash_point("compact_after_write")
         back = lake.read_table(path)  # verify what is durable, not what was in memory
-        outputs.add(back)
-        parts = back.column("_partition").to_numpy().astype(np.int64)
-        offs = back.column("_offset").to_numpy().astype(np.int64)
+        if back.num_rows != table.num_rows or not back.equals(table):
+            raise VerificationError(
+                f"{spec.name} {hour} generation {generation}: {path} read back from the lake differs from the rows "
+                f"written ({back.num_rows} rows read for {table.num_rows}); nothing swapped"
+            )
+        del back
+        parts, offs = sorted_pairs(table.column("_partition").to_numpy().astype(np.int64),
+                                   table.column("_offset").to_numpy().astype(np.int64))
         written.append(
             _Output(
-                path=path, rows=back.num_rows, bytes=writer.bytes, ranges=offset_ranges(parts, offs),
+                path=path, rows=table.num_rows, bytes=writer.bytes, ranges=ranges_of_sorted(parts, offs),
                 min_offset=int(offs.min()) if len(offs) else None, max_offset=int(offs.max()) if len(offs) else None,
             )
         )
+        wait_fingerprints()
 
     try:
         if n_out == 1:
@@ -390,13 +443,17 @@ def rewrite_hour(
                 tables.append(_conform(_read_source(src), schema))
             table = pa.concat_tables(tables) if tables else schema.empty_table()
             del tables
-            inputs.add(table)  # one checksum query for the hour, not one per small file
+            fingerprint_later(inputs, table)  # one checksum query for the hour, beside the sort
             write_output(0, table.sort_by(order_by) if table.num_rows else table)
             del table
         else:
             _rewrite_spilled(sources, schema, order_by, n_out, inputs, write_output, keeper, spill_dir)
+        wait_fingerprints()
         verify_same_rows(inputs, outputs, f"{spec.name} {hour} generation {generation}")
     finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)  # no checksum may still use a connection being closed
         outputs.close()
         inputs.close()
     return written, inputs
@@ -574,10 +631,10 @@ def compact_hour(
         result.file_bytes = {o.path: o.bytes for o in outputs}
         result.offset_ranges = _merge_ranges(o.ranges for o in outputs)
         result.reason = f"{len(live)} file(s) ({len(landed)} landed) rewritten as generation {generation}"
-        for i, f in enumerate(live):
-            lake.delete(f.path)
-            if i == 0:
-                crash_point("compact_during_delete")
+        if live:
+            lake.delete(live[0].path)
+            crash_point("compact_during_delete")
+            lake.delete_many(f.path for f in live[1:])  # one folder listing, not one per file
         _finish_tail(spec, hour, lake, metastore, result, outputs=outputs, now=now, generation=generation)
         metastore.drop_replaced([f.path for f in live] + leftovers)
         crash_point("compact_after_drop")
