@@ -57,7 +57,9 @@ def bare_watermarks(bootstrap: str, topics: list[str], partitions: int) -> float
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--products", type=int, default=10)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3, help="best of N")
@@ -71,10 +73,25 @@ def main() -> int:
             topic = f"bench-sensor-{os.getpid()}-{i}"
             ensure_topic(bootstrap, topic, args.partitions)
             spec = base.model_copy(update={"name": f"product_{i}", "topic": topic})
-            produce(bootstrap, topic, generate_clicks(100 * args.partitions, 2, 0.0, seed=i), partitions=args.partitions)
-            resource = FlowsuiteResource(kafka_bootstrap=bootstrap, lake_url=f"{tmp}/lake",
-                                         metastore_url=f"sqlite:///{tmp}/meta.db", warehouse_url=f"sqlite:///{tmp}/wh.db")
-            land(spec, lake=resource.lake(), metastore=resource.metastore(), bootstrap=bootstrap, idle_timeout_s=10)
+            produce(
+                bootstrap,
+                topic,
+                generate_clicks(100 * args.partitions, 2, 0.0, seed=i),
+                partitions=args.partitions,
+            )
+            resource = FlowsuiteResource(
+                kafka_bootstrap=bootstrap,
+                lake_url=f"{tmp}/lake",
+                metastore_url=f"sqlite:///{tmp}/meta.db",
+                warehouse_url=f"sqlite:///{tmp}/wh.db",
+            )
+            land(
+                spec,
+                lake=resource.lake(),
+                metastore=resource.metastore(),
+                bootstrap=bootstrap,
+                idle_timeout_s=10,
+            )
             job = ingest_job(spec, [dg.AssetKey([spec.name, "landed"])])
             specs.append(spec)
             sensors.append(build_offset_sensor(spec, job))
@@ -85,7 +102,9 @@ def main() -> int:
             started = time.perf_counter()
             requested = 0
             for sensor, resource in zip(sensors, resources, strict=True):
-                result = sensor(dg.build_sensor_context(instance=instance, resources={"flowsuite": resource}))
+                result = sensor(
+                    dg.build_sensor_context(instance=instance, resources={"flowsuite": resource})
+                )
                 requested += len(getattr(result, "run_requests", None) or [])
             return time.perf_counter() - started, requested
 
@@ -93,25 +112,54 @@ def main() -> int:
             tick_all(instance)  # warm: engines, connections
             idle = min(tick_all(instance)[0] for _ in range(args.repeat))
             for spec in specs:  # records now wait in every partition
-                produce(bootstrap, spec.topic, generate_clicks(2000, 1, 0.0, seed=99), partitions=args.partitions)
+                produce(
+                    bootstrap,
+                    spec.topic,
+                    generate_clicks(2000, 1, 0.0, seed=99),
+                    partitions=args.partitions,
+                )
             waits = [tick_all(instance) for _ in range(args.repeat)]
             waiting = min(t for t, _ in waits)
             assert all(n == args.products for _, n in waits), waits
-        ceiling = min(bare_watermarks(bootstrap, topics, args.partitions) for _ in range(args.repeat))
+        ceiling = min(
+            bare_watermarks(bootstrap, topics, args.partitions) for _ in range(args.repeat)
+        )
     n = args.products * args.partitions
     label = f"{args.products} products x {args.partitions} partitions"
-    rows.append({"what": f"sensor ticks, nothing waiting ({label})", "figure": idle, "ceiling": ceiling,
-                 "ratio": idle / ceiling, "goal": "<= 5 s", "unit": "s"})
-    rows.append({"what": f"sensor ticks, records waiting ({label})", "figure": waiting, "ceiling": ceiling,
-                 "ratio": waiting / ceiling, "goal": "<= 5 s", "unit": "s"})
+    rows.append(
+        {
+            "what": f"sensor ticks, nothing waiting ({label})",
+            "figure": idle,
+            "ceiling": ceiling,
+            "ratio": idle / ceiling,
+            "goal": "<= 5 s",
+            "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "what": f"sensor ticks, records waiting ({label})",
+            "figure": waiting,
+            "ceiling": ceiling,
+            "ratio": waiting / ceiling,
+            "goal": "<= 5 s",
+            "unit": "s",
+        }
+    )
     print(f"{'what':<58} {'figure s':>9} {'ceiling s':>9} {'ratio':>7}")
     for r in rows:
         print(f"{r['what']:<58} {r['figure']:>9.3f} {r['ceiling']:>9.3f} {r['ratio']:>7.1f}")
-    print(f"({n} partitions; ceiling: a bare get_watermark_offsets loop over them; goal: all ticks well inside "
-          f"the 30 s default interval)")
+    print(
+        f"({n} partitions; ceiling: a bare get_watermark_offsets loop over them; goal: all ticks well inside "
+        f"the 30 s default interval)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sensor.json").write_text(json.dumps({"bench": "sensor", "partitions": n, "machine": _machine(),
-                                                     "rows": rows}, indent=2) + "\n")
+    (RESULTS / "sensor.json").write_text(
+        json.dumps(
+            {"bench": "sensor", "partitions": n, "machine": _machine(), "rows": rows}, indent=2
+        )
+        + "\n"
+    )
     return 0
 
 

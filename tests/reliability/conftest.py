@@ -28,9 +28,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
     terminalreporter.write_line(f"total: {len(ROWS)} scenario rows, {lost} lost, {dup} duplicated")
     if strength() != "quick":
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({
-            "bench": "reliability", "strength": strength(), "exitstatus": int(exitstatus),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "rows": as_dicts(ROWS),
-        }, indent=1) + "\n")
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "bench": "reliability",
+                    "strength": strength(),
+                    "exitstatus": int(exitstatus),
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "machine": f"{platform.machine()}, Python {platform.python_version()}",
+                    "rows": as_dicts(ROWS),
+                },
+                indent=1,
+            )
+            + "\n"
+        )

@@ -19,14 +19,35 @@ LAND_WORKER = ROOT / "tests" / "workers" / "land_worker.py"
 
 
 def clicks(topic: str, **update) -> DataProductSpec:
-    return parse_spec_file(ROOT / "dataproducts" / "clicks.yaml").model_copy(update={"topic": topic, **update})
+    return parse_spec_file(ROOT / "dataproducts" / "clicks.yaml").model_copy(
+        update={"topic": topic, **update}
+    )
 
 
-def start_land_worker(spec: DataProductSpec, lake_url: str, metastore_url: str, bootstrap: str, *,
-                      run_id: str | None = None, lease: float = 2.0, batch_size: int = 500,
-                      max_records: int | None = None, env: dict | None = None) -> subprocess.Popen:
-    args = [sys.executable, str(LAND_WORKER), spec.model_dump_json(), lake_url, metastore_url, bootstrap,
-            "--lease", str(lease), "--batch-size", str(batch_size)]
+def start_land_worker(
+    spec: DataProductSpec,
+    lake_url: str,
+    metastore_url: str,
+    bootstrap: str,
+    *,
+    run_id: str | None = None,
+    lease: float = 2.0,
+    batch_size: int = 500,
+    max_records: int | None = None,
+    env: dict | None = None,
+) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        str(LAND_WORKER),
+        spec.model_dump_json(),
+        lake_url,
+        metastore_url,
+        bootstrap,
+        "--lease",
+        str(lease),
+        "--batch-size",
+        str(batch_size),
+    ]
     if run_id:
         args += ["--run-id", run_id]
     if max_records is not None:
@@ -34,7 +55,9 @@ def start_land_worker(spec: DataProductSpec, lake_url: str, metastore_url: str, 
     child_env = {k: v for k, v in os.environ.items() if k != "FLOWSUITE_CRASH_AT"}
     child_env.update(env or {})
     child_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.Popen(args, env=child_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        args, env=child_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 @dataclass
@@ -48,8 +71,14 @@ class Audit:
         return self.lost == 0 and self.duplicated == 0
 
 
-def audit_lake(lake_root: Path, product: str, bootstrap: str, topic: str, partitions: int,
-               valid_by_key: dict[bytes, bool] | None = None) -> Audit:
+def audit_lake(
+    lake_root: Path,
+    product: str,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    valid_by_key: dict[bytes, bool] | None = None,
+) -> Audit:
     """Compare the topic, read with a plain consumer, with the lake, read as a batch job would.
 
     With `valid_by_key`, valid records must be in the lake and invalid ones in the quarantine;

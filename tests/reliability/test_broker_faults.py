@@ -35,17 +35,29 @@ from tests.reliability.table import SEED, iterations, record
 from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY
 
 # Small fetches: many round trips, so a stop lands in the middle of a read.
-SMALL_FETCHES = {"fetch.max.bytes": 16_384, "message.max.bytes": 4_096, "max.partition.fetch.bytes": 8_192, "queued.max.messages.kbytes": 64}
+SMALL_FETCHES = {
+    "fetch.max.bytes": 16_384,
+    "message.max.bytes": 4_096,
+    "max.partition.fetch.bytes": 8_192,
+    "queued.max.messages.kbytes": 64,
+}
 
 
 def _broker_env(s3_server) -> dict[str, str]:
-    return {"AWS_ENDPOINT": s3_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION, "AWS_ALLOW_HTTP": "true"}
+    return {
+        "AWS_ENDPOINT": s3_server.endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ALLOW_HTTP": "true",
+    }
 
 
 def _drain(spec, lake, metastore, bootstrap, attempts: int = 10) -> None:
     for _ in range(attempts):
-        result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, lease_s=3, idle_timeout_s=5)
+        result = land(
+            spec, lake=lake, metastore=metastore, bootstrap=bootstrap, lease_s=3, idle_timeout_s=5
+        )
         if result.consumed == 0 and not result.skipped:
             return
         if result.skipped:
@@ -71,15 +83,26 @@ def test_broker_stopped_and_restarted_during_landing(s3_server, tmp_path):
         restarts = mid_read = 0
         outcomes: dict[str, int] = {}
         for _ in range(iterations(quick=1)):
-            generated = list(generate_clicks(1500, hours=3, invalid_rate=0.03, seed=rng.randrange(10**9)))
+            generated = list(
+                generate_clicks(1500, hours=3, invalid_rate=0.03, seed=rng.randrange(10**9))
+            )
             produce(bootstrap, topic, iter(generated), partitions=2)
             valid_by_key.update((k, ok) for k, _, ok in generated)
             started, outcome = threading.Event(), {}
 
-            def landing() -> None:
+            def landing(started=started, outcome=outcome) -> None:
                 try:
-                    r = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, lease_s=3, batch_size=50,
-                             idle_timeout_s=3, kafka_config=SMALL_FETCHES, progress=lambda n: started.set())
+                    r = land(
+                        spec,
+                        lake=lake,
+                        metastore=metastore,
+                        bootstrap=bootstrap,
+                        lease_s=3,
+                        batch_size=50,
+                        idle_timeout_s=3,
+                        kafka_config=SMALL_FETCHES,
+                        progress=lambda n: started.set(),
+                    )
                     outcome["result"] = r
                 except BaseException as exc:  # noqa: BLE001 - the test inspects it
                     outcome["error"] = exc
@@ -99,7 +122,9 @@ def test_broker_stopped_and_restarted_during_landing(s3_server, tmp_path):
             assert not t.is_alive(), "a landing hung after its broker restarted"
             if "error" in outcome:
                 err = outcome["error"]
-                assert isinstance(err, KafkaReadError), f"unclear failure: {type(err).__name__}: {err}"
+                assert isinstance(err, KafkaReadError), (
+                    f"unclear failure: {type(err).__name__}: {err}"
+                )
                 assert topic in str(err), str(err)  # says which topic
                 outcomes[type(err).__name__] = outcomes.get(type(err).__name__, 0) + 1
             else:
@@ -110,8 +135,19 @@ def test_broker_stopped_and_restarted_during_landing(s3_server, tmp_path):
             assert a.exact, f"after a restart: {a}"
         assert metastore.claims_of(spec.name) == []
         metastore.dispose()
-        note = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) + f"; {mid_read} stopped mid-read"
-        record("broker stop/start mid-landing (Tansu on S3)", restarts, a.records, a.lost, a.duplicated, restarts, note)
+        note = (
+            ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            + f"; {mid_read} stopped mid-read"
+        )
+        record(
+            "broker stop/start mid-landing (Tansu on S3)",
+            restarts,
+            a.records,
+            a.lost,
+            a.duplicated,
+            restarts,
+            note,
+        )
     finally:
         stop_broker(home)
 
@@ -119,9 +155,13 @@ def test_broker_stopped_and_restarted_during_landing(s3_server, tmp_path):
 @pytest.fixture
 def flowsuite(tmp_path):
     def make(bootstrap: str) -> FlowsuiteResource:
-        return FlowsuiteResource(kafka_bootstrap=bootstrap, lake_url=str(tmp_path / "lake"),
-                                 metastore_url=f"sqlite:///{tmp_path / 'meta.db'}",
-                                 warehouse_url=f"sqlite:///{tmp_path / 'wh.db'}")
+        return FlowsuiteResource(
+            kafka_bootstrap=bootstrap,
+            lake_url=str(tmp_path / "lake"),
+            metastore_url=f"sqlite:///{tmp_path / 'meta.db'}",
+            warehouse_url=f"sqlite:///{tmp_path / 'wh.db'}",
+        )
+
     return make
 
 
@@ -139,23 +179,40 @@ def test_history_lost_is_detected_and_reported_never_skipped(tmp_path, flowsuite
             spec = clicks(topic)
             resource = flowsuite(bootstrap)
             lake, metastore = resource.lake(), resource.metastore()
-            produce(bootstrap, topic, generate_clicks(400, 2, 0.0, seed=rng.randrange(10**9)), partitions=2)
-            first = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=5)
+            produce(
+                bootstrap,
+                topic,
+                generate_clicks(400, 2, 0.0, seed=rng.randrange(10**9)),
+                partitions=2,
+            )
+            first = land(
+                spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=5
+            )
             assert first.consumed == 400
-            committed = {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
+            committed = {
+                p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()
+            }
 
             stop_broker(home)
             start_broker(home, port=port)
             ensure_topic(bootstrap, topic, 2)  # recreated, empty; then a little new data
-            produce(bootstrap, topic, generate_clicks(rng.randint(0, 50), 1, 0.0, seed=i), partitions=2)
+            produce(
+                bootstrap, topic, generate_clicks(rng.randint(0, 50), 1, 0.0, seed=i), partitions=2
+            )
 
             files_before = {f.path for f in metastore.live_files(spec.name)}
             with pytest.raises(HistoryLostError) as info:
                 land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=3)
             message = str(info.value)
-            assert "beyond the end" in message and topic in message and "offsets reset" in message, message
-            assert {f.path for f in metastore.live_files(spec.name)} == files_before  # nothing written
-            assert {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()} == committed
+            assert (
+                "beyond the end" in message and topic in message and "offsets reset" in message
+            ), message
+            assert {
+                f.path for f in metastore.live_files(spec.name)
+            } == files_before  # nothing written
+            assert {
+                p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()
+            } == committed
 
             # The sensor must raise the alarm too, never answer "no records waiting".
             job = ingest_job(spec, [dg.AssetKey([spec.name, "landed"])])
@@ -166,7 +223,14 @@ def test_history_lost_is_detected_and_reported_never_skipped(tmp_path, flowsuite
                     sensor(ctx)
             detected += 1
             metastore.dispose()
-        record("topic history lost (memory broker restarted)", wanted, 400 * wanted, 0, 0, detected,
-               "HistoryLostError from landing and sensor; nothing written")
+        record(
+            "topic history lost (memory broker restarted)",
+            wanted,
+            400 * wanted,
+            0,
+            0,
+            detected,
+            "HistoryLostError from landing and sensor; nothing written",
+        )
     finally:
         stop_broker(home)

@@ -26,7 +26,9 @@ class DropsConnectionOnSecondCommit(Metastore):
     def commit_landing(self, **kwargs):
         type(self).commits += 1
         if type(self).commits == 2:
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, Exception("server closed the connection unexpectedly")
+            )
         return super().commit_landing(**kwargs)
 
 

@@ -26,7 +26,9 @@ BOUND_MB = 600
 
 
 def _land_measuring(spec, lake_url, meta_url, bootstrap, max_records) -> tuple[dict, float]:
-    proc = start_land_worker(spec, lake_url, meta_url, bootstrap, max_records=max_records, batch_size=10_000)
+    proc = start_land_worker(
+        spec, lake_url, meta_url, bootstrap, max_records=max_records, batch_size=10_000
+    )
     peak = 0
     ps = psutil.Process(proc.pid)
     done = threading.Event()
@@ -49,7 +51,9 @@ def _land_measuring(spec, lake_url, meta_url, bootstrap, max_records) -> tuple[d
     return json.loads(out.decode().strip().splitlines()[-1]), peak / 2**20
 
 
-def test_flood_of_ten_times_the_usual_volume_drains_with_bounded_memory(make_topic, kafka_bootstrap, tmp_path):
+def test_flood_of_ten_times_the_usual_volume_drains_with_bounded_memory(
+    make_topic, kafka_bootstrap, tmp_path
+):
     rng = random.Random(SEED + 23)
     topic = make_topic(partitions=2)
     spec = clicks(topic)
@@ -73,8 +77,17 @@ def test_flood_of_ten_times_the_usual_volume_drains_with_bounded_memory(make_top
         assert flood["landed"] + flood["quarantined"] == flood["consumed"]
         peaks.append(peak)
         assert peak <= BOUND_MB, f"flood landing peaked at {peak:.0f} MB RSS (bound {BOUND_MB} MB)"
-        assert peak <= 1.5 * usual_peak + 64, f"flood peak {peak:.0f} MB vs usual {usual_peak:.0f} MB"
+        assert peak <= 1.5 * usual_peak + 64, (
+            f"flood peak {peak:.0f} MB vs usual {usual_peak:.0f} MB"
+        )
     a = audit_lake(tmp_path / "lake", spec.name, kafka_bootstrap, topic, 2, valid_by_key)
     assert a.exact, a
-    record("flood: 10x usual volume at once", wanted, a.records, a.lost, a.duplicated, wanted,
-           f"peak RSS {max(peaks):.0f} MB (usual run {usual_peak:.0f} MB; bound {BOUND_MB} MB)")
+    record(
+        "flood: 10x usual volume at once",
+        wanted,
+        a.records,
+        a.lost,
+        a.duplicated,
+        wanted,
+        f"peak RSS {max(peaks):.0f} MB (usual run {usual_peak:.0f} MB; bound {BOUND_MB} MB)",
+    )

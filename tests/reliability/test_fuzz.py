@@ -32,17 +32,46 @@ from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, SpecError, parse_spec_file
 from tests.reliability.helpers import ROOT, audit_lake, clicks
-from tests.reliability.table import SEED, iterations, record
+from tests.reliability.table import iterations, record
 
-GOOD = {"event_id": "e-1", "user_id": "u-1", "partner_id": "p-001", "ad_id": "ad-1", "kind": "click",
-        "cost_micros": 5, "event_time": "2026-11-26T10:00:00Z"}
-NASTY_TEXT = st.sampled_from([
-    "", "\x00", "ü", "\ud7ff", "'; DROP TABLE clicks; --", "../../etc/passwd", "__import__('os').system('id')",
-    "9" * 400, "-1", "NaN", "1e309", "2026-13-45T99:99:99Z", "\n", "\"", "\\u0000",
-])
+GOOD = {
+    "event_id": "e-1",
+    "user_id": "u-1",
+    "partner_id": "p-001",
+    "ad_id": "ad-1",
+    "kind": "click",
+    "cost_micros": 5,
+    "event_time": "2026-11-26T10:00:00Z",
+}
+NASTY_TEXT = st.sampled_from(
+    [
+        "",
+        "\x00",
+        "ü",
+        "\ud7ff",
+        "'; DROP TABLE clicks; --",
+        "../../etc/passwd",
+        "__import__('os').system('id')",
+        "9" * 400,
+        "-1",
+        "NaN",
+        "1e309",
+        "2026-13-45T99:99:99Z",
+        "\n",
+        '"',
+        "\\u0000",
+    ]
+)
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30) | NASTY_TEXT,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=30)
+    | NASTY_TEXT,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -61,28 +90,56 @@ def near_valid(draw) -> bytes:
     if draw(st.booleans()):
         record[draw(st.text(max_size=10))] = draw(JSONISH)
     text = json.dumps(record, allow_nan=True)
-    return draw(st.sampled_from([text.encode(), text.encode("utf-16"), text[: max(1, len(text) // 2)].encode(),
-                                 text.encode() + b"\n" + text.encode(), b" " + text.encode() + b" "]))
+    return draw(
+        st.sampled_from(
+            [
+                text.encode(),
+                text.encode("utf-16"),
+                text[: max(1, len(text) // 2)].encode(),
+                text.encode() + b"\n" + text.encode(),
+                b" " + text.encode() + b" ",
+            ]
+        )
+    )
 
 
-PAYLOAD = st.one_of(st.binary(max_size=200), near_valid(), near_valid(), st.just(b""), st.none(),
-                    JSONISH.map(lambda v: json.dumps(v).encode()))
+PAYLOAD = st.one_of(
+    st.binary(max_size=200),
+    near_valid(),
+    near_valid(),
+    st.just(b""),
+    st.none(),
+    JSONISH.map(lambda v: json.dumps(v).encode()),
+)
 
 
 def _check_batch(decoder: Decoder, values: list) -> tuple[int, int]:
     n = len(values)
-    batch = Batch(partition=0, values=values, keys=[f"k{i}".encode() for i in range(n)],
-                  offsets=list(range(100, 100 + n)), timestamps=[1_764_151_200_000] * n)
+    batch = Batch(
+        partition=0,
+        values=values,
+        keys=[f"k{i}".encode() for i in range(n)],
+        offsets=list(range(100, 100 + n)),
+        timestamps=[1_764_151_200_000] * n,
+    )
     decoded = decoder.decode(batch)
     valid = decoded.valid.column("_offset").to_pylist()
     invalid = decoded.invalid.column("_offset").to_pylist()
-    assert Counter(valid + invalid) == Counter(batch.offsets), "an offset was lost or doubled by decoding"
+    assert Counter(valid + invalid) == Counter(batch.offsets), (
+        "an offset was lost or doubled by decoding"
+    )
     assert len(decoded.hours) == len(valid)
-    for off, raw, err in zip(invalid, decoded.invalid.column("_raw").to_pylist(),
-                             decoded.invalid.column("_error").to_pylist(), strict=True):
+    for off, raw, err in zip(
+        invalid,
+        decoded.invalid.column("_raw").to_pylist(),
+        decoded.invalid.column("_error").to_pylist(),
+        strict=True,
+    ):
         original = values[off - 100]
         assert err, "a quarantined record without a reason"
-        assert raw == original or (original in (None, b"") and raw in (None, b"")), "_raw differs from the value"
+        assert raw == original or (original in (None, b"") and raw in (None, b"")), (
+            "_raw differs from the value"
+        )
     return len(valid), len(invalid)
 
 
@@ -93,8 +150,13 @@ def test_fuzzed_payloads_are_landed_or_quarantined_never_lost(topic, kafka_boots
     totals = Counter()
     examples = iterations(quick=60, full=500)
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(PAYLOAD, min_size=1, max_size=40))
     def decode_any(values):
         v, i = _check_batch(decoder, values)
@@ -106,15 +168,32 @@ def test_fuzzed_payloads_are_landed_or_quarantined_never_lost(topic, kafka_boots
     assert totals["valid"] > 0 and totals["invalid"] > 0, totals  # both paths were exercised
 
     # A sample through the real broker and a real landing.
-    produce(kafka_bootstrap, topic, [(f"f{i}".encode(), v, False) for i, v in enumerate(sample)], partitions=2)
-    result = land(spec, lake=Lake(str(tmp_path / "lake")), metastore=Metastore(f"sqlite:///{tmp_path / 'm.db'}"),
-                  bootstrap=kafka_bootstrap, idle_timeout_s=5)
+    produce(
+        kafka_bootstrap,
+        topic,
+        [(f"f{i}".encode(), v, False) for i, v in enumerate(sample)],
+        partitions=2,
+    )
+    result = land(
+        spec,
+        lake=Lake(str(tmp_path / "lake")),
+        metastore=Metastore(f"sqlite:///{tmp_path / 'm.db'}"),
+        bootstrap=kafka_bootstrap,
+        idle_timeout_s=5,
+    )
     assert result.consumed == len(sample)
     assert result.consumed == result.landed + result.quarantined
     a = audit_lake(tmp_path / "lake", spec.name, kafka_bootstrap, topic, 2)
     assert a.exact, a
-    record("fuzzed payloads (decoder + broker sample)", examples, totals["records"] + a.records, a.lost, a.duplicated,
-           examples, f"{totals['invalid']} quarantined by the decoder; {len(sample)} through the broker")
+    record(
+        "fuzzed payloads (decoder + broker sample)",
+        examples,
+        totals["records"] + a.records,
+        a.lost,
+        a.duplicated,
+        examples,
+        f"{totals['invalid']} quarantined by the decoder; {len(sample)} through the broker",
+    )
 
 
 def _paths(node, prefix=()):
@@ -129,8 +208,24 @@ def _paths(node, prefix=()):
 
 BASE_SPEC = yaml.safe_load((ROOT / "dataproducts" / "clicks.yaml").read_text())
 ALL_PATHS = [p for p in _paths(BASE_SPEC) if p]
-SPEC_VALUES = JSONISH | st.sampled_from(["users; DROP TABLE x", "a\"b", "../x", "1h", "-5m", "P1D", "0", "clicks",
-                                         "string", "int64", "timestamp", "kafka_timestamp", "tombstone", "none"])
+SPEC_VALUES = JSONISH | st.sampled_from(
+    [
+        "users; DROP TABLE x",
+        'a"b',
+        "../x",
+        "1h",
+        "-5m",
+        "P1D",
+        "0",
+        "clicks",
+        "string",
+        "int64",
+        "timestamp",
+        "kafka_timestamp",
+        "tombstone",
+        "none",
+    ]
+)
 
 
 @st.composite
@@ -160,12 +255,21 @@ def test_fuzzed_specs_fail_only_with_a_clear_spec_error(tmp_path):
     folder = tmp_path / "specs"
     folder.mkdir()
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutated_spec())
     def parse_any(data):
         name = data.get("name") if isinstance(data, dict) else None
-        stem = name if isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name) else "fuzz"
+        stem = (
+            name
+            if isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name)
+            else "fuzz"
+        )
         sub = folder / uuid.uuid4().hex[:8]
         sub.mkdir()
         path = sub / f"{stem}.yaml"
@@ -183,12 +287,23 @@ def test_fuzzed_specs_fail_only_with_a_clear_spec_error(tmp_path):
 
     parse_any()
     assert outcomes["rejected"] > 0 and outcomes["accepted"] > 0, outcomes
-    record("fuzzed specs (parse_spec_file)", examples, 0, 0, 0, examples,
-           f"{outcomes['rejected']} rejected with SpecError naming the file, {outcomes['accepted']} accepted")
+    record(
+        "fuzzed specs (parse_spec_file)",
+        examples,
+        0,
+        0,
+        0,
+        examples,
+        f"{outcomes['rejected']} rejected with SpecError naming the file, {outcomes['accepted']} accepted",
+    )
 
 
 def test_unreadable_spec_files_say_so(tmp_path):
-    for name, content in {"bad.yaml": b"\xff\xfe\x00garbage", "list.yaml": b"- 1\n- 2\n", "tabs.yaml": b"a:\n\t- b"}.items():
+    for name, content in {
+        "bad.yaml": b"\xff\xfe\x00garbage",
+        "list.yaml": b"- 1\n- 2\n",
+        "tabs.yaml": b"a:\n\t- b",
+    }.items():
         path = Path(tmp_path / name)
         path.write_bytes(content)
         try:

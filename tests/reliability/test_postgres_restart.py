@@ -27,7 +27,7 @@ import pytest
 from connectors.lake import Lake
 from connectors.landing import land
 from connectors.metastore import Metastore
-from connectors.sql_sink import WarehouseError, WarehouseSink, sync
+from connectors.sql_sink import WarehouseSink, sync
 from tests.connectors.test_sql_sink import expected_state, make_spec, produce_accounts, state
 from tests.reliability.helpers import ROOT, audit_lake, clicks, start_land_worker
 from tests.reliability.table import SEED, iterations, record
@@ -36,19 +36,27 @@ from tests.reliability.table import SEED, iterations, record
 def _cluster() -> tuple[str, str] | None:
     if not shutil.which("pg_ctlcluster"):
         return None
-    versions = sorted((p.name for p in Path("/etc/postgresql").glob("*") if (p / "main").is_dir()), key=float)
+    versions = sorted(
+        (p.name for p in Path("/etc/postgresql").glob("*") if (p / "main").is_dir()), key=float
+    )
     return (versions[-1], "main") if versions else None
 
 
 CLUSTER = _cluster()
-pytestmark = pytest.mark.skipif(CLUSTER is None or os.geteuid() != 0,
-                                reason="needs the machine's PostgreSQL cluster and the right to restart it")
+pytestmark = pytest.mark.skipif(
+    CLUSTER is None or os.geteuid() != 0,
+    reason="needs the machine's PostgreSQL cluster and the right to restart it",
+)
 
 
 def _pg_ctl(action: str) -> subprocess.CompletedProcess:
     assert CLUSTER is not None
-    return subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *CLUSTER, action],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *CLUSTER, action],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _wait_up(timeout: float = 30.0) -> None:
@@ -57,7 +65,9 @@ def _wait_up(timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=2).close()
+            psycopg.connect(
+                host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=2
+            ).close()
             return
         except psycopg.Error:
             if time.monotonic() > deadline:
@@ -115,17 +125,29 @@ def test_postgres_restarted_during_warehouse_sync(kafka_bootstrap, topic, tmp_pa
     wanted = iterations(quick=1)
     produced: list = []
     outcomes = {"finished": 0, "failed cleanly": 0}
-    spec_json = json.dumps(spec.model_dump(), default=lambda v: v.total_seconds() if isinstance(v, timedelta) else v.isoformat())
+    spec_json = json.dumps(
+        spec.model_dump(),
+        default=lambda v: v.total_seconds() if isinstance(v, timedelta) else v.isoformat(),
+    )
     with server_guard():
         for i in range(wanted):
-            produced += produce_accounts(kafka_bootstrap, topic, 3000, keys=400, seed=rng.randrange(10**9))
+            produced += produce_accounts(
+                kafka_bootstrap, topic, 3000, keys=400, seed=rng.randrange(10**9)
+            )
             land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, idle_timeout_s=5)
             env = {k: v for k, v in os.environ.items() if k != "FLOWSUITE_CRASH_AT"}
             env["PYTHONPATH"] = str(ROOT)
-            proc = subprocess.Popen([sys.executable, "-c", _SYNC_CHILD, spec_json, lake.url, metastore.url, pg_url],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _SYNC_CHILD, spec_json, lake.url, metastore.url, pg_url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=ROOT,
+            )
             try:
-                assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[-2000:]
+                assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[
+                    -2000:
+                ]
                 time.sleep(rng.uniform(0.3, 1.0))
                 restart_postgres()
                 out, err = proc.communicate(timeout=120)
@@ -141,21 +163,27 @@ def test_postgres_restarted_during_warehouse_sync(kafka_bootstrap, topic, tmp_pa
                 assert last.startswith("connectors.sql_sink.WarehouseError"), last  # one clear line
                 outcomes["failed cleanly"] += 1
             final = _retry(lambda: sync(spec, lake=lake, metastore=metastore, url=pg_url))
-            assert final.offsets_after == {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
+            assert final.offsets_after == {
+                p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()
+            }
             sink = WarehouseSink(spec, pg_url)
             try:
                 got = {k: v[0] for k, v in state(sink).items()}
             finally:
                 sink.dispose()
             want = expected_state(produced)
-            lost = len(set(want) - set(got)) + sum(1 for k in want if k in got and got[k] != want[k])
+            lost = len(set(want) - set(got)) + sum(
+                1 for k in want if k in got and got[k] != want[k]
+            )
             assert got == want, f"iteration {i}: the table differs from the latest state per key"
     metastore.dispose()
     note = ", ".join(f"{k} {v}" for k, v in outcomes.items())
     record("PostgreSQL restart mid warehouse sync", wanted, len(produced), lost, 0, wanted, note)
 
 
-def test_postgres_restarted_during_landing_with_metastore_on_postgres(kafka_bootstrap, make_topic, tmp_path, pg_url):
+def test_postgres_restarted_during_landing_with_metastore_on_postgres(
+    kafka_bootstrap, make_topic, tmp_path, pg_url
+):
     rng = random.Random(SEED + 13)
     from connectors.demo_data import generate_clicks, produce
 
@@ -167,11 +195,15 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(kafka_boot
     outcomes = {"finished": 0, "failed cleanly": 0}
     with server_guard():
         for _ in range(wanted):
-            generated = list(generate_clicks(3000, hours=6, invalid_rate=0.03, seed=rng.randrange(10**9)))
+            generated = list(
+                generate_clicks(3000, hours=6, invalid_rate=0.03, seed=rng.randrange(10**9))
+            )
             produce(kafka_bootstrap, topic, iter(generated), partitions=2)
             valid_by_key.update((k, ok) for k, _, ok in generated)
             # Small batches and many hours: many pending registrations, then the commit.
-            proc = start_land_worker(spec, lake_url, pg_url, kafka_bootstrap, lease=3.0, batch_size=100)
+            proc = start_land_worker(
+                spec, lake_url, pg_url, kafka_bootstrap, lease=3.0, batch_size=100
+            )
             time.sleep(rng.uniform(1.0, 2.5))  # interpreter start, claims, registrations
             restart_postgres()
             out, err = proc.communicate(timeout=180)
@@ -186,8 +218,14 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(kafka_boot
                 metastore = Metastore(pg_url)
                 try:
                     for _ in range(10):
-                        r = land(spec, lake=Lake(lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
-                                 lease_s=3, idle_timeout_s=5)
+                        r = land(
+                            spec,
+                            lake=Lake(lake_url),
+                            metastore=metastore,
+                            bootstrap=kafka_bootstrap,
+                            lease_s=3,
+                            idle_timeout_s=5,
+                        )
                         if r.consumed == 0 and not r.skipped:
                             return
                         if r.skipped:
@@ -202,10 +240,24 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(kafka_boot
             metastore = Metastore(pg_url)
             try:
                 assert metastore.files_in_states(spec.name, ["pending"]) == []
-                live = {f.path for f in metastore.live_files(spec.name, kinds=("landed", "quarantine"))}
+                live = {
+                    f.path for f in metastore.live_files(spec.name, kinds=("landed", "quarantine"))
+                }
             finally:
                 metastore.dispose()
-            on_disk = {str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake").rglob("*") if p.is_file()}
+            on_disk = {
+                str(p.relative_to(tmp_path / "lake"))
+                for p in (tmp_path / "lake").rglob("*")
+                if p.is_file()
+            }
             assert on_disk == live, f"orphans: {sorted(on_disk - live)[:3]}"
     note = ", ".join(f"{k} {v}" for k, v in outcomes.items())
-    record("PostgreSQL restart mid landing (metastore on PG)", wanted, a.records, a.lost, a.duplicated, wanted, note)
+    record(
+        "PostgreSQL restart mid landing (metastore on PG)",
+        wanted,
+        a.records,
+        a.lost,
+        a.duplicated,
+        wanted,
+        note,
+    )

@@ -23,7 +23,14 @@ from connectors.compaction import read_marker
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from connectors.replay import replay_hour
-from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, hour_rows, land_in_rounds, pairs
+from tests.connectors.compaction_helpers import (
+    HOURS,
+    LATER,
+    clicks_spec,
+    hour_rows,
+    land_in_rounds,
+    pairs,
+)
 from tests.reliability.helpers import ROOT
 from tests.reliability.table import SEED, iterations, record
 
@@ -39,8 +46,17 @@ for h in sys.argv[5:]:
     replay_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), bootstrap=sys.argv[4],
                 run_id="replay-child", now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0, idle_timeout_s=5)
 """
-POINTS = ["compact_after_register", "compact_after_write", "compact_before_swap", "compact_after_swap",
-          "compact_during_delete", "compact_before_marker", None, None, None]
+POINTS = [
+    "compact_after_register",
+    "compact_after_write",
+    "compact_before_swap",
+    "compact_after_swap",
+    "compact_during_delete",
+    "compact_before_marker",
+    None,
+    None,
+    None,
+]
 LEASE_S = 1.0
 
 
@@ -49,8 +65,13 @@ def _child(spec, lake, meta_url, bootstrap, crash_at):
     env["PYTHONPATH"] = str(ROOT)
     if crash_at:
         env["FLOWSUITE_CRASH_AT"] = crash_at
-    return subprocess.Popen([sys.executable, "-c", _CHILD, spec.topic, lake.root, meta_url, bootstrap, *HOURS],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, spec.topic, lake.root, meta_url, bootstrap, *HOURS],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_sigkill_at_random_points_of_replay(topic, kafka_bootstrap, tmp_path):
@@ -60,12 +81,17 @@ def test_sigkill_at_random_points_of_replay(topic, kafka_bootstrap, tmp_path):
     metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     land_in_rounds(spec, kafka_bootstrap, lake, metastore, rounds=2, per_round=500)
     expected = Counter(pairs(hour_rows(lake, metastore, spec.name)))
-    wanted = iterations(quick=3)
+    wanted = iterations(quick=2)
     kills = lost = dup = 0
     for _ in range(wanted * 3):
         point = rng.choice(POINTS)
-        proc = _child(spec, lake, str(metastore.engine.url), kafka_bootstrap,
-                      f"{point}:{rng.randint(1, 3)}" if point else None)
+        proc = _child(
+            spec,
+            lake,
+            str(metastore.engine.url),
+            kafka_bootstrap,
+            f"{point}:{rng.randint(1, 3)}" if point else None,
+        )
         if point is None:
             time.sleep(rng.uniform(1.0, 4.0))  # interpreter start ~1 s, then the replays
             if proc.poll() is None:
@@ -83,14 +109,24 @@ def test_sigkill_at_random_points_of_replay(topic, kafka_bootstrap, tmp_path):
     assert kills >= wanted, f"only {kills} of {wanted} replays were killed"
 
     for h in HOURS:  # completion: each hour replays from the stream and ends marked
-        r = replay_hour(spec, h, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER,
-                        lease_s=LEASE_S, idle_timeout_s=5)
+        r = replay_hour(
+            spec,
+            h,
+            lake=lake,
+            metastore=metastore,
+            bootstrap=kafka_bootstrap,
+            now=LATER,
+            lease_s=LEASE_S,
+            idle_timeout_s=5,
+        )
         assert r.source == "kafka", r.note
         assert read_marker(lake, spec.name, h) is not None
     final = Counter(pairs(hour_rows(lake, metastore, spec.name)))
     assert final == expected
     live = {f.path for f in metastore.live_files(spec.name)}
-    on_disk = {p for h in HOURS for p in lake.list_files(hour_dir(spec.name, h)) if p.endswith(".parquet")}
+    on_disk = {
+        p for h in HOURS for p in lake.list_files(hour_dir(spec.name, h)) if p.endswith(".parquet")
+    }
     assert on_disk == live, f"orphans: {sorted(on_disk - live)[:3]}"
     assert metastore.files_in_states(spec.name, ["pending", "replaced"]) == []
     metastore.dispose()

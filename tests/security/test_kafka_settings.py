@@ -29,7 +29,9 @@ def test_consumer_config_passes_security_settings_through_unchanged():
 
 
 def test_exact_read_settings_cannot_be_overridden():
-    conf = consumer_config("b:1", "g", {**SECURITY, "enable.auto.commit": True, "auto.offset.reset": "latest"})
+    conf = consumer_config(
+        "b:1", "g", {**SECURITY, "enable.auto.commit": True, "auto.offset.reset": "latest"}
+    )
     assert conf["enable.auto.commit"] is False and conf["auto.offset.reset"] == "error"
 
 
@@ -37,22 +39,40 @@ def test_environment_variables_map_to_librdkafka_names():
     env = {var: f"value-of-{var}" for var in KAFKA_ENV_SETTINGS}
     got = kafka_config_from_env(env)
     assert got == {setting: f"value-of-{var}" for var, setting in KAFKA_ENV_SETTINGS.items()}
-    assert {"security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location",
-            "ssl.key.password"} <= set(got)
+    assert {
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.username",
+        "sasl.password",
+        "ssl.ca.location",
+        "ssl.key.password",
+    } <= set(got)
     assert kafka_config_from_env({}) == {}
 
 
 def test_resource_adds_its_secrets_to_the_settings():
     resource = FlowsuiteResource(
-        kafka_bootstrap="b:1", lake_url="/tmp/l", metastore_url="sqlite://", warehouse_url="sqlite://",
+        kafka_bootstrap="b:1",
+        lake_url="/tmp/l",
+        metastore_url="sqlite://",
+        warehouse_url="sqlite://",
         kafka_config={k: v for k, v in SECURITY.items() if "password" not in k},
-        kafka_sasl_password="pw-passthrough", kafka_ssl_key_password="key-pw",
+        kafka_sasl_password="pw-passthrough",
+        kafka_ssl_key_password="key-pw",
     )
     assert resource.kafka() == SECURITY
 
 
 def test_librdkafka_accepts_the_passed_through_settings():
     # SASL_PLAINTEXT needs no certificate files: the client is built with the settings as given.
-    conf = consumer_config("127.0.0.1:1", "g", {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-                                                "sasl.username": "u", "sasl.password": "p"})
+    conf = consumer_config(
+        "127.0.0.1:1",
+        "g",
+        {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": "u",
+            "sasl.password": "p",
+        },
+    )
     Consumer(conf).close()

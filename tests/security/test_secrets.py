@@ -84,8 +84,14 @@ def _run_ingest(instance) -> tuple[bool, list[str]]:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("flowsuite")), *args], capture_output=True, text=True,
-                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=180)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("flowsuite")), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=180,
+    )
 
 
 def test_planted_secrets_never_leak(planted, kafka_bootstrap, caplog, capfd, monkeypatch):
@@ -99,8 +105,10 @@ def test_planted_secrets_never_leak(planted, kafka_bootstrap, caplog, capfd, mon
         texts["dagster events (success)"] = "\n".join(events)
 
         # The warehouse unreachable, with its own password: the run fails, the error is clear.
-        monkeypatch.setenv("FLOWSUITE_WAREHOUSE_URL",
-                           f"postgresql+psycopg://flowsuite:{SECRETS['failing warehouse password']}@127.0.0.1:1/nowhere")
+        monkeypatch.setenv(
+            "FLOWSUITE_WAREHOUSE_URL",
+            f"postgresql+psycopg://flowsuite:{SECRETS['failing warehouse password']}@127.0.0.1:1/nowhere",
+        )
         produce(kafka_bootstrap, topic, generate_clicks(100, 1, 0.0, seed=4), partitions=2)
         ok, events = _run_ingest(instance)
         assert not ok, "the run should fail on the unreachable warehouse"
@@ -115,21 +123,34 @@ def test_planted_secrets_never_leak(planted, kafka_bootstrap, caplog, capfd, mon
         ("cli land", ["land", "clicks"], {}),
         ("cli warehouse sync", ["warehouse", "sync", "clicks"], {}),
         ("cli offsets show", ["offsets", "show", "clicks"], {}),
-        ("cli warehouse sync (failing)", ["warehouse", "sync", "clicks"],
-         {"FLOWSUITE_WAREHOUSE_URL": f"postgresql+psycopg://flowsuite:{SECRETS['failing warehouse password']}@127.0.0.1:1/nowhere"}),
-        ("cli land (failing metastore)", ["land", "clicks"],
-         {"FLOWSUITE_METASTORE_URL": f"postgresql+psycopg://flowsuite:{SECRETS['metastore password']}@127.0.0.1:1/nowhere"}),
+        (
+            "cli warehouse sync (failing)",
+            ["warehouse", "sync", "clicks"],
+            {
+                "FLOWSUITE_WAREHOUSE_URL": f"postgresql+psycopg://flowsuite:{SECRETS['failing warehouse password']}@127.0.0.1:1/nowhere"
+            },
+        ),
+        (
+            "cli land (failing metastore)",
+            ["land", "clicks"],
+            {
+                "FLOWSUITE_METASTORE_URL": f"postgresql+psycopg://flowsuite:{SECRETS['metastore password']}@127.0.0.1:1/nowhere"
+            },
+        ),
     ]:
         done = _cli(args, {**cli_env, **extra})
         texts[name] = done.stdout + done.stderr
         if "failing" in name:
-            assert done.returncode != 0 and "127.0.0.1" in texts[name], texts[name][-2000:]  # says where
+            assert done.returncode != 0 and "127.0.0.1" in texts[name], texts[name][
+                -2000:
+            ]  # says where
         else:
             assert done.returncode == 0, texts[name][-2000:]
 
     out, err = capfd.readouterr()
     texts["captured stdout/stderr"] = out + err
     texts["python log records"] = "\n".join(
-        f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
+        f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records
+    )
     leaks = {where: _leaks(text) for where, text in texts.items() if _leaks(text)}
     assert leaks == {}, f"secrets leaked: {leaks}"

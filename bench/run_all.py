@@ -1,0 +1,313 @@
+"""Run every benchmark and write the report: bench/results.md (a table) and bench/results.png.
+
+    python bench/run_all.py            # quick mode (~15 min on 2 cores): smaller inputs, fewer repeats
+    python bench/run_all.py --full     # each script's own defaults (the figures the docs quote)
+    python bench/run_all.py --report   # only rebuild results.md/.png from bench/results/*.json
+
+Each script runs in its own process and writes bench/results/<name>.json; a script that fails
+is reported (its last lines) and the others still run. The report normalizes every result file
+to rows of what, figure, ceiling, ratio, goal and machine, and appends the latest reliability
+table (bench/results/reliability.json, written by `make reliability`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+REPORT = ROOT / "bench" / "results.md"
+CHART = ROOT / "bench" / "results.png"
+
+# name, script args in quick mode, args in full mode
+BENCHES = [
+    ("landing", ["bench/landing.py", "--events", "300000", "--repeat", "1"], ["bench/landing.py"]),
+    (
+        "landing --partitions 2",
+        ["bench/landing.py", "--events", "300000", "--partitions", "2", "--repeat", "1"],
+        ["bench/landing.py", "--partitions", "2"],
+    ),
+    (
+        "upsert",
+        [
+            "bench/upsert.py",
+            "--rows",
+            "200000",
+            "--baseline-rows",
+            "40000",
+            "--per-row-rows",
+            "2000",
+        ],
+        ["bench/upsert.py"],
+    ),
+    (
+        "compaction",
+        ["bench/compaction.py", "--files", "100", "--rows-per-file", "2000", "--repeat", "1"],
+        ["bench/compaction.py"],
+    ),
+    ("quality", ["bench/quality.py", "--events", "100000"], ["bench/quality.py"]),
+    ("sensor", ["bench/sensor.py", "--repeat", "2"], ["bench/sensor.py"]),
+    (
+        "freshness",
+        ["bench/freshness.py", "--duration", "95", "--intervals", "30,5"],
+        ["bench/freshness.py"],
+    ),
+]
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+
+
+def run(full: bool, only: set[str] | None) -> list[tuple[str, float, int, str]]:
+    outcomes = []
+    for name, quick_args, full_args in BENCHES:
+        if only and name not in only:
+            continue
+        args = full_args if full else quick_args
+        print(f"== {name}: {' '.join(args)}", flush=True)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=3600
+        )
+        took = time.monotonic() - started
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-12:])
+        print(
+            tail if done.returncode else "\n".join(done.stdout.strip().splitlines()[-8:]),
+            flush=True,
+        )
+        print(f"-- {name}: exit {done.returncode} in {took:.0f} s\n", flush=True)
+        outcomes.append((name, took, done.returncode, tail))
+    return outcomes
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _load(name: str):
+    path = RESULTS / name
+    if not path.exists():
+        return None
+    text = path.read_text().strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:  # JSON lines (upsert.json appends a line per figure)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
+    if ratio is None and figure is not None and ceiling:
+        ratio = figure / ceiling
+    return {
+        "bench": bench,
+        "what": what,
+        "figure": figure,
+        "ceiling": ceiling,
+        "ratio": ratio,
+        "goal": goal,
+        "unit": unit,
+        "machine": mach or machine(),
+    }
+
+
+def collect() -> list[dict]:
+    rows: list[dict] = []
+    for name in ("landing.json", "landing-p2.json", "sensor.json", "freshness.json"):
+        data = _load(name)
+        if not data:
+            continue
+        for r in data.get("rows", []):
+            goal = r.get("goal")
+            goal = f">= {goal}" if isinstance(goal, int | float) else goal
+            rows.append(
+                _row(
+                    name.removesuffix(".json"),
+                    r["what"],
+                    r["figure"],
+                    r["ceiling"],
+                    goal,
+                    r.get("unit", ""),
+                    data.get("machine"),
+                    r.get("ratio"),
+                )
+            )
+    data = _load("upsert.json")
+    if data:
+        lines = data if isinstance(data, list) else [data]
+        latest = max(line.get("at", "") for line in lines)
+        for r in (line for line in lines if line.get("at", "") == latest):
+            rows.append(
+                _row(
+                    "upsert",
+                    r["what"],
+                    r["figure"],
+                    r["ceiling"],
+                    f">= {r['goal']}",
+                    "rows/s",
+                    r.get("machine"),
+                    r.get("ratio"),
+                )
+            )
+    data = _load("compaction.json")
+    if data:
+        for r in data.get("results", []):
+            rows.append(
+                _row(
+                    "compaction",
+                    r["what"],
+                    r["figure"],
+                    r["ceiling"],
+                    r.get("goal"),
+                    "",
+                    data.get("machine"),
+                    r.get("ratio"),
+                )
+            )
+    data = _load("quality.json")
+    if data:
+        plain = next(r for r in data["runs"] if r["mode"] == "plain")
+        suite = next(r for r in data["runs"] if r["mode"] == "suite")
+        rows.append(
+            _row(
+                "quality",
+                "landing with the GX suite on vs off (records/s)",
+                suite["records_per_s"],
+                plain["records_per_s"],
+                f">= {data.get('goal')}",
+                "records/s",
+                data.get("machine"),
+                data.get("ratio"),
+            )
+        )
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def reliability_table() -> list[str]:
+    data = _load("reliability.json")
+    if not data:
+        return [
+            "No reliability run recorded yet: `make reliability` writes bench/results/reliability.json."
+        ]
+    lines = [
+        f"Strength `{data['strength']}`, {data['at']}, {data['machine']}, exit status {data['exitstatus']}.",
+        "",
+        "| scenario | iterations | records | lost | duplicated | recovered | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['scenario']} | {r['iterations']} | {r['records']:,} | {r['lost']} | {r['duplicated']} | "
+            f"{r['recovered']} | {r['note']} |"
+        )
+    return lines
+
+
+def write_report(rows: list[dict], outcomes: list | None = None, full: bool = False) -> None:
+    lines = [
+        "# flowsuite benchmarks",
+        "",
+        f"Generated by `make bench` (`bench/run_all.py{' --full' if full else ''}`) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each figure is measured side by side with its "
+        "ceiling in the same run on the same broker, so the **ratio** is what to compare across machines "
+        "(absolute figures drift on shared machines). Throughput ratios: higher is better; time ratios "
+        "(sensor, freshness): lower is better. Chart: [results.png](results.png).",
+        "",
+        "| bench | what | figure | ceiling | ratio | goal | machine |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        unit = f" {r['unit']}" if r["unit"] else ""
+        lines.append(
+            f"| {r['bench']} | {r['what']} | {_fmt(r['figure'])}{unit} | {_fmt(r['ceiling'])}{unit} | "
+            f"{_fmt(r['ratio'])} | {r['goal'] or '-'} | {r['machine']} |"
+        )
+    if outcomes:
+        lines += [
+            "",
+            "Runs: "
+            + "; ".join(
+                f"{n} {t:.0f} s" + ("" if c == 0 else f" (FAILED, exit {c})")
+                for n, t, c, _ in outcomes
+            )
+            + ".",
+        ]
+        for n, _, c, tail in outcomes:
+            if c:
+                lines += ["", f"`{n}` failed:", "", "```", tail, "```"]
+    lines += ["", "## Reliability", "", *reliability_table(), ""]
+    REPORT.write_text("\n".join(lines))
+    chart(rows)
+    print(f"wrote {REPORT.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")
+
+
+def chart(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plotted = [r for r in rows if r["ratio"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(plotted) + 1.5))
+    labels = [f"{r['bench']}: {r['what']}"[:80] for r in plotted]
+    timed = [r["unit"] == "s" for r in plotted]
+    colors = ["#d98c3a" if t else "#3a7dd9" for t in timed]
+    ax.barh(range(len(plotted)), [r["ratio"] for r in plotted], color=colors)
+    for i, r in enumerate(plotted):
+        goal = r["goal"]
+        if isinstance(goal, str) and goal.startswith(">= "):
+            try:
+                ax.plot([float(goal[3:])] * 2, [i - 0.4, i + 0.4], color="black", lw=2)
+            except ValueError:
+                pass
+        ax.text(r["ratio"], i, f" {r['ratio']:.2f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(plotted)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(
+        "ratio to the ceiling (log): blue = throughput (higher is better, black tick = goal), "
+        "orange = time (lower is better)",
+        fontsize=8,
+    )
+    ax.set_title(f"flowsuite benchmarks — {machine()}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(CHART, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--full", action="store_true", help="each script's own (larger) defaults")
+    ap.add_argument(
+        "--report", action="store_true", help="only rebuild the report from bench/results/*.json"
+    )
+    ap.add_argument("--only", action="append", help="run only these benches (by name; repeatable)")
+    args = ap.parse_args()
+    outcomes = None if args.report else run(args.full, set(args.only) if args.only else None)
+    write_report(collect(), outcomes, args.full)
+    return 1 if outcomes and any(c for _, _, c, _ in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
