@@ -291,6 +291,9 @@ class WarehouseSink:
             tomb_cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
             self.tombstones = sa.Table(tombstone_table_name(self.table_name), self.metadata, *tomb_cols)
         self._ready = False
+        # PostgreSQL: try COPY straight into the table (`_copy_direct`) while batches hold only
+        # new keys; a batch that met existing keys turns it off until a batch is all inserts.
+        self._try_direct = True
 
     # --- presentation -------------------------------------------------------------------
 
@@ -495,6 +498,13 @@ class WarehouseSink:
         return sa.Table(STAGE_TABLE, md, *cols, prefixes=prefixes, **kw)
 
     def _write(self, conn: Connection, rows: pa.Table, counts: BatchCounts) -> None:
+        names = [c.name for c in self.table.columns]
+        if (self.dialect == "postgresql" and self.tombstones is None and self._try_direct
+                and ("_deleted" not in rows.column_names or not pc.any(rows.column("_deleted")).as_py())):
+            if self._copy_direct(conn, rows.select(names)):
+                counts.inserted += rows.num_rows
+                return
+            self._try_direct = False
         stage = self._stage_table()
         if self.dialect != "postgresql":
             conn.execute(sa.text(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE IF EXISTS {STAGE_TABLE}"))
@@ -548,6 +558,7 @@ class WarehouseSink:
             sel = sa.select(*[s[c] for c in names]).select_from(stage).where(where)
             if self.dialect == "postgresql":
                 inserted, changed = self._upsert_select(conn, self.table, names, sel, count=True)
+                self._try_direct = inserted == n_records  # all new keys: the next batch may be too
                 counts.inserted += inserted
                 counts.updated += changed - inserted
                 counts.skipped_stale += n_records - changed
@@ -634,24 +645,40 @@ class WarehouseSink:
         conn.execute(sa.insert(stage), rows)
 
     def _copy_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
-        """COPY … FROM STDIN (CSV) with the CSV written by Arrow, in bounded chunks."""
-        cols = []
-        for name in data.column_names:
-            col = data.column(name)
-            if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-                # bytea's CSV form is hex text; bytes fields are rare, so a Python pass is fine.
-                col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()], pa.string())
-            cols.append(col)
-        data = pa.table(cols, names=data.column_names)
+        self._copy(conn, STAGE_TABLE, data)
+
+    def _copy(self, conn: Connection, table: str, data: pa.Table) -> None:
+        """COPY … FROM STDIN (CSV) with the CSV written by Arrow (`copy_csv_chunks`)."""
         raw = conn.connection.driver_connection
         preparer = self.engine.dialect.identifier_preparer
         columns = ", ".join(preparer.quote(c) for c in data.column_names)
-        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-        with raw.cursor() as cur, cur.copy(f"COPY {STAGE_TABLE} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            for batch in data.to_batches(max_chunksize=65_536):
-                buf = io.BytesIO()
-                pacsv.write_csv(pa.Table.from_batches([batch]), buf, options)
-                copy.write(buf.getbuffer())
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+            for chunk in copy_csv_chunks(data):
+                copy.write(chunk)
+
+    def _copy_direct(self, conn: Connection, data: pa.Table) -> bool:
+        """COPY the batch straight into the table when none of its keys is there yet.
+
+        Tried inside a savepoint: the primary key rejects the COPY at the first key that
+        exists (a row, or a row another transaction is inserting — the COPY waits for it),
+        and the savepoint undoes it; the caller then takes the staging path. When it
+        succeeds every record was a new key: no row to be newer than, so no version guard
+        applies and all are inserted. Only for tables without tombstones (`deletes` off):
+        a remembered tombstone must be able to block an older record.
+        """
+        import psycopg
+
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SAVEPOINT flowsuite_direct")
+            try:
+                self._copy(conn, self.engine.dialect.identifier_preparer.quote(self.table_name), data)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT flowsuite_direct")
+                cur.execute("RELEASE SAVEPOINT flowsuite_direct")
+                return False
+            cur.execute("RELEASE SAVEPOINT flowsuite_direct")
+        return True
 
     # --- reading back -------------------------------------------------------------------
 
@@ -671,6 +698,35 @@ class WarehouseSink:
                 return [dict(r) for r in conn.execute(q).mappings()]
 
         return self._guarded("reading rows", run)  # type: ignore[return-value]
+
+
+COPY_CHUNK_ROWS = 65_536
+
+
+def copy_csv_chunks(data: pa.Table) -> Iterator[memoryview]:
+    """CSV for PostgreSQL's COPY, written by Arrow, in bounded chunks.
+
+    Time-zone-aware timestamps are rendered as UTC wall time with an explicit `+00`: Arrow's
+    CSV writer formats zoned timestamps value by value through the time-zone database
+    (~6 µs a value, most of the batch's CSV time); a cast to naive UTC and then to string
+    is vectorized, and the `+00` keeps the value independent of the session's TimeZone.
+    bytea's CSV form is hex text; bytes fields are rare, so a Python pass is fine.
+    """
+    cols = []
+    for name in data.column_names:
+        col = data.column(name)
+        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+            naive = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
+            col = pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("+00"), "")
+        elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    data = pa.table(cols, names=data.column_names)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+        buf = io.BytesIO()
+        pacsv.write_csv(pa.Table.from_batches([batch]), buf, options)
+        yield buf.getbuffer()
 
 
 def tombstone_table_name(table: str) -> str:
