@@ -473,3 +473,32 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     sink = WarehouseSink(spec, sqlite_url)
     assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced)
     sink.dispose()
+
+
+def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
+    """Without tombstones, a batch of new keys is COPYed straight into the table; a batch that
+    meets existing keys falls back to the guarded upsert in the same transaction. Counts,
+    values and time zones are the same either way."""
+    spec = make_spec(deletes=False)
+    sink = WarehouseSink(spec, pg_url)
+    try:
+        first = sink.apply(batch(spec, [("a", 1, 0, 0, False, 7), ("b", 2, 0, 1, False, 8), ("a", 3, 0, 2, False, 9)]),
+                           advance_to={0: 3}, expected={})
+        assert (first.inserted, first.updated, first.skipped_stale, first.reduced) == (2, 0, 0, 1)
+        assert sink._try_direct  # the COPY went straight in
+        # "a" exists (older: updated), "b" exists and is newer than the record (stale), "c" is new.
+        mixed = sink.apply(batch(spec, [("a", 30, 0, 5, False, 1), ("b", 20, 0, 0, False, 2), ("c", 4, 1, 0, False, 3)]),
+                           advance_to={0: 6, 1: 1}, expected={0: 3, 1: None})
+        assert (mixed.inserted, mixed.updated, mixed.skipped_stale) == (1, 1, 1)
+        assert not sink._try_direct  # the direct COPY was refused and undone
+        assert state(sink) == {"a": (30, 0, 5), "b": (2, 0, 1), "c": (4, 1, 0)}
+        assert sink.sink_offsets() == {0: 6, 1: 1}
+        ts = {r["id"]: r["ts"] for r in sink.read_rows()}
+        assert ts == {"a": T0 + timedelta(minutes=1), "b": T0 + timedelta(minutes=8), "c": T0 + timedelta(minutes=3)}
+        # An all-new batch through the staging path turns the direct path back on.
+        fresh = sink.apply(batch(spec, [("d", 5, 1, 1)]), advance_to={1: 2}, expected={1: 1})
+        assert (fresh.inserted, fresh.updated) == (1, 0) and sink._try_direct
+        again = sink.apply(batch(spec, [("e", 6, 1, 2)]), advance_to={1: 3}, expected={1: 2})
+        assert again.inserted == 1 and sink.row_count() == 5
+    finally:
+        sink.dispose()
