@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from assets.metadata import hourly_links
+from assets.runs import dead_run_checker
 from connectors.compaction import CompactionResult, HourBlockedError, compact_hour, normalize_hour
 from connectors.metastore import ClaimHeldError
 from connectors.replay import replay_hour
@@ -33,7 +34,6 @@ from orchestration.resources import FlowsuiteResource
 MODE_TAG = "flowsuite/mode"
 BACKFILL_TAG = "dagster/backfill"
 MAX_PARTITIONS_PER_RUN = 24
-_DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 class HourlyConfig(dg.Config):
@@ -111,14 +111,7 @@ def materialize_hours(
             + "; ".join(f"{h}: {why}" for h, why in blocked),
             allow_retries=False,
         )
-    instance = context.instance
-
-    def is_dead(run_id: str) -> bool:
-        try:
-            run = instance.get_run_by_id(run_id)
-        except Exception:  # noqa: BLE001 - not a Dagster run id: rely on the lease
-            return False
-        return run is not None and run.status in _DEAD_RUN_STATUSES
+    is_dead = dead_run_checker(context.instance)
 
     results: list[CompactionResult] = []
     for h in hours:

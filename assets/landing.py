@@ -25,6 +25,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.metadata import landing_links
+from assets.runs import dead_run_checker
 from connectors.decode import lake_schema
 from connectors.kafka_reader import (
     HistoryLostError,
@@ -38,8 +39,6 @@ from connectors.landing import InvalidRecordsError, LandingResult, land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
-
-_DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 class LandingConfig(dg.Config):
@@ -179,14 +178,7 @@ def run_landing(
 ) -> LandingResult:
     """One landing step: `land` over the configured partitions, failures as dg.Failure."""
     lake, metastore = flowsuite.lake(), flowsuite.metastore()
-    instance = context.instance
-
-    def is_dead(run_id: str) -> bool:
-        try:
-            run = instance.get_run_by_id(run_id)
-        except Exception:  # noqa: BLE001 - not a Dagster run id: rely on the lease
-            return False
-        return run is not None and run.status in _DEAD_RUN_STATUSES
+    is_dead = dead_run_checker(context.instance)
 
     on_invalid = None
     checks = _quality_hooks()

@@ -548,15 +548,7 @@ class Metastore:
         def tx() -> list[str]:
             now = time.time()
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(claims.c.owner)
-                    .where(and_(claims.c.product == product, claims.c.resource == resource))
-                    .with_for_update()
-                ).first()
-                if row is None or row.owner != owner:
-                    raise ClaimLostError(
-                        f"{product}: claim {resource} was taken over (lease expired); nothing committed"
-                    )
+                _own_claim(conn, product, resource, owner, "claim")
                 current = conn.execute(
                     select(offsets.c.next_offset)
                     .where(and_(offsets.c.product == product, offsets.c.partition == partition))
@@ -580,19 +572,7 @@ class Metastore:
                             f"{product}[{partition}]: committed offset is {current.next_offset}, not {start}; "
                             "another run committed this range"
                         )
-                for stats, _hour in [*landed, *quarantined]:
-                    done = conn.execute(
-                        update(files)
-                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == resource))
-                        .values(
-                            state="committed", rows=stats.rows, bytes=stats.bytes, end_offset=stats.end_offset,
-                            min_offset=stats.min_offset, max_offset=stats.max_offset,
-                            ranges=json.dumps(stats.ranges) if stats.ranges is not None else None,
-                            committed_at=now,
-                        )
-                    ).rowcount
-                    if done != 1:
-                        raise ClaimLostError(f"{product}: pending file {stats.path} is no longer ours; nothing committed")
+                _make_live(conn, product, resource, [stats for stats, _ in [*landed, *quarantined]], now)
                 reopened = self._touch_hours(conn, product, landed, quarantined, now)
                 conn.execute(
                     insert(landings).values(
@@ -666,13 +646,7 @@ class Metastore:
         def tx() -> None:
             now = time.time()
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(claims.c.owner)
-                    .where(and_(claims.c.product == product, claims.c.resource == resource))
-                    .with_for_update()
-                ).first()
-                if row is None or row.owner != owner:
-                    raise ClaimLostError(f"{product}: compaction claim of {hour} was taken over; nothing swapped")
+                _own_claim(conn, product, resource, owner, "compaction claim")
                 for chunk in _chunks(list(replaced), 500):
                     n = conn.execute(
                         update(files)
@@ -681,18 +655,7 @@ class Metastore:
                     ).rowcount
                     if n != len(chunk):
                         raise ClaimLostError(f"{product}: inputs of the compaction of {hour} changed; nothing swapped")
-                for stats in new_files:
-                    n = conn.execute(
-                        update(files)
-                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == resource))
-                        .values(
-                            state="committed", rows=stats.rows, bytes=stats.bytes, committed_at=now,
-                            min_offset=stats.min_offset, max_offset=stats.max_offset,
-                            ranges=json.dumps(stats.ranges) if stats.ranges is not None else None,
-                        )
-                    ).rowcount
-                    if n != 1:
-                        raise ClaimLostError(f"{product}: compacted file {stats.path} is no longer ours; nothing swapped")
+                _make_live(conn, product, resource, new_files, now)
                 still_landed = conn.execute(
                     select(files.c.path).where(
                         and_(files.c.product == product, files.c.hour == hour, files.c.state == "committed",
@@ -777,13 +740,7 @@ class Metastore:
         def tx() -> list[str]:
             now = time.time()
             with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(claims.c.owner)
-                    .where(and_(claims.c.product == product, claims.c.resource == claim))
-                    .with_for_update()
-                ).first()
-                if row is None or row.owner != owner:
-                    raise ClaimLostError(f"{product}: replay claim {claim} was taken over; nothing committed")
+                _own_claim(conn, product, claim, owner, "replay claim")
                 old = conn.execute(
                     select(files.c.hour, files.c.rows)
                     .where(and_(files.c.path == quarantine_file, files.c.state == "committed",
@@ -797,17 +754,7 @@ class Metastore:
                 conn.execute(
                     update(files).where(files.c.path == quarantine_file).values(state="replaced", replaced_at=now)
                 )
-                for stats, _hour in [*landed, *still_quarantined]:
-                    done = conn.execute(
-                        update(files)
-                        .where(and_(files.c.path == stats.path, files.c.state == "pending", files.c.claim == claim))
-                        .values(
-                            state="committed", rows=stats.rows, bytes=stats.bytes, end_offset=stats.end_offset,
-                            min_offset=stats.min_offset, max_offset=stats.max_offset, committed_at=now,
-                        )
-                    ).rowcount
-                    if done != 1:
-                        raise ClaimLostError(f"{product}: pending file {stats.path} is no longer ours; nothing committed")
+                _make_live(conn, product, claim, [stats for stats, _ in [*landed, *still_quarantined]], now)
                 reopened = self._touch_hours(conn, product, landed, [], now)
                 replayed = sum(s.rows for s, _ in landed)
                 if replayed:
@@ -847,6 +794,31 @@ class Metastore:
                 select(landings.c.committed_at).where(landings.c.product == product).order_by(landings.c.committed_at.desc()).limit(1)
             ).first()
         return rows[0] if rows else None
+
+
+def _own_claim(conn: Connection, product: str, resource: str, owner: str, what: str) -> None:
+    """Inside a commit: the claim is still ours (locked until the transaction ends)."""
+    row = conn.execute(
+        select(claims.c.owner).where(and_(claims.c.product == product, claims.c.resource == resource)).with_for_update()
+    ).first()
+    if row is None or row.owner != owner:
+        raise ClaimLostError(f"{product}: {what} {resource} was taken over (lease expired); nothing committed")
+
+
+def _make_live(conn: Connection, product: str, resource: str, stats: Iterable[FileStats], now: float) -> None:
+    """Inside a commit: this claim's pending files become committed, with their final stats."""
+    for s in stats:
+        done = conn.execute(
+            update(files)
+            .where(and_(files.c.path == s.path, files.c.state == "pending", files.c.claim == resource))
+            .values(
+                state="committed", rows=s.rows, bytes=s.bytes, end_offset=s.end_offset,
+                min_offset=s.min_offset, max_offset=s.max_offset,
+                ranges=json.dumps(s.ranges) if s.ranges is not None else None, committed_at=now,
+            )
+        ).rowcount
+        if done != 1:
+            raise ClaimLostError(f"{product}: pending file {s.path} is no longer ours; nothing committed")
 
 
 def _file_record(r) -> FileRecord:
