@@ -8,10 +8,14 @@ generation's compacted ones) into `part-g<generation>-<n>.parquet`:
 2. read the live files — never a listing — sort the rows by event time, then key, then
    (partition, offset) for a deterministic order, and write each output file after
    registering it `pending` (zstd, row groups of at least 100k rows when the hour has them);
-3. **verify** before anything becomes visible: the multiset of (_partition, _offset) of the
-   outputs equals the inputs', the row count is equal, and an order-free checksum of every
-   column of every row (DuckDB `sum(hash(...))`) is equal; the outputs are read back from the
-   lake for this, so what is checked is what is durable;
+3. **verify** before anything becomes visible, in two links: (a) the sorted rows hold
+   exactly the input rows — equal row count, equal multiset of (_partition, _offset), equal
+   order-free checksum of every column of every row (DuckDB `sum(hash(...))`, run in a
+   background thread beside the sort and the write); (b) each output file, read back from
+   the lake in full, equals the sorted rows it was written from value for value and in
+   order (`Table.equals`, exact). So what is checked is what is durable: (a) catches a sort
+   or conform step that lost, duplicated or changed rows, (b) a writer bug, a truncated or
+   corrupted file;
 4. `Metastore.swap_hour` in one transaction (new files live, exactly the inputs replaced);
 5. delete the replaced files from the lake, then write `_SUCCESS` (a JSON manifest) when the
    hour is closed (its end + allowed lateness has passed), then forget the replaced rows.
