@@ -1,0 +1,160 @@
+"""Fixtures of the browser tests: a real `dagster dev` over demo data, and headless chromium.
+
+- `ui_stack` (module): a temp FLOWSUITE_HOME + DAGSTER_HOME, an embedded broker on a free port,
+  demo clicks produced and landed through `flowsuite demo` (so the runs are in the instance the
+  UI reads), then `dagster dev -w workspace.yaml -p <free port>` (webserver + daemon, the daemon
+  runs backfills, sensors and schedules) until it serves the code location.
+- `browser` (module) / `page` (function): Debian's `/usr/bin/chromium` driven by playwright
+  (`playwright install` cannot download browsers here). A missing chromium skips locally and
+  fails under CI=true (`make browsers` / `.ci/run` install it).
+
+`dagster dev` ignores SIGTERM: it is stopped with SIGINT, then SIGKILL of its process group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestration.broker import free_port, running_broker
+from tests.ui.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DEMO_EVENTS,
+    DEMO_HOURS,
+    IN_CI,
+    REPO,
+    SERVE_TIMEOUT_S,
+    UiStack,
+    bin_path,
+    location_loaded,
+    products_with_failing_check,
+    shot,
+    stop_group,
+)
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
+    home = tmp_path_factory.mktemp("ui_home")
+    dagster_home = home / "dagster"
+    dagster_home.mkdir()
+    # No telemetry, and the daemon checks for work often so a backfill finishes quickly.
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    products = products_with_failing_check(home / "dataproducts")
+    with running_broker(home=home / "broker-home") as broker:
+        env = {
+            **os.environ,
+            "FLOWSUITE_PRODUCTS_DIR": str(products),
+            "FLOWSUITE_HOME": str(home),
+            "DAGSTER_HOME": str(dagster_home),
+            "FLOWSUITE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "CI": "true",  # no progress bars in the demo's output
+        }
+        for derived in ("FLOWSUITE_LAKE_URL", "FLOWSUITE_METASTORE_URL", "FLOWSUITE_WAREHOUSE_URL"):
+            env.pop(derived, None)
+        demo = subprocess.run(
+            [
+                bin_path("flowsuite"),
+                "demo",
+                "--events",
+                str(DEMO_EVENTS),
+                "--hours",
+                str(DEMO_HOURS),
+                "--seed",
+                "7",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert demo.returncode == 0, (
+            f"flowsuite demo failed:\n{demo.stdout[-2000:]}\n{demo.stderr[-3000:]}"
+        )
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = home / "dagster-dev.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    bin_path("dagster"),
+                    "dev",
+                    "-w",
+                    "workspace.yaml",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack = UiStack(url, home, env, log)
+        try:
+            deadline = time.monotonic() + SERVE_TIMEOUT_S
+            while not location_loaded(url):
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"dagster dev exited with {proc.returncode}:\n{stack.log_tail()}",
+                        pytrace=False,
+                    )
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"dagster dev did not serve within {SERVE_TIMEOUT_S}s:\n{stack.log_tail()}",
+                        pytrace=False,
+                    )
+                time.sleep(1)
+            yield stack
+        finally:
+            stop_group(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        message = f"chromium not found at {CHROMIUM}; install it with `make browsers` (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: browser tests must run)", pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, ui_stack: UiStack, request: pytest.FixtureRequest):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            shot(page, f"FAILED-{request.node.name}")
+        context.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report
