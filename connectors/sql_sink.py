@@ -29,7 +29,10 @@ Deletes (`deletes: tombstone`)
 Dialects (SQLAlchemy Core)
     PostgreSQL: COPY (CSV written by Arrow) into a temporary staging table, then
     `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE <newer>` with `RETURNING (xmax = 0)`
-    to count inserts and updates. MariaDB/MySQL: multi-row INSERT into a temporary staging
+    to count inserts and updates. Fast path for tables without tombstones: while batches hold
+    only new keys, the batch is COPYed straight into the table inside a savepoint; the
+    primary key refuses it at the first existing key and the batch takes the staging path
+    (`_copy_direct`). MariaDB/MySQL: multi-row INSERT into a temporary staging
     table, then `INSERT … SELECT … ON DUPLICATE KEY UPDATE col = IF(<newer>, VALUES(col), col)`
     with the version columns assigned last (MySQL evaluates assignments left to right, so the
     guard must still see the old version). SQLite: `INSERT … SELECT … ON CONFLICT DO UPDATE
