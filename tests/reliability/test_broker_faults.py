@@ -176,7 +176,7 @@ def test_history_lost_is_detected_and_reported_never_skipped(tmp_path, flowsuite
         for i in range(wanted):
             topic = f"lost.{i}.{uuid.uuid4().hex[:6]}"
             ensure_topic(bootstrap, topic, 2)
-            spec = clicks(topic)
+            spec = clicks(topic, name=f"lost_{i}")  # its own committed offsets
             resource = flowsuite(bootstrap)
             lake, metastore = resource.lake(), resource.metastore()
             produce(

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -188,7 +189,8 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(
     from connectors.demo_data import generate_clicks, produce
 
     topic = make_topic(partitions=2)
-    spec = clicks(topic)
+    # Its own product name: the session's PostgreSQL database also holds other tests' products.
+    spec = clicks(topic, name=f"pg_restart_{uuid.uuid4().hex[:6]}")
     lake_url = str(tmp_path / "lake")
     wanted = iterations(quick=1)
     valid_by_key: dict[bytes, bool] = {}
