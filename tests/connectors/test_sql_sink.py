@@ -434,7 +434,7 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
         sink.dispose()
     from tests.reliability.table import record  # the reliability table (tests/reliability)
 
-    record(f"warehouse sync: SIGKILL ({spec_dialect(warehouse_url)})", len(plans), len(produced), 0, 0, killed,
+    record(f"warehouse sync: SIGKILL ({spec_dialect(warehouse_url)})", len(plans), len(produced), 0, 0, len(plans),
            f"{killed} killed mid-sync")
 
 
