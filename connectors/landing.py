@@ -65,6 +65,21 @@ class InvalidRecordsError(RuntimeError):
     """on_invalid: fail — the batch held invalid records, so the run commits nothing."""
 
 
+class OffsetsOfAnotherTopicError(KafkaReadError):
+    """The product's committed offsets were read from another topic (the spec's topic changed).
+
+    Offsets mean nothing across topics: applying them would silently skip or re-read records.
+    """
+
+    def __init__(self, product: str, topic: str, old_topic: str, partitions: list[int]):
+        super().__init__(
+            f"{product}: the committed offsets of partition(s) {partitions} belong to topic {old_topic!r}, "
+            f"but the spec now reads topic {topic!r}; nothing was read. Offsets are not carried across "
+            f"topics: decide explicitly with `flowsuite offsets reset {product} --partition N --to start` "
+            f"(or `--to end`) for each partition."
+        )
+
+
 def crash_point(name: str) -> None:
     """Fault injection for the crash tests: `FLOWSUITE_CRASH_AT=<name>[:<n>]` SIGKILLs this
     process the n-th time (default first) it passes the named point. A no-op otherwise."""
@@ -227,6 +242,9 @@ def land(
         raise KafkaReadError(f"{topic} has no partition(s) {unknown} (it has {available})")
 
     committed = metastore.committed_offsets(spec.name)
+    foreign = sorted(p for p in wanted if p in committed and committed[p].topic and committed[p].topic != topic)
+    if foreign:
+        raise OffsetsOfAnotherTopicError(spec.name, topic, committed[foreign[0]].topic, foreign)
     starts = {p: committed[p].next_offset if p in committed else _low_watermark(conf, topic, p) for p in wanted}
     results = {p: PartitionLanding(p, s, s) for p, s in starts.items()}
 

@@ -171,6 +171,7 @@ class OffsetState:
     at_eof: bool
     run_id: str
     updated_at: float
+    topic: str = ""  # the topic these offsets were read from
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,9 @@ class Metastore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(offsets).where(offsets.c.product == product)).mappings().all()
         return {
-            r["partition"]: OffsetState(r["partition"], r["next_offset"], bool(r["at_eof"]), r["run_id"], r["updated_at"])
+            r["partition"]: OffsetState(
+                r["partition"], r["next_offset"], bool(r["at_eof"]), r["run_id"], r["updated_at"], r["topic"]
+            )
             for r in rows
         }
 

@@ -111,6 +111,22 @@ def pg_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def pg_fresh_url(pg_url: str) -> Iterator[str]:
+    """A database of its own for one test: a metastore keyed by product must not inherit
+    another test's committed offsets of the same product name (the session's `pg_url` is shared)."""
+    import psycopg
+
+    name = _db_name()
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh MariaDB database (root, empty password)."""

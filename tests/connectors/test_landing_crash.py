@@ -69,7 +69,7 @@ def _run_worker(spec, lake_url: str, metastore_url: str, bootstrap: str, crash_a
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql", "s3"])  # s3: SQLite metastore, lake on moto
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic, kafka_bootstrap, tmp_path, request):
-    metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store != "postgresql" else request.getfixturevalue("pg_url")
+    metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store != "postgresql" else request.getfixturevalue("pg_fresh_url")
     kills_wanted = {"sqlite": 50 if FULL else 10, "postgresql": 20 if FULL else 4, "s3": 20 if FULL else 3}[store]
     rng = random.Random(20261126 + len(store))
     topic = make_topic(partitions=2)

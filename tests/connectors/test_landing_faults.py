@@ -63,3 +63,24 @@ def test_in_doubt_commit_keeps_live_files(failing_partition, make_topic, kafka_b
     landed = read_hive(tmp_path / "lake" / "clicks")
     assert positions(landed) == {pos: 1 for pos, (key, _) in records.items() if valid[key]}
     assert metastore.files_in_states("clicks", ["pending"]) == []
+
+
+def test_offsets_of_another_topic_are_refused(make_topic, kafka_bootstrap, tmp_path, sqlite_url):
+    """A spec whose topic changed must not apply the old topic's offsets to the new one."""
+    from connectors.landing import OffsetsOfAnotherTopicError
+
+    old_topic, new_topic = make_topic(partitions=1), make_topic(partitions=1)
+    produce(kafka_bootstrap, old_topic, generate_clicks(300, hours=1, invalid_rate=0.0, seed=1), partitions=1)
+    produce(kafka_bootstrap, new_topic, generate_clicks(500, hours=1, invalid_rate=0.0, seed=2), partitions=1)
+    base = parse_spec_file(ROOT / "dataproducts" / "clicks.yaml")
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(sqlite_url)
+    land(base.model_copy(update={"topic": old_topic}), lake=lake, metastore=metastore, bootstrap=kafka_bootstrap)
+
+    with pytest.raises(OffsetsOfAnotherTopicError, match=f"belong to topic '{old_topic}'.*offsets reset clicks"):
+        land(base.model_copy(update={"topic": new_topic}), lake=lake, metastore=metastore, bootstrap=kafka_bootstrap)
+    assert metastore.committed_offsets("clicks")[0].next_offset == 300  # nothing moved
+
+    # The operator's explicit choice: land the new topic from its start.
+    metastore.reset_offset("clicks", new_topic, 0, 0, run_id="test")
+    result = land(base.model_copy(update={"topic": new_topic}), lake=lake, metastore=metastore, bootstrap=kafka_bootstrap)
+    assert result.consumed == 500
