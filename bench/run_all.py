@@ -1,6 +1,6 @@
 """Run every benchmark and write the report: bench/results.md (a table) and bench/results.png.
 
-    python bench/run_all.py            # quick mode (~15 min on 2 cores): smaller inputs, fewer repeats
+    python bench/run_all.py            # quick mode (~8 min on 2 cores): one repeat, smaller upsert, 2 min of freshness
     python bench/run_all.py --full     # each script's own defaults (the figures the docs quote)
     python bench/run_all.py --report   # only rebuild results.md/.png from bench/results/*.json
 
@@ -28,35 +28,31 @@ CHART = ROOT / "bench" / "results.png"
 
 # name, script args in quick mode, args in full mode
 BENCHES = [
-    ("landing", ["bench/landing.py", "--events", "300000", "--repeat", "1"], ["bench/landing.py"]),
+    ("landing", ["bench/landing.py", "--repeat", "1"], ["bench/landing.py"]),
     (
         "landing --partitions 2",
-        ["bench/landing.py", "--events", "300000", "--partitions", "2", "--repeat", "1"],
-        ["bench/landing.py", "--partitions", "2"],
+        ["bench/landing.py", "--partitions", "2", "--s3", "--repeat", "1"],
+        ["bench/landing.py", "--partitions", "2", "--s3"],
     ),
     (
         "upsert",
         [
             "bench/upsert.py",
             "--rows",
-            "200000",
+            "500000",
             "--baseline-rows",
-            "40000",
+            "50000",
             "--per-row-rows",
-            "2000",
+            "5000",
         ],
         ["bench/upsert.py"],
     ),
-    (
-        "compaction",
-        ["bench/compaction.py", "--files", "100", "--rows-per-file", "2000", "--repeat", "1"],
-        ["bench/compaction.py"],
-    ),
-    ("quality", ["bench/quality.py", "--events", "100000"], ["bench/quality.py"]),
-    ("sensor", ["bench/sensor.py", "--repeat", "2"], ["bench/sensor.py"]),
+    ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
+    ("quality", ["bench/quality.py"], ["bench/quality.py"]),
+    ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     (
         "freshness",
-        ["bench/freshness.py", "--duration", "95", "--intervals", "30,5"],
+        ["bench/freshness.py", "--duration", "120", "--intervals", "30,5"],
         ["bench/freshness.py"],
     ),
 ]
