@@ -107,7 +107,7 @@ def run_ingest(
     )
     if not result.success:
         failures = [
-            e.step_failure_data.error.message.strip()
+            _root_cause(e.step_failure_data.error)
             for e in result.all_events
             if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
         ]
@@ -126,6 +126,14 @@ def run_ingest(
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     return IngestOutcome(product, result.run_id, metadata, time.monotonic() - started, persistent, checks)
+
+
+def _root_cause(error: Any) -> str:
+    """The innermost error of a step failure: Dagster wraps the real one ("Error occurred while
+    executing op …"), and the person at the terminal needs what actually went wrong."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def ingest_summary(outcome: IngestOutcome) -> list[str]:
