@@ -7,7 +7,7 @@ reader checks DESIGN invariant 1 and 3: every valid record of the topic is in ex
 visible Parquet file, every invalid one in the quarantine exactly once, nothing pending is
 left, and the lake holds no file the metastore does not list as live.
 
-`make test` runs at least 10 kills per metastore; FLOWSUITE_RELIABILITY=full runs 50.
+`make test` runs 10 kills on SQLite, 4 on PostgreSQL and 3 on S3; `make reliability` (FLOWSUITE_RELIABILITY=full) runs 50 each.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from connectors.lake import Lake
 from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
+from tests.reliability.table import iterations
 from tests.s3_support import list_lake_files, read_lake
 from tests.support import positions, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "workers" / "land_worker.py"
-FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 # Named points of connectors/landing.py, and None: a SIGKILL at a random moment.
 CRASH_POINTS = ["after_batch", "after_register", "before_commit", "after_commit", None, None]
 LEASE_S = 1.5
@@ -70,7 +70,7 @@ def _run_worker(spec, lake_url: str, metastore_url: str, bootstrap: str, crash_a
 @pytest.mark.parametrize("store", ["sqlite", "postgresql", "s3"])  # s3: SQLite metastore, lake on moto
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic, kafka_bootstrap, tmp_path, request):
     metastore_url = f"sqlite:///{tmp_path / 'metastore.db'}" if store != "postgresql" else request.getfixturevalue("pg_fresh_url")
-    kills_wanted = {"sqlite": 50 if FULL else 10, "postgresql": 20 if FULL else 4, "s3": 20 if FULL else 3}[store]
+    kills_wanted = iterations({"sqlite": 10, "postgresql": 4, "s3": 3}[store])  # 50 each at full strength
     rng = random.Random(20261126 + len(store))
     topic = make_topic(partitions=2)
     valid_by_key: dict[bytes, bool] = {}
