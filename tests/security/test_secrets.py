@@ -46,7 +46,7 @@ def _leaks(text: str) -> list[str]:
 
 
 @pytest.fixture
-def planted(flowsuite_home, tmp_path, kafka_bootstrap, make_topic, pg_url, monkeypatch):
+def planted(flowsuite_home, tmp_path, kafka_bootstrap, make_topic, pg_fresh_url, monkeypatch):
     topic = make_topic(partitions=2)
     products = tmp_path / "products"
     products.mkdir()
@@ -56,8 +56,8 @@ def planted(flowsuite_home, tmp_path, kafka_bootstrap, make_topic, pg_url, monke
     env = {
         "FLOWSUITE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FLOWSUITE_PRODUCTS_DIR": str(products),
-        "FLOWSUITE_METASTORE_URL": _with_password(pg_url, SECRETS["metastore password"]),
-        "FLOWSUITE_WAREHOUSE_URL": _with_password(pg_url, SECRETS["warehouse password"]),
+        "FLOWSUITE_METASTORE_URL": _with_password(pg_fresh_url, SECRETS["metastore password"]),
+        "FLOWSUITE_WAREHOUSE_URL": _with_password(pg_fresh_url, SECRETS["warehouse password"]),
         # PLAINTEXT with a SASL password set: librdkafka ignores it, flowsuite must not print it.
         "FLOWSUITE_KAFKA_SASL_MECHANISM": "PLAIN",
         "FLOWSUITE_KAFKA_SASL_USERNAME": "flowsuite",
