@@ -54,7 +54,6 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 clean:
 	-$(BIN)/flowsuite broker stop

@@ -11,7 +11,6 @@ import json
 from datetime import UTC, datetime
 
 import pyarrow.compute as pc
-import pytest
 import yaml
 from confluent_kafka import Producer
 
