@@ -115,6 +115,23 @@ hours = Table(
     Column("blocked_at", Float),
 )
 
+# Records landed by a quarantine replay carry their original (old) offsets, below what an
+# offset-following consumer such as the warehouse sink has passed: each replay is recorded here,
+# in the replay's own commit, so such consumers can follow replays by id as a second watermark.
+replays = Table(
+    "fs_replays",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product", String(128), nullable=False, index=True),
+    Column("path", String(700), nullable=False),  # the replay's landed file
+    Column("hour", String(16), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("min_offset", BigInteger, nullable=False),
+    Column("max_offset", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("committed_at", Float, nullable=False),
+)
+
 landings = Table(
     "fs_landings",
     metadata,
@@ -228,6 +245,18 @@ class HourRecord:
     reopened_at: float | None
     blocked_reason: str | None = None
     blocked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    id: int
+    product: str
+    path: str
+    hour: str
+    partition: int
+    min_offset: int
+    max_offset: int
+    rows: int
 
 
 def landing_resource(partition: int, start: int) -> str:
@@ -758,6 +787,17 @@ class Metastore:
                     update(files).where(files.c.path == quarantine_file).values(state="replaced", replaced_at=now)
                 )
                 _make_live(conn, product, claim, [stats for stats, _ in [*landed, *still_quarantined]], now)
+                for stats, hour in landed:
+                    if not stats.rows or stats.min_offset is None or stats.max_offset is None:
+                        continue
+                    partition = conn.execute(select(files.c.partition).where(files.c.path == stats.path)).scalar()
+                    conn.execute(
+                        insert(replays).values(
+                            product=product, path=stats.path, hour=hour, partition=int(partition),
+                            min_offset=stats.min_offset, max_offset=stats.max_offset, rows=stats.rows,
+                            committed_at=now,
+                        )
+                    )
                 reopened = self._touch_hours(conn, product, landed, [], now)
                 replayed = sum(s.rows for s, _ in landed)
                 if replayed:
@@ -788,6 +828,14 @@ class Metastore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(markers.c.hour, markers.c.generation).where(markers.c.product == product)).all()
         return {r.hour: r.generation for r in rows}
+
+    def replays_since(self, product: str, first_id: int) -> list[ReplayRecord]:
+        """Quarantine replays of the product with id >= first_id, in commit order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(replays).where(and_(replays.c.product == product, replays.c.id >= first_id)).order_by(replays.c.id)
+            ).mappings().all()
+        return [ReplayRecord(**{k: r[k] for k in ReplayRecord.__dataclass_fields__}) for r in rows]
 
     # --- history ------------------------------------------------------------------------
 

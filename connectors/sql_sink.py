@@ -75,6 +75,10 @@ from connectors.spec import DataProductSpec, FieldSpec
 log = logging.getLogger(__name__)
 
 OFFSETS_TABLE = "flowsuite_sink_offsets"
+# The row of the offsets table (kafka_partition = -1) holding the id of the next quarantine
+# replay to apply (Metastore.replays_since): replayed records keep their original offsets,
+# below the partitions' sink offsets, so they are followed by replay id instead.
+REPLAY_SLOT = -1
 POSITION = ("_partition", "_offset")  # Kafka position columns every warehouse row carries
 STAGE_TABLE = "flowsuite_stage"
 READ_RETRIES = 5  # a file swapped away by a concurrent compaction: re-list and read again
@@ -199,6 +203,7 @@ class SyncResult:
     target_offsets: dict[int, int] = field(default_factory=dict)  # the committed snapshot synced to
     added_columns: list[str] = field(default_factory=list)
     blocked_hours: list[str] = field(default_factory=list)  # hours a blocking check stopped
+    replays_applied: int = 0  # quarantine replays brought in (their records carry old offsets)
     table_rows: int | None = None
     duration_s: float = 0.0
 
@@ -403,9 +408,20 @@ class WarehouseSink:
 
         def run() -> dict[int, int]:
             with self.engine.connect() as conn:
-                return self._read_offsets(conn)
+                return {p: n for p, n in self._read_offsets(conn).items() if p >= 0}
 
         return self._guarded("reading the sink offsets", run)  # type: ignore[return-value]
+
+    def replay_watermark(self) -> int | None:
+        """The id of the next quarantine replay to apply (None: none applied yet)."""
+        if not self._ready:
+            self.ensure_table()
+
+        def run() -> int | None:
+            with self.engine.connect() as conn:
+                return self._read_offsets(conn).get(REPLAY_SLOT)
+
+        return self._guarded("reading the replay watermark", run)  # type: ignore[return-value]
 
     def _read_offsets(self, conn: Connection, lock: bool = False) -> dict[int, int]:
         o = self.offsets
@@ -831,6 +847,40 @@ def plan_windows(
             pos[p] = min(target[p], pos.get(p, 0) + width)
 
 
+def _apply_replays(spec, lake, metastore: Metastore, sink: WarehouseSink, current: dict[int, int],
+                   blocked: set[str], result: SyncResult) -> None:
+    """Bring in quarantine replays since the sink's replay watermark, one transaction each.
+
+    A replay's records carry their original offsets; those below the partition's sink offset
+    never come with the offset windows, so the replay's offset span is read from the live
+    files of its hour. Rows in that span that were synced before are applied again, which the
+    version guard makes a no-op (counted as stale); records at or above the sink offset come
+    with the windows. A replay into a blocked hour waits, and so do the replays after it.
+    """
+    slot = sink.replay_watermark()
+    for replay in metastore.replays_since(spec.name, slot or 0):
+        if replay.hour in blocked:
+            break
+        lo, hi = replay.min_offset, min(replay.max_offset + 1, current.get(replay.partition, 0))
+        rows = lake_schema(spec).empty_table()
+        if hi > lo:
+            for attempt in range(READ_RETRIES):
+                files = [f for f in metastore.live_files(spec.name) if f.hour == replay.hour]
+                try:
+                    rows, _ = read_window(spec, lake, files, {replay.partition: (lo, hi)})
+                    break
+                except (FileNotFoundError, OSError) as exc:
+                    if attempt + 1 == READ_RETRIES:
+                        raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
+                    time.sleep(0.05 * (attempt + 1))
+        counts = sink.apply(rows, advance_to={REPLAY_SLOT: replay.id + 1}, expected={REPLAY_SLOT: slot})
+        slot = replay.id + 1
+        result.replays_applied += 1
+        result.rows_read += rows.num_rows
+        for name in BatchCounts.__dataclass_fields__:
+            setattr(result, name, getattr(result, name) + getattr(counts, name))
+
+
 def sync(
     spec: DataProductSpec,
     *,
@@ -905,6 +955,7 @@ def sync(
                 setattr(result, name, getattr(result, name) + getattr(counts, name))
             if progress:
                 progress(result)
+        _apply_replays(spec, lake, metastore, sink, current, set(blocked), result)
         result.offsets_after = dict(current)
         result.table_rows = sink.row_count()
     finally:

@@ -1,0 +1,40 @@
+"""Records a quarantine replay lands reach the warehouse table, exactly once.
+
+They keep their original offsets, which the warehouse sink has already passed, so the sink
+follows replays by id (a second watermark kept with its offsets) as well as by offset.
+"""
+
+from __future__ import annotations
+
+from connectors.quarantine import replay_quarantine
+from connectors.spec import DataProductSpec
+from connectors.sql_sink import WarehouseSink, sync
+from tests.connectors.test_quarantine import N_GOOD, N_HIGH, landed, spec_data  # noqa: F401 - fixture
+
+
+def _event_ids(sink: WarehouseSink) -> list[str]:
+    return sorted(row["event_id"] for row in sink.read_rows())
+
+
+def test_replayed_records_reach_the_warehouse_once(landed, tmp_path):  # noqa: F811 - the fixture
+    topic, lake, metastore = landed
+    narrow = DataProductSpec.model_validate(spec_data(topic))
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    first = sync(narrow, lake=lake, metastore=metastore, url=url)
+    assert first.inserted == N_GOOD and first.replays_applied == 0
+
+    wide = DataProductSpec.model_validate(spec_data(topic, max_cost=1_000_000_000))
+    assert replay_quarantine(wide, lake=lake, metastore=metastore).replayed == N_HIGH
+    second = sync(wide, lake=lake, metastore=metastore, url=url)
+    assert second.inserted == N_HIGH, "replayed records carry old offsets and must still arrive"
+    assert second.replays_applied >= 1
+
+    third = sync(wide, lake=lake, metastore=metastore, url=url)
+    assert (third.inserted, third.updated, third.replays_applied) == (0, 0, 0)
+    sink = WarehouseSink(wide, url)
+    try:
+        expected = sorted([f"e-{i}" for i in range(N_GOOD)] + [f"e-{100 + i}" for i in range(N_HIGH)])
+        assert _event_ids(sink) == expected
+        assert all(p >= 0 for p in sink.sink_offsets()), "the replay watermark is not a partition"
+    finally:
+        sink.dispose()
