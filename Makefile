@@ -40,14 +40,15 @@ browsers:
 test: install browsers
 	$(BIN)/python -m pytest -q
 
-# The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario);
+# The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
+# an hour, so the per-test timeout of make test is raised);
 # the crash tests of landing, warehouse sync and compaction live with their modules.
 RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/reliability
 reliability: install
-	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)
+	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)
 
 bench: install
 	$(BIN)/python bench/run_all.py
