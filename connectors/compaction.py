@@ -160,7 +160,8 @@ def ranges_of_sorted(parts: np.ndarray, offs: np.ndarray, max_runs: int = MAX_RA
     return result
 
 
-def _merge_ranges(per_file: Iterable[dict[int, list[list[int]]] | None]) -> dict[int, list[list[int]]]:
+def merge_ranges(per_file: Iterable[dict[int, list[list[int]]] | None]) -> dict[int, list[list[int]]]:
+    """Per partition, the offset runs of several files merged into sorted, non-adjacent [first, last] spans."""
     merged: dict[int, list[list[int]]] = {}
     for ranges in per_file:
         for p, runs in (ranges or {}).items():
@@ -594,7 +595,7 @@ def compact_hour(
                 result.bytes_after = result.bytes_before
                 result.file_rows = {f.path: f.rows for f in live}
                 result.file_bytes = {f.path: f.bytes for f in live}
-                result.offset_ranges = _merge_ranges(f.ranges for f in live)
+                result.offset_ranges = merge_ranges(f.ranges for f in live)
                 metastore.release(product, resource, owner)
                 swapped = True  # nothing of ours is pending
                 _finish_tail(spec, hour, lake, metastore, result, live_records=live, now=now, generation=record.generation)
@@ -633,7 +634,7 @@ def compact_hour(
         result.bytes_after = sum(o.bytes for o in outputs)
         result.file_rows = {o.path: o.rows for o in outputs}
         result.file_bytes = {o.path: o.bytes for o in outputs}
-        result.offset_ranges = _merge_ranges(o.ranges for o in outputs)
+        result.offset_ranges = merge_ranges(o.ranges for o in outputs)
         result.reason = f"{len(live)} file(s) ({len(landed)} landed) rewritten as generation {generation}"
         if live:
             lake.delete(live[0].path)
@@ -696,11 +697,11 @@ def _finish_tail(
         return
     if outputs is not None:
         files = [{"path": o.path, "name": o.path.rsplit("/", 1)[-1], "rows": o.rows, "bytes": o.bytes} for o in outputs]
-        ranges = _merge_ranges(o.ranges for o in outputs)
+        ranges = merge_ranges(o.ranges for o in outputs)
     else:
         recs = list(live_records or [])
         files = [{"path": f.path, "name": f.path.rsplit("/", 1)[-1], "rows": f.rows, "bytes": f.bytes} for f in recs]
-        ranges = _merge_ranges(f.ranges for f in recs)
+        ranges = merge_ranges(f.ranges for f in recs)
     manifest = {
         "product": spec.name,
         "topic": spec.topic,

@@ -40,6 +40,7 @@ from connectors.compaction import (
     _LeaseKeeper,
     _sources_of,
     compact_hour,
+    merge_ranges,
     normalize_hour,
     rewrite_hour,
 )
@@ -58,26 +59,15 @@ class ReplayMismatch(RuntimeError):
 
 def recorded_spans(files: list[FileRecord]) -> dict[int, list[list[int]]]:
     """Per partition, the merged offset spans [first, last] the live files record."""
-    spans: dict[int, list[list[int]]] = {}
+    per_file: list[dict[int, list[list[int]]]] = []
     for f in files:
         if f.ranges:
-            for p, runs in f.ranges.items():
-                spans.setdefault(int(p), []).extend([list(r) for r in runs])
+            per_file.append(f.ranges)
         elif f.partition is not None and f.min_offset is not None and f.max_offset is not None:
-            spans.setdefault(int(f.partition), []).append([int(f.min_offset), int(f.max_offset)])
+            per_file.append({int(f.partition): [[int(f.min_offset), int(f.max_offset)]]})
         else:
             raise ReplayMismatch(f"{f.path} records no offsets (no ranges, no min/max); cannot replay it")
-    merged: dict[int, list[list[int]]] = {}
-    for p, runs in sorted(spans.items()):
-        runs.sort()
-        acc: list[list[int]] = []
-        for a, b in runs:
-            if acc and a <= acc[-1][1] + 1:
-                acc[-1][1] = max(acc[-1][1], b)
-            else:
-                acc.append([a, b])
-        merged[p] = acc
-    return merged
+    return merge_ranges(per_file)
 
 
 # Spans closer than this many offsets are read in one pass: each round costs a consumer and
