@@ -91,16 +91,21 @@ def coalesce_spans(spans: dict[int, list[list[int]]], gap: int = SPAN_GAP) -> di
     return merged
 
 
+def _sorted_pairs(parts: list[np.ndarray], offs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(partition, offset) arrays concatenated and sorted, for an exact comparison of sets."""
+    p = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    o = np.concatenate(offs) if offs else np.empty(0, np.int64)
+    order = np.lexsort((o, p))
+    return p[order], o[order]
+
+
 def _recorded_pairs(lake: Lake, files: list[FileRecord]) -> tuple[np.ndarray, np.ndarray]:
     parts, offs = [], []
     for f in files:
         t = lake.read_table(f.path, columns=["_partition", "_offset"])
         parts.append(t.column("_partition").to_numpy().astype(np.int64))
         offs.append(t.column("_offset").to_numpy().astype(np.int64))
-    p = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    o = np.concatenate(offs) if offs else np.empty(0, np.int64)
-    order = np.lexsort((o, p))
-    return p[order], o[order]
+    return _sorted_pairs(parts, offs)
 
 
 def _read_spans(
@@ -149,10 +154,7 @@ def _read_spans(
                 raise ReplayMismatch(
                     f"{spec.topic}[{p}] ends at offset {read.end} but the hour records offsets up to {this[p][1]}"
                 )
-    p = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    o = np.concatenate(offs) if offs else np.empty(0, np.int64)
-    order = np.lexsort((o, p))
-    return p[order], o[order]
+    return _sorted_pairs(parts, offs)
 
 
 def replay_hour(
