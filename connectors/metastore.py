@@ -19,6 +19,7 @@ Batch readers may query these tables directly (docs/metastore.md): `fs_files` wi
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -267,6 +268,27 @@ def hour_resource(hour: str) -> str:
     return f"hour/{hour}"
 
 
+def _enter_wal(cursor, deadline_s: float = 60.0) -> None:
+    """Switch a SQLite database to WAL, waiting out other connections that hold it.
+
+    Entering WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy handler, when another connection is mid-transaction on the same file —
+    which is exactly what happens when several sensors or steps open a fresh metastore
+    together. So the switch is retried with a growing pause until `deadline_s` has passed.
+    """
+    deadline = time.monotonic() + deadline_s
+    pause = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def make_engine(url: str) -> Engine:
     """An engine whose write transactions serialize correctly across processes."""
     if url.startswith("sqlite"):
@@ -276,9 +298,9 @@ def make_engine(url: str) -> Engine:
         def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
             dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take effect
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=60000")
+            _enter_wal(cur)
+            cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         @event.listens_for(engine, "begin")

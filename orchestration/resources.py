@@ -6,8 +6,8 @@ through `dg.EnvVar` and are never logged: the clients' reprs hide them.
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 from typing import Any
 
 import dagster as dg
@@ -35,10 +35,17 @@ def kafka_config_from_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {setting: env[var] for var, setting in KAFKA_ENV_SETTINGS.items() if env.get(var)}
 
 
-@functools.cache
+_METASTORES: dict[str, Metastore] = {}
+_METASTORES_LOCK = threading.Lock()
+
+
 def _metastore(url: str) -> Metastore:
-    # One engine (and connection pool) per process and URL, shared by steps and sensors.
-    return Metastore(url)
+    # One engine (and connection pool) per process and URL, shared by steps and sensors;
+    # the lock keeps threads that ask at once (concurrent sensor ticks) from opening several.
+    with _METASTORES_LOCK:
+        if url not in _METASTORES:
+            _METASTORES[url] = Metastore(url)
+        return _METASTORES[url]
 
 
 class FlowsuiteResource(dg.ConfigurableResource):
