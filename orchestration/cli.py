@@ -63,6 +63,23 @@ def command(name: str, help: str, args: Sequence[tuple[tuple[Any, ...], dict[str
     return register
 
 
+def product_spec(settings: Settings, product: str):
+    """The spec of data product `product`, with its expectations checked like `validate` does.
+
+    Every subcommand that names a product resolves it here, so each one reports an unknown
+    product, and a bad expectation, the same way.
+    """
+    from connectors.spec import load_specs
+    from quality.expectations import register_spec_checks
+
+    register_spec_checks()  # expectation types and kwargs are part of a valid spec
+    specs = {s.name: s for s in load_specs(settings.products_dir)}
+    if product not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        raise CliError(f"no data product {product!r} in {settings.products_dir} (known: {known})")
+    return specs[product]
+
+
 def _interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
 

@@ -13,17 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestration.cli import CliError, arg, command
+from orchestration.cli import CliError, arg, command, product_spec
 from orchestration.settings import Settings
-
-
-def _spec(settings: Settings, product: str):
-    from connectors.spec import load_specs
-
-    for spec in load_specs(settings.products_dir):
-        if spec.name == product:
-            return spec
-    raise CliError(f"no data product named {product!r} in {settings.products_dir}")
 
 
 def _stores(settings: Settings):
@@ -51,7 +42,7 @@ def read(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.hour) == bool(args.first or args.last):
         raise CliError("give either --hour H or --from A --to B")
     first, last = (args.hour, args.hour) if args.hour else (args.first, args.last or args.first)
-    _spec(settings, args.product)
+    product_spec(settings, args.product)
     lake, metastore = _stores(settings)
     try:
         files = live_files_between(metastore, args.product, first, last)
@@ -75,7 +66,7 @@ def read(args: argparse.Namespace, settings: Settings) -> int:
 def compact(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.compaction import CompactionResult, compact_closed_hours
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     lake, metastore = _stores(settings)
 
     def show(r) -> None:

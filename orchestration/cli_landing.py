@@ -10,18 +10,8 @@ import sys
 import time
 from contextlib import nullcontext
 
-from orchestration.cli import CliError, _interactive, _positive, _rate, arg, command
+from orchestration.cli import CliError, _interactive, _positive, _rate, arg, command, product_spec
 from orchestration.settings import Settings
-
-
-def _spec(settings: Settings, product: str):
-    from connectors.spec import load_specs
-
-    specs = {s.name: s for s in load_specs(settings.products_dir)}
-    if product not in specs:
-        known = ", ".join(sorted(specs)) or "none"
-        raise CliError(f"no data product {product!r} in {settings.products_dir} (known: {known})")
-    return specs[product]
 
 
 def _status(message: str):
@@ -44,7 +34,7 @@ def _status(message: str):
 def land_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from orchestration.demo import IngestError, ingest_summary, run_ingest
 
-    _spec(settings, args.product)
+    product_spec(settings, args.product)
     try:
         with _status(f"landing {args.product} from {settings.kafka_bootstrap}…"):
             outcome = run_ingest(args.product, partitions=args.partitions, max_records=args.max_records)
@@ -100,7 +90,7 @@ def offsets_show(args: argparse.Namespace, settings: Settings) -> int:
     )
     from orchestration.resources import default_flowsuite_resource
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     states = flowsuite.metastore().committed_offsets(spec.name)
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
@@ -137,7 +127,7 @@ def offsets_reset(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.kafka_reader import consumer_config, partitions_of, probe_partitions
     from orchestration.resources import default_flowsuite_resource
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
     if args.partition not in partitions_of(conf, spec.topic):

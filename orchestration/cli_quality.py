@@ -13,20 +13,8 @@ import argparse
 import json
 import sys
 
-from orchestration.cli import CliError, arg, command
+from orchestration.cli import CliError, arg, command, product_spec
 from orchestration.settings import Settings
-
-
-def _spec(settings: Settings, product: str):
-    from connectors.spec import load_specs
-    from quality.expectations import register_spec_checks
-
-    register_spec_checks()
-    specs = {s.name: s for s in load_specs(settings.products_dir)}
-    if product not in specs:
-        known = ", ".join(sorted(specs)) or "none"
-        raise CliError(f"no data product {product!r} in {settings.products_dir} (products: {known})")
-    return specs[product]
 
 
 def _stores(settings: Settings):
@@ -56,7 +44,7 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
 def quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.quarantine import quarantine_counts
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     lake, metastore = _stores(settings)
     counts = quarantine_counts(lake, metastore, spec.name)
     total = sum(c.records for c in counts)
@@ -84,7 +72,7 @@ def quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
 def quarantine_replay(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.quarantine import replay_quarantine
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     lake, metastore = _stores(settings)
     result = replay_quarantine(spec, lake=lake, metastore=metastore, dry_run=args.dry_run)
     if args.json:
@@ -111,7 +99,7 @@ def quarantine_replay(args: argparse.Namespace, settings: Settings) -> int:
 @command("quality blocked", help="list a product's hours blocked by a failed blocking check",
          args=[arg("product"), arg("--json", action="store_true", help="print JSON")])
 def quality_blocked(args: argparse.Namespace, settings: Settings) -> int:
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     _, metastore = _stores(settings)
     blocked = {h.hour: h.blocked_reason for h in metastore.hours(spec.name) if h.blocked_reason}
     if args.json:
@@ -133,7 +121,7 @@ def quality_blocked(args: argparse.Namespace, settings: Settings) -> int:
 def quality_unblock(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.lake import hour_key, parse_hour_key
 
-    spec = _spec(settings, args.product)
+    spec = product_spec(settings, args.product)
     _, metastore = _stores(settings)
     try:
         hours = [hour_key(parse_hour_key(h)) for h in args.hour] if args.hour else None

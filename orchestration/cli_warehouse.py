@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from orchestration.cli import CliError, arg, command
+from orchestration.cli import CliError, arg, command, product_spec
 from orchestration.settings import Settings
 
 
 def _spec(settings: Settings, product: str):
-    from connectors.spec import load_specs
-
-    specs = {s.name: s for s in load_specs(settings.products_dir)}
-    if product not in specs:
-        raise CliError(f"no data product {product!r} in {settings.products_dir}; see `flowsuite validate`")
-    spec = specs[product]
+    spec = product_spec(settings, product)
     if spec.sinks.database is None or not spec.sinks.database.enabled:
         raise CliError(f"{product} has no database sink (sinks.database in its spec)")
     return spec
-
 
 def sync_lines(result) -> list[str]:
     offsets = ", ".join(f"p{p}: {result.offsets_before.get(p, 0):,} → {n:,}" for p, n in sorted(result.offsets_after.items()))
