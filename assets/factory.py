@@ -51,7 +51,7 @@ def _asset_keys(defs: dg.Definitions) -> set[dg.AssetKey]:
 
 def product_definitions(spec: DataProductSpec) -> dg.Definitions:
     """Assets, checks, jobs, sensors and schedules of one data product."""
-    parts = [build_landing_definitions(spec)]
+    parts = []
     db = spec.sinks.database
     if db is not None and db.enabled:
         build_warehouse = _optional_builder("assets.warehouse", "build_warehouse_definitions")
@@ -67,7 +67,11 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
         if build is not None:
             parts.append(build(spec))
 
+    # A source connector's <P>/published writes the topic: it is drawn as the landing's parent.
     keys = set().union(*(_asset_keys(d) for d in parts))
+    writer = dg.AssetKey([spec.name, "published"])
+    parts.append(build_landing_definitions(spec, upstream=writer if writer in keys else None))
+    keys.add(landed_key(spec))
     ingest_keys = [k for k in (landed_key(spec), warehouse_key(spec)) if k in keys]
     job = ingest_job(spec, ingest_keys)
     return dg.Definitions.merge(*parts, dg.Definitions(jobs=[job], sensors=[build_offset_sensor(spec, job)]))

@@ -98,8 +98,13 @@ def landing_kinds(spec: DataProductSpec, lake_url: str | None = None) -> set[str
     return kinds
 
 
-def build_landing_definitions(spec: DataProductSpec) -> dg.Definitions:
-    """The landed asset of one product (with its in-run quality checks when available)."""
+def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | None = None) -> dg.Definitions:
+    """The landed asset of one product (with its in-run quality checks when available).
+
+    `upstream`: the asset that writes the product's topic (a source connector's
+    `<P>/published`), drawn as P/landed's parent so the lineage runs from the legacy table
+    through the topic to the lake and the warehouse. It orders nothing: landing reads
+    whatever the topic holds, whoever wrote it."""
     checks = _quality_hooks()
     check_specs = list(checks.landing_check_specs(spec)) if checks is not None else []
     lake_url = _configured_lake_url()
@@ -112,7 +117,8 @@ def build_landing_definitions(spec: DataProductSpec) -> dg.Definitions:
     base = landed_key(spec).to_python_identifier()  # "clicks__landed"
     check_outs = {s.get_python_identifier(): dg.Out(is_required=False) for s in check_specs}
 
-    @dg.op(name=f"{base}_plan", out=dg.DynamicOut(), tags={"flowsuite/product": spec.name})
+    @dg.op(name=f"{base}_plan", out=dg.DynamicOut(), ins={"after": dg.In(dg.Nothing)},
+           tags={"flowsuite/product": spec.name})
     def plan(context: dg.OpExecutionContext, config: LandingConfig, flowsuite: FlowsuiteResource):
         """List the topic's partitions and fan out one landing step per partition."""
         conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
@@ -152,9 +158,12 @@ def build_landing_definitions(spec: DataProductSpec) -> dg.Definitions:
             config_fn=lambda outer: {f"{base}_plan": {"config": dict(outer)}},
             config_schema=LandingConfig.to_config_schema(),
         ),
+        # A graph-backed asset takes a dependency only as an input of one of its ops: the
+        # writer of the topic maps to the plan step's Nothing input.
+        ins={"writer": dg.AssetIn(key=upstream, dagster_type=dg.Nothing)} if upstream else None,
     )
-    def landed():
-        done = plan().map(land_step)
+    def landed(**writer):
+        done = plan(**({"after": writer["writer"]} if writer else {})).map(land_step)
         outs = collect(done.collect())
         return outs._asdict() if check_outs else outs
 

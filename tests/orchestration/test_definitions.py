@@ -44,3 +44,21 @@ def test_bad_specs_name_every_file(flowsuite_home, tmp_path, monkeypatch):
     message = str(raised.value)
     assert "orders.yaml" in message and "payments.yaml" in message
     assert "owner" in message and "topic" in message
+
+
+def test_lineage_runs_from_the_legacy_table_through_the_topic_to_the_warehouse(flowsuite_home):
+    """partners: legacy/partners → partners/published → partners/landed → partners/warehouse,
+    one unbroken path in the asset graph; a product nobody publishes to has no parent."""
+    graph = defs().resolve_asset_graph()
+    from connectors.source_sql import load_sources
+
+    (source,) = [s for s in load_sources(REPO / "dataproducts") if s.product == "partners"]
+    chain = [
+        dg.AssetKey(["legacy", source.table]),
+        dg.AssetKey(["partners", "published"]),
+        dg.AssetKey(["partners", "landed"]),
+        dg.AssetKey(["partners", "warehouse"]),
+    ]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        assert parent in graph.get(child).parent_keys, f"{parent} -> {child} missing"
+    assert not graph.get(dg.AssetKey(["clicks", "landed"])).parent_keys
