@@ -9,14 +9,14 @@ mid-run; the group `flowsuite.<product>` only receives commits, so lag tools see
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from connectors.pipeline import run_ahead
 
 # Settings a caller may not override: they are what makes a read an exact range.
 _FIXED = {
@@ -39,7 +39,6 @@ _DEFAULTS = {
 # EOF: a long timeout idles at the end of every range (1 s of a 1.4 s read of 200k records).
 CONSUME_TIMEOUT_S = 0.05
 PREFETCH_BATCHES = 4  # batches fetched ahead of the decoder: bounds memory
-_DONE = object()
 
 
 class KafkaReadError(RuntimeError):
@@ -119,40 +118,15 @@ class RangeReader:
         """Batches in offset order per partition. A background thread owns the consumer and
         keeps fetching while the caller decodes and writes (Arrow releases the GIL), so the
         broker's latency overlaps with the work instead of adding to it."""
-        handoff: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
-        stop = threading.Event()
 
-        def fetch() -> None:
+        def fetch() -> Iterator[Batch]:
             consumer = Consumer(self.conf)
             try:
-                for batch in self._read(consumer):
-                    while not stop.is_set():
-                        try:
-                            handoff.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                handoff.put(_DONE)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                handoff.put(exc)
+                yield from self._read(consumer)
             finally:
                 consumer.close()
 
-        thread = threading.Thread(target=fetch, name=f"fetch-{self.topic}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = handoff.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            thread.join(timeout=30)
+        return run_ahead(fetch, PREFETCH_BATCHES, f"fetch-{self.topic}")
 
     def _read(self, consumer: Consumer) -> Iterator[Batch]:
         self.reads = {p: PartitionRead(p, s, s) for p, s in self.starts.items()}

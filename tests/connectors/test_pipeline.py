@@ -1,0 +1,88 @@
+"""run_ahead: the joint between landing's stages (fetch → decode → write)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from connectors.pipeline import run_ahead
+
+
+def test_items_arrive_in_order_from_another_thread():
+    threads = set()
+
+    def produce():
+        for i in range(1000):
+            threads.add(threading.current_thread().name)
+            yield i
+
+    assert list(run_ahead(produce, 3, "stage-test")) == list(range(1000))
+    assert threads == {"stage-test"}
+
+
+def test_the_producer_runs_at_most_depth_items_ahead():
+    produced = []
+
+    def produce():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    items = run_ahead(produce, 2, "stage-depth")
+    assert next(items) == 0
+    time.sleep(0.3)
+    # One handed over, `depth` waiting, one held by the producer while the queue is full.
+    assert len(produced) <= 1 + 2 + 1
+    items.close()
+
+
+def test_an_exception_in_the_producer_is_raised_in_the_consumer_after_its_items():
+    def produce():
+        yield 1
+        yield 2
+        raise ValueError("broken batch at offset 7")
+
+    got = []
+    with pytest.raises(ValueError, match="offset 7"):
+        for item in run_ahead(produce, 4, "stage-error"):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_consumer_that_stops_early_closes_the_producer_in_its_own_thread():
+    closed_in = []
+    done = threading.Event()
+
+    def produce():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed_in.append(threading.current_thread().name)
+            done.set()
+
+    items = run_ahead(produce, 2, "stage-close")
+    assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    items.close()
+    assert done.wait(5)
+    assert closed_in == ["stage-close"]
+
+
+def test_an_error_in_the_consumer_stops_the_producer():
+    done = threading.Event()
+
+    def produce():
+        try:
+            yield from range(10**9)
+        finally:
+            done.set()
+
+    with pytest.raises(RuntimeError):
+        for item in run_ahead(produce, 2, "stage-stop"):
+            if item == 3:
+                raise RuntimeError("writer failed")
+    assert done.wait(5)
