@@ -16,6 +16,7 @@ and rewrites under the same names; a crash after it leaves nothing to redo.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,15 +24,17 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import Decoder, decoder_for
+from connectors.decode import Decoded, Decoder, decoder_for
 from connectors.kafka_reader import (
+    Batch,
     KafkaReadError,
     RangeReader,
     commit_group_offsets,
@@ -54,11 +57,14 @@ from connectors.metastore import (
     Metastore,
     landing_resource,
 )
+from connectors.pipeline import run_ahead
 from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
+DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
+CLOSE_THREADS = os.cpu_count() or 2  # files finished at once at the end of a run
 
 
 class InvalidRecordsError(RuntimeError):
@@ -286,11 +292,10 @@ def land(
     consumed_total = 0
     leases.start()
     try:
-        for batch in reader.batches():
+        for batch, decoded in decoded_batches(reader, decoder, f"decode-{spec.name}"):
             p = batch.partition
             resource = landing_resource(p, claimed[p])
             leases.check(resource)
-            decoded = decoder.decode(batch)
             stats = results[p]
             stats.consumed += len(batch)
             stats.end = batch.offsets[-1] + 1
@@ -323,9 +328,7 @@ def land(
 
         # Every file durable before anything is committed.
         finished: dict[int, tuple[list, list]] = {p: ([], []) for p in claimed}
-        for (kind, p, hour), f in list(open_files.items()):
-            size = f.writer.close()
-            del open_files[(kind, p, hour)]
+        for (kind, p, hour), f, size in _close_all(open_files):
             file_stats = FileStats(
                 path=f.writer.rel, rows=f.rows, bytes=size, end_offset=results[p].end,
                 min_offset=f.min_offset, max_offset=f.max_offset,
@@ -379,6 +382,30 @@ def land(
         raise
     finally:
         leases.stop()
+
+
+def _close_all(open_files: dict) -> list[tuple[tuple[str, int, str], _OpenFile, int]]:
+    """Close (encode the last row groups, fsync, publish) every open file, several at once:
+    pyarrow's writer releases the GIL, and at the end of a run the fetching and decoding
+    threads are done, so the cores are free. Each file that closed leaves `open_files`; if
+    any failed, the first error is raised once all have finished, and the rest stay there
+    for the clean-up to abort."""
+    items = list(open_files.items())
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(len(items), CLOSE_THREADS), thread_name_prefix="close") as pool:
+        futures = [(key, f, pool.submit(f.writer.close)) for key, f in items]
+        wait([fut for _, _, fut in futures])
+    closed, failure = [], None
+    for key, f, fut in futures:
+        if fut.exception() is None:
+            del open_files[key]
+            closed.append((key, f, fut.result()))
+        elif failure is None:
+            failure = fut.exception()
+    if failure is not None:
+        raise failure
+    return closed
 
 
 def _route(
@@ -456,6 +483,20 @@ def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) 
         metastore.forget_files(deleted, only_pending=True)
     except Exception:  # noqa: BLE001
         log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
+
+
+def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterator[tuple[Batch, Decoded]]:
+    """(batch, decoded) in read order, decoded in a thread of its own: fetching (librdkafka),
+    decoding (pyarrow's JSON parser) and writing (pyarrow's Parquet writer) each release the
+    GIL, so the three overlap instead of taking turns. Decoding is pure; every write, and
+    so every side effect, stays in the caller's thread."""
+
+    def decode() -> Iterator[tuple[Batch, Decoded]]:
+        with contextlib.closing(reader.batches()) as batches:
+            for batch in batches:
+                yield batch, decoder.decode(batch)
+
+    return run_ahead(decode, DECODE_AHEAD, name)
 
 
 def _decoder(spec: DataProductSpec, topic: str, lake: Lake, metastore: Metastore) -> Decoder:
