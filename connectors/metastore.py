@@ -350,20 +350,28 @@ class Metastore:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        _retrying(self._create_schema)
 
-    def _add_missing_columns(self) -> None:
-        """Columns added to the model since a metastore was created are added (nullable), so
-        an existing metastore keeps working after an upgrade."""
-        inspector = inspect(self.engine)
-        for table in metadata.sorted_tables:
-            existing = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in existing:
-                    ddl = column.type.compile(dialect=self.engine.dialect)
-                    with self.engine.begin() as conn:
-                        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}')
+    def _create_schema(self) -> None:
+        """Tables, and columns added to the model since a metastore was created (nullable, so
+        an existing metastore keeps working after an upgrade), in one transaction that holds
+        the schema lock: sensors and steps that open a fresh metastore at once would otherwise
+        race on CREATE TABLE, which PostgreSQL answers with a unique violation, not a wait."""
+        with self.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the database's write lock
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('flowsuite.metastore.schema'))")
+            elif conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql("SELECT GET_LOCK('flowsuite.metastore.schema', 60)")
+            metadata.create_all(conn)
+            inspector = inspect(conn)
+            for table in metadata.sorted_tables:
+                existing = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in existing:
+                        ddl = column.type.compile(dialect=conn.dialect)
+                        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}")
+            if conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql("SELECT RELEASE_LOCK('flowsuite.metastore.schema')")
 
     def __repr__(self) -> str:
         return f"Metastore({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -51,3 +51,32 @@ def test_processes_opening_a_fresh_metastore_together_all_succeed(tmp_path):
             seen = pool.map(_open, [url] * OPENERS)
         assert all(names == seen[0] for names in seen)
         assert _journal_mode(path) == "wal"
+
+
+def test_processes_opening_a_fresh_postgresql_metastore_together_all_succeed(pg_fresh_url):
+    # CREATE TABLE races on PostgreSQL end in a unique violation of pg_type, not a wait.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(OPENERS) as pool:
+        seen = pool.map(_open, [pg_fresh_url] * OPENERS)
+    assert all(names == seen[0] for names in seen)
+    assert "fs_files" in seen[0]
+
+
+def test_threads_opening_a_fresh_postgresql_metastore_together_all_succeed(pg_fresh_url):
+    with ThreadPoolExecutor(OPENERS) as pool:
+        seen = list(pool.map(_open, [pg_fresh_url] * OPENERS))
+    assert all(names == seen[0] for names in seen)
+
+
+def test_a_metastore_from_before_a_column_existed_gets_it_when_opened(tmp_path):
+    path = tmp_path / "old.db"
+    Metastore(f"sqlite:///{path}").engine.dispose()
+    with sqlite3.connect(path) as conn:  # the shape of a metastore written by an older flowsuite
+        conn.execute("ALTER TABLE fs_offsets DROP COLUMN topic")
+        conn.execute("INSERT INTO fs_offsets (product, partition, next_offset, at_eof, run_id, updated_at) "
+                     "VALUES ('clicks', 0, 42, 0, 'old-run', 0)")
+    with ThreadPoolExecutor(OPENERS) as pool:
+        list(pool.map(_open, [f"sqlite:///{path}"] * OPENERS))
+    store = Metastore(f"sqlite:///{path}")
+    (state,) = store.committed_offsets("clicks").values()
+    assert state.next_offset == 42 and state.topic is None
