@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from connectors.compaction import normalize_hour
 from connectors.lake import Lake, hour_dir, hour_key, parse_hour_key
-from connectors.metastore import FileStats, Metastore, hour_resource, make_engine
+from connectors.metastore import FileStats, Metastore, hour_resource, make_engine, schema_lock
 
 PRODUCT = "partner_engagement"
 SOURCE_PRODUCT = "clicks"
@@ -150,7 +150,8 @@ class EngagementTable:
             sa.Column("lake_generation", sa.Integer, nullable=False),  # which lake file it came from
             sa.Column("updated_at", sa.Float, nullable=False),
         )
-        md.create_all(self.engine)
+        with self.engine.begin() as conn, schema_lock(conn):
+            md.create_all(conn)
 
     @property
     def safe_url(self) -> str:

@@ -18,10 +18,11 @@ Batch readers may query these tables directly (docs/metastore.md): `fs_files` wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -312,6 +313,26 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+@contextlib.contextmanager
+def schema_lock(conn: Connection, name: str = "flowsuite.schema") -> Iterator[None]:
+    """Inside a transaction: hold the database's lock for schema changes until it ends.
+
+    Steps and sensors that first meet a fresh database at once would otherwise race on
+    CREATE TABLE, which PostgreSQL answers with a unique violation of pg_type, not a wait.
+    SQLite needs nothing: every transaction here starts with BEGIN IMMEDIATE, its write lock.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{name}'))")
+    elif dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"SELECT GET_LOCK('{name}', 60)")
+    try:
+        yield
+    finally:
+        if dialect in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits on its own
+            conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{name}')")
+
+
 def _insert_ignore(conn: Connection, table: Table, values: dict) -> None:
     """INSERT that does nothing when the primary key exists, on every supported dialect."""
     name = conn.dialect.name
@@ -357,11 +378,7 @@ class Metastore:
         an existing metastore keeps working after an upgrade), in one transaction that holds
         the schema lock: sensors and steps that open a fresh metastore at once would otherwise
         race on CREATE TABLE, which PostgreSQL answers with a unique violation, not a wait."""
-        with self.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the database's write lock
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('flowsuite.metastore.schema'))")
-            elif conn.dialect.name in ("mysql", "mariadb"):
-                conn.exec_driver_sql("SELECT GET_LOCK('flowsuite.metastore.schema', 60)")
+        with self.engine.begin() as conn, schema_lock(conn):
             metadata.create_all(conn)
             inspector = inspect(conn)
             for table in metadata.sorted_tables:
@@ -370,8 +387,6 @@ class Metastore:
                     if column.name not in existing:
                         ddl = column.type.compile(dialect=conn.dialect)
                         conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {ddl}")
-            if conn.dialect.name in ("mysql", "mariadb"):
-                conn.exec_driver_sql("SELECT RELEASE_LOCK('flowsuite.metastore.schema')")
 
     def __repr__(self) -> str:
         return f"Metastore({self.engine.url.render_as_string(hide_password=True)!r})"

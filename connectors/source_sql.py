@@ -58,7 +58,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from connectors.cloudevents import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka_admin import ensure_topic
 from connectors.landing import crash_point
-from connectors.metastore import Metastore
+from connectors.metastore import Metastore, schema_lock
 from connectors.spec import (
     IDENTIFIER,
     DataProductSpec,
@@ -256,8 +256,13 @@ class Cursor:
         return ", ".join(parts) or "start of the table"
 
 
+def _create_cursor_table(metastore: Metastore) -> None:
+    with metastore.engine.begin() as conn, schema_lock(conn):
+        _cursor_md.create_all(conn)
+
+
 def read_cursor(metastore: Metastore, source: str) -> Cursor:
-    _cursor_md.create_all(metastore.engine, checkfirst=True)
+    _create_cursor_table(metastore)
     with metastore.engine.connect() as conn:
         r = conn.execute(sa.select(cursors).where(cursors.c.source == source)).mappings().first()
     if r is None:
@@ -291,7 +296,7 @@ def _store_cursor(metastore: Metastore, spec: SourceSpec, before: Cursor, after:
 
 def reset_cursor(metastore: Metastore, source: str) -> None:
     """Forget the cursor: the next run publishes the whole table again (ids stay the same)."""
-    _cursor_md.create_all(metastore.engine, checkfirst=True)
+    _create_cursor_table(metastore)
     with metastore.engine.begin() as conn:
         conn.execute(sa.delete(cursors).where(cursors.c.source == source))
 

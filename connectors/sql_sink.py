@@ -69,7 +69,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connectors.decode import lake_schema
 from connectors.landing import crash_point
-from connectors.metastore import FileRecord, Metastore, make_engine
+from connectors.metastore import FileRecord, Metastore, make_engine, schema_lock
 from connectors.spec import DataProductSpec, FieldSpec
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ class WarehouseSink:
         """
 
         def run() -> list[str]:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, schema_lock(conn):
                 self.metadata.create_all(conn, tables=[t for t in (self.offsets, self.tombstones) if t is not None])
                 if not sa.inspect(conn).has_table(self.table_name):
                     self.table.create(conn)

@@ -502,3 +502,23 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         assert again.inserted == 1 and sink.row_count() == 5
     finally:
         sink.dispose()
+
+
+@pytest.mark.parametrize("fresh", ["pg_fresh_url", "sqlite"])
+def test_sinks_of_several_products_prepare_a_fresh_warehouse_at_once(fresh, request, tmp_path):
+    """Products' syncs meeting a new warehouse together all create the shared offsets table
+    and their own tables; PostgreSQL would answer the CREATE TABLE race with an error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = request.getfixturevalue(fresh) if fresh != "sqlite" else f"sqlite:///{tmp_path / 'wh.db'}"
+    specs = [make_spec() for _ in range(6)]
+    sinks = [WarehouseSink(spec, url) for spec in specs]
+    try:
+        with ThreadPoolExecutor(len(sinks)) as pool:
+            assert list(pool.map(lambda s: s.ensure_table(), sinks)) == [[]] * len(sinks)
+        for spec, sink in zip(specs, sinks, strict=True):
+            sink.apply(batch(spec, [("a", 1, 0, 0)]))
+            assert state(sink) == {"a": (1, 0, 0)}
+    finally:
+        for sink in sinks:
+            sink.dispose()
