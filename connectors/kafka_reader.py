@@ -9,6 +9,8 @@ mid-run; the group `flowsuite.<product>` only receives commits, so lag tools see
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.pipeline import run_ahead
+
+log = logging.getLogger(__name__)
 
 # Settings a caller may not override: they are what makes a read an exact range.
 _FIXED = {
@@ -114,21 +118,26 @@ class RangeReader:
     with_headers: bool = False
     reads: dict[int, PartitionRead] = field(default_factory=dict)
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self, cancelled: threading.Event | None = None) -> Iterator[Batch]:
         """Batches in offset order per partition. A background thread owns the consumer and
         keeps fetching while the caller decodes and writes (Arrow releases the GIL), so the
-        broker's latency overlaps with the work instead of adding to it."""
+        broker's latency overlaps with the work instead of adding to it. `cancelled`: the
+        stop event of the stage reading these batches, when that is a thread too."""
+        stop = threading.Event()
 
         def fetch() -> Iterator[Batch]:
             consumer = Consumer(self.conf)
             try:
-                yield from self._read(consumer)
+                yield from self._read(consumer, stop)
             finally:
-                consumer.close()
+                try:
+                    consumer.close()
+                except Exception:  # noqa: BLE001 - nothing is committed through this consumer
+                    log.warning("closing the Kafka consumer of %s failed", self.topic, exc_info=True)
 
-        return run_ahead(fetch, PREFETCH_BATCHES, f"fetch-{self.topic}")
+        return run_ahead(fetch, PREFETCH_BATCHES, f"fetch-{self.topic}", stop=stop, cancelled=cancelled)
 
-    def _read(self, consumer: Consumer) -> Iterator[Batch]:
+    def _read(self, consumer: Consumer, stop: threading.Event | None = None) -> Iterator[Batch]:
         self.reads = {p: PartitionRead(p, s, s) for p, s in self.starts.items()}
         caps = {p: (self.max_records or {}).get(p) for p in self.starts}
         active = {p for p in self.starts if caps[p] is None or caps[p] > 0}
@@ -137,14 +146,14 @@ class RangeReader:
         self._check_topic(consumer)
         consumer.assign([TopicPartition(self.topic, p, self.starts[p]) for p in sorted(active)])
         last_progress = time.monotonic()
-        while active:
+        while active and not (stop is not None and stop.is_set()):
             messages = consumer.consume(num_messages=self.batch_size, timeout=CONSUME_TIMEOUT_S)
             if not messages:
                 if time.monotonic() - last_progress > self.idle_timeout_s:
                     self._diagnose_stall(consumer, active)
                 continue
             last_progress = time.monotonic()
-            by_partition = self._group(messages, active, consumer)
+            by_partition, eofs = self._group(messages, active, consumer)
             for p, msgs in by_partition.items():
                 read = self.reads[p]
                 cap = caps[p]
@@ -164,9 +173,18 @@ class RangeReader:
                     timestamps=[m.timestamp()[1] for m in msgs],
                     headers=[m.headers() for m in msgs] if self.with_headers else None,
                 )
+            # End of partition counts only once the read got there: a cap may have cut this
+            # batch short of the EOF event that came with it.
+            for p, eof in eofs.items():
+                if p in active and self.reads[p].end >= eof:
+                    self.reads[p].reached_eof = True
+                    active.discard(p)
 
-    def _group(self, messages: list[Message], active: set[int], consumer: Consumer) -> dict[int, list[Message]]:
-        """Messages by partition; EOF and error events handled here."""
+    def _group(
+        self, messages: list[Message], active: set[int], consumer: Consumer
+    ) -> tuple[dict[int, list[Message]], dict[int, int]]:
+        """Messages of active partitions by partition, and the offsets of end-of-partition
+        events by partition; other error events raise here."""
         first, last = messages[0], messages[-1]
         if (
             first.error() is None
@@ -176,16 +194,15 @@ class RangeReader:
             and last.offset() - first.offset() == len(messages) - 1
         ):
             # One partition, no gaps, no events (offsets are contiguous): the common case.
-            return {first.partition(): messages}
+            return {first.partition(): messages}, {}
         by_partition: dict[int, list[Message]] = {}
+        eofs: dict[int, int] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
                 p = msg.partition()
                 if err.code() == KafkaError._PARTITION_EOF:
-                    if p in active and msg.offset() >= self.reads[p].end:
-                        self.reads[p].reached_eof = True
-                        active.discard(p)
+                    eofs[p] = max(eofs.get(p, 0), msg.offset())
                     continue
                 if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
                     low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=False)
@@ -194,7 +211,7 @@ class RangeReader:
             p = msg.partition()
             if p in active:
                 by_partition.setdefault(p, []).append(msg)
-        return by_partition
+        return by_partition, eofs
 
     def _check_topic(self, consumer: Consumer) -> None:
         try:

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
-CLOSE_THREADS = os.cpu_count() or 2  # files finished at once at the end of a run
+CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
 
 
 class InvalidRecordsError(RuntimeError):
@@ -401,7 +401,9 @@ def _close_all(open_files: dict) -> list[tuple[tuple[str, int, str], _OpenFile, 
         if fut.exception() is None:
             del open_files[key]
             closed.append((key, f, fut.result()))
-        elif failure is None:
+            continue
+        log.error("finishing %s failed: %s", f.writer.rel, fut.exception())
+        if failure is None:
             failure = fut.exception()
     if failure is not None:
         raise failure
@@ -491,12 +493,14 @@ def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterato
     GIL, so the three overlap instead of taking turns. Decoding is pure; every write, and
     so every side effect, stays in the caller's thread."""
 
+    stop = threading.Event()  # set when the caller stops reading early
+
     def decode() -> Iterator[tuple[Batch, Decoded]]:
-        with contextlib.closing(reader.batches()) as batches:
+        with contextlib.closing(reader.batches(cancelled=stop)) as batches:
             for batch in batches:
                 yield batch, decoder.decode(batch)
 
-    return run_ahead(decode, DECODE_AHEAD, name)
+    return run_ahead(decode, DECODE_AHEAD, name, stop=stop)
 
 
 def _decoder(spec: DataProductSpec, topic: str, lake: Lake, metastore: Metastore) -> Decoder:

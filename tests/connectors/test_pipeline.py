@@ -86,3 +86,55 @@ def test_an_error_in_the_consumer_stops_the_producer():
             if item == 3:
                 raise RuntimeError("writer failed")
     assert done.wait(5)
+
+
+def test_a_producer_that_fails_before_its_first_item_is_an_error_not_a_hang():
+    def produce():
+        raise ConnectionError("broker unreachable")
+
+    with pytest.raises(ConnectionError, match="unreachable"):
+        list(run_ahead(produce, 2, "stage-call"))
+
+
+def _chain(inner_closed: threading.Event, middle_fails_at: int | None = None):
+    """fetch-like stage on a quiet source (waits, checking its stop) → decode-like stage."""
+    inner_stop, outer_stop = threading.Event(), threading.Event()
+
+    def quiet_source():
+        try:
+            yield 0
+            yield 1
+            while not inner_stop.is_set():  # a topic with nothing more: poll until told to stop
+                time.sleep(0.01)
+        finally:
+            inner_closed.set()
+
+    def middle():
+        inner = run_ahead(quiet_source, 2, "stage-inner", stop=inner_stop, cancelled=outer_stop)
+        try:
+            for item in inner:
+                if item == middle_fails_at:
+                    raise ValueError(f"cannot decode item {item}")
+                yield item * 10
+        finally:
+            inner.close()
+
+    return run_ahead(middle, 2, "stage-middle", stop=outer_stop)
+
+
+def test_stopping_the_last_stage_stops_a_chain_waiting_on_a_quiet_source_promptly():
+    inner_closed = threading.Event()
+    chain = _chain(inner_closed)
+    assert [next(chain), next(chain)] == [0, 10]
+    started = time.monotonic()
+    chain.close()  # the writer stops early while the middle stage waits for the source
+    assert inner_closed.wait(5)
+    assert time.monotonic() - started < 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("stage-") and t.is_alive()]
+
+
+def test_an_error_in_a_middle_stage_is_the_error_the_caller_sees():
+    inner_closed = threading.Event()
+    with pytest.raises(ValueError, match="cannot decode item 1"):
+        list(_chain(inner_closed, middle_fails_at=1))
+    assert inner_closed.wait(5)
