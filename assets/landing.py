@@ -103,8 +103,8 @@ def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | Non
 
     `upstream`: the asset that writes the product's topic (a source connector's
     `<P>/published`), drawn as P/landed's parent so the lineage runs from the legacy table
-    through the topic to the lake and the warehouse. It orders nothing: landing reads
-    whatever the topic holds, whoever wrote it."""
+    through the topic to the lake and the warehouse. The sensor's runs select P/landed alone
+    and land whatever the topic holds; a run that selects both publishes first."""
     checks = _quality_hooks()
     check_specs = list(checks.landing_check_specs(spec)) if checks is not None else []
     lake_url = _configured_lake_url()

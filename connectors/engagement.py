@@ -32,7 +32,13 @@ import sqlalchemy as sa
 
 from connectors.compaction import normalize_hour
 from connectors.lake import Lake, hour_dir, hour_key, parse_hour_key
-from connectors.metastore import FileStats, Metastore, hour_resource, make_engine, schema_lock
+from connectors.metastore import (
+    FileStats,
+    Metastore,
+    create_missing_tables,
+    hour_resource,
+    make_engine,
+)
 
 PRODUCT = "partner_engagement"
 SOURCE_PRODUCT = "clicks"
@@ -150,8 +156,7 @@ class EngagementTable:
             sa.Column("lake_generation", sa.Integer, nullable=False),  # which lake file it came from
             sa.Column("updated_at", sa.Float, nullable=False),
         )
-        with self.engine.begin() as conn, schema_lock(conn):
-            md.create_all(conn)
+        create_missing_tables(self.engine, md, f"flowsuite.table.{table}")
 
     @property
     def safe_url(self) -> str:

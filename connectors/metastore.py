@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,10 +44,15 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_LOCK_WAIT_S = 60  # MySQL's GET_LOCK: how long to wait for another process's schema change
 
 metadata = MetaData()
 
@@ -314,23 +320,43 @@ def make_engine(url: str) -> Engine:
 
 
 @contextlib.contextmanager
-def schema_lock(conn: Connection, name: str = "flowsuite.schema") -> Iterator[None]:
-    """Inside a transaction: hold the database's lock for schema changes until it ends.
+def schema_lock(conn: Connection, name: str) -> Iterator[None]:
+    """Inside a transaction: hold the database's lock `name` for schema changes until it ends.
 
     Steps and sensors that first meet a fresh database at once would otherwise race on
     CREATE TABLE, which PostgreSQL answers with a unique violation of pg_type, not a wait.
     SQLite needs nothing: every transaction here starts with BEGIN IMMEDIATE, its write lock.
+    Name the lock after what it creates, so unrelated tables never wait for each other.
     """
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{name}'))")
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
     elif dialect in ("mysql", "mariadb"):
-        conn.exec_driver_sql(f"SELECT GET_LOCK('{name}', 60)")
+        got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": SCHEMA_LOCK_WAIT_S}).scalar()
+        if got != 1:
+            raise TimeoutError(
+                f"waited {SCHEMA_LOCK_WAIT_S} s for the schema lock {name!r}: another process is "
+                "changing these tables"
+            )
     try:
         yield
     finally:
         if dialect in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits on its own
-            conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{name}')")
+            try:
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            except Exception:  # noqa: BLE001 - the lock goes with the session; keep the first error
+                log.warning("releasing the schema lock %r failed", name, exc_info=True)
+
+
+def create_missing_tables(engine: Engine, md: MetaData, lock_name: str, tables: Sequence[Table] | None = None) -> None:
+    """CREATE the tables of `md` (or `tables`) that do not exist yet, under `schema_lock`;
+    one inspection and no lock when they all exist (the common case: every sensor tick)."""
+    wanted = list(tables) if tables is not None else list(md.sorted_tables)
+    inspector = inspect(engine)
+    if all(inspector.has_table(t.name) for t in wanted):
+        return
+    with engine.begin() as conn, schema_lock(conn, lock_name):
+        md.create_all(conn, tables=wanted)
 
 
 def _insert_ignore(conn: Connection, table: Table, values: dict) -> None:
@@ -378,7 +404,7 @@ class Metastore:
         an existing metastore keeps working after an upgrade), in one transaction that holds
         the schema lock: sensors and steps that open a fresh metastore at once would otherwise
         race on CREATE TABLE, which PostgreSQL answers with a unique violation, not a wait."""
-        with self.engine.begin() as conn, schema_lock(conn):
+        with self.engine.begin() as conn, schema_lock(conn, "flowsuite.metastore"):
             metadata.create_all(conn)
             inspector = inspect(conn)
             for table in metadata.sorted_tables:

@@ -58,7 +58,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from connectors.cloudevents import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka_admin import ensure_topic
 from connectors.landing import crash_point
-from connectors.metastore import Metastore, schema_lock
+from connectors.metastore import Metastore, create_missing_tables
 from connectors.spec import (
     IDENTIFIER,
     DataProductSpec,
@@ -257,8 +257,7 @@ class Cursor:
 
 
 def _create_cursor_table(metastore: Metastore) -> None:
-    with metastore.engine.begin() as conn, schema_lock(conn):
-        _cursor_md.create_all(conn)
+    create_missing_tables(metastore.engine, _cursor_md, "flowsuite.source_cursors")
 
 
 def read_cursor(metastore: Metastore, source: str) -> Cursor:

@@ -69,7 +69,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from connectors.decode import lake_schema
 from connectors.landing import crash_point
-from connectors.metastore import FileRecord, Metastore, make_engine, schema_lock
+from connectors.metastore import (
+    FileRecord,
+    Metastore,
+    create_missing_tables,
+    make_engine,
+    schema_lock,
+)
 from connectors.spec import DataProductSpec, FieldSpec
 
 log = logging.getLogger(__name__)
@@ -345,8 +351,9 @@ class WarehouseSink:
         """
 
         def run() -> list[str]:
-            with self.engine.begin() as conn, schema_lock(conn):
-                self.metadata.create_all(conn, tables=[t for t in (self.offsets, self.tombstones) if t is not None])
+            own = [t for t in (self.offsets, self.tombstones) if t is not None]  # shared by every product
+            create_missing_tables(self.engine, self.metadata, "flowsuite.sink", own)
+            with self.engine.begin() as conn, schema_lock(conn, f"flowsuite.table.{self.table_name}"):
                 if not sa.inspect(conn).has_table(self.table_name):
                     self.table.create(conn)
                     return []

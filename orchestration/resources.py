@@ -42,6 +42,10 @@ _METASTORES_LOCK = threading.Lock()
 def _metastore(url: str) -> Metastore:
     # One engine (and connection pool) per process and URL, shared by steps and sensors;
     # the lock keeps threads that ask at once (concurrent sensor ticks) from opening several.
+    # Opening may wait for another process's schema change; an open one is returned at once.
+    store = _METASTORES.get(url)
+    if store is not None:
+        return store
     with _METASTORES_LOCK:
         if url not in _METASTORES:
             _METASTORES[url] = Metastore(url)
