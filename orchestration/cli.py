@@ -63,16 +63,21 @@ def command(name: str, help: str, args: Sequence[tuple[tuple[Any, ...], dict[str
     return register
 
 
-def product_spec(settings: Settings, product: str):
-    """The spec of data product `product`, with its expectations checked like `validate` does.
+def product_spec(settings: Settings, product: str, *, expectations: bool = True):
+    """The spec of data product `product`; an unknown name is one line naming the known ones.
 
-    Every subcommand that names a product resolves it here, so each one reports an unknown
-    product, and a bad expectation, the same way.
+    Every subcommand that names a product resolves it here. Those that write data under the
+    spec (land, compact, quarantine replay, warehouse sync) also check its expectations as
+    `validate` does; those that only look or repair (offsets, read, quarantine list, quality
+    blocked/unblock) pass `expectations=False` and skip Great Expectations' ~4 s import, so
+    a bad expectation never stands between an operator and an offsets reset.
     """
     from connectors.spec import load_specs
-    from quality.expectations import register_spec_checks
 
-    register_spec_checks()  # expectation types and kwargs are part of a valid spec
+    if expectations:
+        from quality.expectations import register_spec_checks
+
+        register_spec_checks()  # expectation types and kwargs are part of a valid spec
     specs = {s.name: s for s in load_specs(settings.products_dir)}
     if product not in specs:
         known = ", ".join(sorted(specs)) or "none"

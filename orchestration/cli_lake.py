@@ -42,7 +42,7 @@ def read(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.hour) == bool(args.first or args.last):
         raise CliError("give either --hour H or --from A --to B")
     first, last = (args.hour, args.hour) if args.hour else (args.first, args.last or args.first)
-    product_spec(settings, args.product)
+    product_spec(settings, args.product, expectations=False)
     lake, metastore = _stores(settings)
     try:
         files = live_files_between(metastore, args.product, first, last)

@@ -90,7 +90,7 @@ def offsets_show(args: argparse.Namespace, settings: Settings) -> int:
     )
     from orchestration.resources import default_flowsuite_resource
 
-    spec = product_spec(settings, args.product)
+    spec = product_spec(settings, args.product, expectations=False)
     flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     states = flowsuite.metastore().committed_offsets(spec.name)
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
@@ -127,7 +127,7 @@ def offsets_reset(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.kafka_reader import consumer_config, partitions_of, probe_partitions
     from orchestration.resources import default_flowsuite_resource
 
-    spec = product_spec(settings, args.product)
+    spec = product_spec(settings, args.product, expectations=False)
     flowsuite = default_flowsuite_resource().process_config_and_initialize()  # EnvVar fields resolved outside Dagster
     conf = consumer_config(settings.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
     if args.partition not in partitions_of(conf, spec.topic):

@@ -44,7 +44,7 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
 def quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.quarantine import quarantine_counts
 
-    spec = product_spec(settings, args.product)
+    spec = product_spec(settings, args.product, expectations=False)
     lake, metastore = _stores(settings)
     counts = quarantine_counts(lake, metastore, spec.name)
     total = sum(c.records for c in counts)
@@ -99,7 +99,7 @@ def quarantine_replay(args: argparse.Namespace, settings: Settings) -> int:
 @command("quality blocked", help="list a product's hours blocked by a failed blocking check",
          args=[arg("product"), arg("--json", action="store_true", help="print JSON")])
 def quality_blocked(args: argparse.Namespace, settings: Settings) -> int:
-    spec = product_spec(settings, args.product)
+    spec = product_spec(settings, args.product, expectations=False)
     _, metastore = _stores(settings)
     blocked = {h.hour: h.blocked_reason for h in metastore.hours(spec.name) if h.blocked_reason}
     if args.json:
@@ -121,7 +121,7 @@ def quality_blocked(args: argparse.Namespace, settings: Settings) -> int:
 def quality_unblock(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.lake import hour_key, parse_hour_key
 
-    spec = product_spec(settings, args.product)
+    spec = product_spec(settings, args.product, expectations=False)
     _, metastore = _stores(settings)
     try:
         hours = [hour_key(parse_hour_key(h)) for h in args.hour] if args.hour else None
