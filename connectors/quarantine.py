@@ -28,6 +28,7 @@ import os
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -175,13 +176,19 @@ def replay_quarantine(
     run_id: str | None = None,
     dry_run: bool = False,
     lease_s: float = REPLAY_LEASE_S,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Land the quarantined records that pass under the current spec, exactly once."""
+    """Land the quarantined records that pass under the current spec, exactly once.
+
+    `progress(done, total)` is called with quarantine files handled so far, for a bar."""
     run_id = run_id or f"replay-{uuid.uuid4().hex[:12]}"
     owner = uuid.uuid4().hex
     results: list[ReplayedFile] = []
     reopened: set[str] = set()
-    for qf in quarantine_files(metastore, spec.name):
+    todo = quarantine_files(metastore, spec.name)
+    for done, qf in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
         table = lake.read_table(qf.path)
         if table.num_rows == 0:
             continue
@@ -204,6 +211,8 @@ def replay_quarantine(
             # Another replay holds or already replayed this file: it is not ours to land.
             outcome.skipped, outcome.replayed, outcome.landed_files, outcome.hours = str(exc), 0, [], {}
             log.warning("%s", exc)
+    if progress is not None:
+        progress(len(todo), len(todo))
     for hour in sorted(reopened):
         lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
     return ReplayResult(spec.name, run_id, results, sorted(reopened), dry_run)

@@ -71,10 +71,17 @@ def quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
 )
 def quarantine_replay(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.quarantine import replay_quarantine
+    from orchestration.progress import progress_bar
 
     spec = product_spec(settings, args.product)
     lake, metastore = _stores(settings)
-    result = replay_quarantine(spec, lake=lake, metastore=metastore, dry_run=args.dry_run)
+    with progress_bar(f"replaying the quarantine of {spec.name}", total=None, unit="files") as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.set_total(total)
+            bar(done)
+
+        result = replay_quarantine(spec, lake=lake, metastore=metastore, dry_run=args.dry_run, progress=advance)
     if args.json:
         print(json.dumps({
             "product": spec.name, "run_id": result.run_id, "dry_run": result.dry_run,

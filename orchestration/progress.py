@@ -41,14 +41,20 @@ def progress_enabled(stream: Any = None) -> bool:
 
 
 class _Bar:
-    """What `progress_bar` yields: callable with the count so far, plus `say` and `total`."""
+    """What `progress_bar` yields: callable with the count so far, plus `say` and
+    `set_total` (for work whose size is known only once it starts)."""
 
-    def __init__(self, update: Advance, say: Callable[[str], None]):
+    def __init__(self, update: Advance, say: Callable[[str], None], set_total: Advance | None = None):
         self._update = update
+        self._set_total = set_total
         self.say = say
 
     def __call__(self, done: int) -> None:
         self._update(done)
+
+    def set_total(self, total: int) -> None:
+        if self._set_total is not None:
+            self._set_total(total)
 
 
 @contextmanager
@@ -75,4 +81,5 @@ def progress_bar(description: str, total: int | None, unit: str = "records") -> 
         yield _Bar(
             lambda done: progress.update(task, completed=done),
             progress.console.print,
+            lambda n: progress.update(task, total=n),
         )

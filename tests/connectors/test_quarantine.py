@@ -86,8 +86,11 @@ def test_replay_after_widening_a_range_lands_exactly_those_once(landed):
     dry = replay_quarantine(wide, lake=lake, metastore=metastore, dry_run=True)
     assert dry.replayed == N_HIGH and live_rows(lake, metastore, "replayclicks").num_rows == before
 
-    first = replay_quarantine(wide, lake=lake, metastore=metastore)
+    calls: list[tuple[int, int]] = []
+    first = replay_quarantine(wide, lake=lake, metastore=metastore, progress=lambda d, t: calls.append((d, t)))
     assert (first.replayed, first.still_quarantined) == (N_HIGH, N_JUNK)
+    files = len(first.files)
+    assert calls == [(i, files) for i in range(files + 1)]  # progress: quarantine files done of all
     rows = live_rows(lake, metastore, "replayclicks")
     assert rows.num_rows == before + N_HIGH
     assert sorted(rows.column("event_id").to_pylist()) == sorted(
