@@ -7,14 +7,19 @@ ticks on a new FLOWSUITE_HOME hit exactly that. Every opener must succeed and se
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import sqlite3
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sqlalchemy import inspect
 
 from connectors.metastore import Metastore
 
+REPO = Path(__file__).resolve().parents[2]
 OPENERS = 6
 ROUNDS = 30
 
@@ -42,22 +47,44 @@ def test_threads_opening_a_fresh_metastore_together_all_succeed(tmp_path):
         assert _journal_mode(path) == "wal"
 
 
+def _open_in_processes(url: str) -> list[list[str]]:
+    """OPENERS real processes open `url` at once (each waits for a common start time);
+    each prints the tables it sees. A process that hangs is killed and fails the test."""
+    start = time.time() + 3.0  # every process is up and importing is done by then
+    code = (
+        "import json, sys, time; from connectors.metastore import Metastore; from sqlalchemy import inspect; "
+        f"time.sleep(max(0.0, {start} - time.time())); "
+        "store = Metastore(sys.argv[1]); print(json.dumps(sorted(inspect(store.engine).get_table_names())))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(OPENERS)
+    ]
+    seen = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            seen.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return seen
+
+
 def test_processes_opening_a_fresh_metastore_together_all_succeed(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
     for round_ in range(3):
         path = tmp_path / f"meta{round_}.db"
-        url = f"sqlite:///{path}"
-        with ctx.Pool(OPENERS) as pool:
-            seen = pool.map(_open, [url] * OPENERS)
+        seen = _open_in_processes(f"sqlite:///{path}")
         assert all(names == seen[0] for names in seen)
         assert _journal_mode(path) == "wal"
 
 
 def test_processes_opening_a_fresh_postgresql_metastore_together_all_succeed(pg_fresh_url):
     # CREATE TABLE races on PostgreSQL end in a unique violation of pg_type, not a wait.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(OPENERS) as pool:
-        seen = pool.map(_open, [pg_fresh_url] * OPENERS)
+    seen = _open_in_processes(pg_fresh_url)
     assert all(names == seen[0] for names in seen)
     assert "fs_files" in seen[0]
 

@@ -115,12 +115,13 @@ def test_backfill_two_hours_from_the_ui(page, ui_stack: UiStack):
     open_ui(page, f"{ui_stack.url}/assets/clicks/hourly", ui_stack)
     page.get_by_role("button", name=re.compile("Materialize")).first.click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Partition selection").wait_for()
+    dialog.get_by_text("Partition selection").first.wait_for()
     selection = dialog.get_by_placeholder(re.compile("partition", re.I)).first
     selection.click()
     selection.fill(f"[{keys[0]}...{keys[1]}]")
     selection.press("Enter")
-    dialog.get_by_text("2 partitions").wait_for()
+    # exact: the dialog's partition list may also show a line that contains these words
+    dialog.get_by_text("2 partitions", exact=True).first.wait_for()
     shot(page, "backfill-dialog")
     dialog.get_by_role("button", name="Launch backfill").click()
     created = page.get_by_text(re.compile(r"Created backfill \w+")).first
