@@ -218,6 +218,10 @@ class SyncResult:
         return BatchCounts(self.inserted, self.updated, self.deleted, self.skipped_stale,
                            self.reduced, self.skipped_null_key)
 
+    def add_counts(self, counts: BatchCounts) -> None:
+        for name in BatchCounts.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(counts, name))
+
 
 # --- the per-key reduction (vectorized) -------------------------------------------------------
 
@@ -854,6 +858,22 @@ def plan_windows(
             pos[p] = min(target[p], pos.get(p, 0) + width)
 
 
+def _read_live_window(spec, lake, metastore: Metastore, window: dict[int, tuple[int, int]],
+                      hour: str | None = None) -> pa.Table:
+    """The committed rows of `window` (per partition [lo, hi)) from the live files, of one
+    hour when given. A concurrent compaction may swap a file away between listing and
+    reading: then the files are listed again."""
+    for attempt in range(READ_RETRIES):
+        files = metastore.live_files(spec.name, hour=hour)
+        try:
+            return read_window(spec, lake, files, window)[0]
+        except (FileNotFoundError, OSError) as exc:
+            if attempt + 1 == READ_RETRIES:
+                raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _apply_replays(spec, lake, metastore: Metastore, sink: WarehouseSink, current: dict[int, int],
                    blocked: set[str], result: SyncResult) -> None:
     """Bring in quarantine replays since the sink's replay watermark, one transaction each.
@@ -871,21 +891,12 @@ def _apply_replays(spec, lake, metastore: Metastore, sink: WarehouseSink, curren
         lo, hi = replay.min_offset, min(replay.max_offset + 1, current.get(replay.partition, 0))
         rows = lake_schema(spec).empty_table()
         if hi > lo:
-            for attempt in range(READ_RETRIES):
-                files = [f for f in metastore.live_files(spec.name) if f.hour == replay.hour]
-                try:
-                    rows, _ = read_window(spec, lake, files, {replay.partition: (lo, hi)})
-                    break
-                except (FileNotFoundError, OSError) as exc:
-                    if attempt + 1 == READ_RETRIES:
-                        raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
-                    time.sleep(0.05 * (attempt + 1))
+            rows = _read_live_window(spec, lake, metastore, {replay.partition: (lo, hi)}, hour=replay.hour)
         counts = sink.apply(rows, advance_to={REPLAY_SLOT: replay.id + 1}, expected={REPLAY_SLOT: slot})
         slot = replay.id + 1
         result.replays_applied += 1
         result.rows_read += rows.num_rows
-        for name in BatchCounts.__dataclass_fields__:
-            setattr(result, name, getattr(result, name) + getattr(counts, name))
+        result.add_counts(counts)
 
 
 def sync(
@@ -941,25 +952,13 @@ def sync(
                             "the lake's history was reset? nothing is synced for it", spec.name, p, n, target[p])
         current = dict(before)
         for window in plan_windows(before, target, batch_rows):
-            rows = None
-            for attempt in range(READ_RETRIES):
-                files = metastore.live_files(spec.name)
-                try:
-                    rows, _ = read_window(spec, lake, files, window)
-                    break
-                except (FileNotFoundError, OSError) as exc:
-                    # A concurrent compaction swapped a file away between listing and reading.
-                    if attempt + 1 == READ_RETRIES:
-                        raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
-                    time.sleep(0.05 * (attempt + 1))
-            assert rows is not None
+            rows = _read_live_window(spec, lake, metastore, window)
             advance = {p: hi for p, (_lo, hi) in window.items()}
             counts = sink.apply(rows, advance_to=advance, expected={p: current.get(p) for p in advance})
             current.update(advance)
             result.rows_read += rows.num_rows
             result.batches += 1
-            for name in BatchCounts.__dataclass_fields__:
-                setattr(result, name, getattr(result, name) + getattr(counts, name))
+            result.add_counts(counts)
             if progress:
                 progress(result)
         _apply_replays(spec, lake, metastore, sink, current, set(blocked), result)
