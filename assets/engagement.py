@@ -1,6 +1,6 @@
 """`partner_engagement`: one count per partner and hour, served to the lake and the warehouse.
 
-Built for the `clicks` product (connectors/engagement.py holds the logic):
+Built for the `clicks` product (examples/engagement.py holds the logic):
 
 - `partner_engagement/hourly` (hourly partitions, the same as `clicks/hourly`): computes the
   hour once from `clicks`' live files and makes it the hour's only live lake file. It depends
@@ -21,8 +21,9 @@ import dagster as dg
 
 from assets.hourly import hourly_key, hourly_partitions
 from assets.warehouse import warehouse_kind
-from connectors.compaction import normalize_hour
-from connectors.engagement import (
+from connectors.lake import normalize_hour
+from connectors.spec import DataProductSpec
+from examples.engagement import (
     PRODUCT,
     SOURCE_PRODUCT,
     TABLE,
@@ -31,7 +32,6 @@ from connectors.engagement import (
     materialize_hour,
     sync_warehouse,
 )
-from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
 ENGAGEMENT_HOURLY = dg.AssetKey([PRODUCT, "hourly"])
@@ -42,7 +42,7 @@ MAX_DIFFS_SHOWN = 50
 
 def _warehouse_kind() -> str:
     try:
-        from orchestration.settings import load_settings
+        from connectors.settings import load_settings
 
         return warehouse_kind(load_settings().warehouse_url)
     except Exception:  # noqa: BLE001 - only decides the kind tag

@@ -256,7 +256,7 @@ class QualitySpec(_Model):
 
 class CloudEventsSpec(_Model):
     # Drop an event whose ce_id already landed: within a run, and across runs against the
-    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/cloudevents.py).
+    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/formats/cloudevents.py).
     dedupe_on_id: bool = False
     dedupe_lookback: timedelta = Field(default=timedelta(days=7))
 

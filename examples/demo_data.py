@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from connectors.kafka_admin import ensure_topic
+from connectors.kafka import ensure_topic
 
 # Every kind of bad record the landing must send to the quarantine, with its reason.
 INVALID_KINDS = (

@@ -30,8 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from connectors.compaction import normalize_hour
-from connectors.lake import Lake, hour_dir, hour_key, parse_hour_key
+from connectors.lake import Lake, hour_dir, hour_key, normalize_hour, parse_hour_key
 from connectors.metastore import (
     FileStats,
     Metastore,

@@ -12,9 +12,9 @@ import importlib
 import dagster as dg
 
 from assets.factory import product_definitions
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec, load_specs
 from orchestration.resources import default_flowsuite_resource
-from orchestration.settings import load_settings
 
 
 def _register_spec_checks() -> None:

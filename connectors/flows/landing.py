@@ -20,26 +20,27 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import Decoded, Decoder, decoder_for
-from connectors.kafka_reader import (
-    Batch,
+from connectors.faults import crash_point
+from connectors.formats import DEFAULT_DEDUPE_LOOKBACK, Batch, Decoded, Decoder, decoder_for
+from connectors.kafka import (
     KafkaReadError,
     RangeReader,
     commit_group_offsets,
     consumer_config,
     partitions_of,
+    run_ahead,
 )
 from connectors.lake import (
     SUCCESS,
@@ -48,6 +49,7 @@ from connectors.lake import (
     hour_dir,
     hour_key,
     landed_file_name,
+    parse_hour_key,
     quarantine_dir,
 )
 from connectors.metastore import (
@@ -57,7 +59,6 @@ from connectors.metastore import (
     Metastore,
     landing_resource,
 )
-from connectors.pipeline import run_ahead
 from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
@@ -84,24 +85,6 @@ class OffsetsOfAnotherTopicError(KafkaReadError):
             f"topics: decide explicitly with `flowsuite offsets reset {product} --partition N --to start` "
             f"(or `--to end`) for each partition."
         )
-
-
-def crash_point(name: str) -> None:
-    """Fault injection for the crash tests: `FLOWSUITE_CRASH_AT=<name>[:<n>]` SIGKILLs this
-    process the n-th time (default first) it passes the named point. A no-op otherwise."""
-    target = os.environ.get("FLOWSUITE_CRASH_AT")
-    if not target:
-        return
-    point, _, nth = target.partition(":")
-    if point != name:
-        return
-    count = _CRASH_COUNTS.get(name, 0) + 1
-    _CRASH_COUNTS[name] = count
-    if count >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_CRASH_COUNTS: dict[str, int] = {}
 
 
 @dataclass
@@ -505,10 +488,8 @@ def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterato
 
 def _decoder(spec: DataProductSpec, topic: str, lake: Lake, metastore: Metastore) -> Decoder:
     """The product's decoder; a CloudEvents product that de-duplicates on `ce_id` starts from
-    the ids its live files already hold (connectors/cloudevents.py says the scope)."""
+    the ids its live files already hold (connectors/formats/cloudevents.py says the scope)."""
     if spec.format == "cloudevents" and spec.cloudevents.dedupe_on_id:
-        from connectors.cloudevents import seen_ids_from_lake
-
         seen = seen_ids_from_lake(spec, lake, metastore, spec.cloudevents.dedupe_lookback)
         return decoder_for(spec, topic, seen_ids=seen)
     return decoder_for(spec, topic)
@@ -524,3 +505,17 @@ def _low_watermark(conf: dict[str, Any], topic: str, partition: int) -> int:
     finally:
         consumer.close()
 
+
+def seen_ids_from_lake(spec: DataProductSpec, lake, metastore, lookback: timedelta | None = None) -> set[str]:
+    """`ce_id`s in the product's live files of the last `lookback` of landed hours."""
+    files = metastore.live_files(spec.name)
+    if not files:
+        return set()
+    lookback = lookback or DEFAULT_DEDUPE_LOOKBACK
+    newest = max(parse_hour_key(f.hour) for f in files)
+    first = hour_key(newest - lookback)
+    paths = [f.path for f in files if f.hour >= first]
+    if not paths:
+        return set()
+    table = lake.read_tables(paths, columns=["ce_id"])
+    return set(pc.unique(table.column("ce_id").combine_chunks().drop_null()).to_pylist())

@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import decoder_for
-from connectors.dlq import original_key
-from connectors.kafka_reader import Batch
+from connectors.formats import Batch, decoder_for
+from connectors.kafka import original_key
 from connectors.lake import SUCCESS, Lake, hour_dir, hour_key
 from connectors.metastore import (
     ClaimHeldError,

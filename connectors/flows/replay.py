@@ -33,20 +33,20 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.compaction import (
+from connectors.flows.compaction import conform
+from connectors.flows.compaction.hours import (
     DEFAULT_LEASE_S,
     CompactionResult,
-    _Fingerprint,
-    _LeaseKeeper,
-    _sources_of,
+    Fingerprint,
+    LeaseKeeper,
     compact_hour,
     merge_ranges,
-    normalize_hour,
     rewrite_hour,
+    sources_of,
 )
-from connectors.decode import decoder_for, lake_schema
-from connectors.kafka_reader import HistoryLostError, KafkaReadError, RangeReader, consumer_config
-from connectors.lake import Lake, epoch_hour, parse_hour_key
+from connectors.formats import decoder_for, lake_schema
+from connectors.kafka import HistoryLostError, KafkaReadError, RangeReader, consumer_config
+from connectors.lake import Lake, epoch_hour, normalize_hour, parse_hour_key
 from connectors.metastore import FileRecord, Metastore
 from connectors.spec import DataProductSpec
 
@@ -114,7 +114,7 @@ def _read_spans(
     spans: dict[int, list[list[int]]],
     conf: dict[str, Any],
     writer: pq.ParquetWriter,
-    keeper: _LeaseKeeper | None,
+    keeper: LeaseKeeper | None,
     idle_timeout_s: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read every span, write the hour's valid rows in them; returns their (partition, offset)."""
@@ -197,7 +197,7 @@ def replay_hour(
                 outputs, fingerprint = rewrite_hour(
                     spec, hour, [(pafs.LocalFileSystem(), path, os.path.getsize(path))], **common
                 )
-            live_fp = _Fingerprint(lake_schema(spec).names)
+            live_fp = Fingerprint(lake_schema(spec).names)
             try:
                 for f in live:
                     live_fp.add(_conform_live(lake.read_table(f.path), spec))
@@ -212,7 +212,7 @@ def replay_hour(
             return outputs, fingerprint, "kafka", note
         except (HistoryLostError, KafkaReadError, ReplayMismatch) as exc:
             log.warning("%s %s: replay impossible (%s); rebuilding from the live files", spec.name, hour, exc)
-            outputs, fingerprint = rewrite_hour(spec, hour, _sources_of(lake, live), **common)
+            outputs, fingerprint = rewrite_hour(spec, hour, sources_of(lake, live), **common)
             return outputs, fingerprint, "live_files", f"rebuilt from the live files: the stream no longer holds the hour ({exc})"
 
     return compact_hour(
@@ -222,6 +222,4 @@ def replay_hour(
 
 
 def _conform_live(table: pa.Table, spec: DataProductSpec) -> pa.Table:
-    from connectors.compaction import _conform
-
-    return _conform(table, lake_schema(spec))
+    return conform(table, lake_schema(spec))

@@ -5,7 +5,7 @@ A product with `format: cloudevents` receives CloudEvents 1.0 in either Kafka co
 - **binary**: the attributes are `ce_*` headers (`ce_specversion`, `ce_id`, `ce_source`,
   `ce_type`, `ce_time`, `ce_subject`, …, plus `content-type`), the value is the data. The
   data of a JSON event is exactly the product's record, so the values go through the JSON
-  fast path of `connectors.decode.Decoder` as a batch, and the headers become columns with
+  fast path of `connectors.formats.json.Decoder` as a batch, and the headers become columns with
   one dictionary lookup per message (no per-record JSON or SDK call). A binary event without
   data (null or empty value) is a **tombstone** for its Kafka key.
 - **structured**: the whole event is a JSON object in the value (`content-type:
@@ -31,7 +31,7 @@ lands at most once **per product across runs**, as long as its copies are in the
 partition (the source connector keys events by row key, so they are) or in one run, and the
 earlier copy's hour is within `cloudevents.dedupe_lookback` (default 7 days) of the newest
 hour landed. `landing.land` seeds the decoder with the `ce_id`s of the product's live files in
-that window (`seen_ids_from_lake`), and a partition is landed by one run at a time, so every
+that window (`seen_ids_from_lake` in connectors/flows/landing.py), and a partition is landed by one run at a time, so every
 run sees the ids its predecessors committed. A duplicate is quarantined with reason
 `duplicate ce_id … (first seen …)`, so consumed = landed + quarantined still holds.
 """
@@ -49,8 +49,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.decode import CE_FIELDS, QUARANTINE_SCHEMA, Decoded, Decoder, lake_schema
-from connectors.kafka_reader import Batch
+from connectors.formats.base import Batch, Decoded
+from connectors.formats.json import Decoder
+from connectors.formats.schema import CE_FIELDS, QUARANTINE_SCHEMA, lake_schema
 from connectors.spec import DataProductSpec
 
 SPECVERSION = "1.0"
@@ -149,7 +150,7 @@ class _Envelope:
 class CloudEventsDecoder:
     """Decodes batches of a `format: cloudevents` product; build once per run.
 
-    `seen_ids`: `ce_id`s landed before (see `seen_ids_from_lake`), for de-duplication across
+    `seen_ids`: `ce_id`s landed before (see `connectors.flows.landing.seen_ids_from_lake`), for de-duplication across
     runs; ids landed by this decoder are added as it goes.
     """
 
@@ -417,20 +418,3 @@ def _structured(value: bytes, key: bytes | None) -> tuple[tuple[dict, bytes | No
     else:
         attributes.pop("time", None)
     return (attributes, payload), None
-
-
-def seen_ids_from_lake(spec: DataProductSpec, lake, metastore, lookback: timedelta | None = None) -> set[str]:
-    """`ce_id`s in the product's live files of the last `lookback` of landed hours."""
-    from connectors.lake import hour_key, parse_hour_key
-
-    files = metastore.live_files(spec.name)
-    if not files:
-        return set()
-    lookback = lookback or DEFAULT_DEDUPE_LOOKBACK
-    newest = max(parse_hour_key(f.hour) for f in files)
-    first = hour_key(newest - lookback)
-    paths = [f.path for f in files if f.hour >= first]
-    if not paths:
-        return set()
-    table = lake.read_tables(paths, columns=["ce_id"])
-    return set(pc.unique(table.column("ce_id").combine_chunks().drop_null()).to_pylist())

@@ -13,80 +13,21 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from connectors.kafka_reader import Batch
+from connectors.formats.base import Batch, Decoded
+from connectors.formats.schema import PROVENANCE, QUARANTINE_SCHEMA, payload_lake_schema
+from connectors.formats.validate import record_violations
 from connectors.spec import DataProductSpec, FieldSpec
-from connectors.validate import record_violations
 
 SLOW_PATH_SLICE = 16  # below this many records, parse one by one
 CHUNK = 512  # a failing batch is re-parsed in slices of this size, then row by row
 _ROW_IN_ERROR = re.compile(r"in row (\d+)")
 
-PROVENANCE = pa.schema(
-    [
-        pa.field("_topic", pa.string()),
-        pa.field("_partition", pa.int32()),
-        pa.field("_offset", pa.int64()),
-        pa.field("_timestamp", pa.timestamp("ms", tz="UTC")),
-        pa.field("_key", pa.string()),
-    ]
-)
-QUARANTINE_SCHEMA = pa.schema([*PROVENANCE, pa.field("_error", pa.string()), pa.field("_raw", pa.binary())])
-
-
-@dataclass
-class Decoded:
-    valid: pa.Table  # value columns, provenance columns, and `_deleted` when deletes are on
-    hours: pa.Array  # per valid row: event-time hour as epoch hours (int64)
-    invalid: pa.Table  # QUARANTINE_SCHEMA
-
-    @property
-    def consumed(self) -> int:
-        return self.valid.num_rows + self.invalid.num_rows
-
-
-# CloudEvents attributes promoted to columns of `format: cloudevents` products, between the
-# value columns and the provenance columns (connectors/cloudevents.py fills them).
-CE_FIELDS = [
-    pa.field("ce_id", pa.string()),
-    pa.field("ce_source", pa.string()),
-    pa.field("ce_type", pa.string()),
-    pa.field("ce_time", pa.timestamp("us", tz="UTC")),
-    pa.field("ce_subject", pa.string()),
-]
-
-
-def lake_schema(spec: DataProductSpec) -> pa.Schema:
-    """Columns of every landed file of the product: values, (ce_* attributes), then provenance."""
-    if spec.format != "cloudevents":
-        return _payload_lake_schema(spec)
-    fields = [*spec.arrow_schema(), *CE_FIELDS, *PROVENANCE]
-    if spec.deletes_enabled:
-        fields.append(pa.field("_deleted", pa.bool_()))
-    return pa.schema(fields)
-
-
-def _payload_lake_schema(spec: DataProductSpec) -> pa.Schema:
-    fields = [*spec.arrow_schema(), *PROVENANCE]
-    if spec.deletes_enabled:
-        fields.append(pa.field("_deleted", pa.bool_()))
-    return pa.schema(fields)
-
-
-def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
-    """The decoder of a product's `format`: `Decoder` (JSON), or `CloudEventsDecoder`, which
-    needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication."""
-    if spec.format == "cloudevents":
-        from connectors.cloudevents import CloudEventsDecoder
-
-        return CloudEventsDecoder(spec, topic, **options)
-    return Decoder(spec, topic)
 
 
 def _parse_schema(spec: DataProductSpec) -> pa.Schema:
@@ -104,7 +45,7 @@ class Decoder:
     def __init__(self, spec: DataProductSpec, topic: str | None = None):
         self.spec = spec
         self.topic = topic or spec.topic
-        self.schema = _payload_lake_schema(spec)  # a CloudEvents product's ce_* come on top
+        self.schema = payload_lake_schema(spec)  # a CloudEvents product's ce_* come on top
         self.value_schema = spec.arrow_schema()
         self._topic_dict = pa.array([self.topic], pa.string())
         self._parse_options = pj.ParseOptions(

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.kafka_admin import ensure_topic, topic_partitions
+from connectors.kafka.admin import ensure_topic, topic_partitions
 from connectors.spec import DataProductSpec
 
 DLQ_SUFFIX = ".dlq"

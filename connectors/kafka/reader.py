@@ -18,7 +18,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from connectors.pipeline import run_ahead
+from connectors.formats.base import Batch
+from connectors.kafka.stages import run_ahead
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +75,6 @@ def consumer_config(bootstrap: str, group_id: str, extra: Mapping[str, Any] | No
     conf.update(extra or {})
     conf.update(_FIXED)
     return conf
-
-
-@dataclass
-class Batch:
-    """Messages of one partition, in offset order."""
-
-    partition: int
-    values: list[bytes | None]
-    keys: list[bytes | None]
-    offsets: list[int]
-    timestamps: list[int]  # epoch milliseconds (-1 when the broker has none)
-    headers: list[list[tuple[str, bytes]] | None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.offsets)
 
 
 @dataclass

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from connectors.compaction import normalize_hour
-from connectors.lake import Lake, hour_key, parse_hour_key
+from connectors.lake.layout import hour_key, normalize_hour, parse_hour_key
+from connectors.lake.store import Lake
 from connectors.metastore import FileRecord, Metastore
 
 

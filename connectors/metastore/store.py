@@ -12,162 +12,43 @@ exactly the recipe of DESIGN.md's first invariant:
   previous offset and on the claim still being ours;
 - **hours** record what landed where; a landing into a compacted hour reopens it.
 
-Batch readers may query these tables directly (docs/metastore.md): `fs_files` with
+Batch readers may query these tables directly (tables.py names them; README's metastore section): `fs_files` with
 `state = 'committed'` is the list of live files, never a directory listing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     and_,
-    create_engine,
     delete,
-    event,
     insert,
     inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
+
+from connectors.metastore.db import insert_ignore, make_engine, retrying, schema_lock
+from connectors.metastore.tables import (
+    claims,
+    files,
+    hours,
+    landings,
+    markers,
+    metadata,
+    offsets,
+    replays,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_LOCK_WAIT_S = 60  # MySQL's GET_LOCK: how long to wait for another process's schema change
-
-metadata = MetaData()
-
-claims = Table(
-    "fs_claims",
-    metadata,
-    Column("product", String(128), primary_key=True),
-    Column("resource", String(200), primary_key=True),  # partition/<p>/<start> or hour/<hour>
-    Column("owner", String(64), nullable=False),  # one attempt: uuid
-    Column("run_id", String(64), nullable=False),
-    Column("lease_until", Float, nullable=False),  # epoch seconds
-    Column("created_at", Float, nullable=False),
-)
-
-files = Table(
-    "fs_files",
-    metadata,
-    Column("path", String(700), primary_key=True),  # relative to the lake root
-    Column("product", String(128), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # landed | compacted | quarantine
-    Column("hour", String(16), nullable=False, index=True),  # 2026-11-26-10
-    Column("state", String(16), nullable=False),  # pending | committed | replaced
-    Column("claim", String(200), nullable=False),  # the claim resource that wrote it
-    Column("partition", Integer),  # landed/quarantine files: their Kafka partition
-    Column("start_offset", BigInteger),
-    Column("end_offset", BigInteger),  # exclusive: last offset in the range read + 1
-    Column("rows", BigInteger, nullable=False, default=0),
-    Column("bytes", BigInteger, nullable=False, default=0),
-    Column("generation", Integer, nullable=False, default=0),
-    Column("ranges", Text),  # JSON {partition: [[first, last], ...]} of offsets in the file
-    Column("min_offset", BigInteger),
-    Column("max_offset", BigInteger),
-    Column("run_id", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("committed_at", Float),
-    Column("replaced_at", Float),
-)
-
-offsets = Table(
-    "fs_offsets",
-    metadata,
-    Column("product", String(128), primary_key=True),
-    Column("partition", Integer, primary_key=True),
-    Column("next_offset", BigInteger, nullable=False),  # the first offset not yet landed
-    Column("at_eof", Boolean, nullable=False, default=False),  # the last run read to the end
-    Column("topic", String(249), nullable=False),
-    Column("run_id", String(64), nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-hours = Table(
-    "fs_hours",
-    metadata,
-    Column("product", String(128), primary_key=True),
-    Column("hour", String(16), primary_key=True),
-    Column("state", String(16), nullable=False),  # open | compacted | reopened
-    Column("generation", Integer, nullable=False, default=0),
-    Column("landed_rows", BigInteger, nullable=False, default=0),
-    Column("quarantined_rows", BigInteger, nullable=False, default=0),
-    Column("first_landed_at", Float),
-    Column("last_landed_at", Float),
-    Column("compacted_at", Float),
-    Column("compacted_rows", BigInteger),
-    Column("reopened_at", Float),
-    # Set when a blocking quality check failed on data landed in this hour: compaction (and
-    # anything downstream) leaves the hour alone until the owner clears it.
-    Column("blocked_reason", Text),
-    Column("blocked_at", Float),
-)
-
-# Records landed by a quarantine replay carry their original (old) offsets, below what an
-# offset-following consumer such as the warehouse sink has passed: each replay is recorded here,
-# in the replay's own commit, so such consumers can follow replays by id as a second watermark.
-replays = Table(
-    "fs_replays",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("product", String(128), nullable=False, index=True),
-    Column("path", String(700), nullable=False),  # the replay's landed file
-    Column("hour", String(16), nullable=False),
-    Column("partition", Integer, nullable=False),
-    Column("min_offset", BigInteger, nullable=False),
-    Column("max_offset", BigInteger, nullable=False),
-    Column("rows", BigInteger, nullable=False),
-    Column("committed_at", Float, nullable=False),
-)
-
-landings = Table(
-    "fs_landings",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("product", String(128), nullable=False, index=True),
-    Column("run_id", String(64), nullable=False),
-    Column("partition", Integer, nullable=False),
-    Column("start_offset", BigInteger, nullable=False),
-    Column("end_offset", BigInteger, nullable=False),
-    Column("consumed", BigInteger, nullable=False),
-    Column("landed", BigInteger, nullable=False),
-    Column("quarantined", BigInteger, nullable=False),
-    Column("committed_at", Float, nullable=False),
-)
-
-
-# Hours whose `_SUCCESS` marker was written, per generation (compaction writes the row right
-# after the marker). An hour is marked when a row has its current generation; batch users may
-# query it instead of probing the lake.
-markers = Table(
-    "fs_markers",
-    metadata,
-    Column("product", String(128), primary_key=True),
-    Column("hour", String(16), primary_key=True),
-    Column("generation", Integer, nullable=False),
-    Column("rows", BigInteger, nullable=False),
-    Column("written_at", Float, nullable=False),
-)
 
 
 class ClaimHeldError(RuntimeError):
@@ -275,129 +156,12 @@ def hour_resource(hour: str) -> str:
     return f"hour/{hour}"
 
 
-def _enter_wal(cursor, deadline_s: float = 60.0) -> None:
-    """Switch a SQLite database to WAL, waiting out other connections that hold it.
-
-    Entering WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
-    without its busy handler, when another connection is mid-transaction on the same file —
-    which is exactly what happens when several sensors or steps open a fresh metastore
-    together. So the switch is retried with a growing pause until `deadline_s` has passed.
-    """
-    deadline = time.monotonic() + deadline_s
-    pause = 0.01
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine whose write transactions serialize correctly across processes."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60}, poolclass=None)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
-            dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below take effect
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=60000")
-            _enter_wal(cur)
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # pragma: no cover - driver hook
-            # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-
-
-@contextlib.contextmanager
-def schema_lock(conn: Connection, name: str) -> Iterator[None]:
-    """Inside a transaction: hold the database's lock `name` for schema changes until it ends.
-
-    Steps and sensors that first meet a fresh database at once would otherwise race on
-    CREATE TABLE, which PostgreSQL answers with a unique violation of pg_type, not a wait.
-    SQLite needs nothing: every transaction here starts with BEGIN IMMEDIATE, its write lock.
-    Name the lock after what it creates, so unrelated tables never wait for each other.
-    """
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
-    elif dialect in ("mysql", "mariadb"):
-        got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": SCHEMA_LOCK_WAIT_S}).scalar()
-        if got != 1:
-            raise TimeoutError(
-                f"waited {SCHEMA_LOCK_WAIT_S} s for the schema lock {name!r}: another process is "
-                "changing these tables"
-            )
-    try:
-        yield
-    finally:
-        if dialect in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits on its own
-            try:
-                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-            except Exception:  # noqa: BLE001 - the lock goes with the session; keep the first error
-                log.warning("releasing the schema lock %r failed", name, exc_info=True)
-
-
-def create_missing_tables(engine: Engine, md: MetaData, lock_name: str, tables: Sequence[Table] | None = None) -> None:
-    """CREATE the tables of `md` (or `tables`) that do not exist yet, under `schema_lock`;
-    one inspection and no lock when they all exist (the common case: every sensor tick)."""
-    wanted = list(tables) if tables is not None else list(md.sorted_tables)
-    inspector = inspect(engine)
-    if all(inspector.has_table(t.name) for t in wanted):
-        return
-    with engine.begin() as conn, schema_lock(conn, lock_name):
-        md.create_all(conn, tables=wanted)
-
-
-def _insert_ignore(conn: Connection, table: Table, values: dict) -> None:
-    """INSERT that does nothing when the primary key exists, on every supported dialect."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing())
-    elif name in ("mysql", "mariadb"):
-        conn.execute(insert(table).values(**values).prefix_with("IGNORE"))
-    else:  # pragma: no cover
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(table).values(**values))
-        except IntegrityError:
-            pass
-
-
-def _retrying(fn: Callable[[], object], attempts: int = 5) -> object:
-    """Retry a whole transaction on transient lock/serialization errors."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OperationalError as exc:
-            text = str(exc).lower()
-            if attempt + 1 == attempts or not any(s in text for s in ("locked", "deadlock", "could not serialize")):
-                raise
-            time.sleep(0.05 * (2**attempt))
-    return None  # pragma: no cover
-
 
 class Metastore:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
-        _retrying(self._create_schema)
+        retrying(self._create_schema)
 
     def _create_schema(self) -> None:
         """Tables, and columns added to the model since a metastore was created (nullable, so
@@ -445,7 +209,7 @@ class Metastore:
                     )
                 )
 
-        _retrying(tx)
+        retrying(tx)
 
     # --- claims -------------------------------------------------------------------------
 
@@ -480,7 +244,7 @@ class Metastore:
             except IntegrityError:
                 return False
 
-        if _retrying(try_insert):
+        if retrying(try_insert):
             previous = None
         else:
             with self.engine.connect() as conn:
@@ -504,7 +268,7 @@ class Metastore:
                             .values(owner=owner, run_id=run_id, lease_until=time.time() + lease_s)
                         ).rowcount
 
-                if _retrying(take) != 1:
+                if retrying(take) != 1:
                     raise ClaimHeldError(product, resource, "another run (taken over concurrently)", lease_s)
                 previous = row["run_id"]
         # Whoever held this claim before may have left pending files: delete them first.
@@ -525,7 +289,7 @@ class Metastore:
                     .values(lease_until=time.time() + lease_s)
                 ).rowcount
 
-        return _retrying(tx) == 1
+        return retrying(tx) == 1
 
     def release(self, product: str, resource: str, owner: str) -> None:
         def tx() -> None:
@@ -534,7 +298,7 @@ class Metastore:
                     delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
                 )
 
-        _retrying(tx)
+        retrying(tx)
 
     def claims_of(self, product: str) -> list[dict]:
         with self.engine.connect() as conn:
@@ -572,7 +336,7 @@ class Metastore:
                     )
                 )
 
-        _retrying(tx)
+        retrying(tx)
 
     def pending_files(self, product: str, claim: str) -> list[str]:
         with self.engine.connect() as conn:
@@ -597,7 +361,7 @@ class Metastore:
                         cond = and_(cond, files.c.state == "pending")
                     conn.execute(delete(files).where(cond))
 
-        _retrying(tx)
+        retrying(tx)
 
     def file_states(self, paths: Iterable[str]) -> dict[str, str]:
         """path → state for the paths the metastore knows (absent: never registered)."""
@@ -687,7 +451,7 @@ class Metastore:
                 conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource)))
                 return reopened
 
-        return _retrying(tx)  # type: ignore[return-value]
+        return retrying(tx)  # type: ignore[return-value]
 
     def _touch_hours(self, conn: Connection, product: str, landed, quarantined, now: float) -> list[str]:
         per_hour: dict[str, list[int]] = {}
@@ -697,7 +461,7 @@ class Metastore:
             per_hour.setdefault(hour, [0, 0])[1] += stats.rows
         reopened = []
         for hour, (n_landed, n_quarantined) in sorted(per_hour.items()):
-            _insert_ignore(
+            insert_ignore(
                 conn, hours,
                 {"product": product, "hour": hour, "state": "open", "generation": 0, "landed_rows": 0,
                  "quarantined_rows": 0, "first_landed_at": now},
@@ -765,7 +529,7 @@ class Metastore:
                              files.c.kind == "landed")
                     ).limit(1)
                 ).first()
-                _insert_ignore(
+                insert_ignore(
                     conn, hours,
                     {"product": product, "hour": hour, "state": "open", "generation": 0, "landed_rows": 0,
                      "quarantined_rows": 0},
@@ -782,7 +546,7 @@ class Metastore:
                 )
                 conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource)))
 
-        _retrying(tx)
+        retrying(tx)
 
     def drop_replaced(self, paths: Iterable[str]) -> None:
         """Forget replaced files once they are deleted from the lake."""
@@ -794,7 +558,7 @@ class Metastore:
                     conn.execute(delete(files).where(and_(files.c.path.in_(chunk), files.c.state == "replaced")))
 
         if paths:
-            _retrying(tx)
+            retrying(tx)
 
     def block_hours(self, product: str, hour_keys: Iterable[str], reason: str) -> None:
         """A blocking quality check failed on data in these hours: stop what follows."""
@@ -808,7 +572,7 @@ class Metastore:
                         .values(blocked_reason=reason[:2000], blocked_at=time.time())
                     )
 
-        _retrying(tx)
+        retrying(tx)
 
     def unblock_hours(self, product: str, hour_keys: Iterable[str] | None = None) -> None:
         """Clear blocks (all of the product's when `hour_keys` is None)."""
@@ -820,7 +584,7 @@ class Metastore:
                     cond = and_(cond, hours.c.hour.in_(list(hour_keys)))
                 conn.execute(update(hours).where(cond).values(blocked_reason=None, blocked_at=None))
 
-        _retrying(tx)
+        retrying(tx)
 
     # --- quarantine replay ----------------------------------------------------------------
 
@@ -880,7 +644,7 @@ class Metastore:
                 conn.execute(delete(claims).where(and_(claims.c.product == product, claims.c.resource == claim)))
                 return reopened
 
-        return _retrying(tx)  # type: ignore[return-value]
+        return retrying(tx)  # type: ignore[return-value]
 
     def record_marker(self, product: str, hour: str, generation: int, rows: int) -> None:
         """The hour's `_SUCCESS` marker of `generation` was written (compaction)."""
@@ -892,7 +656,7 @@ class Metastore:
                     insert(markers).values(product=product, hour=hour, generation=generation, rows=rows, written_at=time.time())
                 )
 
-        _retrying(tx)
+        retrying(tx)
 
     def marked_hours(self, product: str) -> dict[str, int]:
         """hour → generation of its last written `_SUCCESS` marker."""

@@ -1,7 +1,7 @@
 """Query-based source connector: publishes the rows of a legacy SQL table to a topic.
 
 The role of Kafka Connect's JDBC source, for any SQLAlchemy URL. Each run selects the rows
-past a durable cursor, publishes them as binary-mode CloudEvents (connectors/cloudevents.py)
+past a durable cursor, publishes them as binary-mode CloudEvents (connectors/formats/cloudevents.py)
 with an idempotent producer, waits until the broker acknowledged every one of them, and only
 then advances the cursor — one step per `batch_rows` rows. A crash before the cursor moved
 re-publishes those rows on the next run with the same deterministic `ce_id`
@@ -55,9 +55,9 @@ import sqlalchemy as sa
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from connectors.cloudevents import binary_headers, cloudevent_id, json_default, rfc3339
-from connectors.kafka_admin import ensure_topic
-from connectors.landing import crash_point
+from connectors.faults import crash_point
+from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
+from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
 from connectors.spec import (
     IDENTIFIER,
@@ -156,7 +156,7 @@ class SourceSpec(_Model):
         to the settings' home)."""
         env = dict(os.environ if env is None else env)
         if "FLOWSUITE_HOME" not in env:
-            from orchestration.settings import load_settings  # plain values, no Dagster
+            from connectors.settings import load_settings  # plain values, no Dagster
 
             env["FLOWSUITE_HOME"] = str(load_settings(env).home)
         return expand_vars(self.connection.url, env)

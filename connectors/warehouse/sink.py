@@ -67,8 +67,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Connection, Engine
 
-from connectors.decode import lake_schema
-from connectors.landing import crash_point
+from connectors.faults import crash_point
+from connectors.formats import lake_schema
 from connectors.metastore import (
     FileRecord,
     Metastore,
@@ -221,6 +221,22 @@ class SyncResult:
     def add_counts(self, counts: BatchCounts) -> None:
         for name in BatchCounts.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(counts, name))
+
+    def lines(self) -> list[str]:
+        """What `flowsuite warehouse sync` and the demo print about this sync."""
+        offsets = ", ".join(f"p{p}: {self.offsets_before.get(p, 0):,} → {n:,}" for p, n in sorted(self.offsets_after.items()))
+        lines = [
+            f"table {self.table} in {self.url}: {self.table_rows:,} rows",
+            f"this sync: {self.inserted:,} inserted, {self.updated:,} updated, {self.deleted:,} deleted, "
+            f"{self.skipped_stale:,} stale skipped ({self.rows_read:,} rows read in {self.batches} batch(es), "
+            f"{self.duration_s:.2f}s)",
+            f"sink offsets (kept in the warehouse): {offsets or 'none yet'}",
+        ]
+        if self.added_columns:
+            lines.append(f"added columns: {', '.join(self.added_columns)}")
+        if self.blocked_hours:
+            lines.append(f"stopped before hours blocked by a quality check: {', '.join(self.blocked_hours)}")
+        return lines
 
 
 # --- the per-key reduction (vectorized) -------------------------------------------------------

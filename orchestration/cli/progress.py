@@ -4,7 +4,7 @@ A bar shows only to a person: stderr is a terminal and `CI` is not true. Everywh
 (CI logs, pipes, tests, Dagster runs) the same code runs with a no-op callback, so callers
 never branch:
 
-    from orchestration.progress import progress_bar
+    from orchestration.cli.progress import progress_bar
 
     with progress_bar("producing to clicks", total=200_000) as advance:
         produce(..., progress=advance)        # advance(done) sets the count so far

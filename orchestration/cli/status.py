@@ -1,44 +1,33 @@
-"""CLI subcommand `flowsuite status [PRODUCT ...] [--json]`. Registered on import by cli.py."""
+"""`flowsuite status [PRODUCT ...] [--json]`: per product, where landing, hours and sinks stand."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from orchestration.cli import CliError, arg, command
-from orchestration.settings import Settings
+import click
+
+from connectors.settings import Settings
+from orchestration.cli.common import CliError, pass_settings
 
 
-@command(
-    "status",
-    help="per product: committed vs end offsets, lag, last landing, hours, quarantine, warehouse rows",
-    args=[
-        arg(
-            "products", nargs="*", metavar="PRODUCT", help="only these data products (default: all)"
-        ),
-        arg(
-            "--json",
-            action="store_true",
-            dest="as_json",
-            help="print one JSON document for scripts",
-        ),
-    ],
-)
-def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
+@click.command("status", help="per product: committed vs end offsets, lag, last landing, hours, quarantine, warehouse rows")
+@click.argument("products", nargs=-1, metavar="[PRODUCT]...")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document for scripts")
+@pass_settings
+def command(settings: Settings, products: tuple[str, ...], as_json: bool) -> None:
     from connectors.spec import load_specs
-    from orchestration.status import collect_status, render_status, status_json
+    from orchestration.services.status import collect_status, render_status, status_json
 
-    if args.products:
+    if products:
         known = {s.name for s in load_specs(settings.products_dir)}
-        unknown = sorted(set(args.products) - known)
+        unknown = sorted(set(products) - known)
         if unknown:
             raise CliError(
                 f"no data product {', '.join(unknown)} in {settings.products_dir} "
                 f"(known: {', '.join(sorted(known)) or 'none'})"
             )
-    statuses = collect_status(settings, args.products or None)
-    if args.as_json:
-        print(json.dumps(status_json(statuses), indent=2))
+    statuses = collect_status(settings, list(products) or None)
+    if as_json:
+        click.echo(json.dumps(status_json(statuses), indent=2))
     else:
         render_status(statuses)
-    return 0

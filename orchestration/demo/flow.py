@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 TIERS = ("gold", "silver", "bronze")
 COUNTRIES = ("DE", "FR", "US", "GB", "NL", "JP", "BR", "IN")
-PARTNERS = 250  # connectors.demo_data.PARTNERS: the partners the clicks name
+PARTNERS = 250  # examples.demo_data.PARTNERS: the partners the clicks name
 
 
 def legacy_table() -> sa.Table:
@@ -63,10 +63,10 @@ def refresh_legacy(url: str, now: datetime, changes: int = 5) -> str:
 
 
 def partners_section(demo) -> list[str]:
-    from connectors.source_sql import load_sources, publish
+    from connectors.sources import load_sources, publish
     from connectors.spec import load_specs
-    from connectors.sql_sink import WarehouseSink
-    from orchestration.demo import ingest_summary, run_ingest
+    from connectors.warehouse import WarehouseSink
+    from orchestration.demo.ingest import ingest_summary, run_ingest
 
     products = {s.name: s for s in load_specs(demo.settings.products_dir)}
     sources = [s for s in load_sources(demo.settings.products_dir, list(products.values())) if s.product == "partners"]
@@ -99,7 +99,7 @@ def partners_section(demo) -> list[str]:
 
 
 def engagement_section(demo) -> list[str]:
-    from connectors.engagement import (
+    from examples.engagement import (
         PRODUCT,
         EngagementTable,
         compare_planes,
@@ -120,7 +120,7 @@ def engagement_section(demo) -> list[str]:
         lake_rows = {(r["partner_id"], r["hour"]): r for r in table.read(hours).to_pylist()}
     finally:
         table.dispose()
-    from connectors.engagement import read_lake
+    from examples.engagement import read_lake
 
     lines = [
         f"computed once from clicks' live files: {len(hours)} hour(s), {clicks:,} clicks; lake: {PRODUCT}/dt=…/hour=…/part-g<n>-0.parquet; "

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestration.settings import Settings
+from connectors.settings import Settings
 
 BROKER_TIMEOUT_S = 3.0
 
@@ -68,8 +68,8 @@ class ProductStatus:
 def collect_status(settings: Settings, products: list[str] | None = None) -> list[ProductStatus]:
     """The status of every product (or of `products`), in spec order."""
     from connectors.spec import load_specs
-    from orchestration.broker import broker_answers
     from orchestration.resources import default_flowsuite_resource
+    from orchestration.services.broker import broker_answers
 
     specs = load_specs(settings.products_dir)
     if products:
@@ -125,12 +125,7 @@ def product_status(spec: Any, flowsuite: Any, broker_up: bool) -> ProductStatus:
 
 
 def _probe(spec: Any, flowsuite: Any, states: dict, broker_up: bool) -> tuple[dict, str]:
-    from connectors.kafka_reader import (
-        KafkaReadError,
-        consumer_config,
-        partitions_of,
-        probe_partitions,
-    )
+    from connectors.kafka import KafkaReadError, consumer_config, partitions_of, probe_partitions
 
     if not broker_up:
         return {}, f"no broker answers at {flowsuite.kafka_bootstrap}"
@@ -172,7 +167,7 @@ def _warehouse(spec: Any, url: str) -> tuple[dict[int, int] | None, int | None, 
         return None, None, None, "not configured"
     import sqlalchemy as sa
 
-    from connectors.sql_sink import WarehouseError, WarehouseSink
+    from connectors.warehouse import WarehouseError, WarehouseSink
 
     try:
         sink = WarehouseSink(spec, url)

@@ -19,8 +19,11 @@ from assets.engagement import (
     build_engagement_definitions,
     cross_plane_result,
 )
-from connectors.demo_data import generate_clicks, produce
-from connectors.engagement import (
+from connectors.flows import land
+from connectors.lake import hour_key
+from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
+from examples.engagement import (
     PRODUCT,
     EngagementTable,
     compare_planes,
@@ -28,9 +31,6 @@ from connectors.engagement import (
     read_lake,
     sync_warehouse,
 )
-from connectors.lake import hour_key
-from connectors.landing import land
-from connectors.spec import parse_spec_file
 from orchestration.resources import FlowsuiteResource
 from tests.support import read_hive
 

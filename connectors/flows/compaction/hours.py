@@ -57,9 +57,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.decode import lake_schema
-from connectors.lake import SUCCESS, Lake, hour_dir, hour_key, parse_hour_key
-from connectors.landing import crash_point
+from connectors.faults import crash_point
+from connectors.formats import lake_schema
+from connectors.lake import SUCCESS, Lake, hour_dir, normalize_hour, parse_hour_key
 from connectors.metastore import (
     ClaimLostError,
     FileRecord,
@@ -94,11 +94,6 @@ class VerificationError(RuntimeError):
 
 
 # --- small helpers other modules share ------------------------------------------------------
-
-
-def normalize_hour(hour: str | datetime) -> str:
-    """'2026-11-26-10' from any accepted hour form (Dagster keys '2026-11-26-10:00' included)."""
-    return hour_key(parse_hour_key(hour) if isinstance(hour, str) else hour)
 
 
 def hour_closes_at(spec: DataProductSpec, hour: str) -> datetime:
@@ -244,7 +239,7 @@ class _Output:
         )
 
 
-class _LeaseKeeper:
+class LeaseKeeper:
     """Renews the hour claim in the background; `check()` raises once it was lost."""
 
     def __init__(self, metastore: Metastore, product: str, resource: str, owner: str, lease_s: float):
@@ -253,7 +248,7 @@ class _LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{resource}", daemon=True)
 
-    def __enter__(self) -> _LeaseKeeper:
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
@@ -278,7 +273,7 @@ class _LeaseKeeper:
 # --- fingerprints ---------------------------------------------------------------------------
 
 
-class _Fingerprint:
+class Fingerprint:
     """Row count, an order-free checksum of all values, and the (partition, offset) pairs."""
 
     def __init__(self, columns: Sequence[str]):
@@ -318,7 +313,7 @@ class _Fingerprint:
         self._con.close()
 
 
-def verify_same_rows(inputs: _Fingerprint, outputs: _Fingerprint, what: str) -> None:
+def verify_same_rows(inputs: Fingerprint, outputs: Fingerprint, what: str) -> None:
     """Raise VerificationError unless the two sides hold exactly the same rows."""
     if inputs.rows != outputs.rows:
         raise VerificationError(f"{what}: {outputs.rows} rows written for {inputs.rows} read; nothing swapped")
@@ -335,7 +330,7 @@ def verify_same_rows(inputs: _Fingerprint, outputs: _Fingerprint, what: str) -> 
 Source = tuple[pafs.FileSystem, str, int]  # filesystem, full path, size in bytes
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """The product's lake schema; columns missing in an older file become nulls."""
     if table.schema.equals(schema):
         return table
@@ -356,7 +351,7 @@ def _iter_source(src: Source, schema: pa.Schema) -> Iterable[pa.Table]:
     with fs.open_input_file(path) as f:
         pf = pq.ParquetFile(f)
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS):
-            yield _conform(pa.Table.from_batches([batch]), schema)
+            yield conform(pa.Table.from_batches([batch]), schema)
 
 
 def _row_groups(rows: int, target: int) -> int:
@@ -376,15 +371,15 @@ def rewrite_hour(
     generation: int,
     target_file_bytes: int,
     row_group_rows: int,
-    keeper: _LeaseKeeper | None = None,
+    keeper: LeaseKeeper | None = None,
     spill_dir: str | None = None,
-) -> tuple[list[_Output], _Fingerprint]:
+) -> tuple[list[_Output], Fingerprint]:
     """Write the rows of `sources` sorted into pending `part-g<generation>-<n>` files of the
     hour, and verify them; returns the outputs and the inputs' fingerprint."""
     schema = lake_schema(spec)
     order_by = [(c, "ascending") for c in sort_columns(spec, schema)]
-    inputs = _Fingerprint(schema.names)
-    outputs = _Fingerprint(schema.names)
+    inputs = Fingerprint(schema.names)
+    outputs = Fingerprint(schema.names)
     written: list[_Output] = []
     folder = hour_dir(spec.name, hour)
     resource = hour_resource(hour)
@@ -394,7 +389,7 @@ def rewrite_hour(
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact-fingerprint")
     pending: list[Future] = []
 
-    def fingerprint_later(fp: _Fingerprint, table: pa.Table) -> None:
+    def fingerprint_later(fp: Fingerprint, table: pa.Table) -> None:
         # DuckDB's checksum releases the GIL: it runs beside the sort or the Parquet write.
         # One at a time per fingerprint (each has one DuckDB connection), in submission order.
         pending.append(pool.submit(fp.add, table))
@@ -445,7 +440,7 @@ def rewrite_hour(
         if n_out == 1:
             tables = []
             for src in sources:
-                tables.append(_conform(_read_source(src), schema))
+                tables.append(conform(_read_source(src), schema))
             table = pa.concat_tables(tables) if tables else schema.empty_table()
             del tables
             fingerprint_later(inputs, table)  # one checksum query for the hour, beside the sort
@@ -508,13 +503,13 @@ def _rewrite_spilled(sources, schema, order_by, n_out, inputs, write_output, kee
 
 
 def _conform_keys(table: pa.Table, schema: pa.Schema, key_cols: list[str]) -> pa.Table:
-    return _conform(table, pa.schema([schema.field(c) for c in key_cols]))
+    return conform(table, pa.schema([schema.field(c) for c in key_cols]))
 
 
 # --- compaction of one hour -----------------------------------------------------------------
 
 
-def _sources_of(lake: Lake, files: Sequence[FileRecord]) -> list[Source]:
+def sources_of(lake: Lake, files: Sequence[FileRecord]) -> list[Source]:
     return [(lake.fs, lake.full(f.path), int(f.bytes or 0)) for f in files]
 
 
@@ -531,7 +526,7 @@ def compact_hour(
     lease_s: float = DEFAULT_LEASE_S,
     target_file_bytes: int | None = None,
     spill_dir: str | None = None,
-    rebuild: Callable[..., tuple[list[_Output], _Fingerprint, str, str]] | None = None,
+    rebuild: Callable[..., tuple[list[_Output], Fingerprint, str, str]] | None = None,
 ) -> CompactionResult:
     """Compact one hour (see the module docstring). Idempotent: an hour already compacted with
     no new files is a no-op that says so (and finishes an interrupted tail, marker included).
@@ -565,7 +560,7 @@ def compact_hour(
         )
     swapped = False
     try:
-        with _LeaseKeeper(metastore, product, resource, owner, lease_s) as keeper:
+        with LeaseKeeper(metastore, product, resource, owner, lease_s) as keeper:
             record = metastore.hour(product, hour)
             if record is not None and record.blocked_reason:
                 raise HourBlockedError(product, hour, record.blocked_reason)
@@ -614,7 +609,7 @@ def compact_hour(
                 result.source, result.note = source, note
             else:
                 outputs, fingerprint = rewrite_hour(
-                    spec, hour, _sources_of(lake, live), lake=lake, metastore=metastore, run_id=run_id,
+                    spec, hour, sources_of(lake, live), lake=lake, metastore=metastore, run_id=run_id,
                     generation=generation, target_file_bytes=target, row_group_rows=row_group_rows,
                     keeper=keeper, spill_dir=spill_dir,
                 )
