@@ -61,7 +61,6 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
         ("assets.hourly", "build_hourly_definitions"),
         ("quality.checks", "build_quality_definitions"),  # freshness and volume checks
         ("assets.sources", "build_source_definitions"),  # a legacy table published to the topic
-        ("assets.engagement", "build_engagement_definitions"),  # partner_engagement, derived from clicks
     ):
         build = _optional_builder(module, builder)
         if build is not None:

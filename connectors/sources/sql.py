@@ -59,6 +59,7 @@ from connectors.faults import crash_point
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
+from connectors.settings import load_settings
 from connectors.spec import (
     IDENTIFIER,
     DataProductSpec,
@@ -156,8 +157,6 @@ class SourceSpec(_Model):
         to the settings' home)."""
         env = dict(os.environ if env is None else env)
         if "FLOWSUITE_HOME" not in env:
-            from connectors.settings import load_settings  # plain values, no Dagster
-
             env["FLOWSUITE_HOME"] = str(load_settings(env).home)
         return expand_vars(self.connection.url, env)
 

@@ -12,13 +12,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.engagement import (
-    CROSS_PLANE_CHECK,
-    ENGAGEMENT_HOURLY,
-    ENGAGEMENT_WAREHOUSE,
-    build_engagement_definitions,
-    cross_plane_result,
-)
 from connectors.flows import land
 from connectors.lake import hour_key
 from connectors.spec import parse_spec_file
@@ -30,6 +23,13 @@ from examples.engagement import (
     materialize_hour,
     read_lake,
     sync_warehouse,
+)
+from examples.engagement_assets import (
+    CROSS_PLANE_CHECK,
+    ENGAGEMENT_HOURLY,
+    ENGAGEMENT_WAREHOUSE,
+    build_engagement_definitions,
+    cross_plane_result,
 )
 from orchestration.resources import FlowsuiteResource
 from tests.support import read_hive

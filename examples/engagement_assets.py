@@ -1,6 +1,7 @@
 """`partner_engagement`: one count per partner and hour, served to the lake and the warehouse.
 
-Built for the `clicks` product (examples/engagement.py holds the logic):
+Built for the `clicks` product (examples/engagement.py holds the logic; orchestration/definitions.py
+wires it to `clicks` explicitly):
 
 - `partner_engagement/hourly` (hourly partitions, the same as `clicks/hourly`): computes the
   hour once from `clicks`' live files and makes it the hour's only live lake file. It depends
@@ -25,7 +26,6 @@ from connectors.lake import normalize_hour
 from connectors.spec import DataProductSpec
 from examples.engagement import (
     PRODUCT,
-    SOURCE_PRODUCT,
     TABLE,
     EngagementTable,
     compare_planes,
@@ -74,9 +74,8 @@ def cross_plane_result(flowsuite: FlowsuiteResource, hours: list[str] | None = N
 
 
 def build_engagement_definitions(spec: DataProductSpec) -> dg.Definitions:
-    """The engagement assets and check, built with the product they are derived from (`clicks`)."""
-    if spec.name != SOURCE_PRODUCT:
-        return dg.Definitions()
+    """The engagement assets and check, derived from the product `spec` (orchestration/definitions.py
+    passes `clicks`, SOURCE_PRODUCT)."""
     partitions = hourly_partitions(spec)
 
     @dg.asset(
