@@ -64,10 +64,10 @@ from connectors.spec import (
     IDENTIFIER,
     DataProductSpec,
     SpecError,
+    SpecModel,
     SpecProblem,
-    _Model,
-    _problems_from_validation,
     parse_duration,
+    problems_from_validation,
 )
 
 log = logging.getLogger(__name__)
@@ -82,16 +82,16 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\
 # --- the declaration ----------------------------------------------------------------------------
 
 
-class SourceConnectionSpec(_Model):
+class SourceConnectionSpec(SpecModel):
     url: str = Field(description="SQLAlchemy URL; ${VAR} and ${VAR:-default} come from the environment")
 
 
-class SourceCloudEventsSpec(_Model):
+class SourceCloudEventsSpec(SpecModel):
     source: str | None = None  # ce_source; default /flowsuite/sources/<name>
     type: str | None = None  # ce_type; default flowsuite.source.<table>.row
 
 
-class SourceSpec(_Model):
+class SourceSpec(SpecModel):
     """One query-based source connector: a table, how to find new rows, and the product it feeds."""
 
     name: str
@@ -187,7 +187,7 @@ def parse_source_file(path: Path) -> SourceSpec:
     try:
         spec = SourceSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems_from_validation(path, exc, data)) from None
+        raise SpecError(problems_from_validation(path, exc, data)) from None
     if path.stem != spec.name and path.stem != spec.product:
         raise SpecError([SpecProblem(path, "name", f"the file name {path.stem!r} must be the connector's name or its product's")])
     return spec
