@@ -30,6 +30,9 @@ from pydantic import (
 # are restricted to a portable, injection-free alphabet.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: "$" would accept a trailing newline
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
+# The lake's hive partition keys (`<product>/dt=…/hour=…/`): hive readers (DuckDB, Spark, Trino,
+# pyarrow datasets) replace a file column of the same name by the directory's string.
+PARTITION_COLUMNS = ("dt", "hour")
 RESERVED_COLUMNS = {"_topic", "_partition", "_offset", "_timestamp", "_key", "_deleted", "_error", "_raw"}
 
 FieldType = Literal["string", "int32", "int64", "float64", "boolean", "timestamp", "date", "bytes"]
@@ -98,6 +101,12 @@ class FieldSpec(SpecModel):
                 f"field name {v!r} is reserved for the provenance column every landed file carries; "
                 "rename the field"
             )
+        if v in PARTITION_COLUMNS:
+            raise ValueError(
+                f"field name {v!r} is the name of a lake partition directory (…/dt=…/hour=…/); hive "
+                f"readers such as DuckDB and Spark would replace the column by the directory's text; "
+                f"rename the field (e.g. {v}_start or event_{v})"
+            )
         if not IDENTIFIER.match(v):
             raise ValueError(
                 f"field name {v!r} must match {IDENTIFIER.pattern} (lower case, digits, underscore)"
@@ -161,8 +170,20 @@ class EventTimeSpec(SpecModel):
 class PartitioningSpec(SpecModel):
     """Hour partitions by event time (UTC)."""
 
-    start: datetime = Field(description="first hour of the product's Dagster partitions (UTC)")
+    start: datetime = Field(description=(
+        "first hour of the product's Dagster partitions (UTC): a timestamp, or `-<N>d` for the UTC "
+        "midnight N days before the code location loads (a rolling window, for demos and sandboxes)"
+    ))
     allowed_lateness: timedelta = Field(default=timedelta(minutes=10))
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _relative_start(cls, v: Any) -> Any:
+        # An explicit timestamp keeps its meaning; only the `-<N>d` form rolls with the clock.
+        if isinstance(v, str) and (m := re.fullmatch(r"\s*-(\d+)d\s*", v)):
+            today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            return today - timedelta(days=int(m.group(1)))
+        return v
 
     @field_validator("allowed_lateness", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ Finance and analytics used to bill a partner from two different counts. Here the
 derived data product, `partner_engagement`, computed **once** per hour from the committed
 rows of `clicks` (the metastore's live files of that hour, never a directory listing):
 
-    partner_id, hour, clicks, unique_users, impressions
+    partner_id, hour_start, clicks, unique_users, impressions
 
 - `clicks`: distinct `event_id`s with kind = click (the product's key: a record delivered
   twice is counted once, as in the clicks warehouse table);
@@ -42,11 +42,15 @@ from connectors.metastore import (
 PRODUCT = "partner_engagement"
 SOURCE_PRODUCT = "clicks"
 TABLE = "partner_engagement"
-KEY = ("partner_id", "hour")
+# The hour column is `hour_start`, not `hour`: the lake's directories are `dt=…/hour=…`, and hive
+# readers (DuckDB, Spark, pyarrow datasets) replace a file column named like a partition key by the
+# directory's string. Specs may not name a field `dt` or `hour` for the same reason.
+HOUR = "hour_start"
+KEY = ("partner_id", HOUR)
 MEASURES = ("clicks", "unique_users", "impressions")
 SCHEMA = pa.schema([
     pa.field("partner_id", pa.string(), nullable=False),
-    pa.field("hour", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field(HOUR, pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("clicks", pa.int64(), nullable=False),
     pa.field("unique_users", pa.int64(), nullable=False),
     pa.field("impressions", pa.int64(), nullable=False),
@@ -85,7 +89,7 @@ def count_hour(lake: Lake, metastore: Metastore, hour: str, source: str = SOURCE
     n = joined.num_rows
     out = pa.table({
         "partner_id": joined.column("partner_id"),
-        "hour": pa.repeat(pa.scalar(_hour_ts(hour), pa.timestamp("us", tz="UTC")), n),
+        HOUR: pa.repeat(pa.scalar(_hour_ts(hour), pa.timestamp("us", tz="UTC")), n),
         "clicks": pc.fill_null(joined.column("event_id_count_distinct"), 0).cast(pa.int64()),
         "unique_users": pc.fill_null(joined.column("user_id_count_distinct"), 0).cast(pa.int64()),
         "impressions": pc.fill_null(joined.column("impressions"), 0).cast(pa.int64()),
@@ -123,13 +127,20 @@ def materialize_hour(lake: Lake, metastore: Metastore, hour: str, run_id: str | 
     return HourCount(hour, rows.num_rows, clicks, files, read, path, generation, old)
 
 
+def conform(rows: pa.Table) -> pa.Table:
+    """Rows read from the lake in SCHEMA; files written before the rename carry `hour`."""
+    if HOUR not in rows.column_names and "hour" in rows.column_names:
+        rows = rows.rename_columns([HOUR if n == "hour" else n for n in rows.column_names])
+    return rows.select(SCHEMA.names).cast(SCHEMA)
+
+
 def read_lake(lake: Lake, metastore: Metastore, hours: list[str] | None = None) -> pa.Table:
     """Live `partner_engagement` rows (of `hours`, or all)."""
     wanted = {normalize_hour(h) for h in hours} if hours is not None else None
     files = [f.path for f in metastore.live_files(PRODUCT) if wanted is None or f.hour in wanted]
     if not files:
         return SCHEMA.empty_table()
-    return lake.read_tables(files).select(SCHEMA.names).cast(SCHEMA)
+    return conform(lake.read_tables(files))
 
 
 def lake_hours(metastore: Metastore) -> list[str]:
@@ -140,7 +151,7 @@ def lake_hours(metastore: Metastore) -> list[str]:
 
 
 class EngagementTable:
-    """The warehouse table `partner_engagement`, keyed by (partner_id, hour)."""
+    """The warehouse table `partner_engagement`, keyed by (partner_id, hour_start)."""
 
     def __init__(self, url: str | None = None, *, engine: sa.Engine | None = None, table: str = TABLE):
         self.engine = engine or make_engine(url)
@@ -148,14 +159,26 @@ class EngagementTable:
         self.table = sa.Table(
             table, md,
             sa.Column("partner_id", sa.String(64), primary_key=True),
-            sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+            sa.Column(HOUR, sa.DateTime(timezone=True), primary_key=True),
             sa.Column("clicks", sa.BigInteger, nullable=False),
             sa.Column("unique_users", sa.BigInteger, nullable=False),
             sa.Column("impressions", sa.BigInteger, nullable=False),
             sa.Column("lake_generation", sa.Integer, nullable=False),  # which lake file it came from
             sa.Column("updated_at", sa.Float, nullable=False),
         )
+        self._rename_hour_column(table)
         create_missing_tables(self.engine, md, f"flowsuite.table.{table}")
+
+    def _rename_hour_column(self, table: str) -> None:
+        # Tables created before the rename have `hour`; every database here renames in place.
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(table):
+            return
+        columns = {c["name"] for c in inspector.get_columns(table)}
+        if "hour" in columns and HOUR not in columns:
+            q = self.engine.dialect.identifier_preparer.quote
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {q(table)} RENAME COLUMN {q('hour')} TO {q(HOUR)}"))
 
     @property
     def safe_url(self) -> str:
@@ -173,13 +196,13 @@ class EngagementTable:
         hour_ts = self._bind_hour(_hour_ts(normalize_hour(hour)))
         now = time.time()
         values = [
-            {"partner_id": r["partner_id"], "hour": hour_ts, "clicks": r["clicks"], "unique_users": r["unique_users"],
+            {"partner_id": r["partner_id"], HOUR: hour_ts, "clicks": r["clicks"], "unique_users": r["unique_users"],
              "impressions": r["impressions"], "lake_generation": generation, "updated_at": now}
             for r in rows.select(["partner_id", "clicks", "unique_users", "impressions"]).to_pylist()
         ]
         t = self.table
         with self.engine.begin() as conn:
-            stale = sa.delete(t).where(t.c.hour == hour_ts)
+            stale = sa.delete(t).where(t.c[HOUR] == hour_ts)
             if values:
                 stale = stale.where(t.c.partner_id.not_in([v["partner_id"] for v in values]))
             deleted = conn.execute(stale).rowcount
@@ -202,16 +225,16 @@ class EngagementTable:
 
     def read(self, hours: list[str] | None = None) -> pa.Table:
         t = self.table
-        q = sa.select(t.c.partner_id, t.c.hour, t.c.clicks, t.c.unique_users, t.c.impressions)
+        q = sa.select(t.c.partner_id, t.c[HOUR], t.c.clicks, t.c.unique_users, t.c.impressions)
         if hours is not None:
-            q = q.where(t.c.hour.in_([self._bind_hour(_hour_ts(normalize_hour(h))) for h in hours]))
+            q = q.where(t.c[HOUR].in_([self._bind_hour(_hour_ts(normalize_hour(h))) for h in hours]))
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         for r in rows:
-            h = r["hour"]
+            h = r[HOUR]
             if isinstance(h, str):
                 h = datetime.fromisoformat(h)
-            r["hour"] = h.replace(tzinfo=UTC) if h.tzinfo is None else h.astimezone(UTC)
+            r[HOUR] = h.replace(tzinfo=UTC) if h.tzinfo is None else h.astimezone(UTC)
         return pa.Table.from_pylist(rows, schema=SCHEMA) if rows else SCHEMA.empty_table()
 
 
@@ -223,7 +246,7 @@ def sync_warehouse(lake: Lake, metastore: Metastore, table: EngagementTable, hou
         files = metastore.live_files(PRODUCT, h)
         if not files:
             continue
-        rows = lake.read_tables([f.path for f in files]).select(SCHEMA.names).cast(SCHEMA)
+        rows = conform(lake.read_tables([f.path for f in files]))
         counts = table.upsert_hour(h, rows, max(f.generation for f in files))
         totals["hours"] += 1
         totals["upserted"] += counts["upserted"]
@@ -248,8 +271,8 @@ class CellDifference:
 
 def compare_planes(lake: Lake, metastore: Metastore, table: EngagementTable, hours: list[str] | None = None) -> tuple[int, list[CellDifference]]:
     """(partner-hours compared, every cell where the lake and the warehouse disagree)."""
-    a = {(r["partner_id"], hour_key(r["hour"])): r for r in read_lake(lake, metastore, hours).to_pylist()}
-    b = {(r["partner_id"], hour_key(r["hour"])): r for r in table.read(hours).to_pylist()}
+    a = {(r["partner_id"], hour_key(r[HOUR])): r for r in read_lake(lake, metastore, hours).to_pylist()}
+    b = {(r["partner_id"], hour_key(r[HOUR])): r for r in table.read(hours).to_pylist()}
     diffs: list[CellDifference] = []
     for k in sorted(a.keys() | b.keys()):
         la, wa = a.get(k), b.get(k)

@@ -232,7 +232,7 @@ def build_quality_definitions(spec: DataProductSpec) -> dg.Definitions:
         name=f"{spec.name}_quality_schedule",
         job=job,
         cron_schedule="*/10 * * * *",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
         description="A missing landing is only noticed by looking: run freshness and volume every 10 minutes.",
     )
     return dg.Definitions(asset_checks=checks, jobs=[job], schedules=[schedule])

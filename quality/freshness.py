@@ -9,7 +9,8 @@
 
 The status functions are plain (no dagster) so tests and the CLI call them directly;
 `freshness_and_volume_checks` wraps them as standalone `@dg.asset_check`s on `P/landed`,
-run after each landing in the ingest job and on the `<P>_quality_schedule` (every 10 minutes),
+run after each landing in the ingest job and on the `<P>_quality_schedule` (every 10 minutes,
+stopped by default like every automation),
 since a missing landing can only be noticed by looking.
 """
 

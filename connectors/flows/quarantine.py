@@ -28,7 +28,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -71,11 +71,48 @@ def reason_kind(reason: str | None) -> str:
     return text
 
 
+# Stable codes for the kinds of reason decode and validate write, most specific first; a code
+# names the rule and the field, so counts group the same way whatever values the records held.
+_REASON_CODES = [
+    (re.compile(r"^missing required field '([^']+)'"), "missing_field:{0}"),
+    (re.compile(r"^field '([^']+)' = .* is not one of"), "not_in_enum:{0}"),
+    (re.compile(r"^field '([^']+)' = .* is below min"), "below_min:{0}"),
+    (re.compile(r"^field '([^']+)' = .* is above max"), "above_max:{0}"),
+    (re.compile(r"^field '([^']+)' = .* does not match pattern"), "pattern_mismatch:{0}"),
+    (re.compile(r"^field '([^']+)' is \d+ long, above max_length"), "too_long:{0}"),
+    (re.compile(r"^field '([^']+)': .* does not fit in"), "out_of_range:{0}"),
+    (re.compile(r"^field '([^']+)': .* is not an ISO-8601"), "bad_timestamp:{0}"),
+    (re.compile(r"^field '([^']+)': expected "), "wrong_type:{0}"),
+    (re.compile(r"^no event time"), "no_event_time"),
+    (re.compile(r"^value is not valid UTF-8"), "not_utf8"),
+    (re.compile(r"^value is empty"), "empty_value"),
+    (re.compile(r"^value is a JSON \w+, expected an object"), "not_an_object"),
+    (re.compile(r"^(malformed|invalid) JSON"), "malformed_json"),
+    (re.compile(r"^tombstone"), "tombstone"),
+    (re.compile(r"^unsupported CloudEvents specversion"), "ce_specversion"),
+    (re.compile(r"^not a CloudEvent"), "not_a_cloudevent"),
+]
+
+
+def reason_code(reason: str | None) -> str:
+    """A stable, short code for the kind of problem: `wrong_type:cost_micros`, `not_utf8`, …
+
+    Reasons no rule knows group under their value-free text (`reason_kind`)."""
+    text = reason or ""
+    for pattern, code in _REASON_CODES:
+        m = pattern.search(text)
+        if m:
+            return code.format(*m.groups())
+    return reason_kind(reason)
+
+
 @dataclass(frozen=True)
 class QuarantineCount:
-    reason: str
+    reason: str  # the kind of reason, whole: the first record's message without its values
     hour: str
     records: int
+    code: str = ""  # reason_code: what the counts group by
+    sample: str = ""  # one record's whole message, as quarantined
 
 
 def quarantine_files(metastore: Metastore, product: str) -> list[FileRecord]:
@@ -96,14 +133,28 @@ def read_quarantine(lake: Lake, metastore: Metastore, product: str, columns: lis
 def quarantine_counts(lake: Lake, metastore: Metastore, product: str) -> list[QuarantineCount]:
     """Live quarantined records counted by kind of reason and hour, most frequent first."""
     counts: Counter[tuple[str, str]] = Counter()
+    samples: dict[str, str] = {}
     for f in quarantine_files(metastore, product):
         reasons = lake.read_table(f.path, ["_error"]).column("_error")
         for item in pc.value_counts(reasons.combine_chunks()).to_pylist():
-            counts[(reason_kind(item["values"]), f.hour)] += item["counts"]
+            code = reason_code(item["values"])
+            samples.setdefault(code, item["values"] or "(no reason)")
+            counts[(code, f.hour)] += item["counts"]
     return [
-        QuarantineCount(reason, hour, n)
-        for (reason, hour), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0]))
+        QuarantineCount(reason_kind(samples[code]), hour, n, code, samples[code])
+        for (code, hour), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0]))
     ]
+
+
+def quarantine_by_reason(errors: Iterable[str | None]) -> list[tuple[str, int, str]]:
+    """(code, records, one whole sample message) per kind of reason, most frequent first."""
+    counts: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for e in errors:
+        code = reason_code(e)
+        counts[code] += 1
+        samples.setdefault(code, e or "(no reason)")
+    return [(code, n, samples[code]) for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 # --- replay ----------------------------------------------------------------------------------

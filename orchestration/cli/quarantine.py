@@ -21,8 +21,9 @@ def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="right" if i == len(columns) - 1 else "left")
+    for c in columns:
+        # Counts right-aligned; text folds onto more lines instead of being cut with an ellipsis.
+        table.add_column(c, justify="right" if c == "records" else "left", overflow="fold")
     for r in rows:
         table.add_row(*(str(x) for x in r))
     Console(width=max(120, Console().width)).print(table)
@@ -51,8 +52,8 @@ def list_(settings: Settings, product: str, as_json: bool) -> None:
     if not counts:
         click.echo(f"{spec.name}: nothing quarantined")
         return
-    table(f"{spec.name}: {total:,} quarantined record(s)", ["reason", "hour", "records"],
-           [[c.reason, c.hour, f"{c.records:,}"] for c in counts])
+    table(f"{spec.name}: {total:,} quarantined record(s)", ["reason", "hour", "records", "example (one record's whole message)"],
+           [[c.code, c.hour, f"{c.records:,}", c.sample] for c in counts])
 
 
 @group.command("replay", help="land the quarantined records that pass under the current spec (exactly once)")

@@ -117,7 +117,7 @@ def engagement_section(demo) -> list[str]:
     try:
         totals = sync_warehouse(demo.lake, demo.metastore, table, hours)
         compared, diffs = compare_planes(demo.lake, demo.metastore, table)
-        lake_rows = {(r["partner_id"], r["hour"]): r for r in table.read(hours).to_pylist()}
+        lake_rows = {(r["partner_id"], r["hour_start"]): r for r in table.read(hours).to_pylist()}
     finally:
         table.dispose()
     from examples.engagement import read_lake
@@ -129,8 +129,8 @@ def engagement_section(demo) -> list[str]:
     ]
     top = sorted(read_lake(demo.lake, demo.metastore, hours).to_pylist(), key=lambda r: (-r["clicks"], r["partner_id"]))[:5]
     for r in top:
-        w = lake_rows.get((r["partner_id"], r["hour"]), {})
-        lines.append(f"{r['partner_id']:<8} {r['hour']:%Y-%m-%d-%H} {r['clicks']:>11,} {w.get('clicks', 0):>9,} "
+        w = lake_rows.get((r["partner_id"], r["hour_start"]), {})
+        lines.append(f"{r['partner_id']:<8} {r['hour_start']:%Y-%m-%d-%H} {r['clicks']:>11,} {w.get('clicks', 0):>9,} "
                      f"{r['unique_users']:>10,} {w.get('unique_users', 0):>8,}")
     if diffs:
         lines.append(f"check lake_matches_warehouse: FAILED, {len(diffs)} cell(s) differ; first: {diffs[0]}")

@@ -6,7 +6,6 @@ here (or in a module of its own) and one line there.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,20 +40,21 @@ def hours_section(demo: Demo) -> list[str]:
 
 
 def quarantine_section(demo: Demo) -> list[str]:
+    from connectors.flows import quarantine_by_reason
+
     files = demo.metastore.live_files(demo.spec.name, kinds=("quarantine",))
     if not files:
         return ["nothing quarantined"]
     table = demo.lake.read_tables([f.path for f in files], columns=["_error"])
-    reasons = Counter(_reason_kind(r) for r in table.column("_error").to_pylist())
-    lines = [f"{table.num_rows:,} record(s) in {demo.lake.url}/_quarantine/{demo.spec.name}/, by reason:"]
-    lines += [f"  {n:>6,}  {reason}" for reason, n in reasons.most_common(10)]
+    groups = quarantine_by_reason(table.column("_error").to_pylist())
+    lines = [f"{table.num_rows:,} record(s) in {demo.lake.url}/_quarantine/{demo.spec.name}/, "
+             "by reason (code, records, one record's whole message):"]
+    for code, n, sample in groups[:10]:
+        lines.append(f"  {n:>6,}  {code}")
+        lines.append(f"          e.g. {sample}")
+    if len(groups) > 10:
+        lines.append(f"  … and {len(groups) - 10} more kind(s): `flowsuite quarantine list {demo.spec.name}`")
     return lines
-
-
-def _reason_kind(error: str | None) -> str:
-    """A reason without its record-specific values, so counts group ('… got 'xyz'' → '…')."""
-    text = (error or "unknown").split(" got ")[0].split(": '")[0]
-    return text if len(text) <= 90 else text[:87] + "..."
 
 
 def offsets_section(demo: Demo) -> list[str]:
@@ -70,8 +70,19 @@ def ui_section(demo: Demo) -> list[str]:
     return [
         f"the run is {where}; `make dev` starts the broker and the Dagster UI at http://127.0.0.1:3000",
         f"(asset {demo.spec.name}/landed, sensor {demo.spec.name}_offsets, job {demo.spec.name}_ingest);",
-        "read the lake with DuckDB: SELECT * FROM read_parquet("
-        f"'{demo.lake.url}/{demo.spec.name}/*/*/*.parquet', hive_partitioning = true)",
+        *_read_hint(demo),
+    ]
+
+
+def _read_hint(demo: Demo) -> list[str]:
+    """An exact way to read what is sealed. A glob over the product's folders would also read open
+    hours and, mid-compaction, an hour's old and new files at once (its rows twice)."""
+    sealed = sorted(demo.metastore.marked_hours(demo.spec.name))
+    if not sealed:
+        return [f"read the live files of an hour exactly: flowsuite read {demo.spec.name} --hour <YYYY-MM-DD-HH>"]
+    return [
+        f"read the sealed hours exactly (the metastore's live files, never a directory glob, which would also "
+        f"read open hours and an hour mid-compaction twice): flowsuite read {demo.spec.name} --from {sealed[0]} --to {sealed[-1]}",
     ]
 
 

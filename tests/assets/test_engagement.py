@@ -81,11 +81,11 @@ def test_assets_materialize_both_planes_and_the_check_passes_then_fails_on_an_al
     assert sorted(f.hour for f in live) == hours
     assert all(f.path.startswith(f"{PRODUCT}/dt=") and "/hour=" in f.path for f in live)
     lake_rows = read_lake(flowsuite.lake(), flowsuite.metastore()).to_pylist()
-    got = {(r["partner_id"], hour_key(r["hour"])): (r["clicks"], r["unique_users"], r["impressions"]) for r in lake_rows}
+    got = {(r["partner_id"], hour_key(r["hour_start"])): (r["clicks"], r["unique_users"], r["impressions"]) for r in lake_rows}
     assert got == expected_counts(tmp_path / "lake")
     # The warehouse plane holds the same numbers.
     table = EngagementTable(flowsuite.warehouse_url)
-    wh = {(r["partner_id"], hour_key(r["hour"])): (r["clicks"], r["unique_users"], r["impressions"]) for r in table.read().to_pylist()}
+    wh = {(r["partner_id"], hour_key(r["hour_start"])): (r["clicks"], r["unique_users"], r["impressions"]) for r in table.read().to_pylist()}
     assert wh == got
 
     # Someone "fixes" one warehouse row by hand: the check fails and names the cell.
@@ -120,7 +120,7 @@ def test_recompute_replaces_the_hour_and_the_upsert_converges(landed_clicks, req
             # a stale partner row of the hour (gone from the lake) is deleted by the next upsert
             with table.engine.begin() as conn:
                 conn.execute(sa.insert(table.table).values(
-                    partner_id="p-999", hour=table._bind_hour(datetime.fromisoformat(f"{hour[:10]}T{hour[11:]}:00+00:00")),
+                    partner_id="p-999", hour_start=table._bind_hour(datetime.fromisoformat(f"{hour[:10]}T{hour[11:]}:00+00:00")),
                     clicks=1, unique_users=1, impressions=0, lake_generation=0, updated_at=0.0))
             assert compare_planes(lake, ms, table)[1][0].column == "row"
             totals = sync_warehouse(lake, ms, table, [hour])
@@ -129,3 +129,35 @@ def test_recompute_replaces_the_hour_and_the_upsert_converges(landed_clicks, req
             assert compared == first.rows and diffs == []
         finally:
             table.dispose()
+
+
+def test_hive_readers_see_the_same_rows_and_types_as_a_plain_read(landed_clicks):
+    """Every product's files read by DuckDB with hive partitioning give the rows and column types
+    of a plain read of the same files: no file column is shadowed by a `dt=`/`hour=` directory.
+    (partner_engagement's hour column was once named `hour`, and DuckDB replaced its timestamps
+    by the directory's text '03'.)"""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec, flowsuite, result = landed_clicks
+    lake, ms = flowsuite.lake(), flowsuite.metastore()
+    for h in sorted(result.hours):
+        materialize_hour(lake, ms, h)
+    root = Path(flowsuite.lake_url)
+    for product in ("clicks", PRODUCT):
+        files = sorted(str(root / f.path) for f in ms.live_files(product))
+        assert files, product
+        plain = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+        con = duckdb.connect()
+        hive = con.sql(f"SELECT * FROM read_parquet({files!r}, hive_partitioning = true)").to_arrow_table()
+        # hive adds dt and hour; every column of the files keeps its type and values.
+        assert set(hive.column_names) == set(plain.column_names) | {"dt", "hour"}, product
+        plain_via_duckdb = con.sql(f"SELECT * FROM read_parquet({files!r}, hive_partitioning = false)").to_arrow_table()
+        for name in plain.column_names:
+            assert hive.schema.field(name).type == plain_via_duckdb.schema.field(name).type, (product, name)
+        key = [(c, "ascending") for c in plain.column_names if c in ("_partition", "_offset", "partner_id", "hour_start")]
+        columns = plain.column_names
+        assert (hive.select(columns).sort_by(key).to_pylist()
+                == plain_via_duckdb.select(columns).sort_by(key).to_pylist()), product
+        assert hive.num_rows == plain.num_rows

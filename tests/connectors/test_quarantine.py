@@ -158,3 +158,19 @@ def test_cli_list_and_replay(landed, tmp_path, monkeypatch, capsys):
     assert main(["quarantine", "list", "replayclicks"]) == 0
     assert "malformed JSON" in capsys.readouterr().out
     assert main(["quarantine", "list", "nosuch"]) == 1
+
+
+def test_reasons_group_by_a_stable_code_with_one_whole_message():
+    from connectors.flows import quarantine_by_reason, reason_code
+
+    long_type = "field 'cost_micros': expected int64, got string 'a very long value that once cut the reason short'"
+    errors = [long_type, long_type.replace("a very", "another"), "field 'event_time': 'yesterday' is not an ISO-8601 timestamp",
+              "value is not valid UTF-8 (byte 62)", "value is not valid UTF-8 (byte 7)", None]
+    groups = quarantine_by_reason(errors)
+    assert groups[0][:2] == ("wrong_type:cost_micros", 2) or groups[0][:2] == ("not_utf8", 2)
+    by_code = {code: (n, sample) for code, n, sample in groups}
+    assert by_code["wrong_type:cost_micros"] == (2, long_type)  # the whole message, never cut
+    assert by_code["bad_timestamp:event_time"][1].endswith("is not an ISO-8601 timestamp")
+    assert by_code["not_utf8"][0] == 2
+    assert reason_code("field 'kind' = 'swipe' is not one of [a, b]") == "not_in_enum:kind"
+    assert reason_code("something new") == "something new"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from connectors.settings import REPO_ROOT
-from connectors.spec import SpecError, load_specs
+from connectors.spec import SpecError, load_specs, parse_spec_file
 
 SHIPPED = REPO_ROOT / "dataproducts"
 CLICKS: dict[str, Any] = yaml.safe_load((SHIPPED / "clicks.yaml").read_text())
@@ -167,3 +167,29 @@ def test_every_bad_file_is_reported(tmp_path):
 def test_missing_folder_is_a_problem_not_a_crash(tmp_path):
     [problem] = problems_of(tmp_path / "nowhere")
     assert "does not exist" in problem
+
+
+@pytest.mark.parametrize("name", ["dt", "hour"])
+def test_a_field_named_like_a_lake_partition_directory_is_refused_with_the_reason(name, tmp_path):
+    s = yaml.safe_load((SHIPPED / "clicks.yaml").read_text())
+    s["fields"].append({"name": name, "type": "string"})
+    path = tmp_path / "clicks.yaml"
+    path.write_text(yaml.safe_dump(s))
+    with pytest.raises(SpecError) as raised:
+        parse_spec_file(path)
+    message = str(raised.value)
+    assert "clicks.yaml" in message and name in message and "partition directory" in message
+
+
+def test_relative_partition_start_rolls_and_an_explicit_one_stays(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    s = yaml.safe_load((SHIPPED / "clicks.yaml").read_text())
+    s["partitioning"]["start"] = "-2d"
+    path = tmp_path / "clicks.yaml"
+    path.write_text(yaml.safe_dump(s))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert parse_spec_file(path).partitioning.start == today - timedelta(days=2)
+    s["partitioning"]["start"] = "2026-11-01T00:00:00Z"
+    path.write_text(yaml.safe_dump(s))
+    assert parse_spec_file(path).partitioning.start == datetime(2026, 11, 1, tzinfo=UTC)

@@ -62,3 +62,15 @@ def test_lineage_runs_from_the_legacy_table_through_the_topic_to_the_warehouse(f
     for parent, child in zip(chain, chain[1:], strict=False):
         assert parent in graph.get(child).parent_keys, f"{parent} -> {child} missing"
     assert not graph.get(dg.AssetKey(["clicks", "landed"])).parent_keys
+
+
+def test_every_sensor_and_schedule_starts_stopped(flowsuite_home):
+    """The README promises that nothing runs on its own until someone turns it on in the UI:
+    a schedule left RUNNING by default (as clicks_quality_schedule once was) breaks that."""
+    definitions = defs()
+    schedules = list(definitions.schedules or [])
+    sensors = list(definitions.sensors or [])
+    assert schedules and sensors
+    running = [s.name for s in schedules if s.default_status != dg.DefaultScheduleStatus.STOPPED]
+    running += [s.name for s in sensors if s.default_status != dg.DefaultSensorStatus.STOPPED]
+    assert running == []

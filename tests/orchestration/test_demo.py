@@ -31,6 +31,13 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert consumed == 3000
     assert "== landed per hour ==" in first and "== quarantined ==" in first
     assert "== committed offsets ==" in first and "make dev" in first
+    # Quarantine reasons are grouped by a code and shown whole (never cut mid-sentence), and the
+    # reading hint names an exact way to read, not a glob over every file.
+    codes = re.findall(r"^\s+[\d,]+\s+([a-z0-9_]+(?::[a-z0-9_]+)?)$", first, re.M)
+    samples = re.findall(r"^\s+e\.g\. (.+)$", first, re.M)
+    assert codes and len(samples) == len(codes)
+    assert not [s for s in samples if s.endswith((",", ":"))], samples  # whole messages, never cut
+    assert "flowsuite read clicks" in first and "*/*/*.parquet" not in first
 
     second = demo()
     assert int(re.search(r"consumed ([\d,]+)", second).group(1).replace(",", "")) == 3000  # only the new batch
