@@ -1,0 +1,289 @@
+"""Delivery of one Kafka partition to one subscription: the unit a gateway claims.
+
+A `PartitionDelivery` holds the claim (subscription, partition) in `fs_claims` and renews its
+lease; it reads the partition with `assign()` from the committed position, keeps the events
+inside the subscription's filters and its product's policy, and sends them in order: one
+request in flight (a single event in binary or structured mode, up to `maxbatch` events in
+batched mode). `config.ordered: false` allows up to `maxinflight` requests at once. The
+position moves (compare-and-set, only while the claim is ours) after the receiver answered
+2xx to everything before it — so a crash re-sends at most the events since the last commit,
+with the same ids, and never skips one.
+
+Failures: backoff with jitter up to the cap, `Retry-After` honoured; past the subscription's
+TTL the events go to `<topic>.flow.<id>.dlq` (with attempts and the last outcome) and an
+ordered subscription is paused; 400/413/415 go there at once; 410 retires the subscription.
+While retrying, the partition is paused in the consumer, so a slow receiver costs no memory
+beyond one read (`maxbatch` records and librdkafka's small queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from connectors.gateway.events import (
+    FlowEvent,
+    batch_request,
+    binary_request,
+    structured_request,
+    to_event,
+)
+from connectors.gateway.policy import deliverable
+from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
+from connectors.gateway.settings import GatewaySettings
+from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
+from connectors.kafka_admin import ensure_topic
+from connectors.kafka_reader import consumer_config
+from connectors.spec import DataProductSpec, parse_duration
+
+log = logging.getLogger(__name__)
+
+STATE_CHECK_S = 0.5  # how stale a subscription's state may be before a request is sent
+COMMIT_EVERY_S = 0.5  # within a long read, positions are committed at least this often
+
+
+def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
+    return f"{spec.topic}.flow.{sub_id}.dlq"
+
+
+def sub_options(sub: Subscription, settings: GatewaySettings) -> dict[str, Any]:
+    cfg = sub.config
+    mode = str(cfg.get("mode") or "binary")
+    ordered = str(cfg.get("ordered", "true")).lower() not in ("false", "0", "no")
+    return {
+        "mode": mode,
+        "ordered": ordered,
+        "maxbatch": int(cfg.get("maxbatch") or (100 if mode == "batched" else 1)),
+        "maxinflight": 1 if ordered else int(cfg.get("maxinflight") or 8),
+        "ttl_s": parse_duration(cfg["ttl"]).total_seconds() if cfg.get("ttl") is not None else settings.ttl_s,
+    }
+
+
+class Stopped(Exception):
+    """The delivery must stop: claim lost, subscription no longer active, gateway stopping.
+    `commit_to`: the position everything before which is done (delivered or dead-lettered)."""
+
+    def __init__(self, why: str, commit_to: int | None = None):
+        super().__init__(why)
+        self.commit_to = commit_to
+
+
+class PartitionDelivery(threading.Thread):
+    def __init__(
+        self, store: GatewayStore, spec: DataProductSpec, sub: Subscription, partition: int,
+        bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
+        owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
+    ):
+        super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
+        self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
+        self.bootstrap, self.settings, self.sender, self.limiter = bootstrap, settings, sender, limiter
+        self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
+        self.opts = sub_options(sub, settings)
+        self.stop_event = threading.Event()
+        self.sub_checked_at = 0.0
+        self.lease_renewed_at = time.monotonic()
+        self.sent_requests = 0
+        self.position = 0
+        self.stored_not_before: int | None = None
+        self.committed_at = time.monotonic()
+        self._producer: Producer | None = None
+
+    # --- guards ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _guard(self) -> None:
+        """Raise Stopped unless the claim is ours and the subscription is still active."""
+        if self.stop_event.is_set():
+            raise Stopped("gateway stopping")
+        now = time.monotonic()
+        if now - self.lease_renewed_at > self.settings.lease_s / 3:
+            if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition), self.owner, self.settings.lease_s):
+                raise Stopped("claim lost")
+            self.lease_renewed_at = now
+        if now - self.sub_checked_at > STATE_CHECK_S:
+            fresh = self.store.get(self.sub.id)
+            if fresh is None or fresh.state != "active":
+                raise Stopped(f"subscription is {fresh.state if fresh else 'gone'}")
+            self.sub, self.sub_checked_at = fresh, now
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            self._guard()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.stop_event.wait(min(left, STATE_CHECK_S))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Stopped as why:
+            log.info("flow %s partition %d stops: %s", self.sub.id, self.partition, why)
+        except Exception:  # noqa: BLE001 - one partition's failure must not kill the gateway
+            log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
+        finally:
+            try:
+                self.store.metastore.release(claim_product(self.sub.id), claim_resource(self.partition), self.owner)
+            except Exception:  # noqa: BLE001
+                log.warning("releasing the claim of %s/%d failed; its lease runs out", self.sub.id, self.partition)
+            if self._producer is not None:
+                self._producer.flush(10)
+
+    def _run(self) -> None:
+        self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
+        self.stored_not_before = not_before
+        conf = consumer_config(self.bootstrap, f"flowsuite.flow.{self.sub.id}", {
+            **self.kafka_config,
+            "queued.max.messages.kbytes": 2048, "fetch.max.bytes": 4 * 1024 * 1024,
+            "max.partition.fetch.bytes": 1024 * 1024, "fetch.wait.max.ms": 20,
+        })
+        consumer = Consumer(conf)
+        tp = TopicPartition(self.spec.topic, self.partition, self.position)
+        consumer.assign([tp])
+        try:
+            while True:
+                self._guard()
+                msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, 100), timeout=0.1)
+                if not msgs:
+                    continue
+                events: list[FlowEvent] = []
+                last = None
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise RuntimeError(f"reading {self.spec.topic}[{self.partition}]: {err}")
+                    last = m.offset()
+                    ev = to_event(self.spec, self.partition, m.offset(), m.key(), m.value(), m.timestamp()[1])
+                    if ev is None:
+                        continue
+                    if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
+                        if ev.time_ms is None or ev.time_ms < not_before:
+                            continue
+                        not_before = None
+                    if deliverable(self.spec, self.sub.org, self.sub.body, ev):
+                        events.append(ev)
+                if last is None:
+                    continue
+                consumer.pause([tp])  # nothing more is fetched while these are delivered
+                try:
+                    self._deliver(events)
+                except Stopped as stop:
+                    if stop.commit_to is not None:
+                        self._commit(stop.commit_to, clear_not_before=False)
+                    raise
+                finally:
+                    consumer.resume([tp])
+                self._commit(last + 1, clear_not_before=self.stored_not_before is not None and not_before is None)
+                self.stored_not_before = not_before
+        finally:
+            consumer.close()
+
+    def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
+        """Move the position (only forward, only while the claim is ours)."""
+        if next_offset <= self.position:
+            return
+        if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner, clear_not_before):
+            raise Stopped("claim or position moved")
+        self.position = next_offset
+        self.committed_at = time.monotonic()
+
+    def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
+        size = self.opts["maxbatch"] if self.opts["mode"] == "batched" else 1
+        return [events[i:i + size] for i in range(0, len(events), size)]
+
+    def _deliver(self, events: list[FlowEvent]) -> None:
+        units = self._units(events)
+        if self.opts["maxinflight"] <= 1:
+            for unit in units:
+                self._deliver_unit(unit)
+                if time.monotonic() - self.committed_at > COMMIT_EVERY_S:  # keep the re-send window small
+                    self._commit(unit[-1].offset + 1)
+            return
+        with ThreadPoolExecutor(self.opts["maxinflight"]) as pool:
+            for f in [pool.submit(self._deliver_unit, u) for u in units]:
+                f.result()
+
+    def _request(self, unit: list[FlowEvent]) -> tuple[str, dict[str, str], bytes]:
+        mode = self.opts["mode"]
+        if mode == "batched":
+            headers, body = batch_request(unit)
+            return f"batch-{unit[0].id}-to-{unit[-1].offset}", headers, body
+        headers, body = (structured_request if mode == "structured" else binary_request)(unit[0])
+        return unit[0].id, headers, body
+
+    def _deliver_unit(self, unit: list[FlowEvent]) -> None:
+        msg_id, headers, body = self._request(unit)
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            self._guard()
+            self.limiter.wait(self.stop_event)
+            self._guard()
+            outcome = self.sender.send(self.sub.body, self.sub.signing_secrets(), msg_id, headers, body)
+            attempt += 1
+            self.sent_requests += 1
+            if outcome.kind == "ok":
+                self.store.record_attempt(self.sub.id, outcome.detail, True, delivered=len(unit))
+                return
+            self.store.record_attempt(self.sub.id, outcome.detail, False)
+            if outcome.kind == "retire":
+                self.store.transition(self.sub.id, "retired", ["active", "paused"], outcome.detail)
+                raise Stopped("retired by the receiver (410)")
+            if outcome.kind == "dead":
+                self._dead_letter(unit, attempt, outcome)
+                return
+            pause = backoff(attempt, self.settings.retry_base_s, self.settings.retry_cap_s)
+            if outcome.retry_after is not None:
+                pause = max(outcome.retry_after, 0.0)
+            if time.monotonic() + pause - first_try > self.opts["ttl_s"]:
+                self._dead_letter(unit, attempt, outcome)
+                if self.opts["ordered"]:
+                    self.store.transition(
+                        self.sub.id, "paused", ["active"],
+                        f"paused after dead-lettering {len(unit)} event(s) at offset {unit[0].offset} "
+                        f"past the TTL ({outcome.detail}); resume to continue",
+                    )
+                    raise Stopped("paused after a dead letter", commit_to=unit[-1].offset + 1)
+                return
+            log.info("flow %s partition %d: %s; retry in %.1f s", self.sub.id, self.partition, outcome.detail, pause)
+            self._sleep(pause)
+
+    def _dead_letter(self, unit: list[FlowEvent], attempts: int, outcome: Outcome) -> None:
+        topic = dlq_topic_of(self.spec, self.sub.id)
+        if self._producer is None:
+            ensure_topic(self.bootstrap, topic, 1, kafka_config=self.kafka_config)
+            self._producer = Producer({**self.kafka_config, "bootstrap.servers": self.bootstrap,
+                                       "enable.idempotence": True, "acks": "all"})
+        failures: list[str] = []
+        for ev in unit:
+            self._producer.produce(
+                topic, value=ev.data, key=(ev.attributes.get("partitionkey") or "").encode() or None,
+                headers=[
+                    ("flowsuite.flow.subscription", self.sub.id.encode()),
+                    ("flowsuite.flow.attempts", str(attempts).encode()),
+                    ("flowsuite.flow.outcome", outcome.detail.encode()),
+                    *[(f"ce_{k}", v.encode()) for k, v in ev.attributes.items()],
+                ],
+                on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
+            )
+        if self._producer.flush(30) or failures:
+            raise RuntimeError(f"dead letter to {topic} not acknowledged: {failures[:1]}")
+        self.store.record_attempt(self.sub.id, f"dead-lettered after {attempts} attempt(s): {outcome.detail}", False,
+                                  dead_lettered=len(unit))
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex
