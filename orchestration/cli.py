@@ -303,6 +303,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["flow"]:  # a click group (orchestration/cli_flow.py)
+        from orchestration.cli_flow import dispatch
+
+        return dispatch(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, load_settings())

@@ -1,0 +1,172 @@
+"""`flowsuite flow ...`: run the gateway and decide on subscriptions, as the owner (a click group).
+
+    flowsuite flow serve [--host 127.0.0.1] [--port 8787]   the API and the delivery workers
+    flowsuite flow list | show ID                           state, lag per partition, failures
+    flowsuite flow approve|reject|pause|resume ID           the owner's decisions
+    flowsuite flow token create --org NAME                  a bearer token, printed once
+
+The CLI acts as the operator: it reads the metastore directly and needs no token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import click
+
+from orchestration.settings import Settings, load_settings
+
+
+def _service(settings: Settings):
+    from connectors.gateway import FlowService, GatewayStore, load_gateway_settings
+    from connectors.metastore import Metastore
+    from connectors.spec import load_specs
+
+    specs = load_specs(settings.products_dir)
+    store = GatewayStore(Metastore(settings.metastore_url))
+    return FlowService(store, specs, load_gateway_settings(), settings.kafka_bootstrap)
+
+
+def subscription_lag(service, sub) -> dict[int, dict[str, Any]]:
+    """Per partition: the committed position, the end of the partition and the lag (records
+    not yet passed, whether they match the filters or not); empty when the broker is away."""
+    from connectors.kafka_reader import consumer_config, probe_partitions
+
+    spec = service.specs.get(sub.product)
+    positions = {p: o for p, (o, _) in service.store.positions(sub.id).items()}
+    if spec is None or not positions:
+        return {}
+    conf = consumer_config(service.bootstrap, f"flowsuite.flow.{sub.id}", {"socket.timeout.ms": 3000})
+    try:
+        probes = probe_partitions(conf, spec.topic, positions, timeout=3.0)
+    except Exception:  # noqa: BLE001 - lag is best effort; state and failures still show
+        return {p: {"position": o, "end": None, "lag": None} for p, o in positions.items()}
+    return {
+        p: {"position": positions[p], "end": pr.end if pr.end is not None else pr.end_hint, "lag": pr.waiting}
+        for p, pr in probes.items()
+    }
+
+
+def redact(url: str) -> str:
+    """A sink URL with its access_token query value hidden (http-webhook.md §3.2)."""
+    import re
+
+    return re.sub(r"(access_token=)[^&#]*", r"\1***", url)
+
+
+def _ago(ts: float | None) -> str:
+    return "never" if ts is None else f"{max(0.0, time.time() - ts):.0f}s ago"
+
+
+@click.group(name="flow", help="subscriptions of other organisations: serve, list, decide")
+def group() -> None:
+    pass
+
+
+@group.command(help="run the Subscriptions API and the delivery workers")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option("--no-deliver", is_flag=True, help="only the API (delivery runs elsewhere)")
+def serve(host: str, port: int, no_deliver: bool) -> None:
+    import uvicorn
+
+    from connectors.gateway import Gateway
+    from connectors.gateway.api import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = _service(load_settings())
+    gateway = None
+    if not no_deliver:
+        gateway = Gateway(service.store, list(service.specs.values()), service.bootstrap, service.settings).start()
+    click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin {service.settings.origin})", err=True)
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="info", access_log=True)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+
+
+@group.command(name="list", help="every subscription: state, delivered, failures, lag")
+def list_() -> None:
+    service = _service(load_settings())
+    subs = service.store.list()
+    if not subs:
+        click.echo("no subscriptions")
+        return
+    click.echo(f"{'id':36}  {'org':10} {'product':10} {'state':16} {'delivered':>9} {'dead':>5} {'fails':>5} {'lag':>7}  last outcome")
+    for sub in subs:
+        lag = subscription_lag(service, sub) if sub.state in ("active", "paused") else {}
+        total = sum(v["lag"] or 0 for v in lag.values()) if lag else None
+        click.echo(
+            f"{sub.id:36}  {sub.org:10} {sub.product:10} {sub.state:16} {sub.delivered:>9} {sub.dead_lettered:>5} "
+            f"{sub.failures:>5} {'' if total is None else total:>7}  {sub.last_outcome or ''}"
+        )
+
+
+def _get(service, sub_id: str):
+    sub = service.store.get(sub_id)
+    if sub is None:
+        raise click.ClickException(f"no subscription {sub_id!r}")
+    return sub
+
+
+@group.command(help="one subscription in full (never its secret)")
+@click.argument("sub_id")
+def show(sub_id: str) -> None:
+    service = _service(load_settings())
+    sub = _get(service, sub_id)
+    out = {**sub.public(), "sink": redact(sub.body["sink"]), "delivered": sub.delivered, "deadlettered": sub.dead_lettered,
+           "failures": sub.failures, "lastoutcome": sub.last_outcome, "lastattempt": _ago(sub.last_attempt_at),
+           "lastsuccess": _ago(sub.last_success_at), "ratelimit": sub.rate_per_min,
+           "partitions": {str(p): v for p, v in subscription_lag(service, sub).items()}}
+    click.echo(json.dumps(out, indent=2))
+
+
+def _decide(action: str):
+    @click.argument("sub_id")
+    @click.option("--reason", default=None, help="why, recorded with the state")
+    def decide(sub_id: str, reason: str | None) -> None:
+        from connectors.gateway import FlowError
+
+        service = _service(load_settings())
+        try:
+            sub = service.owner_action(None, sub_id, action, reason)
+        except FlowError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(f"{sub.id}: {sub.state}")
+
+    decide.__name__ = action
+    return group.command(name=action, help=f"{action} a subscription (the owner's decision)")(decide)
+
+
+for _action in ("approve", "reject", "pause", "resume"):
+    _decide(_action)
+
+
+@group.group(help="bearer tokens of organisations")
+def token() -> None:
+    pass
+
+
+@token.command(name="create", help="a new token for an organisation, printed once (only its hash is kept)")
+@click.option("--org", required=True, help="the organisation, e.g. p-001, or a product owner such as team:ads")
+def token_create(org: str) -> None:
+    service = _service(load_settings())
+    click.echo(service.store.create_token(org))
+
+
+def dispatch(argv: list[str]) -> int:
+    """Run `flowsuite flow ...` from the argparse CLI (until the CLI moves to click)."""
+    try:
+        group.main(args=argv, prog_name="flowsuite flow", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(dispatch(sys.argv[1:]))
