@@ -32,23 +32,10 @@ def _service(settings: Settings):
 
 
 def subscription_lag(service, sub) -> dict[int, dict[str, Any]]:
-    """Per partition: the committed position, the end of the partition and the lag (records
-    not yet passed, whether they match the filters or not); empty when the broker is away."""
-    from connectors.kafka_reader import consumer_config, probe_partitions
+    from connectors.gateway.health import partition_lag
 
     spec = service.specs.get(sub.product)
-    positions = {p: o for p, (o, _) in service.store.positions(sub.id).items()}
-    if spec is None or not positions:
-        return {}
-    conf = consumer_config(service.bootstrap, f"flowsuite.flow.{sub.id}", {"socket.timeout.ms": 3000})
-    try:
-        probes = probe_partitions(conf, spec.topic, positions, timeout=3.0)
-    except Exception:  # noqa: BLE001 - lag is best effort; state and failures still show
-        return {p: {"position": o, "end": None, "lag": None} for p, o in positions.items()}
-    return {
-        p: {"position": positions[p], "end": pr.end if pr.end is not None else pr.end_hint, "lag": pr.waiting}
-        for p, pr in probes.items()
-    }
+    return partition_lag(service.store, spec, sub, service.bootstrap) if spec is not None else {}
 
 
 def redact(url: str) -> str:

@@ -12,6 +12,7 @@ import importlib
 import dagster as dg
 
 from assets.factory import product_definitions
+from assets.flow import flow_definitions
 from connectors.spec import DataProductSpec, load_specs
 from orchestration.resources import default_flowsuite_resource
 from orchestration.settings import load_settings
@@ -46,6 +47,7 @@ def defs() -> dg.Definitions:
     specs = load_products()
     return dg.Definitions.merge(
         *(product_definitions(spec) for spec in specs),
+        *(flow_definitions(spec) for spec in specs),
         dg.Definitions(
             schedules=_schedules(specs),
             resources={"flowsuite": default_flowsuite_resource()},
