@@ -368,6 +368,8 @@ class DataProductSpec(_Model):
                 raise ValueError(
                     f"sinks.database.version {db.version!r} must be 'offset' or a declared field"
                 )
+        if self.flow.enabled and self.format != "json":
+            raise ValueError("flow.enabled: the flow gateway serves format json products (for now)")
         for field_name in self.flow.attributes:
             if field_name not in names:
                 raise ValueError(f"flow.attributes: {field_name!r} is not declared in fields")

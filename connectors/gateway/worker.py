@@ -27,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from connectors.decode import decoder_for
 from connectors.gateway.events import (
     FlowEvent,
     batch_request,
@@ -39,7 +40,7 @@ from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
 from connectors.kafka_admin import ensure_topic
-from connectors.kafka_reader import consumer_config
+from connectors.kafka_reader import Batch, consumer_config
 from connectors.spec import DataProductSpec, parse_duration
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class PartitionDelivery(threading.Thread):
         self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
         self.opts = sub_options(sub, settings)
         self.stop_event = threading.Event()
+        self.decoder = decoder_for(spec)
         self.sub_checked_at = 0.0
         self.lease_renewed_at = time.monotonic()
         self.sent_requests = 0
@@ -159,13 +161,19 @@ class PartitionDelivery(threading.Thread):
                     continue
                 events: list[FlowEvent] = []
                 last = None
+                records = []
                 for m in msgs:
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
                             continue
                         raise RuntimeError(f"reading {self.spec.topic}[{self.partition}]: {err}")
+                    records.append(m)
+                valid = self._valid_offsets(records)
+                for m in records:
                     last = m.offset()
+                    if m.offset() not in valid:
+                        continue  # landing quarantines it: not part of the product, never sent
                     ev = to_event(self.spec, self.partition, m.offset(), m.key(), m.value(), m.timestamp()[1])
                     if ev is None:
                         continue
@@ -190,6 +198,17 @@ class PartitionDelivery(threading.Thread):
                 self.stored_not_before = not_before
         finally:
             consumer.close()
+
+    def _valid_offsets(self, records: list) -> set[int]:
+        """Offsets of the records that pass the product's record-level validation, decided by
+        the landing's own decoder and rules: subscribers get what the lake gets."""
+        if not records:
+            return set()
+        decoded = self.decoder.decode(Batch(
+            self.partition, [m.value() for m in records], [m.key() for m in records],
+            [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        ))
+        return set(decoded.valid.column("_offset").to_pylist())
 
     def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
         """Move the position (only forward, only while the claim is ours)."""

@@ -306,3 +306,17 @@ def test_two_gateways_share_the_partitions_and_take_over(tmp_path, kafka_bootstr
         finally:
             a.stop()
             b.stop()
+
+
+def test_records_the_lake_would_quarantine_are_never_sent(flow, gateway, receiver, kafka_bootstrap, topic2):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for value in (b'{"event_id":"bad1","partner_id":"p-001","kind":"click"}',  # no event_time: required
+                  b'not json at all', b'{"event_id":"ok1","partner_id":"p-001","kind":"click","event_time":"2026-11-30T08:00:00Z"}'):
+        producer.produce(topic2, value=value, partition=0)
+    producer.flush(10)
+    created = active_subscription(flow, receiver)
+    gateway()
+    wait_for(lambda: flow.store.positions(created["id"])[0][0] == 3, what="all three passed")
+    assert [json.loads(r.body)["event_id"] for r in receiver.deliveries()] == ["ok1"]
