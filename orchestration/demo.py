@@ -249,6 +249,15 @@ DEMO_SECTIONS += [
     ("partners: legacy table → CloudEvents → lake and warehouse", _flow_section("partners_section")),
     ("one count: partner_engagement in the lake and the warehouse", _flow_section("engagement_section")),
 ]
+
+
+def _gateway_section(demo: Demo) -> list[str] | None:
+    from orchestration.demo_gateway import gateway_section
+
+    return gateway_section(demo)
+
+
+DEMO_SECTIONS.append(("world wide flow: partner p-001 subscribes to its clicks", _gateway_section))
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 
 

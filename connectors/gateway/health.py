@@ -59,7 +59,8 @@ def partition_lag(store: GatewayStore, spec: DataProductSpec, sub: Subscription,
         return {}
     conf = consumer_config(bootstrap, f"flowsuite.flow.{sub.id}", {**(kafka_config or {}), "socket.timeout.ms": 3000})
     try:
-        probes = probe_partitions(conf, spec.topic, positions, timeout=3.0)
+        # always fetch: on the embedded broker ListOffsets can answer below the true end
+        probes = probe_partitions(conf, spec.topic, positions, timeout=3.0, always_fetch=list(positions))
     except Exception:  # noqa: BLE001 - lag is best effort; state and failures still show
         return {p: {"position": o, "end": None, "lag": None} for p, o in positions.items()}
     return {

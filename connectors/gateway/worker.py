@@ -46,6 +46,7 @@ from connectors.spec import DataProductSpec, parse_duration
 log = logging.getLogger(__name__)
 
 STATE_CHECK_S = 0.5  # how stale a subscription's state may be before a request is sent
+READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
 COMMIT_EVERY_S = 0.5  # within a long read, positions are committed at least this often
 
 
@@ -94,6 +95,9 @@ class PartitionDelivery(threading.Thread):
         self.position = 0
         self.stored_not_before: int | None = None
         self.committed_at = time.monotonic()
+        self.consumer: Consumer | None = None
+        self.tp: TopicPartition | None = None
+        self.paused = False
         self._producer: Producer | None = None
 
     # --- guards ---------------------------------------------------------------------------
@@ -153,10 +157,11 @@ class PartitionDelivery(threading.Thread):
         consumer = Consumer(conf)
         tp = TopicPartition(self.spec.topic, self.partition, self.position)
         consumer.assign([tp])
+        self.consumer, self.tp, self.paused = consumer, tp, False
         try:
             while True:
                 self._guard()
-                msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, 100), timeout=0.1)
+                msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
                 if not msgs:
                     continue
                 events: list[FlowEvent] = []
@@ -185,7 +190,6 @@ class PartitionDelivery(threading.Thread):
                         events.append(ev)
                 if last is None:
                     continue
-                consumer.pause([tp])  # nothing more is fetched while these are delivered
                 try:
                     self._deliver(events)
                 except Stopped as stop:
@@ -193,11 +197,19 @@ class PartitionDelivery(threading.Thread):
                         self._commit(stop.commit_to, clear_not_before=False)
                     raise
                 finally:
-                    consumer.resume([tp])
+                    self._fetching(True)
                 self._commit(last + 1, clear_not_before=self.stored_not_before is not None and not_before is None)
                 self.stored_not_before = not_before
         finally:
             consumer.close()
+
+    def _fetching(self, on: bool) -> None:
+        """Pause the partition in the consumer while a receiver is failing, so nothing more is
+        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
+        if self.consumer is None or on != self.paused:
+            return
+        (self.consumer.resume if on else self.consumer.pause)([self.tp])
+        self.paused = not on
 
     def _valid_offsets(self, records: list) -> set[int]:
         """Offsets of the records that pass the product's record-level validation, decided by
@@ -278,6 +290,7 @@ class PartitionDelivery(threading.Thread):
                     raise Stopped("paused after a dead letter", commit_to=unit[-1].offset + 1)
                 return
             log.info("flow %s partition %d: %s; retry in %.1f s", self.sub.id, self.partition, outcome.detail, pause)
+            self._fetching(False)
             self._sleep(pause)
 
     def _dead_letter(self, unit: list[FlowEvent], attempts: int, outcome: Outcome) -> None:

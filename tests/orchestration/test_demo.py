@@ -31,6 +31,7 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert consumed == 3000
     assert "== landed per hour ==" in first and "== quarantined ==" in first
     assert "== committed offsets ==" in first and "make dev" in first
+    assert "refused, a private sink: HTTP 400" in first and "approve → state active" in first  # flow
 
     second = demo()
     assert int(re.search(r"consumed ([\d,]+)", second).group(1).replace(",", "")) == 3000  # only the new batch
