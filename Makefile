@@ -28,7 +28,9 @@ demo: install
 dev: install
 	@$(BIN)/python -c 'import sys; from orchestration.demo import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
 	$(BIN)/flowsuite broker start
-	$(BIN)/dagster dev -w workspace.yaml
+	@# the flow gateway next to the UI (its API on :8787; stopped with the UI)
+	FLOWSUITE_FLOW_ALLOW_HTTP=true FLOWSUITE_FLOW_ALLOW_SINKS=127.0.0.1/32 $(BIN)/flowsuite flow serve --port 8787 & \
+	  GATEWAY=$$!; trap "kill $$GATEWAY" EXIT; $(BIN)/dagster dev -w workspace.yaml
 
 # The browser tests drive Debian's chromium (playwright cannot download browsers here).
 browsers:

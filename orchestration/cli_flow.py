@@ -45,6 +45,21 @@ def redact(url: str) -> str:
     return re.sub(r"(access_token=)[^&#]*", r"\1***", url)
 
 
+def flow_status(settings: Settings) -> list[dict[str, Any]]:
+    """What `flowsuite status` shows of the gateway: every live subscription, with its lag per
+    partition, last delivery and failures (empty when no product allows flow)."""
+    from connectors.gateway.health import product_health
+
+    service = _service(settings)
+    out = []
+    for spec in service.products():
+        for h in product_health(service.store, spec, service.bootstrap):
+            if h.sub.state in ("active", "paused", "pending_approval"):
+                out.append({"id": h.sub.id, "product": spec.name, **h.metadata(),
+                            "last_success": _ago(h.sub.last_success_at)})
+    return out
+
+
 def _ago(ts: float | None) -> str:
     return "never" if ts is None else f"{max(0.0, time.time() - ts):.0f}s ago"
 

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from connectors.gateway import Gateway
 from orchestration.cli import main
-from orchestration.cli_flow import group
+from orchestration.cli_flow import flow_status, group
+from orchestration.settings import load_settings
 from tests.connectors.gateway.flow_support import (
     OWNER,
     Receiver,
@@ -52,6 +53,10 @@ def test_cli_token_list_show_and_decisions(flow, receiver):
     for action, state in (("approve", "active"), ("pause", "paused"), ("resume", "active"), ("reject", "rejected")):
         out = runner.invoke(group, [action, created["id"]])
         assert out.exit_code == 0 and out.output.strip().endswith(state), out.output
+        if state == "paused":  # what `flowsuite status` shows: state, lag per partition, failures
+            (shown,) = flow_status(load_settings())
+            assert shown["state"] == "paused" and shown["org"] == "p-001" and set(shown["partitions"]) == {"0", "1"}
+            assert all(v["lag"] == 0 for v in shown["partitions"].values())
     again = runner.invoke(group, ["approve", created["id"]])
     assert again.exit_code == 1 and "cannot approve a subscription that is rejected" in again.output
     shown = runner.invoke(group, ["show", created["id"]])
