@@ -278,9 +278,12 @@ class GatewayStore:
             rows = conn.execute(select(positions).where(positions.c.subscription == sub_id)).mappings().all()
         return {r["partition"]: (r["next_offset"], r["not_before_ms"]) for r in rows}
 
-    def commit_position(self, sub_id: str, partition: int, expected: int, next_offset: int, owner: str, clear_not_before: bool) -> bool:
+    def commit_position(self, sub_id: str, partition: int, expected: int, next_offset: int, owner: str,
+                        clear_not_before: bool, delivered: int = 0, outcome: str | None = None) -> bool:
         """Advance a position from `expected` to `next_offset`, only while `owner` still holds
-        the (subscription, partition) claim; False when the claim or the position moved."""
+        the (subscription, partition) claim; False when the claim or the position moved.
+        `delivered` events answered 2xx since the last commit are counted in the same transaction
+        (one write per commit, not per request)."""
         holds = exists().where(
             and_(claims.c.product == claim_product(sub_id), claims.c.resource == claim_resource(partition), claims.c.owner == owner)
         )
@@ -296,6 +299,11 @@ class GatewayStore:
                                 positions.c.next_offset == expected, holds))
                     .values(**values)
                 ).rowcount
+                if delivered and done:
+                    now = time.time()
+                    conn.execute(update(subscriptions).where(subscriptions.c.id == sub_id).values(
+                        delivered=subscriptions.c.delivered + delivered, last_success_at=now, last_attempt_at=now,
+                        last_outcome=(outcome or "")[:500], failures=0))
                 if done == 0:  # a partition added after the subscription was created
                     known = conn.execute(select(positions.c.partition).where(
                         and_(positions.c.subscription == sub_id, positions.c.partition == partition))).first()

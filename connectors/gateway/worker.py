@@ -98,6 +98,9 @@ class PartitionDelivery(threading.Thread):
         self.consumer: Consumer | None = None
         self.tp: TopicPartition | None = None
         self.paused = False
+        self.unrecorded = 0  # events delivered (2xx) not yet counted in the metastore
+        self.last_ok = "HTTP 200"
+        self.count_lock = threading.Lock()
         self._producer: Producer | None = None
 
     # --- guards ---------------------------------------------------------------------------
@@ -226,9 +229,10 @@ class PartitionDelivery(threading.Thread):
         """Move the position (only forward, only while the claim is ours)."""
         if next_offset <= self.position:
             return
-        if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner, clear_not_before):
+        if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner,
+                                          clear_not_before, self.unrecorded, self.last_ok):
             raise Stopped("claim or position moved")
-        self.position = next_offset
+        self.position, self.unrecorded = next_offset, 0
         self.committed_at = time.monotonic()
 
     def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
@@ -267,7 +271,12 @@ class PartitionDelivery(threading.Thread):
             attempt += 1
             self.sent_requests += 1
             if outcome.kind == "ok":
-                self.store.record_attempt(self.sub.id, outcome.detail, True, delivered=len(unit))
+                if attempt > 1:  # the end of a failure streak is recorded at once
+                    self.store.record_attempt(self.sub.id, outcome.detail, True, delivered=len(unit))
+                else:  # counted with the next position commit: one write per commit, not per request
+                    with self.count_lock:
+                        self.unrecorded += len(unit)
+                        self.last_ok = outcome.detail
                 return
             self.store.record_attempt(self.sub.id, outcome.detail, False)
             if outcome.kind == "retire":

@@ -296,7 +296,7 @@ def test_two_gateways_share_the_partitions_and_take_over(tmp_path, kafka_bootstr
         try:
             a.start()
             b.start()
-            wait_for(lambda: len(a.workers) == 2 and len(b.workers) == 2, what="two partitions each")
+            wait_for(lambda: len(a.workers) == 2 and len(b.workers) == 2, timeout=60, what="two partitions each")
             wait_for(lambda: len(receiver.deliveries()) >= 80, what="80 deliveries")
             assert len({r.headers["ce-id"] for r in receiver.deliveries()}) == 80
             a.stop()  # b takes a's partitions over (released on a clean stop; after a lease when killed)
