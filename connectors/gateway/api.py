@@ -4,7 +4,8 @@ CloudEvents Subscriptions API (subscriptions-openapi.yaml): `GET|POST|OPTIONS /s
 (POST answers 201 with `Location`), `GET|PUT|DELETE|OPTIONS /subscriptions/{id}`. Beyond it:
 `GET /products` (discovery), the owner's `POST /subscriptions/{id}/approve|reject|pause|resume`
 and the subscriber's `POST /subscriptions/{id}/secret` (rotation: the new `whsec_` secret is in
-the answer, the old one keeps signing for `?grace=` seconds, default a day).
+the answer, the old one keeps signing for `?grace=` seconds, default a day) and
+`POST /subscriptions/{id}/replay` (`{"startfrom": ...}`: deliver again from there).
 
 Every call but OPTIONS carries `Authorization: Bearer <token>` (401 without a valid one).
 Bodies are JSON, at most `max_body_bytes`; every bad request gets a 4xx naming the problem.
@@ -143,6 +144,16 @@ async def rotate_secret(request: Request, service: FlowService) -> Response:
 
 
 @_handler
+async def replay(request: Request, service: FlowService) -> Response:
+    org = await _org(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or "startfrom" not in body:
+        raise FlowError(400, 'the body is {"startfrom": "earliest" | "latest" | {partition: offset} | ISO-8601 time}')
+    sub = await run_in_threadpool(service.replay, org, request.path_params["id"], body["startfrom"])
+    return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
+
+
+@_handler
 async def products(request: Request, service: FlowService) -> Response:
     org = await _org(request)
     base = str(request.base_url).rstrip("/")
@@ -155,6 +166,7 @@ def create_app(service: FlowService) -> Starlette:
         Route("/subscriptions", subscriptions, methods=["GET", "POST", "OPTIONS"]),
         Route("/subscriptions/{id}", subscription, methods=["GET", "PUT", "DELETE", "OPTIONS"]),
         Route("/subscriptions/{id}/secret", rotate_secret, methods=["POST"]),
+        Route("/subscriptions/{id}/replay", replay, methods=["POST"]),
         Route("/subscriptions/{id}/{action}", owner_action, methods=["POST"]),
     ])
     app.state.service = service

@@ -227,6 +227,21 @@ class FlowService:
         self.store.transition(sub_id, "deleted", [s for s in ("requested", "pending_approval", "active", "paused", "retired", "failed", "rejected")], "deleted by the subscriber")
         return self.store.get(sub_id)
 
+    def replay(self, org: str, sub_id: str, startfrom: Any) -> Subscription:
+        """Move every partition's position to `startfrom` (an offset map, a time, earliest or
+        latest): the gateway delivers from there again, in order. The subscriber's call."""
+        sub = self.get(org, sub_id)
+        if sub.org != org:
+            raise FlowError(403, "only the subscriber replays its subscription")
+        if sub.state not in ("active", "paused", "pending_approval"):
+            raise FlowError(409, f"subscription is {sub.state}")
+        try:
+            parse_startfrom(startfrom)
+        except StartFromError as exc:
+            raise _bad(str(exc)) from None
+        self._positions(self.specs[sub.product], sub_id, {"startfrom": startfrom})
+        return self.store.get(sub_id)
+
     def rotate_secret(self, org: str, sub_id: str, grace_s: float) -> str:
         sub = self.get(org, sub_id)
         if sub.org != org:

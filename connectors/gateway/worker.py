@@ -121,6 +121,9 @@ class PartitionDelivery(threading.Thread):
             fresh = self.store.get(self.sub.id)
             if fresh is None or fresh.state != "active":
                 raise Stopped(f"subscription is {fresh.state if fresh else 'gone'}")
+            stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
+            if self.consumer is not None and stored != self.position:
+                raise Stopped(f"position moved to {stored} (a replay)")
             self.sub, self.sub_checked_at = fresh, now
 
     def _sleep(self, seconds: float) -> None:

@@ -320,3 +320,20 @@ def test_records_the_lake_would_quarantine_are_never_sent(flow, gateway, receive
     gateway()
     wait_for(lambda: flow.store.positions(created["id"])[0][0] == 3, what="all three passed")
     assert [json.loads(r.body)["event_id"] for r in receiver.deliveries()] == ["ok1"]
+
+
+def test_replay_from_an_offset_delivers_again_in_order(flow, gateway, receiver, kafka_bootstrap, topic2):
+    produce_clicks(kafka_bootstrap, topic2, 10, partners=("p-001",), partition=0)
+    created = active_subscription(flow, receiver)
+    gateway()
+    wait_for(lambda: len(receiver.deliveries()) == 10, what="the first pass")
+    with flow.client("p-001") as c:
+        resp = c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": {"0": 4}})
+        assert resp.status_code == 200, resp.text
+        assert c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": "tomorrow"}).status_code == 400
+    with flow.client("p-002") as c:
+        assert c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": "earliest"}).status_code == 404
+    wait_for(lambda: len(receiver.deliveries()) == 16, what="the replay")
+    time.sleep(0.5)
+    again = [int(r.headers["ce-sequence"]) for r in receiver.deliveries()[10:]]
+    assert again == list(range(4, 10))
