@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 STATE_CHECK_S = 0.5  # how stale a subscription's state may be before a request is sent
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
-COMMIT_EVERY_S = 0.5  # within a long read, positions are committed at least this often
+COMMIT_EVERY_S = 0.5  # positions are committed this often while busy, and at once when idle
 
 
 def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
@@ -98,6 +98,8 @@ class PartitionDelivery(threading.Thread):
         self.consumer: Consumer | None = None
         self.tp: TopicPartition | None = None
         self.paused = False
+        self.done_through = 0  # everything before this offset was delivered, dead-lettered or skipped
+        self.clear_not_before = False
         self.unrecorded = 0  # events delivered (2xx) not yet counted in the metastore
         self.last_ok = "HTTP 200"
         self.count_lock = threading.Lock()
@@ -169,6 +171,7 @@ class PartitionDelivery(threading.Thread):
                 self._guard()
                 msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
                 if not msgs:
+                    self._flush()  # idle: what was delivered is committed now
                     continue
                 events: list[FlowEvent] = []
                 last = None
@@ -204,10 +207,24 @@ class PartitionDelivery(threading.Thread):
                     raise
                 finally:
                     self._fetching(True)
-                self._commit(last + 1, clear_not_before=self.stored_not_before is not None and not_before is None)
-                self.stored_not_before = not_before
+                self.done_through = last + 1
+                if self.stored_not_before is not None and not_before is None:
+                    self.clear_not_before = True
+                if time.monotonic() - self.committed_at > COMMIT_EVERY_S:
+                    self._flush()
         finally:
+            try:
+                self._flush()  # delivered before the stop: committed, so not sent again
+            except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
+                pass
             consumer.close()
+
+    def _flush(self) -> None:
+        """Commit the position through everything delivered (or skipped) so far."""
+        if self.done_through > self.position:
+            self._commit(self.done_through, clear_not_before=self.clear_not_before)
+            if self.clear_not_before:
+                self.stored_not_before, self.clear_not_before = None, False
 
     def _fetching(self, on: bool) -> None:
         """Pause the partition in the consumer while a receiver is failing, so nothing more is
