@@ -187,9 +187,11 @@ def _dlq(bootstrap: str, topic: str, expect: int) -> list:
 
 def test_gone_for_good_dead_letters_then_pauses(flow, gateway, receiver, kafka_bootstrap, topic2):
     produce_clicks(kafka_bootstrap, topic2, 4, partition=0)
-    created = active_subscription(flow, receiver, ttl="1s")
+    created = active_subscription(flow, receiver, ttl="3s")
     receiver.stop()  # gone for good: connection refused from now on
-    gateway()
+    g = gateway()
+    # while the receiver fails, its partition is paused in the consumer: nothing more is fetched
+    wait_for(lambda: any(w.paused for w in list(g.workers.values())), what="the partition paused")
     wait_for(lambda: flow.store.get(created["id"]).state == "paused", what="paused after the dead letter")
     sub = flow.store.get(created["id"])
     assert "dead-letter" in sub.reason and sub.dead_lettered == 1
