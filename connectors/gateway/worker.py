@@ -14,6 +14,11 @@ TTL the events go to `<topic>.flow.<id>.dlq` (with attempts and the last outcome
 ordered subscription is paused; 400/413/415 go there at once; 410 retires the subscription.
 While retrying, the partition is paused in the consumer, so a slow receiver costs no memory
 beyond one read (`maxbatch` records and librdkafka's small queue).
+
+The metastore is kept off the sending path: a bookkeeping thread per delivery re-reads the
+subscription (still active? position moved by a replay?) and renews the lease every 0.25 s,
+and commits the position through what was delivered. The sending thread trusts a state at most
+1 s old and waits, sending nothing, when the metastore is slower than that.
 """
 
 from __future__ import annotations
@@ -45,9 +50,9 @@ from connectors.spec import DataProductSpec, parse_duration
 
 log = logging.getLogger(__name__)
 
-STATE_CHECK_S = 0.5  # how stale a subscription's state may be before a request is sent
+STATE_CHECK_S = 0.25  # the bookkeeper re-reads state and commits positions this often
+STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
-COMMIT_EVERY_S = 0.5  # positions are committed this often while busy, and at once when idle
 
 
 def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
@@ -89,12 +94,10 @@ class PartitionDelivery(threading.Thread):
         self.opts = sub_options(sub, settings)
         self.stop_event = threading.Event()
         self.decoder = decoder_for(spec)
-        self.sub_checked_at = 0.0
         self.lease_renewed_at = time.monotonic()
         self.sent_requests = 0
         self.position = 0
         self.stored_not_before: int | None = None
-        self.committed_at = time.monotonic()
         self.consumer: Consumer | None = None
         self.tp: TopicPartition | None = None
         self.paused = False
@@ -103,6 +106,10 @@ class PartitionDelivery(threading.Thread):
         self.unrecorded = 0  # events delivered (2xx) not yet counted in the metastore
         self.last_ok = "HTTP 200"
         self.count_lock = threading.Lock()
+        self.commit_lock = threading.Lock()
+        self.book_stop = threading.Event()
+        self.stop_reason: str | None = None
+        self.state_ok_at = 0.0
         self._producer: Producer | None = None
 
     # --- guards ---------------------------------------------------------------------------
@@ -111,22 +118,49 @@ class PartitionDelivery(threading.Thread):
         self.stop_event.set()
 
     def _guard(self) -> None:
-        """Raise Stopped unless the claim is ours and the subscription is still active."""
-        if self.stop_event.is_set():
-            raise Stopped("gateway stopping")
-        now = time.monotonic()
-        if now - self.lease_renewed_at > self.settings.lease_s / 3:
-            if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition), self.owner, self.settings.lease_s):
-                raise Stopped("claim lost")
-            self.lease_renewed_at = now
-        if now - self.sub_checked_at > STATE_CHECK_S:
-            fresh = self.store.get(self.sub.id)
-            if fresh is None or fresh.state != "active":
-                raise Stopped(f"subscription is {fresh.state if fresh else 'gone'}")
-            stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
-            if self.consumer is not None and stored != self.position:
-                raise Stopped(f"position moved to {stored} (a replay)")
-            self.sub, self.sub_checked_at = fresh, now
+        """Raise Stopped unless the claim is ours and the subscription is still active, as the
+        bookkeeping thread last saw them (at most STATE_STALE_S ago, else wait for it)."""
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped("gateway stopping")
+            if self.stop_reason is not None:
+                raise Stopped(self.stop_reason)
+            if time.monotonic() - self.state_ok_at <= STATE_STALE_S:
+                return
+            self.stop_event.wait(0.02)  # the metastore is slow to answer: send nothing meanwhile
+
+    def _bookkeeping(self) -> None:
+        """The metastore side of a delivery, off the sending path: every STATE_CHECK_S re-read
+        the subscription and the stored position (paused? replayed?), renew the lease, and
+        commit the position through what was delivered."""
+        while not self.book_stop.is_set() and self.stop_reason is None:
+            try:
+                now = time.monotonic()
+                if now - self.lease_renewed_at > self.settings.lease_s / 3:
+                    if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition),
+                                                      self.owner, self.settings.lease_s):
+                        self.stop_reason = "claim lost"
+                        return
+                    self.lease_renewed_at = now
+                fresh = self.store.get(self.sub.id)
+                if fresh is None or fresh.state != "active":
+                    self.stop_reason = f"subscription is {fresh.state if fresh else 'gone'}"
+                    return
+                stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
+                if stored != self.position:
+                    self.stop_reason = f"position moved to {stored} (a replay)"
+                    return
+                self.sub = fresh
+                self.state_ok_at = now
+                self._flush()
+            except Stopped as why:
+                self.stop_reason = str(why)
+                return
+            except Exception as exc:  # noqa: BLE001 - e.g. the metastore away: stop, another attempt follows
+                self.stop_reason = f"bookkeeping failed: {type(exc).__name__}"
+                log.warning("flow %s partition %d: bookkeeping failed", self.sub.id, self.partition, exc_info=True)
+                return
+            self.book_stop.wait(STATE_CHECK_S)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -166,12 +200,14 @@ class PartitionDelivery(threading.Thread):
         tp = TopicPartition(self.spec.topic, self.partition, self.position)
         consumer.assign([tp])
         self.consumer, self.tp, self.paused = consumer, tp, False
+        book = threading.Thread(target=self._bookkeeping, name=f"{self.name}-book", daemon=True)
+        self.state_ok_at = time.monotonic()  # just read by the gateway's claim
+        book.start()
         try:
             while True:
                 self._guard()
                 msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
                 if not msgs:
-                    self._flush()  # idle: what was delivered is committed now
                     continue
                 events: list[FlowEvent] = []
                 last = None
@@ -207,12 +243,13 @@ class PartitionDelivery(threading.Thread):
                     raise
                 finally:
                     self._fetching(True)
-                self.done_through = last + 1
-                if self.stored_not_before is not None and not_before is None:
-                    self.clear_not_before = True
-                if time.monotonic() - self.committed_at > COMMIT_EVERY_S:
-                    self._flush()
+                with self.count_lock:
+                    if self.stored_not_before is not None and not_before is None:
+                        self.clear_not_before = True
+                    self.done_through = last + 1
         finally:
+            self.book_stop.set()
+            book.join()
             try:
                 self._flush()  # delivered before the stop: committed, so not sent again
             except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
@@ -221,10 +258,13 @@ class PartitionDelivery(threading.Thread):
 
     def _flush(self) -> None:
         """Commit the position through everything delivered (or skipped) so far."""
-        if self.done_through > self.position:
-            self._commit(self.done_through, clear_not_before=self.clear_not_before)
-            if self.clear_not_before:
-                self.stored_not_before, self.clear_not_before = None, False
+        with self.count_lock:
+            through, clear = self.done_through, self.clear_not_before
+        if through > self.position:
+            self._commit(through, clear_not_before=clear)
+            if clear:
+                with self.count_lock:
+                    self.stored_not_before, self.clear_not_before = None, False
 
     def _fetching(self, on: bool) -> None:
         """Pause the partition in the consumer while a receiver is failing, so nothing more is
@@ -247,13 +287,15 @@ class PartitionDelivery(threading.Thread):
 
     def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
         """Move the position (only forward, only while the claim is ours)."""
-        if next_offset <= self.position:
-            return
-        if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner,
-                                          clear_not_before, self.unrecorded, self.last_ok):
-            raise Stopped("claim or position moved")
-        self.position, self.unrecorded = next_offset, 0
-        self.committed_at = time.monotonic()
+        with self.commit_lock:
+            if next_offset <= self.position:
+                return
+            with self.count_lock:
+                delivered, self.unrecorded = self.unrecorded, 0
+            if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner,
+                                              clear_not_before, delivered, self.last_ok):
+                raise Stopped("claim or position moved")
+            self.position = next_offset
 
     def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
         size = self.opts["maxbatch"] if self.opts["mode"] == "batched" else 1
@@ -264,8 +306,8 @@ class PartitionDelivery(threading.Thread):
         if self.opts["maxinflight"] <= 1:
             for unit in units:
                 self._deliver_unit(unit)
-                if time.monotonic() - self.committed_at > COMMIT_EVERY_S:  # keep the re-send window small
-                    self._commit(unit[-1].offset + 1)
+                with self.count_lock:  # the bookkeeper commits through here: a small re-send window
+                    self.done_through = max(self.done_through, unit[-1].offset + 1)
             return
         with ThreadPoolExecutor(self.opts["maxinflight"]) as pool:
             for f in [pool.submit(self._deliver_unit, u) for u in units]:
