@@ -105,6 +105,51 @@ def to_event(spec: DataProductSpec, partition: int, offset: int, key: bytes | No
     return FlowEvent(partition, offset, attrs, bytes(value), int(when.timestamp() * 1000) if when else None)
 
 
+def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int, Any], valid) -> list[FlowEvent]:
+    """The valid rows of a decoded read (the landing decoder's `valid` table) as events, built
+    column by column from what the decoder already parsed; `messages` maps offset → message,
+    whose original value bytes are the event's data."""
+    n = valid.num_rows
+    if n == 0:
+        return []
+    offsets = valid.column("_offset").to_pylist()
+    source, etype = product_source(spec), product_type(spec)
+    attr_columns = [(attr, valid.column(f).to_pylist()) for f, attr in spec.flow.attributes.items() if f in valid.column_names]
+    times: list[int | None] = [None] * n
+    time_field = spec.event_time.field
+    if time_field and time_field in valid.column_names:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = valid.column(time_field)
+        if pa.types.is_timestamp(col.type):
+            times = pc.divide(pc.cast(col, pa.int64()), 1000).to_pylist()  # µs → ms
+        else:
+            times = col.to_pylist()
+    out = []
+    for i, offset in enumerate(offsets):
+        m = messages[offset]
+        attrs = {
+            "specversion": SPECVERSION, "id": f"{spec.name}-{partition}-{offset}", "source": source, "type": etype,
+            "datacontenttype": "application/json", "sequence": f"{offset:020d}", "flowpartition": str(partition),
+        }
+        t = times[i]
+        if t is None and spec.event_time.source != "field":
+            t = m.timestamp()[1]
+        if t is not None:
+            attrs["time"] = datetime.fromtimestamp(t / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        key = m.key()
+        if key:
+            k = key.decode("utf-8", "replace")
+            attrs["subject"] = attrs["partitionkey"] = k
+        for attr, values in attr_columns:
+            text = _text(values[i])
+            if text is not None:
+                attrs[attr] = text
+        out.append(FlowEvent(partition, offset, attrs, bytes(m.value()), t))
+    return out
+
+
 def _header_value(value: str) -> str:
     """Percent-encode what an HTTP header cannot carry as is (binding §3.1.3.2)."""
     out = []

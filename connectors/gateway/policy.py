@@ -66,6 +66,23 @@ def auto_approved(spec: DataProductSpec, org: str) -> bool:
     return org in spec.flow.auto_approve
 
 
+def event_filter(spec: DataProductSpec, org: str, body: dict[str, Any]):
+    """`deliverable` for one subscription as it is now, with its policy filters filled in once."""
+    required = required_filters(spec, org)
+    filters = body.get("filters") or []
+    source, types = body.get("source"), body.get("types")
+
+    def keep(event: FlowEvent) -> bool:
+        attrs = event.attributes
+        if source and attrs.get("source") != source:
+            return False
+        if types and attrs.get("type") not in types:
+            return False
+        return matches(required, attrs) and matches(filters, attrs)
+
+    return keep
+
+
 def deliverable(spec: DataProductSpec, org: str, body: dict[str, Any], event: FlowEvent) -> bool:
     """The one question before an event is sent: inside the subscription's source, types and
     filters, and inside the product's required filters for this organisation."""

@@ -37,10 +37,10 @@ from connectors.gateway.events import (
     FlowEvent,
     batch_request,
     binary_request,
+    events_from_batch,
     structured_request,
-    to_event,
 )
-from connectors.gateway.policy import deliverable
+from connectors.gateway.policy import event_filter
 from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
@@ -110,6 +110,7 @@ class PartitionDelivery(threading.Thread):
         self.book_stop = threading.Event()
         self.stop_reason: str | None = None
         self.state_ok_at = 0.0
+        self._keep = None
         self._producer: Producer | None = None
 
     # --- guards ---------------------------------------------------------------------------
@@ -219,19 +220,16 @@ class PartitionDelivery(threading.Thread):
                             continue
                         raise RuntimeError(f"reading {self.spec.topic}[{self.partition}]: {err}")
                     records.append(m)
-                valid = self._valid_offsets(records)
-                for m in records:
-                    last = m.offset()
-                    if m.offset() not in valid:
-                        continue  # landing quarantines it: not part of the product, never sent
-                    ev = to_event(self.spec, self.partition, m.offset(), m.key(), m.value(), m.timestamp()[1])
-                    if ev is None:
-                        continue
+                if not records:
+                    continue
+                last = records[-1].offset()
+                keep = self._filter()
+                for ev in self._events(records):
                     if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
                         if ev.time_ms is None or ev.time_ms < not_before:
                             continue
                         not_before = None
-                    if deliverable(self.spec, self.sub.org, self.sub.body, ev):
+                    if keep(ev):
                         events.append(ev)
                 if last is None:
                     continue
@@ -255,6 +253,40 @@ class PartitionDelivery(threading.Thread):
             except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
                 pass
             consumer.close()
+
+    def _flush(self) -> None:
+        """Commit the position through everything delivered (or skipped) so far."""
+        with self.count_lock:
+            through, clear = self.done_through, self.clear_not_before
+        if through > self.position:
+            self._commit(through, clear_not_before=clear)
+            if clear:
+                with self.count_lock:
+                    self.stored_not_before, self.clear_not_before = None, False
+
+    def _fetching(self, on: bool) -> None:
+        """Pause the partition in the consumer while a receiver is failing, so nothing more is
+        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
+        if self.consumer is None or on != self.paused:
+            return
+        (self.consumer.resume if on else self.consumer.pause)([self.tp])
+        self.paused = not on
+
+    def _events(self, records: list) -> list[FlowEvent]:
+        """The records that pass the product's record-level validation — decided by the
+        landing's own decoder and rules, so subscribers get what the lake gets — as events."""
+        decoded = self.decoder.decode(Batch(
+            self.partition, [m.value() for m in records], [m.key() for m in records],
+            [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        ))
+        return events_from_batch(self.spec, self.partition, {m.offset(): m for m in records}, decoded.valid)
+
+    def _filter(self):
+        """The subscription's filters and policy as one function, rebuilt when the body changes."""
+        sub = self.sub
+        if self._keep is None or self._keep[0] is not sub:
+            self._keep = (sub, event_filter(self.spec, sub.org, sub.body))
+        return self._keep[1]
 
     def _flush(self) -> None:
         """Commit the position through everything delivered (or skipped) so far."""
