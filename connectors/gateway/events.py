@@ -116,6 +116,7 @@ def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int,
     source, etype = product_source(spec), product_type(spec)
     attr_columns = [(attr, valid.column(f).to_pylist()) for f, attr in spec.flow.attributes.items() if f in valid.column_names]
     times: list[int | None] = [None] * n
+    texts: list[str | None] = [None] * n
     time_field = spec.event_time.field
     if time_field and time_field in valid.column_names:
         import pyarrow as pa
@@ -124,29 +125,34 @@ def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int,
         col = valid.column(time_field)
         if pa.types.is_timestamp(col.type):
             times = pc.divide(pc.cast(col, pa.int64()), 1000).to_pylist()  # µs → ms
+            texts = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # RFC 3339, µs
         else:
             times = col.to_pylist()
+    base = {"specversion": SPECVERSION, "id": "", "source": source, "type": etype,
+            "datacontenttype": "application/json", "sequence": "", "flowpartition": str(partition)}
+    prefix = f"{spec.name}-{partition}-"
     out = []
     for i, offset in enumerate(offsets):
         m = messages[offset]
-        attrs = {
-            "specversion": SPECVERSION, "id": f"{spec.name}-{partition}-{offset}", "source": source, "type": etype,
-            "datacontenttype": "application/json", "sequence": f"{offset:020d}", "flowpartition": str(partition),
-        }
+        attrs = dict(base)
+        attrs["id"] = prefix + str(offset)
+        attrs["sequence"] = f"{offset:020d}"
         t = times[i]
         if t is None and spec.event_time.source != "field":
             t = m.timestamp()[1]
-        if t is not None:
+        if texts[i] is not None:
+            attrs["time"] = texts[i]
+        elif t is not None:
             attrs["time"] = datetime.fromtimestamp(t / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         key = m.key()
         if key:
             k = key.decode("utf-8", "replace")
             attrs["subject"] = attrs["partitionkey"] = k
         for attr, values in attr_columns:
-            text = _text(values[i])
-            if text is not None:
-                attrs[attr] = text
-        out.append(FlowEvent(partition, offset, attrs, bytes(m.value()), t))
+            v = values[i]
+            if v is not None:
+                attrs[attr] = v if isinstance(v, str) else _text(v)
+        out.append(FlowEvent(partition, offset, attrs, m.value(), t))
     return out
 
 
