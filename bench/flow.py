@@ -40,10 +40,10 @@ import yaml  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 from connectors.gateway import FlowService, GatewaySettings, GatewayStore  # noqa: E402
-from connectors.kafka_admin import ensure_topic  # noqa: E402
+from connectors.kafka import ensure_topic  # noqa: E402
 from connectors.metastore import Metastore  # noqa: E402
 from connectors.spec import DataProductSpec  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
 
 ORG = "bench"
 
@@ -146,17 +146,21 @@ def produce_all(bootstrap: str, topic: str, n: int) -> None:
 
 
 def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
+    """Produce `rate` records a second for `seconds`; returns how many the broker acknowledged."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    acked = []
     start, n = time.monotonic(), 0
     while time.monotonic() - start < seconds:
         due = int((time.monotonic() - start) * rate)
         while n < due:
-            p.produce(topic, key=f"l{n}".encode(), value=record(n, True))
+            p.produce(topic, key=f"l{n}".encode(), value=record(n, True),
+                      on_delivery=lambda err, _m: acked.append(1) if err is None else None)
             n += 1
         p.poll(0)
         time.sleep(0.001)
-    p.flush(30)
-    return n
+    if p.flush(120):
+        raise RuntimeError("the broker did not acknowledge every record within 120 s")
+    return len(acked)
 
 
 def bare_consumer(bootstrap: str, topic: str, partitions: int) -> float:
@@ -218,7 +222,7 @@ class Bench:
                "FLOWSUITE_METASTORE_URL": self.metastore_url, "FLOWSUITE_KAFKA_BOOTSTRAP": self.bootstrap,
                "FLOWSUITE_FLOW_ALLOW_HTTP": "true", "FLOWSUITE_FLOW_ALLOW_SINKS": "127.0.0.1/32"}
         log = open(self.home / f"gateway{self.topic_n}.log", "wb")  # noqa: SIM115
-        self.gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli_flow", "serve", "--port", str(free_port())],
+        self.gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", str(free_port())],
                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return psutil.Process(self.gateway.pid)
 
@@ -250,7 +254,7 @@ class Bench:
                 last = max(v["last"] for v in s.values())
                 return total / max(last - first, 1e-6), peak
             time.sleep(0.2)
-        got = sum(v["count"] for v in self.stats().values() if True)
+        got = sum(v["count"] for k, v in self.stats().items() if k.startswith(prefix))
         raise RuntimeError(f"{prefix}: only {got} of {total} events arrived in {timeout} s")
 
     def close(self) -> None:
@@ -264,10 +268,15 @@ def latency(bench: Bench, subscribers: int, mode: str, seconds: float) -> dict:
     config = {"mode": mode, "maxbatch": 500} if mode == "batched" else {}
     bench.subscribe(spec, subscribers, **config)
     bench.start_gateway()
-    time.sleep(4)  # the gateway starts and claims its partitions
-    n = produce_paced(bench.bootstrap, topic, 1000, seconds)
     prefix = f"/s{bench.topic_n}-"
-    bench.wait_count(prefix, n * subscribers, timeout=seconds * 20 + 60)
+    # warm up: every subscriber's partitions are claimed and flowing before the clock starts
+    p = Producer({"bootstrap.servers": bench.bootstrap})
+    for partition in (0, 1):
+        p.produce(topic, value=record(-1, False), partition=partition)
+    p.flush(30)
+    bench.wait_count(prefix, 2 * subscribers, timeout=120)
+    n = produce_paced(bench.bootstrap, topic, 1000, seconds)
+    bench.wait_count(prefix, (n + 2) * subscribers, timeout=seconds * 20 + 60)
     lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
     bench.stop_gateway()
     return {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "p99": pct(lat, 0.99), "events": len(lat)}
@@ -300,7 +309,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, running_broker(port=free_port()) as broker:
         bench = Bench(broker.bootstrap, Path(tmp))
         try:
-            for subs, mode in ((1, "binary"), (10, "batched")):
+            for subs, mode in ((1, "binary"), (1, "batched"), (10, "batched")):
                 r = latency(bench, subs, mode, args.seconds)
                 print(f"latency {subs} subscriber(s) {mode}: p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms", flush=True)
                 for q in ("p50", "p95", "p99"):

@@ -20,7 +20,7 @@ from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, claim_product, claim_resource
 from connectors.gateway.worker import PartitionDelivery, new_owner
-from connectors.kafka_admin import topic_partitions
+from connectors.kafka import topic_partitions
 from connectors.metastore import ClaimHeldError
 from connectors.spec import DataProductSpec
 

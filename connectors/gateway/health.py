@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.gateway.store import GatewayStore, Subscription
-from connectors.kafka_reader import consumer_config, probe_partitions
+from connectors.kafka import consumer_config, probe_partitions
 from connectors.spec import DataProductSpec
 
 FAILING_AFTER_S = 600.0  # an active subscription failing for longer than this is unhealthy

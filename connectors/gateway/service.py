@@ -25,7 +25,7 @@ from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.ssrf import SinkRefused, check_sink
 from connectors.gateway.startfrom import StartFromError, parse_startfrom, resolve_startfrom
 from connectors.gateway.store import GatewayStore, Subscription
-from connectors.kafka_admin import topic_partitions
+from connectors.kafka import topic_partitions
 from connectors.spec import DataProductSpec, parse_duration
 
 FIELDS = {"id", "source", "types", "config", "filters", "sink", "protocol", "protocolsettings", "sinkcredential"}

@@ -1,4 +1,4 @@
-"""The gateway's settings, read once from the environment (plain values, no Dagster).
+"""The gateway's settings (plain values, no Dagster), from connectors/settings.py's fields.
 
 | variable | default | meaning |
 |---|---|---|
@@ -13,13 +13,9 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,18 +34,21 @@ class GatewaySettings:
     extra: dict = field(default_factory=dict)
 
 
-def load_gateway_settings(env: Mapping[str, str] | None = None) -> GatewaySettings:
-    env = dict(os.environ if env is None else env)
+def gateway_settings(settings: Any) -> GatewaySettings:
+    """The gateway's settings from flowsuite's settings object (connectors/settings.py)."""
     nets = tuple(
         ipaddress.ip_network(part.strip(), strict=False)
-        for part in (env.get("FLOWSUITE_FLOW_ALLOW_SINKS") or "").split(",")
+        for part in (settings.flow_allow_sinks or "").split(",")
         if part.strip()
     )
     return GatewaySettings(
-        origin=env.get("FLOWSUITE_FLOW_ORIGIN") or "flowsuite.local",
-        allow_http=_flag(env.get("FLOWSUITE_FLOW_ALLOW_HTTP")),
-        allow_sinks=nets,
-        lease_s=float(env.get("FLOWSUITE_FLOW_LEASE_S") or 15),
-        retry_cap_s=float(env.get("FLOWSUITE_FLOW_RETRY_CAP_S") or 300),
-        ttl_s=float(env.get("FLOWSUITE_FLOW_TTL_S") or 86_400),
+        origin=settings.flow_origin, allow_http=settings.flow_allow_http, allow_sinks=nets,
+        lease_s=settings.flow_lease_s, retry_cap_s=settings.flow_retry_cap_s, ttl_s=settings.flow_ttl_s,
     )
+
+
+def load_gateway_settings(env: Mapping[str, str] | None = None) -> GatewaySettings:
+    """`gateway_settings(load_settings(env))`: for callers without a settings object."""
+    from connectors.settings import load_settings
+
+    return gateway_settings(load_settings(env))

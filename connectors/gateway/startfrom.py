@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka_reader import consumer_config, probe_partitions
+from connectors.kafka import consumer_config, probe_partitions
 from connectors.lake import hour_key
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec

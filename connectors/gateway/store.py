@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 
-from connectors.metastore import Metastore, _retrying, claims, create_missing_tables
+from connectors.metastore import Metastore, claims, create_missing_tables, retrying
 
 md = MetaData()
 
@@ -149,7 +149,7 @@ class GatewayStore:
     def __init__(self, metastore: Metastore):
         self.metastore = metastore
         self.engine = metastore.engine
-        _retrying(lambda: create_missing_tables(self.engine, md, "flowsuite.gateway"))
+        retrying(lambda: create_missing_tables(self.engine, md, "flowsuite.gateway"))
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class GatewayStore:
                     .values(state=to, reason=reason, updated_at=time.time(), **({"failures": 0} if to == "active" else {}))
                 ).rowcount
 
-        return _retrying(tx) == 1
+        return retrying(tx) == 1
 
     def update_body(self, sub_id: str, body: dict[str, Any], **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -235,7 +235,7 @@ class GatewayStore:
             with self.engine.begin() as conn:
                 conn.execute(update(subscriptions).where(subscriptions.c.id == sub_id).values(**values))
 
-        _retrying(tx)
+        retrying(tx)
 
     def rotate_secret(self, sub_id: str, grace_s: float) -> str:
         """A new signing secret; the old one keeps signing (a second signature) for `grace_s`."""
@@ -313,4 +313,4 @@ class GatewayStore:
                         return 1
                 return done
 
-        return _retrying(tx) == 1
+        return retrying(tx) == 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from connectors.decode import decoder_for
+from connectors.formats import Batch, decoder_for
 from connectors.gateway.events import (
     FlowEvent,
     batch_request,
@@ -44,8 +44,7 @@ from connectors.gateway.policy import event_filter
 from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
-from connectors.kafka_admin import ensure_topic
-from connectors.kafka_reader import Batch, consumer_config
+from connectors.kafka import consumer_config, ensure_topic
 from connectors.spec import DataProductSpec, parse_duration
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from connectors.gateway import Gateway
+from connectors.settings import load_settings
 from orchestration.cli import main
-from orchestration.cli_flow import flow_status, group
-from orchestration.settings import load_settings
+from orchestration.cli.flow import flow_status, group
 from tests.connectors.gateway.flow_support import (
     OWNER,
     Receiver,
@@ -44,26 +44,31 @@ def flow(tmp_path, kafka_bootstrap, make_topic, monkeypatch):
 
 def test_cli_token_list_show_and_decisions(flow, receiver):
     runner = CliRunner()
-    made = runner.invoke(group, ["token", "create", "--org", "p-001"])
+    invoke = runner.invoke
+
+    def run(args):
+        return invoke(group, args, obj=load_settings())
+
+    made = run(["token", "create", "--org", "p-001"])
     assert made.exit_code == 0 and made.output.startswith("fst_")
     assert flow.store.org_of_token(made.output.strip()) == "p-001"
     created = flow.subscribe("p-001", receiver.url)
-    listed = runner.invoke(group, ["list"])
+    listed = run(["list"])
     assert listed.exit_code == 0 and created["id"] in listed.output and "pending_approval" in listed.output
     for action, state in (("approve", "active"), ("pause", "paused"), ("resume", "active"), ("reject", "rejected")):
-        out = runner.invoke(group, [action, created["id"]])
+        out = run([action, created["id"]])
         assert out.exit_code == 0 and out.output.strip().endswith(state), out.output
         if state == "paused":  # what `flowsuite status` shows: state, lag per partition, failures
             (shown,) = flow_status(load_settings())
             assert shown["state"] == "paused" and shown["org"] == "p-001" and set(shown["partitions"]) == {"0", "1"}
             assert all(v["lag"] == 0 for v in shown["partitions"].values())
-    again = runner.invoke(group, ["approve", created["id"]])
+    again = run(["approve", created["id"]])
     assert again.exit_code == 1 and "cannot approve a subscription that is rejected" in again.output
-    shown = runner.invoke(group, ["show", created["id"]])
+    shown = run(["show", created["id"]])
     assert shown.exit_code == 0 and '"state": "rejected"' in shown.output
     assert created["webhooksecret"] not in shown.output
-    assert runner.invoke(group, ["show", "nope"]).exit_code == 1
-    assert main(["flow", "list"]) == 0  # through the argparse CLI's dispatch
+    assert run(["show", "nope"]).exit_code == 1
+    assert main(["flow", "list"]) == 0  # through the root group (`flowsuite flow list`)
 
 
 def test_planted_tokens_and_secrets_never_reach_the_logs(flow, receiver, caplog, capfd, kafka_bootstrap):
