@@ -339,3 +339,29 @@ def test_replay_from_an_offset_delivers_again_in_order(flow, gateway, receiver, 
     time.sleep(0.5)
     again = [int(r.headers["ce-sequence"]) for r in receiver.deliveries()[10:]]
     assert again == list(range(4, 10))
+
+
+def test_unordered_allows_several_requests_at_once(flow, gateway, kafka_bootstrap, topic2):
+    import threading
+
+    inflight = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def slow(_r):
+        with lock:
+            inflight["now"] += 1
+            inflight["max"] = max(inflight["max"], inflight["now"])
+        time.sleep(0.05)
+        with lock:
+            inflight["now"] -= 1
+        return 200, {}
+
+    receiver = Receiver(respond=slow).start()
+    try:
+        produce_clicks(kafka_bootstrap, topic2, 40, partners=("p-001",), partition=0)
+        active_subscription(flow, receiver, ordered="false", maxinflight=4)
+        gateway()
+        wait_for(lambda: len({r.headers["ce-id"] for r in receiver.deliveries()}) == 40, what="all 40")
+        assert 2 <= inflight["max"] <= 4  # one partition, yet several requests at once, never more than asked
+    finally:
+        receiver.stop()
