@@ -306,6 +306,7 @@ def main() -> int:
         run_receivers(args.receivers)
         return 0
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, running_broker(port=free_port()) as broker:
         bench = Bench(broker.bootstrap, Path(tmp))
         try:
@@ -333,6 +334,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     (RESULTS / "flow.json").write_text(json.dumps({"bench": "flow", "machine": machine, "rows": rows,
+                                                   "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
     return 0
 
