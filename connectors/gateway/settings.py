@@ -47,8 +47,9 @@ def gateway_settings(settings: Any) -> GatewaySettings:
     )
 
 
-def load_gateway_settings(env: Mapping[str, str] | None = None) -> GatewaySettings:
-    """`gateway_settings(load_settings(env))`: for callers without a settings object."""
+def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
+    """`gateway_settings(load_settings(env))` for a given mapping (tests); the engine never
+    reads the process environment itself: callers pass connectors.settings values down."""
     from connectors.settings import load_settings
 
     return gateway_settings(load_settings(env))
