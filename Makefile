@@ -28,7 +28,9 @@ demo: install
 dev: install
 	@$(BIN)/python -c 'import sys; from orchestration.demo import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
 	$(BIN)/flowsuite broker start
-	$(BIN)/dagster dev -w workspace.yaml
+	@# the flow gateway next to the UI (its API on :8787; stopped with the UI)
+	FLOWSUITE_FLOW_ALLOW_HTTP=true FLOWSUITE_FLOW_ALLOW_SINKS=127.0.0.1/32 $(BIN)/flowsuite flow serve --port 8787 & \
+	  GATEWAY=$$!; trap "kill $$GATEWAY" EXIT; $(BIN)/dagster dev -w workspace.yaml
 
 # The browser tests drive Debian's chromium (playwright cannot download browsers here).
 browsers:
@@ -46,6 +48,7 @@ test: install browsers
 RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
+	tests/connectors/gateway/test_flow_kill.py \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
     aws_session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
+    # --- the flow gateway (connectors/gateway, docs/flow.md) ---
+    flow_origin: str = Field("flowsuite.local", validation_alias="FLOWSUITE_FLOW_ORIGIN")  # WebHook-Request-Origin
+    flow_allow_http: bool = Field(False, validation_alias="FLOWSUITE_FLOW_ALLOW_HTTP")  # http:// sinks (tests, demo)
+    flow_allow_sinks: str = Field("", validation_alias="FLOWSUITE_FLOW_ALLOW_SINKS")  # CIDRs allowed although not global
+    flow_lease_s: float = Field(15.0, validation_alias="FLOWSUITE_FLOW_LEASE_S")  # lease of a (subscription, partition) claim
+    flow_retry_cap_s: float = Field(300.0, validation_alias="FLOWSUITE_FLOW_RETRY_CAP_S")  # longest pause between attempts
+    flow_ttl_s: float = Field(86_400.0, validation_alias="FLOWSUITE_FLOW_TTL_S")  # retried this long, then the dead letter
     # --- fault injection of the crash tests (connectors/faults.py reads it at each crash point) ---
     crash_at: str | None = Field(None, validation_alias="FLOWSUITE_CRASH_AT")
 

@@ -287,6 +287,29 @@ class CloudEventsSpec(SpecModel):
         return parse_duration(v)
 
 
+class FlowSpec(SpecModel):
+    """Subscriptions by other organisations (connectors/gateway, docs/flow.md): off unless enabled.
+
+    `attributes` maps fields to CloudEvents extension attributes subscribers filter on;
+    `require` lists filters every subscription must carry ("{org}" is the subscriber's org);
+    `auto_approve` names organisations whose subscriptions need no owner approval.
+    """
+
+    enabled: bool = False
+    type: str | None = None  # CloudEvents `type`; default com.flowsuite.<product>
+    attributes: dict[str, str] = Field(default_factory=dict)
+    require: list[dict[str, Any]] = Field(default_factory=list)
+    auto_approve: list[str] = Field(default_factory=list)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for attr in v.values():  # CloudEvents: lower-case letters and digits, at most 20
+            if not re.match(r"^[a-z0-9]{1,20}\Z", attr):
+                raise ValueError(f"extension attribute {attr!r} must be 1-20 lower-case letters or digits")
+        return v
+
+
 class DataProductSpec(SpecModel):
     """One data product: a topic, its owner, schema, key, event time, quality and sinks."""
 
@@ -303,6 +326,7 @@ class DataProductSpec(SpecModel):
     sinks: SinksSpec = SinksSpec()
     quality: QualitySpec = QualitySpec()
     cloudevents: CloudEventsSpec = CloudEventsSpec()
+    flow: FlowSpec = FlowSpec()
     tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -365,6 +389,11 @@ class DataProductSpec(SpecModel):
                 raise ValueError(
                     f"sinks.database.version {db.version!r} must be 'offset' or a declared field"
                 )
+        if self.flow.enabled and self.format != "json":
+            raise ValueError("flow.enabled: the flow gateway serves format json products (for now)")
+        for field_name in self.flow.attributes:
+            if field_name not in names:
+                raise ValueError(f"flow.attributes: {field_name!r} is not declared in fields")
         if self.format != "cloudevents":
             if self.event_time.source == "ce_time":
                 raise ValueError("event_time.source 'ce_time' needs format: cloudevents")

@@ -5,7 +5,7 @@ connectors/ is a stack of layers; a module imports only from its own layer or th
     0  spec, faults, leases, settings      (top-level modules)
     1  formats
     2  kafka, lake, metastore
-    3  flows, warehouse
+    3  flows, warehouse, gateway
     4  sources
 
 Within a layer imports may cross (lake.readers uses the metastore) as long as no circle forms.
@@ -34,6 +34,7 @@ LAYERS = {
     "connectors.metastore": 2,
     "connectors.flows": 3,
     "connectors.warehouse": 3,
+    "connectors.gateway": 3,
     "connectors.sources": 4,
 }
 FORBIDDEN = ("dagster", "airflow", "orchestration", "assets", "sensors", "quality", "examples")

@@ -38,7 +38,6 @@ from connectors.flows.compaction.hours import (
     DEFAULT_LEASE_S,
     CompactionResult,
     Fingerprint,
-    LeaseKeeper,
     compact_hour,
     merge_ranges,
     rewrite_hour,
@@ -47,6 +46,7 @@ from connectors.flows.compaction.hours import (
 from connectors.formats import decoder_for, lake_schema
 from connectors.kafka import HistoryLostError, KafkaReadError, RangeReader, consumer_config
 from connectors.lake import Lake, epoch_hour, normalize_hour, parse_hour_key
+from connectors.leases import LeaseKeeper
 from connectors.metastore import FileRecord, Metastore
 from connectors.spec import DataProductSpec
 

@@ -17,6 +17,7 @@ from connectors.settings import load_settings
 from orchestration.cli import (
     broker,
     demo,
+    flow,
     lake,
     land,
     offsets,
@@ -78,6 +79,7 @@ cli.add_command(quarantine.group)
 cli.add_command(quality.group)
 cli.add_command(warehouse.group)
 cli.add_command(status.command)
+cli.add_command(flow.group)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -26,8 +26,16 @@ def command(settings: Settings, products: tuple[str, ...], as_json: bool) -> Non
                 f"no data product {', '.join(unknown)} in {settings.products_dir} "
                 f"(known: {', '.join(sorted(known)) or 'none'})"
             )
+    from orchestration.cli.flow import flow_status
+
     statuses = collect_status(settings, list(products) or None)
+    flow = [f for f in flow_status(settings) if not products or f["product"] in products]
     if as_json:
-        click.echo(json.dumps(status_json(statuses), indent=2))
+        click.echo(json.dumps({**status_json(statuses), "flow_subscriptions": flow}, indent=2))
     else:
         render_status(statuses)
+        for f in flow:  # subscriptions of other organisations (flowsuite flow list)
+            lag = ", ".join(f"p{p}: {v['lag'] if v['lag'] is not None else '?'}" for p, v in f["partitions"].items())
+            click.echo(f"flow {f['product']} → {f['org']} {f['id'][:8]}: {f['state']}, delivered {f['delivered']:,}, "
+                       f"failures {f['failures']}, last delivery {f['last_success']}, lag {lag or '-'}"
+                       + (f" ({f['last_outcome']})" if f["failures"] else ""))

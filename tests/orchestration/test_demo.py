@@ -33,11 +33,13 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert "== committed offsets ==" in first and "make dev" in first
     # Quarantine reasons are grouped by a code and shown whole (never cut mid-sentence), and the
     # reading hint names an exact way to read, not a glob over every file.
-    codes = re.findall(r"^\s+[\d,]+\s+([a-z0-9_]+(?::[a-z0-9_]+)?)$", first, re.M)
-    samples = re.findall(r"^\s+e\.g\. (.+)$", first, re.M)
+    quarantined = first.split("== quarantined ==", 1)[1].split("\n==", 1)[0]
+    codes = re.findall(r"^\s+[\d,]+\s+([a-z0-9_]+(?::[a-z0-9_]+)?)$", quarantined, re.M)
+    samples = re.findall(r"^\s+e\.g\. (.+)$", quarantined, re.M)
     assert codes and len(samples) == len(codes)
     assert not [s for s in samples if s.endswith((",", ":"))], samples  # whole messages, never cut
     assert "flowsuite read clicks" in first and "*/*/*.parquet" not in first
+    assert "refused, a private sink: HTTP 400" in first and "approve → state active" in first  # flow
 
     second = demo()
     assert int(re.search(r"consumed ([\d,]+)", second).group(1).replace(",", "")) == 3000  # only the new batch

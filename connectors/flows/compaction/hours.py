@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -60,8 +59,8 @@ import pyarrow.parquet as pq
 from connectors.faults import crash_point
 from connectors.formats import lake_schema
 from connectors.lake import SUCCESS, Lake, hour_dir, normalize_hour, parse_hour_key
+from connectors.leases import LeaseKeeper
 from connectors.metastore import (
-    ClaimLostError,
     FileRecord,
     FileStats,
     HourRecord,
@@ -237,37 +236,6 @@ class _Output:
             path=self.path, rows=self.rows, bytes=self.bytes, min_offset=self.min_offset,
             max_offset=self.max_offset, ranges=self.ranges,
         )
-
-
-class LeaseKeeper:
-    """Renews the hour claim in the background; `check()` raises once it was lost."""
-
-    def __init__(self, metastore: Metastore, product: str, resource: str, owner: str, lease_s: float):
-        self.metastore, self.product, self.resource, self.owner, self.lease_s = metastore, product, resource, owner, lease_s
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{resource}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            try:
-                if not self.metastore.renew(self.product, self.resource, self.owner, self.lease_s):
-                    self.lost = True
-                    return
-            except Exception:  # noqa: BLE001 - a metastore blip; the next renewal retries
-                log.warning("renewing %s failed; retrying", self.resource, exc_info=True)
-
-    def check(self) -> None:
-        if self.lost:
-            raise ClaimLostError(f"{self.product}: claim {self.resource} was lost (lease not renewed); nothing swapped")
 
 
 # --- fingerprints ---------------------------------------------------------------------------
@@ -560,7 +528,7 @@ def compact_hour(
         )
     swapped = False
     try:
-        with LeaseKeeper(metastore, product, resource, owner, lease_s) as keeper:
+        with LeaseKeeper(metastore, product, owner, lease_s, [resource], what="nothing swapped") as keeper:
             record = metastore.hour(product, hour)
             if record is not None and record.blocked_reason:
                 raise HourBlockedError(product, hour, record.blocked_reason)
@@ -782,7 +750,7 @@ def hours_due(spec: DataProductSpec, metastore: Metastore, now: datetime | None 
         suffix = ""
         claim = claims.get(rec.hour)
         if claim is not None:
-            if claim["lease_until"] > now.timestamp() and claim["lease_until"] > time.time():
+            if claim["lease_until"] > now.timestamp() and claim["lease_until"] > metastore.clock():
                 skipped.append(SkippedHour(rec.hour, f"being compacted by run {claim['run_id']}"))
                 continue
             suffix = f":after-{claim['run_id'][:8]}"

@@ -1,0 +1,173 @@
+"""The Subscriptions API over HTTP: a Starlette app (`flowsuite flow serve` runs it on uvicorn).
+
+CloudEvents Subscriptions API (subscriptions-openapi.yaml): `GET|POST|OPTIONS /subscriptions`
+(POST answers 201 with `Location`), `GET|PUT|DELETE|OPTIONS /subscriptions/{id}`. Beyond it:
+`GET /products` (discovery), the owner's `POST /subscriptions/{id}/approve|reject|pause|resume`
+and the subscriber's `POST /subscriptions/{id}/secret` (rotation: the new `whsec_` secret is in
+the answer, the old one keeps signing for `?grace=` seconds, default a day) and
+`POST /subscriptions/{id}/replay` (`{"startfrom": ...}`: deliver again from there).
+
+Every call but OPTIONS carries `Authorization: Bearer <token>` (401 without a valid one).
+Bodies are JSON, at most `max_body_bytes`; every bad request gets a 4xx naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.gateway.discovery import products_document
+from connectors.gateway.service import FlowError, FlowService
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers or None)
+
+
+async def _org(request: Request) -> str:
+    service: FlowService = request.app.state.service
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise FlowError(401, "Authorization: Bearer <token> is required (flowsuite flow token create --org NAME)")
+    org = await run_in_threadpool(service.store.org_of_token, token.strip())
+    if org is None:
+        raise FlowError(401, "the bearer token is not valid")
+    return org
+
+
+async def _json_body(request: Request) -> Any:
+    limit = request.app.state.service.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise FlowError(413, f"the request body is larger than {limit} bytes")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise FlowError(415, "the request body must be application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise FlowError(413, f"the request body is larger than {limit} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FlowError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def _handler(fn):
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request, request.app.state.service)
+        except FlowError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+            return _error(exc.status, exc.message, **headers)
+        except Exception:  # noqa: BLE001 - the caller gets a clean answer, the log the detail
+            log.exception("flow API: %s %s failed", request.method, request.url.path)
+            return _error(500, "internal error; the gateway's log has the details")
+
+    return endpoint
+
+
+def _sub_json(service: FlowService, sub) -> dict[str, Any]:
+    out = sub.public()
+    out["status"] = {
+        "delivered": sub.delivered, "deadlettered": sub.dead_lettered, "failures": sub.failures,
+        "lastoutcome": sub.last_outcome, "lastattempt": sub.last_attempt_at, "lastsuccess": sub.last_success_at,
+        "ratelimit": sub.rate_per_min,
+        "positions": {str(p): o for p, (o, _) in service.store.positions(sub.id).items()},
+    }
+    return out
+
+
+@_handler
+async def subscriptions(request: Request, service: FlowService) -> Response:
+    if request.method == "OPTIONS":
+        return Response(status_code=200, headers={"Allow": "GET,POST,OPTIONS"})
+    org = await _org(request)
+    if request.method == "GET":
+        subs = await run_in_threadpool(service.visible, org)
+        return JSONResponse([await run_in_threadpool(_sub_json, service, s) for s in subs])
+    body = await _json_body(request)
+    sub, secret = await run_in_threadpool(service.create, org, body)
+    out = await run_in_threadpool(_sub_json, service, sub)
+    out["webhooksecret"] = secret  # Standard Webhooks signing secret: shown once, here
+    return JSONResponse(out, status_code=201, headers={"Location": f"/subscriptions/{sub.id}"})
+
+
+@_handler
+async def subscription(request: Request, service: FlowService) -> Response:
+    if request.method == "OPTIONS":
+        return Response(status_code=200, headers={"Allow": "GET,PUT,DELETE,OPTIONS"})
+    org = await _org(request)
+    sub_id = request.path_params["id"]
+    if request.method == "GET":
+        sub = await run_in_threadpool(service.get, org, sub_id)
+    elif request.method == "PUT":
+        body = await _json_body(request)
+        sub = await run_in_threadpool(service.update, org, sub_id, body)
+    else:
+        sub = await run_in_threadpool(service.delete, org, sub_id)
+    return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
+
+
+@_handler
+async def owner_action(request: Request, service: FlowService) -> Response:
+    org = await _org(request)
+    action = request.path_params["action"]
+    if action not in service.OWNER_ACTIONS:
+        raise FlowError(404, f"no action {action!r} (approve, reject, pause, resume)")
+    sub = await run_in_threadpool(service.owner_action, org, request.path_params["id"], action)
+    return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
+
+
+@_handler
+async def rotate_secret(request: Request, service: FlowService) -> Response:
+    org = await _org(request)
+    try:
+        grace = float(request.query_params.get("grace", 86_400))
+    except ValueError:
+        raise FlowError(400, "grace is a number of seconds") from None
+    if not 0 <= grace <= 30 * 86_400:
+        raise FlowError(400, "grace is between 0 and 30 days")
+    secret = await run_in_threadpool(service.rotate_secret, org, request.path_params["id"], grace)
+    return JSONResponse({"webhooksecret": secret, "previousvalidfor": grace})
+
+
+@_handler
+async def replay(request: Request, service: FlowService) -> Response:
+    org = await _org(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or "startfrom" not in body:
+        raise FlowError(400, 'the body is {"startfrom": "earliest" | "latest" | {partition: offset} | ISO-8601 time}')
+    sub = await run_in_threadpool(service.replay, org, request.path_params["id"], body["startfrom"])
+    return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
+
+
+@_handler
+async def products(request: Request, service: FlowService) -> Response:
+    org = await _org(request)
+    base = str(request.base_url).rstrip("/")
+    return JSONResponse(products_document(service.products(), base, org))
+
+
+def create_app(service: FlowService) -> Starlette:
+    app = Starlette(routes=[
+        Route("/products", products, methods=["GET"]),
+        Route("/subscriptions", subscriptions, methods=["GET", "POST", "OPTIONS"]),
+        Route("/subscriptions/{id}", subscription, methods=["GET", "PUT", "DELETE", "OPTIONS"]),
+        Route("/subscriptions/{id}/secret", rotate_secret, methods=["POST"]),
+        Route("/subscriptions/{id}/replay", replay, methods=["POST"]),
+        Route("/subscriptions/{id}/{action}", owner_action, methods=["POST"]),
+    ])
+    app.state.service = service
+    return app

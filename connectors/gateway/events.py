@@ -1,0 +1,187 @@
+"""Kafka records of a product as CloudEvents, and CloudEvents as HTTP requests.
+
+Each record becomes an event with a stable `id` (`<product>-<partition>-<offset>`, the same on
+every retry and after any crash, so it is also the Standard Webhooks `webhook-id`), the
+product's `source` and `type`, `time` from the product's event-time field, `subject` and
+`partitionkey` from the Kafka key, `sequence` (the offset, zero-padded to 20 digits so it
+orders as a string) and `flowpartition` (the Kafka partition: a receiver detects a gap per
+(flowpartition, sequence)), plus the extension attributes the product's `flow.attributes` maps.
+
+HTTP encodings (cloudevents/bindings/http-protocol-binding.md): binary mode (`ce-*` headers,
+the record's JSON as the body), structured (`application/cloudevents+json`) and batched
+(`application/cloudevents-batch+json`, only when the subscription asks for it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.spec import DataProductSpec
+
+SPECVERSION = "1.0"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+
+def product_source(spec: DataProductSpec) -> str:
+    return f"/flowsuite/products/{spec.name}"
+
+
+def product_type(spec: DataProductSpec) -> str:
+    return spec.flow.type or f"com.flowsuite.{spec.name}"
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    partition: int
+    offset: int
+    attributes: dict[str, str]  # context attributes and extensions, all strings
+    data: bytes  # the record's JSON value, as produced
+    time_ms: int | None  # event time, for startfrom time
+
+    @property
+    def id(self) -> str:
+        return self.attributes["id"]
+
+
+def _event_time(value: Any) -> datetime | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def to_event(spec: DataProductSpec, partition: int, offset: int, key: bytes | None, value: bytes | None, kafka_ts_ms: int | None) -> FlowEvent | None:
+    """The record as a CloudEvent, or None when it is not a JSON object (landing quarantines
+    those; the gateway cannot evaluate filters or policy on them, so never sends them)."""
+    if not value:
+        return None
+    try:
+        record = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    attrs = {
+        "specversion": SPECVERSION,
+        "id": f"{spec.name}-{partition}-{offset}",
+        "source": product_source(spec),
+        "type": product_type(spec),
+        "datacontenttype": "application/json",
+        "sequence": f"{offset:020d}",
+        "flowpartition": str(partition),
+    }
+    when = _event_time(record.get(spec.event_time.field)) if spec.event_time.field else None
+    if when is None and kafka_ts_ms and spec.event_time.source != "field":
+        when = datetime.fromtimestamp(kafka_ts_ms / 1000, tz=UTC)
+    if when is not None:
+        attrs["time"] = when.isoformat().replace("+00:00", "Z")
+    if key:
+        k = key.decode("utf-8", "replace")
+        attrs["subject"] = k
+        attrs["partitionkey"] = k
+    for field_name, attr in spec.flow.attributes.items():
+        text = _text(record.get(field_name))
+        if text is not None:
+            attrs[attr] = text
+    return FlowEvent(partition, offset, attrs, bytes(value), int(when.timestamp() * 1000) if when else None)
+
+
+def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int, Any], valid) -> list[FlowEvent]:
+    """The valid rows of a decoded read (the landing decoder's `valid` table) as events, built
+    column by column from what the decoder already parsed; `messages` maps offset → message,
+    whose original value bytes are the event's data."""
+    n = valid.num_rows
+    if n == 0:
+        return []
+    offsets = valid.column("_offset").to_pylist()
+    source, etype = product_source(spec), product_type(spec)
+    attr_columns = [(attr, valid.column(f).to_pylist()) for f, attr in spec.flow.attributes.items() if f in valid.column_names]
+    times: list[int | None] = [None] * n
+    texts: list[str | None] = [None] * n
+    time_field = spec.event_time.field
+    if time_field and time_field in valid.column_names:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = valid.column(time_field)
+        if pa.types.is_timestamp(col.type):
+            times = pc.divide(pc.cast(col, pa.int64()), 1000).to_pylist()  # µs → ms
+            texts = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # RFC 3339, µs
+        else:
+            times = col.to_pylist()
+    base = {"specversion": SPECVERSION, "id": "", "source": source, "type": etype,
+            "datacontenttype": "application/json", "sequence": "", "flowpartition": str(partition)}
+    prefix = f"{spec.name}-{partition}-"
+    out = []
+    for i, offset in enumerate(offsets):
+        m = messages[offset]
+        attrs = dict(base)
+        attrs["id"] = prefix + str(offset)
+        attrs["sequence"] = f"{offset:020d}"
+        t = times[i]
+        if t is None and spec.event_time.source != "field":
+            t = m.timestamp()[1]
+        if texts[i] is not None:
+            attrs["time"] = texts[i]
+        elif t is not None:
+            attrs["time"] = datetime.fromtimestamp(t / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        key = m.key()
+        if key:
+            k = key.decode("utf-8", "replace")
+            attrs["subject"] = attrs["partitionkey"] = k
+        for attr, values in attr_columns:
+            v = values[i]
+            if v is not None:
+                attrs[attr] = v if isinstance(v, str) else _text(v)
+        out.append(FlowEvent(partition, offset, attrs, m.value(), t))
+    return out
+
+
+def _header_value(value: str) -> str:
+    """Percent-encode what an HTTP header cannot carry as is (binding §3.1.3.2)."""
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch in ('"', "%") or code < 0x20 or code > 0x7E:
+            out.extend(f"%{b:02X}" for b in ch.encode())
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def binary_request(event: FlowEvent) -> tuple[dict[str, str], bytes]:
+    headers = {f"ce-{k}": _header_value(v) for k, v in event.attributes.items() if k != "datacontenttype"}
+    headers["content-type"] = event.attributes.get("datacontenttype", "application/json")
+    return headers, event.data
+
+
+def _structured(event: FlowEvent) -> bytes:
+    head = json.dumps(event.attributes, separators=(",", ":"))
+    return head[:-1].encode() + b',"data":' + event.data + b"}"
+
+
+def structured_request(event: FlowEvent) -> tuple[dict[str, str], bytes]:
+    return {"content-type": STRUCTURED}, _structured(event)
+
+
+def batch_request(events: list[FlowEvent]) -> tuple[dict[str, str], bytes]:
+    return {"content-type": BATCH}, b"[" + b",".join(_structured(e) for e in events) + b"]"

@@ -1,0 +1,129 @@
+"""A gateway process's delivery side: find active subscriptions, claim their partitions, deliver.
+
+Every `poll_interval_s` the gateway lists the active subscriptions and tries to claim each
+(subscription, Kafka partition) it is not delivering yet (`fs_claims`, lease `lease_s`, as
+landing claims its ranges). A claim held live by another gateway is left alone; one whose
+lease ran out (its gateway was killed) is taken over. So several gateways share the work,
+adding one adds throughput, and a killed one's partitions move within one lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from typing import Any
+
+from connectors.gateway.sender import RateLimiter, Sender
+from connectors.gateway.settings import GatewaySettings
+from connectors.gateway.store import GatewayStore, claim_product, claim_resource
+from connectors.gateway.worker import PartitionDelivery, new_owner
+from connectors.kafka import topic_partitions
+from connectors.metastore import ClaimHeldError
+from connectors.spec import DataProductSpec
+
+log = logging.getLogger(__name__)
+
+PARTITIONS_REFRESH_S = 30.0
+PRESENCE = "flow:gateways"  # fs_claims rows, one per live gateway: how many share the work
+
+
+class Gateway:
+    def __init__(self, store: GatewayStore, specs: list[DataProductSpec], bootstrap: str,
+                 settings: GatewaySettings, kafka_config: dict[str, Any] | None = None):
+        self.store, self.bootstrap, self.settings = store, bootstrap, settings
+        self.specs = {s.name: s for s in specs}
+        self.kafka_config = kafka_config or {}
+        self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
+        self.sender = Sender(settings)
+        self.workers: dict[tuple[str, int], PartitionDelivery] = {}
+        self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
+        self._partitions: dict[str, tuple[float, list[int]]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _topic_partitions(self, topic: str) -> list[int]:
+        at, parts = self._partitions.get(topic, (0.0, []))
+        if time.monotonic() - at > PARTITIONS_REFRESH_S or not parts:
+            parts = topic_partitions(self.bootstrap, topic, self.kafka_config)
+            self._partitions[topic] = (time.monotonic(), parts)
+        return parts
+
+    def _limiter(self, sub_id: str, rate: int | None) -> RateLimiter:
+        known = self.limiters.get(sub_id)
+        if known is None or known[0] != rate:
+            known = (rate, RateLimiter(rate))
+            self.limiters[sub_id] = known
+        return known[1]
+
+    def _live_gateways(self) -> int:
+        """Renew this gateway's presence (a claim of its own) and count the live ones."""
+        ms = self.store.metastore
+        if not ms.renew(PRESENCE, self.gateway_id, self.gateway_id, self.settings.lease_s):
+            ms.claim(PRESENCE, self.gateway_id, self.gateway_id, self.gateway_id, self.settings.lease_s)
+        now = time.time()
+        return max(1, sum(1 for c in ms.claims_of(PRESENCE) if c["lease_until"] > now))
+
+    def tick(self) -> int:
+        """One look for work; returns how many partitions this gateway delivers now.
+
+        Each gateway takes at most its fair share (units / live gateways, rounded up) and gives
+        back what it holds beyond that, so a gateway that joins gets work within a tick or two.
+        """
+        for key, worker in list(self.workers.items()):
+            if not worker.is_alive():
+                del self.workers[key]
+        units = []
+        for sub in self.store.list(states=["active"]):
+            spec = self.specs.get(sub.product)
+            if spec is None or not spec.flow.enabled:
+                continue
+            units += [(sub, spec, p) for p in self._topic_partitions(spec.topic)]
+        share = math.ceil(len(units) / self._live_gateways()) if units else 0
+        for key in list(self.workers)[share:]:
+            self.workers[key].stop()  # its claim is released when it stops; another gateway takes it
+        for sub, spec, partition in units:
+            if len(self.workers) >= share or self._stop.is_set():
+                break
+            if (sub.id, partition) in self.workers:
+                continue
+            owner = new_owner()
+            try:
+                self.store.metastore.claim(claim_product(sub.id), claim_resource(partition), owner,
+                                           self.gateway_id, self.settings.lease_s)
+            except ClaimHeldError:
+                continue
+            worker = PartitionDelivery(
+                self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
+                self._limiter(sub.id, sub.rate_per_min), owner, self.gateway_id, self.kafka_config,
+            )
+            self.workers[(sub.id, partition)] = worker
+            worker.start()
+        return len(self.workers)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the metastore or broker may be briefly away
+                log.exception("the gateway's look for work failed; trying again")
+            self._stop.wait(self.settings.poll_interval_s)
+
+    def start(self) -> Gateway:
+        self._thread = threading.Thread(target=self.run, name="flow-gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stop.set()
+        for worker in self.workers.values():
+            worker.stop()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers.values():
+            worker.join(max(0.1, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.sender.close()
+        self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)

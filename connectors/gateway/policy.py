@@ -1,0 +1,95 @@
+"""A product's flow policy (its spec's `flow:` section) applied to subscriptions and events.
+
+The owner decides: whether the product can be subscribed to at all, which filters every
+subscription must carry (`require`, where "{org}" stands for the subscribing organisation —
+`exact: {partnerid: "{org}"}` lets a partner see only its own records), and which
+organisations are approved without asking. The required filters are checked when a
+subscription is made or changed *and* applied again to every event at delivery, so an event
+outside the policy is never sent even if a subscription slipped past or the policy tightened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.gateway.events import FlowEvent, product_source, product_type
+from connectors.gateway.filters import matches
+from connectors.spec import DataProductSpec
+
+
+class PolicyError(ValueError):
+    """The subscription is outside what the product's owner allows; the message says what."""
+
+
+def required_filters(spec: DataProductSpec, org: str) -> list[dict[str, Any]]:
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            return node.replace("{org}", org)
+        if isinstance(node, list):
+            return [fill(x) for x in node]
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        return node
+
+    return [fill(f) for f in spec.flow.require]
+
+
+def _carries(filters: list[dict[str, Any]], required: dict[str, Any]) -> bool:
+    """The subscription's top-level filters (all must hold) imply `required`."""
+    if list(required) == ["exact"]:
+        want = required["exact"]
+        return any(
+            list(f) == ["exact"] and all(f["exact"].get(k) == v for k, v in want.items()) for f in filters
+        )
+    return required in filters
+
+
+def check_subscription(spec: DataProductSpec, org: str, body: dict[str, Any]) -> None:
+    """Raise PolicyError unless the product allows this subscription by this organisation."""
+    if not spec.flow.enabled:
+        raise PolicyError(f"product {spec.name!r} does not allow subscriptions")
+    types = body.get("types") or []
+    offered = product_type(spec)
+    for t in types:
+        if t != offered:
+            raise PolicyError(f"types: {t!r} is not emitted by {product_source(spec)} (it emits {offered!r})")
+    filters = body.get("filters") or []
+    for req in required_filters(spec, org):
+        if not _carries(filters, req):
+            raise PolicyError(
+                f"filters: the owner of {spec.name!r} requires every subscription of {org!r} to carry "
+                f"the filter {req} (as a top-level filter)"
+            )
+
+
+def auto_approved(spec: DataProductSpec, org: str) -> bool:
+    return org in spec.flow.auto_approve
+
+
+def event_filter(spec: DataProductSpec, org: str, body: dict[str, Any]):
+    """`deliverable` for one subscription as it is now, with its policy filters filled in once."""
+    required = required_filters(spec, org)
+    filters = body.get("filters") or []
+    source, types = body.get("source"), body.get("types")
+
+    def keep(event: FlowEvent) -> bool:
+        attrs = event.attributes
+        if source and attrs.get("source") != source:
+            return False
+        if types and attrs.get("type") not in types:
+            return False
+        return matches(required, attrs) and matches(filters, attrs)
+
+    return keep
+
+
+def deliverable(spec: DataProductSpec, org: str, body: dict[str, Any], event: FlowEvent) -> bool:
+    """The one question before an event is sent: inside the subscription's source, types and
+    filters, and inside the product's required filters for this organisation."""
+    attrs = event.attributes
+    if body.get("source") and attrs.get("source") != body["source"]:
+        return False
+    types = body.get("types")
+    if types and attrs.get("type") not in types:
+        return False
+    return matches(required_filters(spec, org), attrs) and matches(body.get("filters") or [], attrs)

@@ -1,0 +1,423 @@
+"""Delivery of one Kafka partition to one subscription: the unit a gateway claims.
+
+A `PartitionDelivery` holds the claim (subscription, partition) in `fs_claims` and renews its
+lease; it reads the partition with `assign()` from the committed position, keeps the events
+inside the subscription's filters and its product's policy, and sends them in order: one
+request in flight (a single event in binary or structured mode, up to `maxbatch` events in
+batched mode). `config.ordered: false` allows up to `maxinflight` requests at once. The
+position moves (compare-and-set, only while the claim is ours) after the receiver answered
+2xx to everything before it — so a crash re-sends at most the events since the last commit,
+with the same ids, and never skips one.
+
+Failures: backoff with jitter up to the cap, `Retry-After` honoured; past the subscription's
+TTL the events go to `<topic>.flow.<id>.dlq` (with attempts and the last outcome) and an
+ordered subscription is paused; 400/413/415 go there at once; 410 retires the subscription.
+While retrying, the partition is paused in the consumer, so a slow receiver costs no memory
+beyond one read (`maxbatch` records and librdkafka's small queue).
+
+The metastore is kept off the sending path: a bookkeeping thread per delivery re-reads the
+subscription (still active? position moved by a replay?) and renews the lease every 0.25 s,
+and commits the position through what was delivered. The sending thread trusts a state at most
+1 s old and waits, sending nothing, when the metastore is slower than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from connectors.formats import Batch, decoder_for
+from connectors.gateway.events import (
+    FlowEvent,
+    batch_request,
+    binary_request,
+    events_from_batch,
+    structured_request,
+)
+from connectors.gateway.policy import event_filter
+from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
+from connectors.gateway.settings import GatewaySettings
+from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
+from connectors.kafka import consumer_config, ensure_topic
+from connectors.spec import DataProductSpec, parse_duration
+
+log = logging.getLogger(__name__)
+
+STATE_CHECK_S = 0.25  # the bookkeeper re-reads state and commits positions this often
+STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
+READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
+
+
+def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
+    return f"{spec.topic}.flow.{sub_id}.dlq"
+
+
+def sub_options(sub: Subscription, settings: GatewaySettings) -> dict[str, Any]:
+    cfg = sub.config
+    mode = str(cfg.get("mode") or "binary")
+    ordered = str(cfg.get("ordered", "true")).lower() not in ("false", "0", "no")
+    return {
+        "mode": mode,
+        "ordered": ordered,
+        "maxbatch": int(cfg.get("maxbatch") or (100 if mode == "batched" else 1)),
+        "maxinflight": 1 if ordered else int(cfg.get("maxinflight") or 8),
+        "ttl_s": parse_duration(cfg["ttl"]).total_seconds() if cfg.get("ttl") is not None else settings.ttl_s,
+    }
+
+
+class Stopped(Exception):
+    """The delivery must stop: claim lost, subscription no longer active, gateway stopping.
+    `commit_to`: the position everything before which is done (delivered or dead-lettered)."""
+
+    def __init__(self, why: str, commit_to: int | None = None):
+        super().__init__(why)
+        self.commit_to = commit_to
+
+
+class PartitionDelivery(threading.Thread):
+    def __init__(
+        self, store: GatewayStore, spec: DataProductSpec, sub: Subscription, partition: int,
+        bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
+        owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
+    ):
+        super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
+        self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
+        self.bootstrap, self.settings, self.sender, self.limiter = bootstrap, settings, sender, limiter
+        self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
+        self.opts = sub_options(sub, settings)
+        self.stop_event = threading.Event()
+        self.decoder = decoder_for(spec)
+        self.lease_renewed_at = time.monotonic()
+        self.sent_requests = 0
+        self.position = 0
+        self.stored_not_before: int | None = None
+        self.consumer: Consumer | None = None
+        self.tp: TopicPartition | None = None
+        self.paused = False
+        self.done_through = 0  # everything before this offset was delivered, dead-lettered or skipped
+        self.clear_not_before = False
+        self.unrecorded = 0  # events delivered (2xx) not yet counted in the metastore
+        self.last_ok = "HTTP 200"
+        self.count_lock = threading.Lock()
+        self.commit_lock = threading.Lock()
+        self.book_stop = threading.Event()
+        self.stop_reason: str | None = None
+        self.state_ok_at = 0.0
+        self._keep = None
+        self._producer: Producer | None = None
+
+    # --- guards ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _guard(self) -> None:
+        """Raise Stopped unless the claim is ours and the subscription is still active, as the
+        bookkeeping thread last saw them (at most STATE_STALE_S ago, else wait for it)."""
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped("gateway stopping")
+            if self.stop_reason is not None:
+                raise Stopped(self.stop_reason)
+            if time.monotonic() - self.state_ok_at <= STATE_STALE_S:
+                return
+            self.stop_event.wait(0.02)  # the metastore is slow to answer: send nothing meanwhile
+
+    def _bookkeeping(self) -> None:
+        """The metastore side of a delivery, off the sending path: every STATE_CHECK_S re-read
+        the subscription and the stored position (paused? replayed?), renew the lease, and
+        commit the position through what was delivered."""
+        while not self.book_stop.is_set() and self.stop_reason is None:
+            try:
+                now = time.monotonic()
+                if now - self.lease_renewed_at > self.settings.lease_s / 3:
+                    if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition),
+                                                      self.owner, self.settings.lease_s):
+                        self.stop_reason = "claim lost"
+                        return
+                    self.lease_renewed_at = now
+                fresh = self.store.get(self.sub.id)
+                if fresh is None or fresh.state != "active":
+                    self.stop_reason = f"subscription is {fresh.state if fresh else 'gone'}"
+                    return
+                stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
+                if stored != self.position:
+                    self.stop_reason = f"position moved to {stored} (a replay)"
+                    return
+                self.sub = fresh
+                self.state_ok_at = now
+                self._flush()
+            except Stopped as why:
+                self.stop_reason = str(why)
+                return
+            except Exception as exc:  # noqa: BLE001 - e.g. the metastore away: stop, another attempt follows
+                self.stop_reason = f"bookkeeping failed: {type(exc).__name__}"
+                log.warning("flow %s partition %d: bookkeeping failed", self.sub.id, self.partition, exc_info=True)
+                return
+            self.book_stop.wait(STATE_CHECK_S)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            self._guard()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.stop_event.wait(min(left, STATE_CHECK_S))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Stopped as why:
+            log.info("flow %s partition %d stops: %s", self.sub.id, self.partition, why)
+        except Exception:  # noqa: BLE001 - one partition's failure must not kill the gateway
+            log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
+        finally:
+            try:
+                self.store.metastore.release(claim_product(self.sub.id), claim_resource(self.partition), self.owner)
+            except Exception:  # noqa: BLE001
+                log.warning("releasing the claim of %s/%d failed; its lease runs out", self.sub.id, self.partition)
+            if self._producer is not None:
+                self._producer.flush(10)
+
+    def _run(self) -> None:
+        self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
+        self.stored_not_before = not_before
+        conf = consumer_config(self.bootstrap, f"flowsuite.flow.{self.sub.id}", {
+            **self.kafka_config,
+            "queued.max.messages.kbytes": 2048, "fetch.max.bytes": 4 * 1024 * 1024,
+            "max.partition.fetch.bytes": 1024 * 1024, "fetch.wait.max.ms": 20,
+        })
+        consumer = Consumer(conf)
+        tp = TopicPartition(self.spec.topic, self.partition, self.position)
+        consumer.assign([tp])
+        self.consumer, self.tp, self.paused = consumer, tp, False
+        book = threading.Thread(target=self._bookkeeping, name=f"{self.name}-book", daemon=True)
+        self.state_ok_at = time.monotonic()  # just read by the gateway's claim
+        book.start()
+        try:
+            while True:
+                self._guard()
+                msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
+                if not msgs:
+                    continue
+                events: list[FlowEvent] = []
+                last = None
+                records = []
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise RuntimeError(f"reading {self.spec.topic}[{self.partition}]: {err}")
+                    records.append(m)
+                if not records:
+                    continue
+                last = records[-1].offset()
+                keep = self._filter()
+                for ev in self._events(records):
+                    if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
+                        if ev.time_ms is None or ev.time_ms < not_before:
+                            continue
+                        not_before = None
+                    if keep(ev):
+                        events.append(ev)
+                if last is None:
+                    continue
+                try:
+                    self._deliver(events)
+                except Stopped as stop:
+                    if stop.commit_to is not None:
+                        self._commit(stop.commit_to, clear_not_before=False)
+                    raise
+                finally:
+                    self._fetching(True)
+                with self.count_lock:
+                    if self.stored_not_before is not None and not_before is None:
+                        self.clear_not_before = True
+                    self.done_through = last + 1
+        finally:
+            self.book_stop.set()
+            book.join()
+            try:
+                self._flush()  # delivered before the stop: committed, so not sent again
+            except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
+                pass
+            consumer.close()
+
+    def _flush(self) -> None:
+        """Commit the position through everything delivered (or skipped) so far."""
+        with self.count_lock:
+            through, clear = self.done_through, self.clear_not_before
+        if through > self.position:
+            self._commit(through, clear_not_before=clear)
+            if clear:
+                with self.count_lock:
+                    self.stored_not_before, self.clear_not_before = None, False
+
+    def _fetching(self, on: bool) -> None:
+        """Pause the partition in the consumer while a receiver is failing, so nothing more is
+        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
+        if self.consumer is None or on != self.paused:
+            return
+        (self.consumer.resume if on else self.consumer.pause)([self.tp])
+        self.paused = not on
+
+    def _events(self, records: list) -> list[FlowEvent]:
+        """The records that pass the product's record-level validation — decided by the
+        landing's own decoder and rules, so subscribers get what the lake gets — as events."""
+        decoded = self.decoder.decode(Batch(
+            self.partition, [m.value() for m in records], [m.key() for m in records],
+            [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        ))
+        return events_from_batch(self.spec, self.partition, {m.offset(): m for m in records}, decoded.valid)
+
+    def _filter(self):
+        """The subscription's filters and policy as one function, rebuilt when the body changes."""
+        sub = self.sub
+        if self._keep is None or self._keep[0] is not sub:
+            self._keep = (sub, event_filter(self.spec, sub.org, sub.body))
+        return self._keep[1]
+
+    def _flush(self) -> None:
+        """Commit the position through everything delivered (or skipped) so far."""
+        with self.count_lock:
+            through, clear = self.done_through, self.clear_not_before
+        if through > self.position:
+            self._commit(through, clear_not_before=clear)
+            if clear:
+                with self.count_lock:
+                    self.stored_not_before, self.clear_not_before = None, False
+
+    def _fetching(self, on: bool) -> None:
+        """Pause the partition in the consumer while a receiver is failing, so nothing more is
+        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
+        if self.consumer is None or on != self.paused:
+            return
+        (self.consumer.resume if on else self.consumer.pause)([self.tp])
+        self.paused = not on
+
+    def _valid_offsets(self, records: list) -> set[int]:
+        """Offsets of the records that pass the product's record-level validation, decided by
+        the landing's own decoder and rules: subscribers get what the lake gets."""
+        if not records:
+            return set()
+        decoded = self.decoder.decode(Batch(
+            self.partition, [m.value() for m in records], [m.key() for m in records],
+            [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        ))
+        return set(decoded.valid.column("_offset").to_pylist())
+
+    def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
+        """Move the position (only forward, only while the claim is ours)."""
+        with self.commit_lock:
+            if next_offset <= self.position:
+                return
+            with self.count_lock:
+                delivered, self.unrecorded = self.unrecorded, 0
+            if not self.store.commit_position(self.sub.id, self.partition, self.position, next_offset, self.owner,
+                                              clear_not_before, delivered, self.last_ok):
+                raise Stopped("claim or position moved")
+            self.position = next_offset
+
+    def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
+        size = self.opts["maxbatch"] if self.opts["mode"] == "batched" else 1
+        return [events[i:i + size] for i in range(0, len(events), size)]
+
+    def _deliver(self, events: list[FlowEvent]) -> None:
+        units = self._units(events)
+        if self.opts["maxinflight"] <= 1:
+            for unit in units:
+                self._deliver_unit(unit)
+                with self.count_lock:  # the bookkeeper commits through here: a small re-send window
+                    self.done_through = max(self.done_through, unit[-1].offset + 1)
+            return
+        with ThreadPoolExecutor(self.opts["maxinflight"]) as pool:
+            for f in [pool.submit(self._deliver_unit, u) for u in units]:
+                f.result()
+
+    def _request(self, unit: list[FlowEvent]) -> tuple[str, dict[str, str], bytes]:
+        mode = self.opts["mode"]
+        if mode == "batched":
+            headers, body = batch_request(unit)
+            return f"batch-{unit[0].id}-to-{unit[-1].offset}", headers, body
+        headers, body = (structured_request if mode == "structured" else binary_request)(unit[0])
+        return unit[0].id, headers, body
+
+    def _deliver_unit(self, unit: list[FlowEvent]) -> None:
+        msg_id, headers, body = self._request(unit)
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            self._guard()
+            self.limiter.wait(self.stop_event)
+            self._guard()
+            outcome = self.sender.send(self.sub.body, self.sub.signing_secrets(), msg_id, headers, body)
+            attempt += 1
+            self.sent_requests += 1
+            if outcome.kind == "ok":
+                if attempt > 1:  # the end of a failure streak is recorded at once
+                    self.store.record_attempt(self.sub.id, outcome.detail, True, delivered=len(unit))
+                else:  # counted with the next position commit: one write per commit, not per request
+                    with self.count_lock:
+                        self.unrecorded += len(unit)
+                        self.last_ok = outcome.detail
+                return
+            self.store.record_attempt(self.sub.id, outcome.detail, False)
+            if outcome.kind == "retire":
+                self.store.transition(self.sub.id, "retired", ["active", "paused"], outcome.detail)
+                raise Stopped("retired by the receiver (410)")
+            if outcome.kind == "dead":
+                self._dead_letter(unit, attempt, outcome)
+                return
+            pause = backoff(attempt, self.settings.retry_base_s, self.settings.retry_cap_s)
+            if outcome.retry_after is not None:
+                pause = max(outcome.retry_after, 0.0)
+            if time.monotonic() + pause - first_try > self.opts["ttl_s"]:
+                self._dead_letter(unit, attempt, outcome)
+                if self.opts["ordered"]:
+                    self.store.transition(
+                        self.sub.id, "paused", ["active"],
+                        f"paused after dead-lettering {len(unit)} event(s) at offset {unit[0].offset} "
+                        f"past the TTL ({outcome.detail}); resume to continue",
+                    )
+                    raise Stopped("paused after a dead letter", commit_to=unit[-1].offset + 1)
+                return
+            log.info("flow %s partition %d: %s; retry in %.1f s", self.sub.id, self.partition, outcome.detail, pause)
+            self._fetching(False)
+            self._sleep(pause)
+
+    def _dead_letter(self, unit: list[FlowEvent], attempts: int, outcome: Outcome) -> None:
+        topic = dlq_topic_of(self.spec, self.sub.id)
+        if self._producer is None:
+            ensure_topic(self.bootstrap, topic, 1, kafka_config=self.kafka_config)
+            self._producer = Producer({**self.kafka_config, "bootstrap.servers": self.bootstrap,
+                                       "enable.idempotence": True, "acks": "all"})
+        failures: list[str] = []
+        for ev in unit:
+            self._producer.produce(
+                topic, value=ev.data, key=(ev.attributes.get("partitionkey") or "").encode() or None,
+                headers=[
+                    ("flowsuite.flow.subscription", self.sub.id.encode()),
+                    ("flowsuite.flow.attempts", str(attempts).encode()),
+                    ("flowsuite.flow.outcome", outcome.detail.encode()),
+                    *[(f"ce_{k}", v.encode()) for k, v in ev.attributes.items()],
+                ],
+                on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
+            )
+        if self._producer.flush(30) or failures:
+            raise RuntimeError(f"dead letter to {topic} not acknowledged: {failures[:1]}")
+        self.store.record_attempt(self.sub.id, f"dead-lettered after {attempts} attempt(s): {outcome.detail}", False,
+                                  dead_lettered=len(unit))
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex

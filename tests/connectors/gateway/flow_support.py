@@ -1,0 +1,272 @@
+"""Shared parts of the gateway tests: a real HTTP receiver on loopback, a flow-enabled product
+on a fresh topic, the API on uvicorn in a thread, and a guard that fails on any connection to
+an address that is not loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from confluent_kafka import Producer
+
+from connectors.gateway import FlowService, GatewaySettings, GatewayStore
+from connectors.gateway.api import create_app
+from connectors.metastore import Metastore
+from connectors.spec import DataProductSpec
+
+OWNER = "team:ads"
+SOURCE = "/flowsuite/products/clicks"
+TYPE = "com.flowsuite.clicks.event"
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def clicks_flow_spec(topic: str, **flow: Any) -> DataProductSpec:
+    return DataProductSpec.model_validate({
+        "name": "clicks", "owner": OWNER, "topic": topic, "key": "event_id",
+        "fields": [
+            {"name": "event_id", "type": "string", "required": True},
+            {"name": "partner_id", "type": "string", "required": True},
+            {"name": "kind", "type": "string", "required": True},
+            {"name": "event_time", "type": "timestamp", "required": True},
+        ],
+        "event_time": {"field": "event_time"},
+        "partitioning": {"start": "2026-11-01T00:00:00Z"},
+        "flow": {"enabled": True, "type": TYPE, "attributes": {"partner_id": "partnerid", "kind": "kind"},
+                 "require": [{"exact": {"partnerid": "{org}"}}], **flow},
+    })
+
+
+def produce_clicks(bootstrap: str, topic: str, n: int, partners: tuple[str, ...] = ("p-001", "p-002"),
+                   start: int = 0, when: Callable[[int], datetime] | None = None, partition: int | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+    for i in range(start, start + n):
+        ts = (when(i) if when else T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+        rec = {"event_id": f"e{i}", "partner_id": partners[i % len(partners)],
+               "kind": "click" if i % 3 else "impression", "event_time": ts}
+        kwargs = {"partition": partition} if partition is not None else {}
+        producer.produce(topic, key=f"e{i}".encode(), value=json.dumps(rec).encode(), **kwargs)
+    assert producer.flush(30) == 0
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    status: int = 0  # what the receiver answered
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: consents to the handshake (or not), answers deliveries with the
+    status `respond(request)` gives, and records everything it got."""
+
+    consent: str | None = "*"  # WebHook-Allowed-Origin to answer; None: no consent
+    rate: str | None = None
+    respond: Callable[[Received], tuple[int, dict[str, str]]] = lambda r: (200, {})
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def deliveries(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.method in ("POST", "PUT")]
+
+    def handshakes(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.method == "OPTIONS"]
+
+    def start(self) -> Receiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _record(self) -> Received:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rec = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                with outer.lock:
+                    outer.requests.append(rec)
+                return rec
+
+            def _answer(self, status: int, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_OPTIONS(self):
+                self._record()
+                headers = {"Allow": "POST"}
+                if outer.consent is not None:
+                    headers["WebHook-Allowed-Origin"] = outer.consent
+                    if outer.rate:
+                        headers["WebHook-Allowed-Rate"] = outer.rate
+                self._answer(200, headers)
+
+            def do_POST(self):
+                rec = self._record()
+                status, headers = outer.respond(rec)
+                rec.status = status
+                self._answer(status, headers)
+
+            do_PUT = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_settings(**kw: Any) -> GatewaySettings:
+    base = dict(allow_http=True, allow_sinks=(ipaddress.ip_network("127.0.0.1/32"),), lease_s=2.0,
+                retry_base_s=0.05, retry_cap_s=0.5, poll_interval_s=0.2, request_timeout_s=5.0)
+    base.update(kw)
+    return GatewaySettings(**base)
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+class ApiServer:
+    """The Starlette app on uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, service: FlowService):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        config = uvicorn.Config(create_app(service), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Flow:
+    """Everything one test needs: store, service, API, tokens."""
+
+    spec: DataProductSpec
+    store: GatewayStore
+    service: FlowService
+    api: ApiServer
+    settings: GatewaySettings
+    bootstrap: str
+    owner_token: str
+    tokens: dict[str, str]
+
+    def client(self, org: str) -> httpx.Client:
+        return self.api.client(self.owner_token if org == OWNER else self.tokens[org])
+
+    def subscribe(self, org: str, sink: str, **extra: Any) -> dict[str, Any]:
+        body = {"source": SOURCE, "protocol": "HTTP", "sink": sink,
+                "filters": [{"exact": {"partnerid": org}}], **extra}
+        with self.client(org) as c:
+            resp = c.post("/subscriptions", json=body)
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def approve(self, sub_id: str) -> None:
+        with self.client(OWNER) as c:
+            resp = c.post(f"/subscriptions/{sub_id}/approve")
+        assert resp.status_code == 200, resp.text
+
+
+@contextlib.contextmanager
+def flow_env(tmp_path: Path, bootstrap: str, topic: str, settings: GatewaySettings | None = None, **flow: Any) -> Iterator[Flow]:
+    spec = clicks_flow_spec(topic, **flow)
+    metastore = Metastore(f"sqlite:///{tmp_path / 'metastore.db'}")
+    store = GatewayStore(metastore)
+    settings = settings or test_settings()
+    service = FlowService(store, [spec], settings, bootstrap)
+    api = ApiServer(service)
+    tokens = {org: store.create_token(org) for org in ("p-001", "p-002")}
+    try:
+        yield Flow(spec, store, service, api, settings, bootstrap, store.create_token(OWNER), tokens)
+    finally:
+        api.stop()
+        metastore.dispose()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[list[tuple]]:
+    """Fail any TCP/UDP connection to a non-loopback address made in this process, and record
+    every attempt: the proof that a refusal happened before any packet left."""
+    attempts: list[tuple] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(address) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None:
+            attempts.append(address)
+            try:
+                ip = ipaddress.ip_address(host.split("%")[0])
+            except ValueError:
+                raise AssertionError(f"connection by name {host!r}") from None
+            if not ip.is_loopback:
+                raise AssertionError(f"a connection to {address} was attempted")
+
+    def connect(self, address):
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(address)
+        return real_connect_ex(self, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    try:
+        yield attempts
+    finally:
+        socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex
