@@ -81,11 +81,21 @@ def _payload_lake_schema(spec: DataProductSpec) -> pa.Schema:
 
 def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
     """The decoder of a product's `format`: `Decoder` (JSON), or `CloudEventsDecoder`, which
-    needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication."""
+    needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication,
+    or the Confluent wire format's `AvroDecoder`/`ProtobufDecoder` (connectors/formats/), which
+    take a schema `source`."""
     if spec.format == "cloudevents":
         from connectors.cloudevents import CloudEventsDecoder
 
         return CloudEventsDecoder(spec, topic, **options)
+    if spec.format == "avro":
+        from connectors.formats.avro import AvroDecoder
+
+        return AvroDecoder(spec, topic, **options)
+    if spec.format == "protobuf":
+        from connectors.formats.protobuf import ProtobufDecoder
+
+        return ProtobufDecoder(spec, topic, **options)
     return Decoder(spec, topic)
 
 

@@ -87,6 +87,9 @@ class FieldSpec(_Model):
     max: float | None = None
     pattern: str | None = None
     max_length: int | None = Field(default=None, gt=0)
+    # avro/protobuf: a dotted path into nested records/messages (`device.os`), flattened into
+    # this column; the field's own name by default.
+    path: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -102,6 +105,13 @@ class FieldSpec(_Model):
             raise ValueError(
                 f"field name {v!r} must match {IDENTIFIER.pattern} (lower case, digits, underscore)"
             )
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", v):
+            raise ValueError(f"path {v!r} must be dot-separated field names, such as device.os")
         return v
 
     @field_validator("pattern")
@@ -266,6 +276,30 @@ class CloudEventsSpec(_Model):
         return parse_duration(v)
 
 
+class SchemaSpec(_Model):
+    """Where the writer schemas of an avro/protobuf product come from (docs/formats.md).
+
+    registry: the Schema Registry at FLOWSUITE_SCHEMA_REGISTRY_URL, by the id in each record.
+    files: `files` maps each schema id to a file in the schemas folder (dataproducts/schemas/).
+    """
+
+    source: Literal["registry", "files"] = "files"
+    files: dict[int, str] = Field(default_factory=dict)
+    subject: str | None = None  # informational: the registry subject the ids belong to
+    message: str | None = None  # protobuf: the fully qualified message type the product reads
+
+    @model_validator(mode="after")
+    def _files_when_needed(self) -> SchemaSpec:
+        if self.source == "files" and not self.files:
+            raise ValueError("schemas.files must map at least one schema id to a file when schemas.source is 'files'")
+        for sid, name in self.files.items():
+            if sid < 0:
+                raise ValueError(f"schema id {sid} must not be negative")
+            if ".." in Path(name).parts:
+                raise ValueError(f"schema file {name!r} must stay inside the schemas folder")
+        return self
+
+
 class DataProductSpec(_Model):
     """One data product: a topic, its owner, schema, key, event time, quality and sinks."""
 
@@ -273,7 +307,7 @@ class DataProductSpec(_Model):
     owner: str
     description: str = ""
     topic: str
-    format: Literal["json", "cloudevents"] = "json"
+    format: Literal["json", "cloudevents", "avro", "protobuf"] = "json"
     key: list[str] = Field(default_factory=list)
     fields: list[FieldSpec]
     event_time: EventTimeSpec
@@ -282,6 +316,7 @@ class DataProductSpec(_Model):
     sinks: SinksSpec = SinksSpec()
     quality: QualitySpec = QualitySpec()
     cloudevents: CloudEventsSpec = CloudEventsSpec()
+    schemas: SchemaSpec | None = None  # avro/protobuf: where the writer schemas come from
     tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -344,6 +379,13 @@ class DataProductSpec(_Model):
                 raise ValueError(
                     f"sinks.database.version {db.version!r} must be 'offset' or a declared field"
                 )
+        if self.format in ("avro", "protobuf") and self.schemas is None:
+            raise ValueError(f"format: {self.format} needs a `schemas` section (schemas.source: registry or files)")
+        if self.format not in ("avro", "protobuf"):
+            if self.schemas is not None:
+                raise ValueError("`schemas` applies to format: avro or protobuf")
+            if any(f.path for f in self.fields):
+                raise ValueError("a field's `path` applies to format: avro or protobuf")
         if self.format != "cloudevents":
             if self.event_time.source == "ce_time":
                 raise ValueError("event_time.source 'ce_time' needs format: cloudevents")
