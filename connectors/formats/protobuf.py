@@ -329,7 +329,13 @@ def _to_arrow(raw: list, col: _Column, f: FieldSpec) -> pa.Array:
 
 
 def compile_proto(writer: WriterSchema):
-    """Compile a .proto schema (and its imports) with protoc; its FileDescriptor, in a pool of its own."""
+    """Compile a .proto schema (and its imports) with protoc; its FileDescriptor, in a pool of its own.
+
+    A schema in the registry's serialized form (a base64 FileDescriptorProto, as confluent-kafka's
+    ProtobufSerializer registers it and `?format=serialized` returns it) is loaded as it is."""
+    serialized = _serialized(writer)
+    if serialized is not None:
+        return serialized
     import grpc_tools
     from google.protobuf import descriptor_pb2, descriptor_pool
     from grpc_tools import protoc
@@ -365,3 +371,58 @@ def compile_proto(writer: WriterSchema):
     for fdp in fds.file:
         pool.Add(fdp)
     return pool.FindFileByName(main)
+
+
+def _serialized(writer: WriterSchema):
+    import base64
+    import binascii
+
+    from google.protobuf import (  # noqa: F401 - puts the well-known types into the default pool
+        any_pb2,
+        descriptor_pb2,
+        descriptor_pool,
+        duration_pb2,
+        empty_pb2,
+        field_mask_pb2,
+        struct_pb2,
+        timestamp_pb2,
+        wrappers_pb2,
+    )
+    from google.protobuf.message import DecodeError
+
+    def parse(text: str):
+        if "{" in text or ";" in text:
+            return None  # .proto text
+        try:
+            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError, DecodeError):
+            return None
+        return fdp if fdp.message_type or fdp.enum_type or fdp.dependency else None
+
+    main = parse(writer.text)
+    if main is None:
+        return None
+    pool = descriptor_pool.DescriptorPool()
+    refs = {name: parse(text) for name, text in writer.references.items()}
+    added: set[str] = set()
+
+    def add(fdp) -> None:
+        for dep in fdp.dependency:
+            if dep in added:
+                continue
+            if dep.startswith("google/protobuf/"):
+                wkt = descriptor_pb2.FileDescriptorProto()
+                descriptor_pool.Default().FindFileByName(dep).CopyToProto(wkt)
+                add(wkt)
+            elif refs.get(dep) is not None:
+                add(refs[dep])
+            else:
+                raise SchemaUnavailableError(f"schema id {writer.id} ({writer.name}) imports {dep}, which is not among its references")
+        if fdp.name not in added:
+            pool.Add(fdp)
+            added.add(fdp.name)
+
+    if not main.name:
+        main.name = "schema.proto"
+    add(main)
+    return pool.FindFileByName(main.name)

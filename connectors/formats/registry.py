@@ -35,7 +35,11 @@ HEADER = 5
 REGISTRY_SETTINGS = {
     "FLOWSUITE_SCHEMA_REGISTRY_URL": "url",
     "FLOWSUITE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "basic.auth.user.info",  # secret
-    "FLOWSUITE_SCHEMA_REGISTRY_BASIC_AUTH_CREDENTIALS_SOURCE": "basic.auth.credentials.source",
+    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_CREDENTIALS_SOURCE": "bearer.auth.credentials.source",
+    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN": "bearer.auth.token",  # secret
+    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_LOGICAL_CLUSTER": "bearer.auth.logical.cluster",
+    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_IDENTITY_POOL_ID": "bearer.auth.identity.pool.id",
+    "FLOWSUITE_SCHEMA_REGISTRY_PROXY": "proxy",
     "FLOWSUITE_SCHEMA_REGISTRY_SSL_CA_LOCATION": "ssl.ca.location",
     "FLOWSUITE_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
     "FLOWSUITE_SCHEMA_REGISTRY_SSL_KEY_LOCATION": "ssl.key.location",
@@ -67,8 +71,6 @@ def registry_config(env: Mapping[str, str] | None = None) -> dict:
         value = env.get(var)
         if value:
             conf[key] = int(value) if key in _INT_SETTINGS else value
-    if "basic.auth.user.info" in conf:
-        conf.setdefault("basic.auth.credentials.source", "USER_INFO")
     return conf
 
 
@@ -155,16 +157,18 @@ def _local_imports(text: str, directory: Path) -> dict[str, str]:
 class RegistrySchemas(_Cache):
     """Schemas from a Confluent Schema Registry, through confluent-kafka's client."""
 
-    def __init__(self, conf: Mapping):
+    def __init__(self, conf: Mapping, client=None):
         super().__init__()
-        if not conf.get("url"):
+        if client is None and not conf.get("url"):
             raise SchemaUnavailableError(
                 "schemas.source is 'registry' but FLOWSUITE_SCHEMA_REGISTRY_URL is not set"
             )
-        from confluent_kafka.schema_registry import SchemaRegistryClient
+        self.url = _without_userinfo(str(conf.get("url") or "the given client").split(",")[0])
+        if client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self.url = str(conf["url"]).split(",")[0]
-        self.client = SchemaRegistryClient(dict(conf))
+            client = SchemaRegistryClient(dict(conf))
+        self.client = client
 
     def _fetch(self, schema_id: int) -> WriterSchema:
         schema = self._call(schema_id, lambda: self.client.get_schema(schema_id))
@@ -200,6 +204,18 @@ class RegistrySchemas(_Cache):
                 f"the Schema Registry at {self.url} cannot be reached for schema id {schema_id} "
                 f"({type(exc).__name__}); nothing was committed — land again when it is back"
             ) from None
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL for messages: credentials in it (https://user:secret@host) never reach a log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def split_header(value: bytes) -> tuple[int | None, str | None]:
