@@ -217,7 +217,13 @@ def _positive(text: str) -> int:
             default=0.01,
             help="fraction of invalid records, 0..1 (default 0.01)",
         ),
-        arg("--topic", default="clicks", help="topic (default clicks)"),
+        arg("--topic", default=None, help="topic (default clicks, clicks_avro or clicks_proto by --format)"),
+        arg(
+            "--format",
+            choices=["json", "avro", "protobuf"],
+            default="json",
+            help="json, or the Confluent wire format with the demo products' three schema versions",
+        ),
         arg(
             "--partitions",
             type=_positive,
@@ -235,6 +241,11 @@ def produce_demo(args: argparse.Namespace, settings: Settings) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     _require_broker(settings.kafka_bootstrap)
     records = generate_clicks(args.events, args.hours, args.invalid_rate, seed=seed)
+    args.topic = args.topic or {"json": "clicks", "avro": "clicks_avro", "protobuf": "clicks_proto"}[args.format]
+    if args.format != "json":
+        from connectors.demo_data import encode_clicks
+
+        records = encode_clicks(records, args.format)
     from orchestration.progress import progress_bar
 
     with progress_bar(f"producing to {args.topic}", total=args.events) as advance:
