@@ -106,3 +106,19 @@ def test_an_unknown_schema_id_stops_the_run_with_nothing_committed(make_topic, k
     fixed = product("avro", topic, schemas=spec.schemas.model_dump() | {"files": files})
     result = land(fixed, lake=lake, metastore=ms, bootstrap=kafka_bootstrap)
     assert (result.consumed, result.landed, result.quarantined) == (31, 31, 0)
+
+
+def test_cli_produce_demo_in_avro_lands_as_clicks_avro(make_topic, kafka_bootstrap, stores, monkeypatch, capsys):
+    from orchestration.cli import main
+
+    lake, ms = stores
+    topic = make_topic(2)
+    monkeypatch.setenv("FLOWSUITE_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    code = main(["produce-demo", "--format", "avro", "--events", "300", "--invalid-rate", "0.1",
+                 "--topic", topic, "--seed", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    valid, invalid = (int(x) for x in out.split("(")[1].split(" valid, ")[0:1] + out.split(" valid, ")[1].split(" invalid")[0:1])
+    result = land(product("avro", topic), lake=lake, metastore=ms, bootstrap=kafka_bootstrap)
+    assert (result.consumed, result.landed, result.quarantined) == (300, valid, invalid)
+    assert invalid > 10
