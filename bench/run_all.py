@@ -48,6 +48,7 @@ BENCHES = [
         ["bench/upsert.py"],
     ),
     ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
+    ("formats", ["bench/formats.py", "--events", "100000", "--repeat", "1"], ["bench/formats.py"]),
     ("quality", ["bench/quality.py"], ["bench/quality.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     (
@@ -115,7 +116,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
 
 def collect() -> list[dict]:
     rows: list[dict] = []
-    for name in ("landing.json", "landing-p2.json", "sensor.json", "freshness.json"):
+    for name in ("landing.json", "landing-p2.json", "formats.json", "sensor.json", "freshness.json"):
         data = _load(name)
         if not data:
             continue
