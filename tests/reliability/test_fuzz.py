@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -351,45 +352,43 @@ def wire_payload(draw, seeds: list[bytes]) -> bytes | None:
     return bytes(value)
 
 
-def test_fuzzed_wire_format_payloads_are_landed_or_quarantined_never_lost(make_topic, kafka_bootstrap, tmp_path):
-    import pytest
-
+@pytest.mark.parametrize("fmt", ["avro", "protobuf"])
+def test_fuzzed_wire_format_payloads_are_landed_or_quarantined_never_lost(fmt, make_topic, kafka_bootstrap, tmp_path):
     from connectors.decode import decoder_for
     from connectors.formats.registry import SchemaUnavailableError
 
     examples = iterations(quick=40, full=400)
-    for fmt, product in (("avro", "clicks_avro"), ("protobuf", "clicks_proto")):
-        topic = make_topic(2)
-        spec = parse_spec_file(ROOT / "dataproducts" / f"{product}.yaml").model_copy(update={"topic": topic})
-        decoder = decoder_for(spec, topic)
-        seeds = _wire_seeds(fmt)
-        assert _check_batch(decoder, list(seeds)) == (len(seeds), 0)  # unmutated: every one lands
-        sample: list[bytes | None] = []
-        totals = Counter()
+    topic = make_topic(2)
+    product = {"avro": "clicks_avro", "protobuf": "clicks_proto"}[fmt]
+    spec = parse_spec_file(ROOT / "dataproducts" / f"{product}.yaml").model_copy(update={"topic": topic})
+    decoder = decoder_for(spec, topic)
+    seeds = _wire_seeds(fmt)
+    assert _check_batch(decoder, list(seeds)) == (len(seeds), 0)  # unmutated: every one lands
+    sample: list[bytes | None] = []
+    totals = Counter()
 
-        @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(st.lists(wire_payload(seeds), min_size=1, max_size=40))
-        def decode_any(values):
-            v, i = _check_batch(decoder, values)
-            totals.update(valid=v, invalid=i, records=len(values))
-            if len(sample) < 300:
-                sample.extend(values[: 300 - len(sample)])
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(wire_payload(seeds), min_size=1, max_size=40))
+    def decode_any(values):
+        v, i = _check_batch(decoder, values)
+        totals.update(valid=v, invalid=i, records=len(values))
+        if len(sample) < 300:
+            sample.extend(values[: 300 - len(sample)])
 
-        decode_any()
-        assert totals["valid"] > 0 and totals["invalid"] > 0, (fmt, totals)
+    decode_any()
+    assert totals["valid"] > 0 and totals["invalid"] > 0, totals
 
-        # An id no source knows is no record's fault: the batch stops, nothing is quarantined.
-        with pytest.raises(SchemaUnavailableError):
-            _check_batch(decoder, [seeds[0], b"\x00\x00\x01\x00\x00" + seeds[0][5:]])
+    # An id no source knows is no record's fault: the batch stops, nothing is quarantined.
+    with pytest.raises(SchemaUnavailableError):
+        _check_batch(decoder, [seeds[0], b"\x00\x00\x01\x00\x00" + seeds[0][5:]])
 
-        produce(kafka_bootstrap, topic, [(f"f{i}".encode(), v, False) for i, v in enumerate(sample)], partitions=2)
-        lake_root = tmp_path / fmt
-        result = land(spec, lake=Lake(str(lake_root)), metastore=Metastore(f"sqlite:///{tmp_path / f'{fmt}.db'}"),
-                      bootstrap=kafka_bootstrap, idle_timeout_s=5)
-        assert result.consumed == len(sample) == result.landed + result.quarantined
-        a = audit_lake(lake_root, spec.name, kafka_bootstrap, topic, 2)
-        assert a.exact, a
-        record(f"fuzzed {fmt} wire-format payloads (decoder + broker sample)", examples,
-               totals["records"] + a.records, a.lost, a.duplicated, examples,
-               f"{totals['invalid']} quarantined by the decoder; {len(sample)} through the broker")
+    produce(kafka_bootstrap, topic, [(f"f{i}".encode(), v, False) for i, v in enumerate(sample)], partitions=2)
+    result = land(spec, lake=Lake(str(tmp_path / "lake")), metastore=Metastore(f"sqlite:///{tmp_path / 'm.db'}"),
+                  bootstrap=kafka_bootstrap, idle_timeout_s=5)
+    assert result.consumed == len(sample) == result.landed + result.quarantined
+    a = audit_lake(tmp_path / "lake", spec.name, kafka_bootstrap, topic, 2)
+    assert a.exact, a
+    record(f"fuzzed {fmt} wire-format payloads (decoder + broker sample)", examples,
+           totals["records"] + a.records, a.lost, a.duplicated, examples,
+           f"{totals['invalid']} quarantined by the decoder; {len(sample)} through the broker")
