@@ -248,7 +248,14 @@ def _flow_section(name: str) -> Callable[[Demo], list[str] | None]:
 DEMO_SECTIONS += [
     ("partners: legacy table → CloudEvents → lake and warehouse", _flow_section("partners_section")),
     ("one count: partner_engagement in the lake and the warehouse", _flow_section("engagement_section")),
+    ("clicks_avro: Avro in three schema versions → lake", lambda demo: _avro_section(demo)),
 ]
+
+
+def _avro_section(demo: Demo) -> list[str] | None:
+    from orchestration.demo_formats import avro_section  # docs/formats.md
+
+    return avro_section(demo)
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 
 
