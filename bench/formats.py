@@ -7,6 +7,8 @@ consume loop, over the same payloads and the same topic in the same run.
   Arrow columns, the spec's rules, event-time hours, provenance) vs fastavro alone: its
   schemaless reader over each payload after the 5-byte header with the writer schema of its id,
   the least any Python consumer of these records does. Three writer schema versions, mixed.
+- the same for Protobuf (`clicks_proto`) against protobuf's `FromString` alone (upb), which
+  parses without building Python objects per field: the ratio says what reading the fields costs;
 - landing: `land` of the `clicks_avro` product vs a bare `consume()` loop touching each value
   (bench/landing.py's ceiling), on an embedded Tansu broker.
 
@@ -51,8 +53,15 @@ def fastavro_alone(values: list[bytes], schemas: dict) -> float:
     return time.perf_counter() - started
 
 
-def decoder_time(spec, values: list[bytes], keys: list[bytes]) -> float:
-    decoder = AvroDecoder(spec)
+def protobuf_alone(values: list[bytes], classes: dict) -> float:
+    started = time.perf_counter()
+    for v in values:
+        classes[int.from_bytes(v[1:5], "big")].FromString(v[6:])  # header and the lone index 0
+    return time.perf_counter() - started
+
+
+def decoder_time(spec, values: list[bytes], keys: list[bytes], decoder_class=AvroDecoder) -> float:
+    decoder = decoder_class(spec)
     ts = [1_764_000_000_000] * BATCH
     batches = [Batch(0, values[i:i + BATCH], keys[i:i + BATCH], list(range(i, i + len(values[i:i + BATCH]))),
                      ts[: len(values[i:i + BATCH])]) for i in range(0, len(values), BATCH)]
@@ -91,6 +100,20 @@ def main() -> None:
     alone = min(fastavro_alone(values, writer) for _ in range(args.repeat))
     ours = min(decoder_time(spec, values, keys) for _ in range(args.repeat))
     rows.append(_row("Avro decode to Arrow vs fastavro alone", n / ours, n / alone, 0.8, "records/s"))
+
+    from google.protobuf import message_factory
+
+    from connectors.formats.protobuf import ProtobufDecoder, compile_proto
+    from connectors.formats.registry import FileSchemas
+
+    proto_spec = parse_spec_file(ROOT / "dataproducts" / "clicks_proto.yaml")
+    files = FileSchemas(proto_spec.schemas.files, schemas_dir, "protobuf")
+    classes = {sid: message_factory.GetMessageClass(compile_proto(files.get(sid)).message_types_by_name["Click"])
+               for sid in proto_spec.schemas.files}
+    pvalues = [v for _, v, _ in encode_clicks(generate_clicks(args.events, args.hours, 0.0, seed=7), "protobuf", schemas_dir)]
+    alone = min(protobuf_alone(pvalues, classes) for _ in range(args.repeat))
+    ours = min(decoder_time(proto_spec, pvalues, keys, ProtobufDecoder) for _ in range(args.repeat))
+    rows.append(_row("Protobuf decode to Arrow vs FromString alone", n / ours, n / alone, None, "records/s"))
 
     with running_broker() as broker:
         bootstrap = broker.bootstrap

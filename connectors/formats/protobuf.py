@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from operator import attrgetter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,10 @@ class ProtobufDecoder(Decoder):
                 reasons[i] = split_header(value)[1]
                 continue
             sid = int.from_bytes(value[1:5], "big")
-            indexes, pos, problem = message_indexes(value, 5)
+            if len(value) > 5 and value[5] == 0:  # the common case: the lone 0, the first message
+                indexes, pos, problem = (0,), 6, None
+            else:
+                indexes, pos, problem = message_indexes(value, 5)
             if problem is not None:
                 reasons[i] = f"schema id {sid}: {problem}"
                 continue
@@ -186,7 +190,7 @@ class ProtobufDecoder(Decoder):
             if col.kind is None:
                 arrays.append(pa.nulls(len(messages), f.arrow_type))
                 continue
-            raw = [_read(m, col) for m in messages]
+            raw = _values(messages, col)
             try:
                 arrays.append(_to_arrow(raw, col, f))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError):
@@ -301,15 +305,22 @@ def _is_repeated(fdesc) -> bool:
     return bool(getattr(fdesc, "is_repeated", False)) or label == 3  # LABEL_REPEATED
 
 
-def _read(message, col: _Column):
-    node = message
+def _values(messages: list, col: _Column) -> list:
+    """The column's values, walking its path one step at a time over all messages (a list
+    comprehension per step: a call per value per step would cost several times more)."""
+    nodes = messages
+    may_be_null = False
     for name, presence in zip(col.path, col.presence, strict=False):
-        if presence and not node.HasField(name):
-            return None
-        node = getattr(node, name)
+        if presence:
+            nodes = [None if n is None or not n.HasField(name) else getattr(n, name) for n in nodes]
+            may_be_null = True
+        elif may_be_null:
+            nodes = [None if n is None else getattr(n, name) for n in nodes]
+        else:
+            nodes = list(map(attrgetter(name), nodes))
     if col.kind == "timestamp":
-        return node.seconds * 1_000_000 + node.nanos // 1000
-    return node
+        return [None if t is None else t.seconds * 1_000_000 + t.nanos // 1000 for t in nodes]
+    return nodes
 
 
 def _to_arrow(raw: list, col: _Column, f: FieldSpec) -> pa.Array:
