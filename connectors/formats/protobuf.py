@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from operator import attrgetter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import pyarrow as pa
