@@ -266,9 +266,7 @@ def _resolve(schema: dict, path: list[str], named: dict) -> tuple[str | None, bo
     for depth, name in enumerate(path):
         node, n, _ = _non_null(node, named)
         if isinstance(node, dict) and node.get("type") in ("record", "error"):
-            fields = {f["name"]: f for f in node["fields"]}
-            aliases = {a: f for f in node["fields"] for a in f.get("aliases", [])}
-            found = fields.get(name) or aliases.get(name)
+            found = next((f for f in node["fields"] if f["name"] == name), None)
         elif isinstance(node, list):
             return None, nullable, f"'{'.'.join(path[:depth])}' is a union of several types; a path cannot go through it"
         else:
