@@ -8,6 +8,7 @@ never hides the errors of the others (`load_specs` collects them all).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,11 @@ def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
         problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
     for check in SPEC_CHECKS:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
+    if spec.schemas is not None and spec.schemas.source == "files":  # avro/protobuf schema files
+        folder = Path(os.environ.get("FLOWSUITE_SCHEMAS_DIR") or path.parent / "schemas")
+        for sid, name in spec.schemas.files.items():
+            if not (folder / name).is_file():
+                problems.append(SpecProblem(path, f"schemas.files.{sid}", f"schema file {folder / name} does not exist"))
     return problems
 
 

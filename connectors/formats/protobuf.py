@@ -347,9 +347,11 @@ def compile_proto(writer: WriterSchema):
     serialized = _serialized(writer)
     if serialized is not None:
         return serialized
+    import subprocess
+    import sys
+
     import grpc_tools
     from google.protobuf import descriptor_pb2, descriptor_pool
-    from grpc_tools import protoc
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")  # google/protobuf/*.proto
     main = "schema.proto"
@@ -359,23 +361,17 @@ def compile_proto(writer: WriterSchema):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         out = os.path.join(tmp, "set.desc")
-        err_path = os.path.join(tmp, "stderr")
-        # protoc writes its diagnostics to fd 2: catch them for the error message.
-        saved = os.dup(2)
-        try:
-            with open(err_path, "wb") as err:
-                os.dup2(err.fileno(), 2)
-                try:
-                    code = protoc.main(["protoc", f"-I{tmp}", f"-I{include}", "--include_imports",
-                                        f"--descriptor_set_out={out}", os.path.join(tmp, main)])
-                finally:
-                    os.dup2(saved, 2)
-        finally:
-            os.close(saved)
-        if code != 0:
-            diagnostics = Path(err_path).read_text(errors="replace").replace(tmp + os.sep, "").strip()
+        # protoc in a process of its own: its diagnostics go to its stderr, not this process's.
+        done = subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}", f"-I{include}", "--include_imports",
+             f"--descriptor_set_out={out}", os.path.join(tmp, main)],
+            capture_output=True, text=True, timeout=60,
+        )
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.replace(tmp + os.sep, "").splitlines()
+                     if ln.strip() and not ln.startswith(("WARNING: All log messages", "W0000"))]
             raise SchemaUnavailableError(
-                f"schema id {writer.id} ({writer.name}) does not compile as a .proto file: {diagnostics[:500]}"
+                f"schema id {writer.id} ({writer.name}) does not compile as a .proto file: {' '.join(lines)[:500]}"
             )
         fds = descriptor_pb2.FileDescriptorSet.FromString(Path(out).read_bytes())
     pool = descriptor_pool.DescriptorPool()

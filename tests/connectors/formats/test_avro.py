@@ -4,9 +4,11 @@ its reason and bytes — except an unknown schema id, which stops the run."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -17,6 +19,7 @@ from connectors.formats.registry import FileSchemas, SchemaUnavailableError
 from tests.connectors.formats.avro_support import avro_spec, batch, wire, write_schemas
 
 TS = datetime(2026, 11, 30, 10, 15, 30, 123456, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[3]
 
 ALL_TYPES = {
     "type": "record", "name": "Everything", "namespace": "flowsuite.test",
@@ -240,3 +243,17 @@ def test_rules_of_the_spec_apply_after_decoding_and_tombstones_delete(tmp_path):
 def test_spec_needs_a_schemas_section_for_avro():
     with pytest.raises(Exception, match="needs a `schemas` section"):
         avro_spec("t", {}, CLICK_FIELDS, schemas=None)
+
+
+def test_validate_names_a_missing_schema_file(tmp_path):
+    from connectors.spec import SpecError, parse_spec_file
+
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "v1.avsc").write_text(json.dumps(V1))
+    text = (REPO / "dataproducts" / "clicks_avro.yaml").read_text()
+    (tmp_path / "clicks_avro.yaml").write_text(text.replace("1: clicks-v1.avsc", "1: v1.avsc"))
+    with pytest.raises(SpecError) as err:
+        parse_spec_file(tmp_path / "clicks_avro.yaml")
+    problems = {p.location: p.message for p in err.value.problems}
+    assert set(problems) == {"schemas.files.2", "schemas.files.3"}
+    assert "clicks-v2.avsc does not exist" in problems["schemas.files.2"]
