@@ -20,8 +20,9 @@ is quarantined with its own reason. An unknown id stops the run (SchemaUnavailab
 
 Logical types are read as their underlying numbers and converted by Arrow, column at a time,
 without loss: timestamp-millis/micros → timestamp[us, UTC] (local-timestamp-* likewise, taken as
-UTC), date → date32, uuid → its canonical text, decimal → its exact text (a `string` field) or a
-float (a `float64` field, by the owner's choice).
+UTC), date → date32, uuid → its canonical text, time-millis/micros → their number (int32/int64),
+decimal → its exact text (a `string` field) or a float (a `float64` field, by the owner's choice).
+Named types of referenced schemas (the registry's `references`) are parsed before the schema.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from connectors.spec import DataProductSpec, FieldSpec
 # Writer types (after logical types) each spec type accepts.
 _ACCEPTS: dict[str, set[str]] = {
     "string": {"string", "bytes", "enum", "uuid", "decimal"},
-    "int32": {"int"},
-    "int64": {"int", "long", "timestamp-millis"},
+    "int32": {"int", "time-millis"},
+    "int64": {"int", "long", "timestamp-millis", "time-millis", "time-micros"},
     "float64": {"int", "long", "float", "double", "decimal"},
     "boolean": {"boolean"},
     "timestamp": {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros"},
@@ -127,9 +128,16 @@ class AvroDecoder(Decoder):
         if writer.kind != "AVRO":
             return _Plan(sid, error=f"schema id {sid} is a {writer.kind} schema, the product reads avro")
         try:
+            # Named types of referenced schemas (registry references) first, then the schema.
+            named_parsed: dict = {}
+            named: dict = {}
+            for text in writer.references.values():
+                ref = json.loads(text)
+                parse_schema(_raw_logical(copy.deepcopy(ref)), named_schemas=named_parsed)
+                _named_types(ref, named)
             schema = json.loads(writer.text)
-            parsed = parse_schema(_raw_logical(copy.deepcopy(schema)))
-            named = _named_types(schema)
+            parsed = parse_schema(_raw_logical(copy.deepcopy(schema)), named_schemas=named_parsed)
+            _named_types(schema, named)
         except Exception as exc:  # noqa: BLE001 - a broken schema file or registry entry
             raise SchemaUnavailableError(f"schema id {sid} ({writer.name}) is not a valid Avro schema: {exc}") from None
         plan = _Plan(sid, parsed=parsed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 
@@ -43,6 +43,8 @@ ALL_TYPES = {
             {"name": "os", "type": "string"},
             {"name": "screen", "type": ["null", {"type": "record", "name": "Screen", "fields": [{"name": "w", "type": "int"}]}]},
         ]}},
+        {"name": "tod_ms", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "tod_us", "type": {"type": "long", "logicalType": "time-micros"}},
         {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
     ],
 }
@@ -64,6 +66,8 @@ ALL_FIELDS = [
     {"name": "maybe", "type": "int64"},
     {"name": "os", "type": "string", "path": "device.os"},
     {"name": "screen_w", "type": "int32", "path": "device.screen.w"},
+    {"name": "tod_ms", "type": "int32"},
+    {"name": "tod_us", "type": "int64"},
     {"name": "event_time", "type": "timestamp", "required": True},
 ]
 
@@ -76,6 +80,7 @@ def record(k: int) -> dict:
         "ts_ms": TS.replace(microsecond=123000), "ts_us": TS, "day": date(1969, 12, 31 - k),
         "price": Decimal("-12345678.9012") + k, "id": str(uuid.UUID(int=k + 1)),
         "maybe": None if k % 2 else k, "device": {"os": "linux", "screen": None if k % 2 else {"w": 1080 + k}},
+        "tod_ms": time(23, 59, 59, 999000), "tod_us": time(0, 0, 1, 5 + k),
         "event_time": TS,
     }
 
@@ -101,6 +106,7 @@ def test_every_type_and_logical_type_round_trips_without_loss(tmp_path):
         assert row["id"] == want["id"]
         assert row["maybe"] == want["maybe"]
         assert row["os"] == "linux" and row["screen_w"] == (None if k % 2 else 1080 + k)  # flattened, null-safe
+        assert row["tod_ms"] == 86_399_999 and row["tod_us"] == 1_000_005 + k  # time of day: its number
         assert row["_offset"] == k and row["_partition"] == 0
     assert decoded.hours.to_pylist() == [int(TS.timestamp() // 3600)] * 3
 

@@ -117,7 +117,12 @@ def registry():
         12: {"schema": PROTO_V1.replace('import "google/protobuf/wrappers.proto";', 'import "google/protobuf/wrappers.proto";\nimport "extra.proto";'),
              "schemaType": "PROTOBUF", "references": [{"name": "extra.proto", "subject": "extra", "version": 1}]},
     }
-    _Registry.versions = {("extra", 1): {"subject": "extra", "version": 1, "id": 13, "schemaType": "PROTOBUF",
+    _Registry.schemas[14] = {"schema": json.dumps({"type": "record", "name": "Click", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "device", "type": "flowsuite.Device"},
+        {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}),
+        "references": [{"name": "flowsuite.Device", "subject": "device", "version": 2}]}
+    _Registry.versions = {("device", 2): {"subject": "device", "version": 2, "id": 15, "schema": json.dumps(DEVICE)},
+                          ("extra", 1): {"subject": "extra", "version": 1, "id": 13, "schemaType": "PROTOBUF",
                                          "schema": 'syntax = "proto3"; package flowsuite.extra; message Extra { string x = 1; }'}}
     _Registry.requests = []
     _Registry.auth = "reader:s3cret-pw"
@@ -151,6 +156,23 @@ def test_protobuf_text_with_a_reference_is_compiled_from_the_registry(registry):
     value = b"\x00" + (12).to_bytes(4, "big") + b"\x00" + everything(cls, 0).SerializeToString()
     decoded = ProtobufDecoder(proto_spec(fields=[{"name": "s", "type": "string"}]), source=source).decode(batch([value]))
     assert decoded.valid.column("s").to_pylist() == ["héllo-0"]
+
+
+DEVICE = {"type": "record", "name": "Device", "namespace": "flowsuite", "fields": [{"name": "os", "type": "string"}]}
+
+
+def test_avro_named_types_from_references_resolve(registry):
+    url, _ = registry
+    source = RegistrySchemas({"url": url, "basic.auth.user.info": "reader:s3cret-pw"})
+    writer = {"type": "record", "name": "Click", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "device", "type": DEVICE},
+        {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}
+    fields = [{"name": "event_id", "type": "string"}, {"name": "os", "type": "string", "path": "device.os"},
+              {"name": "event_time", "type": "timestamp"}]
+    spec = avro_spec("clicks", {}, fields, schemas={"source": "registry"})
+    value = wire(14, writer, {"event_id": "e-1", "device": {"os": "ios"}, "event_time": TS})
+    decoded = AvroDecoder(spec, source=source).decode(batch([value]))
+    assert decoded.valid.select(["event_id", "os", "event_time"]).to_pylist() == [{"event_id": "e-1", "os": "ios", "event_time": TS}]
 
 
 def test_an_unknown_id_stops_with_a_clear_error(registry):
