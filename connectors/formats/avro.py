@@ -170,7 +170,7 @@ class AvroDecoder(Decoder):
                 raw = [_walk(r, col.path) for r in records]
             try:
                 arrays.append(_to_arrow(raw, col.kind, f))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, UnicodeDecodeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, UnicodeDecodeError) as whole:
                 # Rare (a long beyond int64 cannot happen; bytes that are not UTF-8 for a
                 # string field can): find the rows, quarantine them, keep the rest.
                 bad = set()
@@ -180,6 +180,10 @@ class AvroDecoder(Decoder):
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, UnicodeDecodeError) as exc:
                         reasons[good[k]] = f"schema id {plan.schema_id}: field '{f.name}' cannot be read as {f.type}: {exc}"[:300]
                         bad.add(k)
+                if not bad:  # each value reads alone, not together: none is trusted
+                    for k in range(n):
+                        reasons[good[k]] = f"schema id {plan.schema_id}: field '{f.name}' cannot be read as {f.type}: {whole}"[:300]
+                    return
                 keep = [k for k in range(n) if k not in bad]
                 self._columns(plan, [good[k] for k in keep], [records[k] for k in keep], pieces, reasons)
                 return
@@ -277,6 +281,8 @@ def _resolve(schema: dict, path: list[str], named: dict) -> tuple[str | None, bo
             found = next((f for f in node["fields"] if f["name"] == name), None)
         elif isinstance(node, list):
             return None, nullable, f"'{'.'.join(path[:depth])}' is a union of several types; a path cannot go through it"
+        elif depth == 0:
+            return None, nullable, "the writer schema is not a record"
         else:
             return None, nullable, f"'{'.'.join(path[:depth])}' is not a record; '{'.'.join(path)}' cannot be reached"
         if depth:
@@ -304,7 +310,7 @@ def _mismatch(f: FieldSpec, kind) -> str | None:
 
 def _kind_of(kind) -> str:
     if isinstance(kind, list):
-        return next(k for k in kind if k != "null")
+        return next((k for k in kind if k != "null"), "null")
     return kind
 
 

@@ -193,7 +193,7 @@ class ProtobufDecoder(Decoder):
             raw = _values(messages, col)
             try:
                 arrays.append(_to_arrow(raw, col, f))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError) as whole:
                 bad = set()
                 for k, v in enumerate(raw):
                     try:
@@ -201,6 +201,10 @@ class ProtobufDecoder(Decoder):
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeDecodeError) as exc:
                         reasons[good[k]] = f"schema id {plan.key[0]}: field '{f.name}' cannot be read as {f.type}: {exc}"[:300]
                         bad.add(k)
+                if not bad:  # each value reads alone, not together: none is trusted
+                    for k in range(len(messages)):
+                        reasons[good[k]] = f"schema id {plan.key[0]}: field '{f.name}' cannot be read as {f.type}: {whole}"[:300]
+                    return
                 keep = [k for k in range(len(messages)) if k not in bad]
                 self._columns(plan, [good[k] for k in keep], [messages[k] for k in keep], pieces, reasons)
                 return

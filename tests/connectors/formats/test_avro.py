@@ -263,3 +263,19 @@ def test_validate_names_a_missing_schema_file(tmp_path):
     problems = {p.location: p.message for p in err.value.problems}
     assert set(problems) == {"schemas.files.2", "schemas.files.3"}
     assert "clicks-v2.avsc does not exist" in problems["schemas.files.2"]
+
+
+def test_a_string_that_is_not_utf8_bytes_is_quarantined_alone(tmp_path):
+    schema = {"type": "record", "name": "R", "fields": [{"name": "s", "type": "bytes"}]}
+    spec = avro_spec("t", write_schemas(tmp_path, {1: schema}), [{"name": "s", "type": "string"}],
+                     event_time={"source": "kafka_timestamp"})
+    decoded = decoder_for(spec).decode(batch([wire(1, schema, {"s": b"ok"}), wire(1, schema, {"s": b"\xff"})]))
+    assert decoded.valid.column("s").to_pylist() == ["ok"]
+    assert "field 's' cannot be read as string" in decoded.invalid.column("_error")[0].as_py()
+
+
+def test_a_writer_schema_that_is_not_a_record_does_not_resolve(tmp_path):
+    spec = avro_spec("t", write_schemas(tmp_path, {1: "string"}), [{"name": "s", "type": "string"}],
+                     event_time={"source": "kafka_timestamp"})
+    decoded = decoder_for(spec).decode(batch([wire(1, "string", "x")]))
+    assert "the writer schema is not a record" in decoded.invalid.column("_error")[0].as_py()
