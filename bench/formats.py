@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from landing import _machine, _row, bare_consume, land_once  # noqa: E402
 
-from connectors.demo_data import encode_clicks, generate_clicks, produce  # noqa: E402
+from connectors.formats import Batch  # noqa: E402
 from connectors.formats.avro import AvroDecoder  # noqa: E402
-from connectors.kafka_reader import Batch  # noqa: E402
 from connectors.spec import parse_spec_file  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
+from examples.demo_data import encode_clicks, generate_clicks, produce  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BATCH = 10_000

@@ -8,7 +8,6 @@ never hides the errors of the others (`load_specs` collects them all).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,11 +71,11 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"expected a duration such as '90s', '10m', '2h' or '1d', got {value!r}")
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FieldSpec(_Model):
+class FieldSpec(SpecModel):
     """One column of the product's schema, with its record-level rules."""
 
     name: str
@@ -152,7 +151,7 @@ class FieldSpec(_Model):
         return ARROW_TYPES[self.type]
 
 
-class EventTimeSpec(_Model):
+class EventTimeSpec(SpecModel):
     """Which field gives the event time that picks the hour partition."""
 
     field: str | None = None
@@ -169,7 +168,7 @@ class EventTimeSpec(_Model):
         return self
 
 
-class PartitioningSpec(_Model):
+class PartitioningSpec(SpecModel):
     """Hour partitions by event time (UTC)."""
 
     start: datetime = Field(description="first hour of the product's Dagster partitions (UTC)")
@@ -191,7 +190,7 @@ class PartitioningSpec(_Model):
         return v
 
 
-class TriggerSpec(_Model):
+class TriggerSpec(SpecModel):
     """When the offset sensor requests a landing, and how much one run may take."""
 
     min_records: int = Field(default=1000, ge=1)
@@ -205,13 +204,13 @@ class TriggerSpec(_Model):
         return parse_duration(v)
 
 
-class LakeSinkSpec(_Model):
+class LakeSinkSpec(SpecModel):
     enabled: bool = True
     target_file_size_mb: int = Field(default=128, ge=1)
     row_group_rows: int = Field(default=131_072, ge=1000)
 
 
-class DatabaseSinkSpec(_Model):
+class DatabaseSinkSpec(SpecModel):
     enabled: bool = True
     table: str | None = None  # defaults to the product's name
     deletes: Literal["tombstone", "none"] = "none"
@@ -228,12 +227,12 @@ class DatabaseSinkSpec(_Model):
         return v
 
 
-class SinksSpec(_Model):
+class SinksSpec(SpecModel):
     lake: LakeSinkSpec = LakeSinkSpec()
     database: DatabaseSinkSpec | None = None
 
 
-class ExpectationSpec(_Model):
+class ExpectationSpec(SpecModel):
     """One Great Expectations 1.x expectation, e.g. expect_column_values_to_not_be_null."""
 
     type: str
@@ -242,7 +241,7 @@ class ExpectationSpec(_Model):
     name: str | None = None  # the asset check's name; derived from type and column if absent
 
 
-class FreshnessSpec(_Model):
+class FreshnessSpec(SpecModel):
     max_age: timedelta | None = None  # no landing for longer than this fails the check
     max_lag: int | None = Field(default=None, ge=0)  # records waiting
 
@@ -252,22 +251,22 @@ class FreshnessSpec(_Model):
         return None if v is None else parse_duration(v)
 
 
-class VolumeSpec(_Model):
+class VolumeSpec(SpecModel):
     trailing_hours: int = Field(default=24, ge=1)
     min_ratio: float = Field(default=0.2, ge=0)  # an hour below 0.2 × trailing median fails
     max_ratio: float = Field(default=5.0, gt=0)
 
 
-class QualitySpec(_Model):
+class QualitySpec(SpecModel):
     on_invalid: Literal["quarantine", "dlq", "fail"] = "quarantine"
     expectations: list[ExpectationSpec] = Field(default_factory=list)
     freshness: FreshnessSpec | None = None
     volume: VolumeSpec | None = None
 
 
-class CloudEventsSpec(_Model):
+class CloudEventsSpec(SpecModel):
     # Drop an event whose ce_id already landed: within a run, and across runs against the
-    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/cloudevents.py).
+    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/formats/cloudevents.py).
     dedupe_on_id: bool = False
     dedupe_lookback: timedelta = Field(default=timedelta(days=7))
 
@@ -277,7 +276,7 @@ class CloudEventsSpec(_Model):
         return parse_duration(v)
 
 
-class SchemaSpec(_Model):
+class SchemaSpec(SpecModel):
     """Where the writer schemas of an avro/protobuf product come from (docs/formats.md).
 
     registry: the Schema Registry at FLOWSUITE_SCHEMA_REGISTRY_URL, by the id in each record.
@@ -301,7 +300,7 @@ class SchemaSpec(_Model):
         return self
 
 
-class DataProductSpec(_Model):
+class DataProductSpec(SpecModel):
     """One data product: a topic, its owner, schema, key, event time, quality and sinks."""
 
     name: str
@@ -453,7 +452,7 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts)
 
 
-def _problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
+def problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
     problems = []
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
@@ -486,7 +485,7 @@ def parse_spec_file(path: Path) -> DataProductSpec:
     try:
         spec = DataProductSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems_from_validation(path, exc, data)) from None
+        raise SpecError(problems_from_validation(path, exc, data)) from None
     problems = _extra_checks(path, spec)
     if problems:
         raise SpecError(problems)
@@ -505,7 +504,7 @@ def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
     for check in SPEC_CHECKS:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
     if spec.schemas is not None and spec.schemas.source == "files":  # avro/protobuf schema files
-        folder = Path(os.environ.get("FLOWSUITE_SCHEMAS_DIR") or path.parent / "schemas")
+        folder = path.parent / "schemas"
         for sid, name in spec.schemas.files.items():
             if not (folder / name).is_file():
                 problems.append(SpecProblem(path, f"schemas.files.{sid}", f"schema file {folder / name} does not exist"))

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from connectors.decode import Decoder
+from connectors.formats.json import Decoder
 from connectors.formats.registry import SchemaUnavailableError, schema_source, split_header
 from connectors.spec import DataProductSpec, FieldSpec
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from connectors.decode import Decoder
+from connectors.formats.json import Decoder
 from connectors.formats.registry import (
     SchemaUnavailableError,
     WriterSchema,

@@ -4,8 +4,8 @@ Two sources, one interface (`get(id) -> WriterSchema`), each schema fetched once
 
 - `RegistrySchemas`: a Confluent Schema Registry through confluent-kafka's
   `SchemaRegistryClient` (`GET /schemas/ids/{id}`, references by subject and version), at
-  FLOWSUITE_SCHEMA_REGISTRY_URL with its TLS and basic-auth settings passed through unchanged,
-  as Kafka's are (REGISTRY_SETTINGS).
+  FLOWSUITE_SCHEMA_REGISTRY_URL with its TLS, basic and bearer auth settings passed through
+  unchanged, as Kafka's are (`Settings.schema_registry_config`).
 - `FileSchemas`: for teams without a registry, the spec's `schemas.files` maps ids to `.avsc`
   or `.proto` files in the schemas folder (`dataproducts/schemas/`).
 
@@ -20,7 +20,6 @@ lone 0 means the first message), then the payload.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,25 +29,6 @@ from connectors.spec import DataProductSpec
 
 MAGIC = 0
 HEADER = 5
-
-# Environment variable → SchemaRegistryClient setting, passed through unchanged.
-REGISTRY_SETTINGS = {
-    "FLOWSUITE_SCHEMA_REGISTRY_URL": "url",
-    "FLOWSUITE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "basic.auth.user.info",  # secret
-    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_CREDENTIALS_SOURCE": "bearer.auth.credentials.source",
-    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN": "bearer.auth.token",  # secret
-    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_LOGICAL_CLUSTER": "bearer.auth.logical.cluster",
-    "FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_IDENTITY_POOL_ID": "bearer.auth.identity.pool.id",
-    "FLOWSUITE_SCHEMA_REGISTRY_PROXY": "proxy",
-    "FLOWSUITE_SCHEMA_REGISTRY_SSL_CA_LOCATION": "ssl.ca.location",
-    "FLOWSUITE_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
-    "FLOWSUITE_SCHEMA_REGISTRY_SSL_KEY_LOCATION": "ssl.key.location",
-    "FLOWSUITE_SCHEMA_REGISTRY_SSL_KEY_PASSWORD": "ssl.key.password",  # secret
-    "FLOWSUITE_SCHEMA_REGISTRY_TIMEOUT": "timeout",
-    "FLOWSUITE_SCHEMA_REGISTRY_MAX_RETRIES": "max.retries",
-}
-_INT_SETTINGS = {"timeout", "max.retries"}
-
 
 class SchemaUnavailableError(RuntimeError):
     """A writer schema cannot be had (unknown id, registry down): the run must stop, commit nothing."""
@@ -64,23 +44,18 @@ class WriterSchema:
 
 
 def registry_config(env: Mapping[str, str] | None = None) -> dict:
-    """SchemaRegistryClient settings from FLOWSUITE_SCHEMA_REGISTRY_* variables."""
-    env = os.environ if env is None else env
-    conf: dict = {}
-    for var, key in REGISTRY_SETTINGS.items():
-        value = env.get(var)
-        if value:
-            conf[key] = int(value) if key in _INT_SETTINGS else value
-    return conf
+    """SchemaRegistryClient settings from the FLOWSUITE_SCHEMA_REGISTRY_* settings
+    (connectors/settings.py; `env` for exactly that mapping)."""
+    from connectors.settings import load_settings
+
+    return load_settings(env).schema_registry_config()
 
 
 def schemas_dir(env: Mapping[str, str] | None = None) -> Path:
-    """FLOWSUITE_SCHEMAS_DIR, else `schemas/` inside FLOWSUITE_PRODUCTS_DIR (default dataproducts/)."""
-    env = os.environ if env is None else env
-    if env.get("FLOWSUITE_SCHEMAS_DIR"):
-        return Path(env["FLOWSUITE_SCHEMAS_DIR"])
-    products = Path(env.get("FLOWSUITE_PRODUCTS_DIR") or Path(__file__).resolve().parents[2] / "dataproducts")
-    return products / "schemas"
+    """`schemas/` in the data products folder (FLOWSUITE_PRODUCTS_DIR, default dataproducts/)."""
+    from connectors.settings import load_settings
+
+    return load_settings(env).products_dir / "schemas"
 
 
 def schema_source(spec: DataProductSpec, directory: Path | None = None, registry: Mapping | None = None):

@@ -25,13 +25,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.decode import Decoder
-from connectors.demo_data import produce
-from connectors.kafka_reader import Batch
+from connectors.flows import land
+from connectors.formats import Batch, Decoder
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, SpecError, parse_spec_file
+from examples.demo_data import produce
 from tests.reliability.helpers import ROOT, audit_lake, clicks
 from tests.reliability.table import iterations, record
 
@@ -319,7 +318,7 @@ def test_unreadable_spec_files_say_so(tmp_path):
 
 
 def _wire_seeds(fmt: str) -> list[bytes]:
-    from connectors.demo_data import encode_clicks, generate_clicks
+    from examples.demo_data import encode_clicks, generate_clicks
 
     return [v for _, v, _ in encode_clicks(generate_clicks(30, 1, 0.0, seed=11), fmt)]
 
@@ -354,7 +353,7 @@ def wire_payload(draw, seeds: list[bytes]) -> bytes | None:
 
 @pytest.mark.parametrize("fmt", ["avro", "protobuf"])
 def test_fuzzed_wire_format_payloads_are_landed_or_quarantined_never_lost(fmt, make_topic, kafka_bootstrap, tmp_path):
-    from connectors.decode import decoder_for
+    from connectors.formats import decoder_for
     from connectors.formats.registry import SchemaUnavailableError
 
     examples = iterations(quick=40, full=400)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastavro import parse_schema, schemaless_writer
 
-from connectors.kafka_reader import Batch
+from connectors.formats import Batch
 from connectors.spec import DataProductSpec
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from connectors.decode import decoder_for
+from connectors.formats import decoder_for
 from connectors.formats.avro import AvroDecoder
 from connectors.formats.registry import FileSchemas, SchemaUnavailableError
 from tests.connectors.formats.avro_support import avro_spec, batch, wire, write_schemas

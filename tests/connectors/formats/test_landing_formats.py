@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.compaction import compact_hour
-from connectors.demo_data import encode_clicks, generate_clicks, produce
+from connectors.flows import compact_hour, land, replay_quarantine
 from connectors.formats.registry import SchemaUnavailableError
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
-from connectors.quarantine import replay_quarantine
 from connectors.spec import DataProductSpec, parse_spec_file
-from connectors.sql_sink import WarehouseSink, sync
+from connectors.warehouse import WarehouseSink, sync
+from examples.demo_data import encode_clicks, generate_clicks, produce
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCT = {"avro": "clicks_avro", "protobuf": "clicks_proto"}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf import message_factory
 
-from connectors.decode import decoder_for
+from connectors.formats import decoder_for
 from connectors.formats.protobuf import (
     ProtobufDecoder,
     compile_proto,

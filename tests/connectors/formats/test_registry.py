@@ -204,3 +204,19 @@ def test_registry_source_without_a_url_says_which_variable():
     spec = avro_spec("clicks", {}, CLICK_FIELDS, schemas={"source": "registry"})
     with pytest.raises(SchemaUnavailableError, match="FLOWSUITE_SCHEMA_REGISTRY_URL is not set"):
         schema_source(spec, registry={})
+
+
+def test_registry_settings_pass_through_and_hide_their_secrets():
+    from connectors.settings import load_settings
+
+    settings = load_settings({"FLOWSUITE_SCHEMA_REGISTRY_URL": "https://reader:url-pw@registry.example:8081",
+                              "FLOWSUITE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "reader:top-secret",
+                              "FLOWSUITE_SCHEMA_REGISTRY_SSL_CA_LOCATION": "/etc/ca.pem",
+                              "FLOWSUITE_SCHEMA_REGISTRY_TIMEOUT": "7"})
+    assert "top-secret" not in repr(settings) and "url-pw" not in repr(settings)
+    assert settings.schema_registry_config() == {
+        "url": "https://reader:url-pw@registry.example:8081", "basic.auth.user.info": "reader:top-secret",
+        "ssl.ca.location": "/etc/ca.pem", "timeout": 7}
+    with pytest.raises(SchemaUnavailableError) as err:  # the URL in a message: without its credentials
+        RegistrySchemas({"url": "http://reader:url-pw@127.0.0.1:9", "max.retries": 0, "timeout": 1}).get(1)
+    assert "url-pw" not in str(err.value) and "http://127.0.0.1:9" in str(err.value)
