@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+from operator import itemgetter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -89,35 +90,44 @@ class AvroDecoder(Decoder):
 
         groups: dict[int, tuple[list[int], list[dict]]] = {}
         plans = self._plans
+        header = None  # the 5 bytes of the record before: runs of one schema id skip the lookups
+        sid = parsed = keep_index = keep_record = None
+        BytesIO = io.BytesIO  # noqa: N806 - a local name for the hot loop
         for i in idx:
             value = values[i]
-            if len(value) < 5 or value[0] != 0:
-                reasons[i] = split_header(value)[1]
-                continue
-            sid = int.from_bytes(value[1:5], "big")
-            plan = plans.get(sid)
-            if plan is None:
-                plan = plans[sid] = self._plan(sid)
-            if plan.error is not None:
-                reasons[i] = plan.error
-                continue
-            fo = io.BytesIO(value)
+            if value[:5] != header:
+                if len(value) < 5 or value[0] != 0:
+                    reasons[i] = split_header(value)[1]
+                    header = None
+                    continue
+                sid = int.from_bytes(value[1:5], "big")
+                plan = plans.get(sid)
+                if plan is None:
+                    plan = plans[sid] = self._plan(sid)
+                if plan.error is not None:
+                    reasons[i] = plan.error
+                    header = None
+                    continue
+                header, parsed = value[:5], plan.parsed
+                group = groups.get(sid)
+                if group is None:
+                    group = groups[sid] = ([], [])
+                keep_index, keep_record = group[0].append, group[1].append
+            fo = BytesIO(value)
             fo.seek(5)
             try:
-                record = schemaless_reader(fo, plan.parsed, None)
+                record = schemaless_reader(fo, parsed, None)
             except Exception as exc:  # noqa: BLE001 - fastavro raises EOFError, ValueError, IndexError, ...
                 reasons[i] = _unreadable(sid, exc)
                 continue
             if fo.tell() != len(value):
                 reasons[i] = f"schema id {sid}: {len(value) - fo.tell()} byte(s) left after the record (corrupt or not this schema)"
                 continue
-            group = groups.get(sid)
-            if group is None:
-                group = groups[sid] = ([], [])
-            group[0].append(i)
-            group[1].append(record)
+            keep_index(i)
+            keep_record(record)
         for sid, (good, records) in groups.items():
-            self._columns(plans[sid], good, records, pieces, reasons)
+            if good:
+                self._columns(plans[sid], good, records, pieces, reasons)
 
     # --- writer schema → plan ---------------------------------------------------------------
 
@@ -159,15 +169,19 @@ class AvroDecoder(Decoder):
     def _columns(self, plan: _Plan, good: list[int], records: list[dict], pieces: list, reasons: list) -> None:
         n = len(records)
         arrays = []
+        # The top-level values of every record in one C-level pass, transposed into columns.
+        tops = list(dict.fromkeys(c.path[0] for c in plan.columns if c.kind is not None))
+        if len(tops) > 1:
+            top = dict(zip(tops, zip(*map(itemgetter(*tops), records)), strict=True)) if n else {t: () for t in tops}
+        else:
+            top = {t: [r[t] for r in records] for t in tops}
         for col, f in zip(plan.columns, self.spec.fields, strict=True):
             if col.kind is None:
                 arrays.append(pa.nulls(n, f.arrow_type))
                 continue
-            if len(col.path) == 1:
-                name = col.path[0]
-                raw = [r[name] for r in records]
-            else:
-                raw = [_walk(r, col.path) for r in records]
+            raw = top[col.path[0]]
+            for name in col.path[1:]:  # nested: a step at a time over the batch, null-safe
+                raw = [None if r is None else r.get(name) for r in raw]
             try:
                 arrays.append(_to_arrow(raw, col.kind, f))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, UnicodeDecodeError) as whole:
@@ -198,15 +212,6 @@ def _unreadable(sid: int, exc: BaseException) -> str:
     if isinstance(exc, EOFError | StopIteration) or "EOF" in text or "unpack" in text or "index out of range" in text:
         return f"schema id {sid}: truncated payload: the record ends before its schema does ({type(exc).__name__}: {text})"
     return f"schema id {sid}: payload cannot be read with its writer schema ({type(exc).__name__}: {text})"
-
-
-def _walk(record: dict, path: list[str]):
-    node = record
-    for name in path:
-        if node is None:
-            return None
-        node = node.get(name)
-    return node
 
 
 def _raw_logical(schema):
