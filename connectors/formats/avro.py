@@ -30,8 +30,8 @@ from __future__ import annotations
 import copy
 import io
 import json
-from operator import itemgetter
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import pyarrow as pa
 
@@ -172,7 +172,7 @@ class AvroDecoder(Decoder):
         # The top-level values of every record in one C-level pass, transposed into columns.
         tops = list(dict.fromkeys(c.path[0] for c in plan.columns if c.kind is not None))
         if len(tops) > 1:
-            top = dict(zip(tops, zip(*map(itemgetter(*tops), records)), strict=True)) if n else {t: () for t in tops}
+            top = dict(zip(tops, zip(*map(itemgetter(*tops), records), strict=True), strict=True)) if n else {t: () for t in tops}
         else:
             top = {t: [r[t] for r in records] for t in tops}
         for col, f in zip(plan.columns, self.spec.fields, strict=True):
