@@ -48,6 +48,7 @@ BENCHES = [
         ["bench/upsert.py"],
     ),
     ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
+    ("formats", ["bench/formats.py", "--events", "100000", "--repeat", "1"], ["bench/formats.py"]),
     ("quality", ["bench/quality.py"], ["bench/quality.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     ("flow", ["bench/flow.py", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["bench/flow.py"]),
@@ -116,7 +117,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
 
 def collect() -> list[dict]:
     rows: list[dict] = []
-    for name in ("landing.json", "landing-p2.json", "sensor.json", "freshness.json", "flow.json"):
+    for name in ("landing.json", "landing-p2.json", "formats.json", "sensor.json", "freshness.json", "flow.json"):
         data = _load(name)
         if not data:
             continue

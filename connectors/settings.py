@@ -79,6 +79,28 @@ class Settings(BaseSettings):
     flow_lease_s: float = Field(15.0, validation_alias="FLOWSUITE_FLOW_LEASE_S")  # lease of a (subscription, partition) claim
     flow_retry_cap_s: float = Field(300.0, validation_alias="FLOWSUITE_FLOW_RETRY_CAP_S")  # longest pause between attempts
     flow_ttl_s: float = Field(86_400.0, validation_alias="FLOWSUITE_FLOW_TTL_S")  # retried this long, then the dead letter
+    # --- Schema Registry of format: avro|protobuf products (docs/formats.md), passed through to
+    # confluent-kafka's SchemaRegistryClient as SCHEMA_REGISTRY_ENV_SETTINGS names them ---
+    schema_registry_url: str | None = Field(None, repr=False, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_URL")
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
+    schema_registry_bearer_auth_credentials_source: str | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_CREDENTIALS_SOURCE")
+    schema_registry_bearer_auth_token: SecretStr | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_TOKEN")
+    schema_registry_bearer_auth_logical_cluster: str | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_LOGICAL_CLUSTER")
+    schema_registry_bearer_auth_identity_pool_id: str | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_BEARER_AUTH_IDENTITY_POOL_ID")
+    schema_registry_ssl_ca_location: str | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_SSL_CA_LOCATION")
+    schema_registry_ssl_certificate_location: str | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION")
+    schema_registry_ssl_key_location: str | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_SSL_KEY_LOCATION")
+    schema_registry_ssl_key_password: SecretStr | None = Field(
+        None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_SSL_KEY_PASSWORD")
+    schema_registry_proxy: str | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_PROXY")
+    schema_registry_timeout: int | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_TIMEOUT")
+    schema_registry_max_retries: int | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_MAX_RETRIES")
     # --- fault injection of the crash tests (connectors/faults.py reads it at each crash point) ---
     crash_at: str | None = Field(None, validation_alias="FLOWSUITE_CRASH_AT")
 
@@ -128,6 +150,26 @@ class Settings(BaseSettings):
             "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": _reveal(self.kafka_ssl_key_password),
         }
         return {KAFKA_ENV_SETTINGS[var]: v for var, v in values.items() if v}
+
+
+    def schema_registry_config(self) -> dict:
+        """SchemaRegistryClient settings (secrets included: pass them only to the client)."""
+        values = {
+            "url": self.schema_registry_url,
+            "basic.auth.user.info": _reveal(self.schema_registry_basic_auth_user_info),
+            "bearer.auth.credentials.source": self.schema_registry_bearer_auth_credentials_source,
+            "bearer.auth.token": _reveal(self.schema_registry_bearer_auth_token),
+            "bearer.auth.logical.cluster": self.schema_registry_bearer_auth_logical_cluster,
+            "bearer.auth.identity.pool.id": self.schema_registry_bearer_auth_identity_pool_id,
+            "ssl.ca.location": self.schema_registry_ssl_ca_location,
+            "ssl.certificate.location": self.schema_registry_ssl_certificate_location,
+            "ssl.key.location": self.schema_registry_ssl_key_location,
+            "ssl.key.password": _reveal(self.schema_registry_ssl_key_password),
+            "proxy": self.schema_registry_proxy,
+            "timeout": self.schema_registry_timeout,
+            "max.retries": self.schema_registry_max_retries,
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

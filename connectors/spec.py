@@ -90,6 +90,9 @@ class FieldSpec(SpecModel):
     max: float | None = None
     pattern: str | None = None
     max_length: int | None = Field(default=None, gt=0)
+    # avro/protobuf: a dotted path into nested records/messages (`device.os`), flattened into
+    # this column; the field's own name by default.
+    path: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -111,6 +114,13 @@ class FieldSpec(SpecModel):
             raise ValueError(
                 f"field name {v!r} must match {IDENTIFIER.pattern} (lower case, digits, underscore)"
             )
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", v):
+            raise ValueError(f"path {v!r} must be dot-separated field names, such as device.os")
         return v
 
     @field_validator("pattern")
@@ -308,6 +318,28 @@ class FlowSpec(SpecModel):
             if not re.match(r"^[a-z0-9]{1,20}\Z", attr):
                 raise ValueError(f"extension attribute {attr!r} must be 1-20 lower-case letters or digits")
         return v
+class SchemaSpec(SpecModel):
+    """Where the writer schemas of an avro/protobuf product come from (docs/formats.md).
+
+    registry: the Schema Registry at FLOWSUITE_SCHEMA_REGISTRY_URL, by the id in each record.
+    files: `files` maps each schema id to a file in the schemas folder (dataproducts/schemas/).
+    """
+
+    source: Literal["registry", "files"] = "files"
+    files: dict[int, str] = Field(default_factory=dict)
+    subject: str | None = None  # informational: the registry subject the ids belong to
+    message: str | None = None  # protobuf: the fully qualified message type the product reads
+
+    @model_validator(mode="after")
+    def _files_when_needed(self) -> SchemaSpec:
+        if self.source == "files" and not self.files:
+            raise ValueError("schemas.files must map at least one schema id to a file when schemas.source is 'files'")
+        for sid, name in self.files.items():
+            if sid < 0:
+                raise ValueError(f"schema id {sid} must not be negative")
+            if ".." in Path(name).parts:
+                raise ValueError(f"schema file {name!r} must stay inside the schemas folder")
+        return self
 
 
 class DataProductSpec(SpecModel):
@@ -317,7 +349,7 @@ class DataProductSpec(SpecModel):
     owner: str
     description: str = ""
     topic: str
-    format: Literal["json", "cloudevents"] = "json"
+    format: Literal["json", "cloudevents", "avro", "protobuf"] = "json"
     key: list[str] = Field(default_factory=list)
     fields: list[FieldSpec]
     event_time: EventTimeSpec
@@ -327,6 +359,7 @@ class DataProductSpec(SpecModel):
     quality: QualitySpec = QualitySpec()
     cloudevents: CloudEventsSpec = CloudEventsSpec()
     flow: FlowSpec = FlowSpec()
+    schemas: SchemaSpec | None = None  # avro/protobuf: where the writer schemas come from
     tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -394,6 +427,13 @@ class DataProductSpec(SpecModel):
         for field_name in self.flow.attributes:
             if field_name not in names:
                 raise ValueError(f"flow.attributes: {field_name!r} is not declared in fields")
+        if self.format in ("avro", "protobuf") and self.schemas is None:
+            raise ValueError(f"format: {self.format} needs a `schemas` section (schemas.source: registry or files)")
+        if self.format not in ("avro", "protobuf"):
+            if self.schemas is not None:
+                raise ValueError("`schemas` applies to format: avro or protobuf")
+            if any(f.path for f in self.fields):
+                raise ValueError("a field's `path` applies to format: avro or protobuf")
         if self.format != "cloudevents":
             if self.event_time.source == "ce_time":
                 raise ValueError("event_time.source 'ce_time' needs format: cloudevents")
@@ -511,6 +551,11 @@ def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
         problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
     for check in SPEC_CHECKS:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
+    if spec.schemas is not None and spec.schemas.source == "files":  # avro/protobuf schema files
+        folder = path.parent / "schemas"
+        for sid, name in spec.schemas.files.items():
+            if not (folder / name).is_file():
+                problems.append(SpecProblem(path, f"schemas.files.{sid}", f"schema file {folder / name} does not exist"))
     return problems
 
 

@@ -255,3 +255,104 @@ def produce(
         invalid=invalid,
         per_partition=dict(sorted(delivered.items())),
     )
+
+
+# --- the demo clicks in the Confluent wire format (format: avro | protobuf) ------------------
+
+WIRE_FORMATS = ("avro", "protobuf")
+WIRE_SCHEMA_IDS = (1, 2, 3)  # dataproducts/schemas/clicks-v<id>.avsc|.proto
+WIRE_FAULTS = ("wrong_magic_byte", "truncated_payload")  # what only a wire format can get wrong
+
+
+def encode_clicks(
+    clicks: Iterable[tuple[bytes, bytes, bool]], fmt: str, schemas: Any = None
+) -> Iterator[tuple[bytes, bytes, bool]]:
+    """The (key, value, valid) stream of `generate_clicks`, each value re-encoded as `fmt` in the
+    Confluent wire format, cycling through the writer schemas 1, 2 and 3 of the demo products.
+
+    Invalid JSON that still reads as a click (an enum, a cost or a partner off the rules)
+    is encoded as it is, so the spec's rules catch it; the rest becomes a wire-format fault:
+    a wrong magic byte or a truncated payload. `schemas` is the folder of the schema files.
+    """
+    import json
+
+    from connectors.formats.registry import schemas_dir
+
+    if fmt not in WIRE_FORMATS:
+        raise ValueError(f"format must be one of {WIRE_FORMATS}, got {fmt!r}")
+    folder = schemas or schemas_dir()
+    encoders = [_avro_encoder(folder, sid) if fmt == "avro" else _proto_encoder(folder, sid) for sid in WIRE_SCHEMA_IDS]
+    faults = 0
+    for n, (key, value, valid) in enumerate(clicks):
+        encode = encoders[n % len(encoders)]
+        try:
+            record = json.loads(value)
+            ok = isinstance(record, dict) and all(
+                isinstance(record.get(f), str) for f in ("event_id", "user_id", "partner_id", "ad_id", "kind", "event_time")
+            ) and type(record.get("cost_micros")) is int
+            if ok:
+                record["event_time"] = datetime.fromisoformat(record["event_time"])
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+        if ok:
+            yield key, encode(record, n), valid
+            continue
+        good = encoders[0](_FALLBACK, n)
+        fault = WIRE_FAULTS[faults % len(WIRE_FAULTS)]
+        faults += 1
+        yield key, (b"\x01" + good[1:] if fault == "wrong_magic_byte" else good[: len(good) // 2]), False
+
+
+_FALLBACK = {"event_id": "00000000-0000-4000-a000-000000000000", "user_id": "u-0", "partner_id": "p-001",
+             "ad_id": "ad-0", "kind": "click", "cost_micros": 1, "event_time": datetime(2026, 11, 1, tzinfo=UTC)}
+_OS = ("android", "ios", "linux", "macos", "windows")
+_COUNTRIES = ("DE", "FR", "NL", "PL", "SE", "US")
+
+
+def _avro_encoder(folder, sid: int) -> Callable[[dict, int], bytes]:
+    import io
+    import json
+    from pathlib import Path
+
+    from fastavro import parse_schema, schemaless_writer
+
+    schema = parse_schema(json.loads((Path(folder) / f"clicks-v{sid}.avsc").read_text()))
+    header = b"\x00" + sid.to_bytes(4, "big")
+
+    def encode(record: dict, n: int) -> bytes:
+        if sid >= 2:
+            record = {**record, "country": _COUNTRIES[n % len(_COUNTRIES)],
+                      "device": {"os": _OS[n % len(_OS)], "app_version": None}}
+        out = io.BytesIO()
+        out.write(header)
+        schemaless_writer(out, schema, record)
+        return out.getvalue()
+
+    return encode
+
+
+def _proto_encoder(folder, sid: int) -> Callable[[dict, int], bytes]:
+    from pathlib import Path
+
+    from google.protobuf import message_factory
+
+    from connectors.formats.protobuf import compile_proto
+    from connectors.formats.registry import FileSchemas
+
+    writer = FileSchemas({sid: f"clicks-v{sid}.proto"}, Path(folder), "protobuf").get(sid)
+    cls = message_factory.GetMessageClass(compile_proto(writer).message_types_by_name["Click"])
+    header = b"\x00" + sid.to_bytes(4, "big") + b"\x00"  # message index [0]: Click
+
+    def encode(record: dict, n: int) -> bytes:
+        msg = cls(event_id=record["event_id"], user_id=record["user_id"], partner_id=record["partner_id"],
+                  kind=record["kind"], cost_micros=record["cost_micros"])
+        if sid < 3:
+            msg.ad_id = record["ad_id"]
+        micros = round(record["event_time"].timestamp() * 1_000_000)
+        msg.event_time.seconds, msg.event_time.nanos = micros // 1_000_000, (micros % 1_000_000) * 1000
+        if sid >= 2:
+            msg.country = _COUNTRIES[n % len(_COUNTRIES)]
+            msg.device.os = _OS[n % len(_OS)]
+        return header + msg.SerializeToString()
+
+    return encode

@@ -46,6 +46,14 @@ def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
         return CloudEventsDecoder(spec, topic, **options)
     if spec.format == "json":
         return Decoder(spec, topic)
+    if spec.format == "avro":  # the Confluent wire format (docs/formats.md); `source=` a schema source
+        from connectors.formats.avro import AvroDecoder
+
+        return AvroDecoder(spec, topic, **options)
+    if spec.format == "protobuf":
+        from connectors.formats.protobuf import ProtobufDecoder
+
+        return ProtobufDecoder(spec, topic, **options)
     raise ValueError(f"{spec.name}: no decoder for format {spec.format!r}")
 
 __all__ = [

@@ -14,13 +14,15 @@ from orchestration.cli.common import pass_settings, require_broker
               help="spread event times over the last H hours")
 @click.option("--invalid-rate", type=click.FloatRange(0.0, 1.0), default=0.01, show_default=True,
               help="fraction of invalid records, 0..1")
-@click.option("--topic", default="clicks", show_default=True, help="topic")
+@click.option("--topic", default=None, help="topic (default clicks, clicks_avro or clicks_proto by --format)")
+@click.option("--format", "fmt", type=click.Choice(["json", "avro", "protobuf"]), default="json", show_default=True,
+              help="json, or the Confluent wire format with the demo products' three schema versions")
 @click.option("--partitions", type=click.IntRange(min=1), default=2, show_default=True,
               help="partitions when the topic is created")
 @click.option("--seed", type=int, default=None, help="random seed (default: a fresh one each run)")
 @pass_settings
-def command(settings: Settings, events: int, hours: int, invalid_rate: float, topic: str, partitions: int,
-            seed: int | None) -> None:
+def command(settings: Settings, events: int, hours: int, invalid_rate: float, topic: str | None, fmt: str,
+            partitions: int, seed: int | None) -> None:
     import random
 
     from examples.demo_data import generate_clicks, produce
@@ -29,6 +31,11 @@ def command(settings: Settings, events: int, hours: int, invalid_rate: float, to
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     require_broker(settings.kafka_bootstrap)
     records = generate_clicks(events, hours, invalid_rate, seed=seed)
+    topic = topic or {"json": "clicks", "avro": "clicks_avro", "protobuf": "clicks_proto"}[fmt]
+    if fmt != "json":
+        from examples.demo_data import encode_clicks
+
+        records = encode_clicks(records, fmt, settings.products_dir / "schemas")
     with progress_bar(f"producing to {topic}", total=events) as advance:
         report = produce(settings.kafka_bootstrap, topic, records, partitions=partitions, progress=advance)
     per_partition = ", ".join(f"p{p}={n}" for p, n in report.per_partition.items())

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from connectors.settings import Settings
-from orchestration.demo import flow, gateway, sections
+from orchestration.demo import flow, formats, gateway, sections
 from orchestration.demo.ingest import (
     LOCAL_DAGSTER_YAML,
     QUIET_LOGGERS,
@@ -40,6 +40,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("committed offsets", sections.offsets_section),
     ("partners: legacy table → CloudEvents → lake and warehouse", flow.partners_section),
     ("one count: partner_engagement in the lake and the warehouse", flow.engagement_section),
+    ("clicks_avro: Avro in three schema versions → lake", formats.avro_section),
     ("world wide flow: partner p-001 subscribes to its clicks", gateway.gateway_section),
     ("hourly compaction of closed hours", sections.compaction_section),
     ("warehouse", sections.warehouse_section),

@@ -108,3 +108,55 @@ def test_non_utf8_value_in_a_clean_batch_is_quarantined():
     values[50] = values[50].replace(b'"u-', b'"\xff\xfe\xc3', 1)
     decoded = Decoder(spec).decode(Batch(0, values, [None] * 200, list(range(200)), [0] * 200))
     assert decoded.invalid.column("_offset").to_pylist() == [50]
+
+
+def test_avro_and_protobuf_poison_pills_are_quarantined_with_reason_and_original_bytes(kafka_bootstrap, make_topic, tmp_path):
+    """The Confluent wire format's own pills: every one quarantined, byte for byte, with its reason."""
+    from connectors.formats.protobuf import encode_indexes
+    from connectors.spec import parse_spec_file
+    from examples.demo_data import encode_clicks
+
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'm.db'}")
+    for fmt, product in (("avro", "clicks_avro"), ("protobuf", "clicks_proto")):
+        topic = make_topic(partitions=1)
+        clicks = [(f"e-{i}".encode(), json.dumps(click(i, event_id=f"e-{i}")).encode(), True) for i in range(30)]
+        good = [(k, v) for k, v, _ in encode_clicks(clicks, fmt)]
+        v2 = good[1][1]  # schema id 2
+        pills = {
+            "wrong magic byte": b"\x07" + v2[1:],
+            "short header": v2[:3],
+            "truncated payload": v2[: len(v2) // 2],
+            "garbage for schema id 3": b"\x00\x00\x00\x00\x03" + b"\xff" * 3,
+            "empty value": b"",
+            "JSON, not the wire format": json.dumps(click(1)).encode(),
+            "rule broken": good[3][1].replace(b"p-001", b"x-001"),
+            "2 MB of garbage": b"\x00\x00\x00\x00\x02" + b"\xfe" * (2 * 1024 * 1024),
+        }
+        if fmt == "protobuf":
+            pills["message index past the file"] = v2[:5] + encode_indexes([9]) + v2[6:]
+        else:
+            pills["trailing bytes"] = v2 + b"\x00\x00"
+        records = good[:15] + [(f"bad-{i}".encode(), v) for i, v in enumerate(pills.values())] + good[15:]
+        produce(kafka_bootstrap, topic, records)
+        spec = parse_spec_file(REPO_ROOT / "dataproducts" / f"{product}.yaml").model_copy(update={"topic": topic})
+        result = land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, idle_timeout_s=10)
+        assert (result.consumed, result.landed, result.quarantined) == (len(records), 30, len(pills)), fmt
+        q = lake.read_tables(f.path for f in metastore.live_files(spec.name, kinds=("quarantine",))
+                             if topic in f.path)
+        by_offset = {r["_offset"]: r for r in q.to_pylist()}
+        reasons = {}
+        for offset, (name, value) in enumerate(pills.items(), start=15):
+            assert by_offset[offset]["_raw"] == value, (fmt, name)
+            reasons[name] = by_offset[offset]["_error"]
+        assert "wrong magic byte 7" in reasons["wrong magic byte"]
+        assert "5-byte header" in reasons["short header"]
+        assert "truncated" in reasons["truncated payload"]
+        assert reasons["empty value"] == "value is empty"
+        assert "wrong magic byte 123" in reasons["JSON, not the wire format"]
+        assert "does not match pattern" in reasons["rule broken"]
+        assert "schema id 2" in reasons["2 MB of garbage"]
+        assert "schema id 3" in reasons["garbage for schema id 3"]
+        if fmt == "protobuf":
+            assert "message index [9] names no message" in reasons["message index past the file"]
+        else:
+            assert "2 byte(s) left after the record" in reasons["trailing bytes"]
