@@ -245,6 +245,20 @@ def _next_publishable(metastore: Metastore, product: str, pending: list[tuple[in
     return None
 
 
+def data_files_of_hour(table: Table, uris: list[str], hour: str) -> list:
+    """Iceberg data files for the Parquet files given (their footers read, nothing rewritten),
+    checked to hold exactly the one hour they are published for."""
+    want = epoch_hour(parse_hour_key(hour))
+    try:
+        files = list(_parquet_files_to_data_files(table.metadata, uris, table.io))
+    except ValueError as exc:  # pyiceberg: the lower and upper bound fall in different partitions
+        raise HourMismatchError(f"a file published as hour {hour} spans more than one hour: {exc}") from None
+    for df in files:
+        if df.partition[0] != want:
+            raise HourMismatchError(f"{df.file_path}: holds hour {df.partition[0]} (epoch hours), published as {hour} ({want})")
+    return files
+
+
 def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastore: Metastore, entry) -> dict:
     seq, hour, generation = entry
     live = metastore.live_files(spec.name, hour)
@@ -252,11 +266,7 @@ def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastor
         raise CommitFailedException(f"{spec.name} {hour}: its files changed while publishing; again")
     uris = [tables.lake_uri(f.path) for f in live]
     old = tables.hour_files(table, hour)
-    new_files = list(_parquet_files_to_data_files(table.metadata, uris, table.io))
-    want = epoch_hour(parse_hour_key(hour))
-    for df in new_files:
-        if df.partition[0] != want:
-            raise HourMismatchError(f"{df.file_path}: holds hour {df.partition[0]} (epoch hours), published as {hour} ({want})")
+    new_files = data_files_of_hour(table, uris, hour)
     properties = {
         "flowsuite.product": spec.name,
         "flowsuite.hour": hour,

@@ -15,7 +15,7 @@ from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables
 from connectors.tables.publish import SEQ_PROPERTY
-from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, hour_rows, land_in_rounds, pairs
+from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, land_in_rounds, pairs
 
 __all__ = ["HOURS", "LATER", "assert_table_equals_metastore", "child", "comparable", "seal", "seqs_in_ancestry"]
 
@@ -50,11 +50,15 @@ def assert_table_equals_metastore(spec, lake: Lake, metastore: Metastore, tables
     """The table's current snapshot holds exactly the live files of the sealed hours, every
     (partition, offset) once, value for value; its publish sequence never repeats."""
     table = tables.load(spec.name)
-    expected = comparable(hour_rows(lake, metastore, spec.name))
+    files = [lake.read_table(f.path) for f in metastore.live_files(spec.name)]
+    expected = comparable(pa.concat_tables(files, promote_options="default"))  # older files lack newer columns
     got = tables.scan(spec.name, table=table)
     assert Counter(pairs(got)).most_common(1)[0][1] == 1, "a record is in the table twice"
     assert Counter(pairs(got)) == Counter(pairs(expected)), "the table and the metastore hold different records"
-    assert comparable(got.select(expected.schema.names)) == expected
+    # pyiceberg fills a column missing from older files as large_string: same values, cast back
+    got_rows = comparable(got.select(expected.schema.names)).cast(expected.schema)
+    for name in expected.schema.names:
+        assert got_rows.column(name) == expected.column(name), name
     seqs = seqs_in_ancestry(table)
     assert seqs == sorted(set(seqs)), f"a publish sequence repeats or goes back: {seqs}"
     for h in HOURS:
