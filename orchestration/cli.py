@@ -303,6 +303,17 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["table"]:  # a click group (orchestration/cli_table.py) until the CLI moves to click
+        import click
+
+        from orchestration.cli_table import group
+
+        try:
+            return group.main(argv[1:], prog_name="flowsuite table", standalone_mode=False) or 0
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, load_settings())

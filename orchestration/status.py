@@ -63,6 +63,7 @@ class ProductStatus:
     warehouse_table: str | None
     warehouse_rows: int | None
     warehouse: str  # "ok", "not configured", "not created yet" or why not
+    iceberg: str | None = None  # the Iceberg table's publish lag, when the product has one
 
 
 def collect_status(settings: Settings, products: list[str] | None = None) -> list[ProductStatus]:
@@ -121,7 +122,25 @@ def product_status(spec: Any, flowsuite: Any, broker_up: bool) -> ProductStatus:
         warehouse_table=table,
         warehouse_rows=rows,
         warehouse=warehouse,
+        iceberg=_iceberg(spec, flowsuite),
     )
+
+
+def _iceberg(spec: Any, flowsuite: Any) -> str | None:
+    """`table flowsuite.P: publish lag N h …` (read only), or None without an Iceberg table."""
+    if not spec.sinks.lake.iceberg.enabled:
+        return None
+    from connectors.tables import IcebergTables, catalog_url, publish_lag_hours, table_identifier
+
+    tables = IcebergTables(catalog_url(flowsuite.metastore_url), flowsuite.lake(), read_only=True)
+    try:
+        lag, missing = publish_lag_hours(flowsuite.metastore(), tables, spec.name)
+        what = "up to date" if not missing else f"{missing} sealed hour(s) not published yet"
+        return f"table {table_identifier(spec.name)}: publish lag {lag} h ({what})"
+    except Exception as exc:  # noqa: BLE001 - status shows every source it can; the URL is never printed
+        return f"table {table_identifier(spec.name)}: not readable ({type(exc).__name__})"
+    finally:
+        tables.dispose()
 
 
 def _probe(spec: Any, flowsuite: Any, states: dict, broker_up: bool) -> tuple[dict, str]:
@@ -276,6 +295,8 @@ def render_status(statuses: list[ProductStatus], console: Any = None) -> None:
             )
         else:
             console.print(f"  warehouse      {st.warehouse}")
+        if st.iceberg:
+            console.print(f"  iceberg        {st.iceberg}")
         console.print("")
 
 

@@ -40,6 +40,7 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import assign_fresh_schema_ids
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import HourTransform
+from sqlalchemy import inspect as sa_inspect
 
 from connectors.decode import lake_schema
 from connectors.lake import Lake, S3Options, epoch_hour, hour_start, parse_hour_key
@@ -80,9 +81,10 @@ def _sqlalchemy_url(url: str) -> str:
 class IcebergTables:
     """The catalog of one deployment and the tables of its products (build once per run)."""
 
-    def __init__(self, url: str, lake: Lake, s3: S3Options | None = None):
+    def __init__(self, url: str, lake: Lake, s3: S3Options | None = None, read_only: bool = False):
         self.url = _sqlalchemy_url(url)
         self.lake = lake
+        self.read_only = read_only  # creates nothing: no catalog tables, no namespace (status)
         self._s3 = (s3 or S3Options.from_env()) if lake.is_s3 else None
         self._catalog: SqlCatalog | None = None
 
@@ -110,12 +112,14 @@ class IcebergTables:
     def catalog(self) -> SqlCatalog:
         if self._catalog is None:
             self._catalog = SqlCatalog(
-                CATALOG_NAME, uri=self.url, warehouse=self.lake_uri(""), pool_pre_ping="true", **self.io_properties()
+                CATALOG_NAME, uri=self.url, warehouse=self.lake_uri(""), pool_pre_ping="true",
+                init_catalog_tables=str(not self.read_only).lower(), **self.io_properties(),
             )
-            try:
-                self._catalog.create_namespace(NAMESPACE)
-            except NamespaceAlreadyExistsError:
-                pass
+            if not self.read_only:
+                try:
+                    self._catalog.create_namespace(NAMESPACE)
+                except NamespaceAlreadyExistsError:
+                    pass
         return self._catalog
 
     def dispose(self) -> None:
@@ -142,6 +146,8 @@ class IcebergTables:
         return self.catalog.load_table(table_identifier(product))
 
     def exists(self, product: str) -> bool:
+        if self.read_only and not sa_inspect(self.catalog.engine).has_table("iceberg_tables"):
+            return False
         return self.catalog.table_exists(table_identifier(product))
 
     def ensure_table(self, spec: DataProductSpec, retain: timedelta | None = None) -> Table:

@@ -368,15 +368,16 @@ def publish_lag_hours(metastore: Metastore, tables: IcebergTables, product: str)
 
     The lag: from the newest sealed hour back to the newest hour up to which every sealed hour
     is in the table at its sealed generation (0: the table is up to date)."""
-    ensure_tables(metastore)
     sealed = sealed_hours(metastore, product)
     if not sealed:
         return 0, 0
     last = last_published_seq(tables.load(product)) if tables.exists(product) else 0
-    with metastore.engine.connect() as conn:
-        done = set(conn.execute(
-            select(queue.c.hour, queue.c.generation).where(and_(queue.c.product == product, queue.c.seq <= last))
-        ).tuples())
+    done: set[tuple[str, int]] = set()
+    if last:  # read only: a metastore that never published has no queue table
+        with metastore.engine.connect() as conn:
+            done = set(conn.execute(
+                select(queue.c.hour, queue.c.generation).where(and_(queue.c.product == product, queue.c.seq <= last))
+            ).tuples())
     missing = sorted(h for h, g in sealed.items() if (h, g) not in done)
     if not missing:
         return 0, 0
