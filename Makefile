@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export FLOWSUITE_HOME ?= $(CURDIR)/.flowsuite
 export DAGSTER_HOME ?= $(FLOWSUITE_HOME)/dagster
 
-.PHONY: install demo dev test reliability bench lint lock browsers clean
+.PHONY: install demo dev test reliability bench lint lock browsers duckdb-iceberg clean
 
 install: $(STAMP)
 
@@ -37,7 +37,17 @@ browsers:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install browsers
+# DuckDB reads the Iceberg tables in a test through its iceberg extension, whose pip packages pin
+# their own (older) DuckDB: a small venv of its own, built once (stamped), not the project's pins.
+DUCKDB_ICEBERG := .venv-duckdb-iceberg
+duckdb-iceberg: $(DUCKDB_ICEBERG)/.installed
+
+$(DUCKDB_ICEBERG)/.installed: requirements-duckdb-iceberg.txt
+	@test -x $(DUCKDB_ICEBERG)/bin/python || $(PYTHON) -m venv $(DUCKDB_ICEBERG)
+	$(DUCKDB_ICEBERG)/bin/python -m pip install --quiet -r requirements-duckdb-iceberg.txt
+	@touch $@
+
+test: install browsers duckdb-iceberg
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
