@@ -49,6 +49,7 @@ BENCHES = [
     ),
     ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
     ("quality", ["bench/quality.py"], ["bench/quality.py"]),
+    ("iceberg", ["bench/iceberg.py", "--hours", "12", "--repeat", "1"], ["bench/iceberg.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     (
         "freshness",
@@ -166,6 +167,10 @@ def collect() -> list[dict]:
                     r.get("ratio"),
                 )
             )
+    data = _load("iceberg.json")
+    if data:
+        for r in data.get("rows_table", []):
+            rows.append(_row("iceberg", r["what"], r["figure"], r["ceiling"], r["goal"], "", data.get("machine"), r.get("ratio")))
     data = _load("quality.json")
     if data:
         plain = next(r for r in data["runs"] if r["mode"] == "plain")

@@ -204,21 +204,21 @@ def publish_sealed_hours(
     table = tables.ensure_table(spec, spec.sinks.lake.iceberg.retain)
     result = PublishResult(product, ".".join(table.name()))
     enqueue(metastore, product, sealed_hours(metastore, product))
-    while True:
-        table = tables.load(product)
+    while True:  # `table` is fresh: just loaded, or as our own commit left it (a stale one fails the CAS)
         last = last_published_seq(table)
         pending = queued(metastore, product, after=last)
         entry = _next_publishable(metastore, product, pending, result)
         if entry is None:
             break
         try:
-            result.published.append(_commit(tables, table, spec, metastore, entry))
+            published, table = _commit(tables, table, spec, metastore, entry)
+            result.published.append(published)
         except CommitFailedException:
             result.lost_races += 1
             if result.lost_races >= max_attempts:
                 raise
             time.sleep(random.uniform(0.02, 0.2))
-    table = tables.load(product)
+            table = tables.load(product)
     result.last_seq = last_published_seq(table)
     if expire_after:
         result.expiry = expire(spec, lake=lake, metastore=metastore, tables=tables, now=now, grace=grace)
@@ -259,7 +259,7 @@ def data_files_of_hour(table: Table, uris: list[str], hour: str) -> list:
     return files
 
 
-def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastore: Metastore, entry) -> dict:
+def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastore: Metastore, entry) -> tuple[dict, Table]:
     seq, hour, generation = entry
     live = metastore.live_files(spec.name, hour)
     if any(f.kind != "compacted" or f.generation != generation for f in live):
@@ -288,7 +288,7 @@ def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastor
     snapshot = committed.current_snapshot()
     log.info("%s: published %s generation %d as sequence %d (snapshot %s)", spec.name, hour, generation, seq, snapshot.snapshot_id)
     return {"hour": hour, "generation": generation, "seq": seq, "snapshot_id": snapshot.snapshot_id,
-            "files": len(new_files), "rows": int(properties["flowsuite.rows"]), "operation": "overwrite" if old else "append"}
+            "files": len(new_files), "rows": int(properties["flowsuite.rows"]), "operation": "overwrite" if old else "append"}, committed
 
 
 # --- expiry ----------------------------------------------------------------------------------
