@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--rows-per-file", type=int, default=2500)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "iceberg.json"))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowsuite-bench-iceberg-"))
     try:
@@ -139,7 +140,7 @@ def main() -> int:
         for r in rows:
             print(f"{r['what']:62} {r['figure']:>9} {r['ceiling']:>9} {r['ratio']:>7}  {r['goal']}")
         print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (2 shared cores: compare ratios)")
-        out = Path(__file__).resolve().parent / "results" / "iceberg.json"
+        out = Path(args.out)
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps({
             "bench": "iceberg", "hours": args.hours, "files_per_hour": args.files, "rows": iceberg_rows,
