@@ -245,9 +245,16 @@ def _flow_section(name: str) -> Callable[[Demo], list[str] | None]:
     return section
 
 
+def _table_section(demo: Demo) -> list[str] | None:
+    from orchestration.demo_table import iceberg_section  # compacts closed hours, publishes, compares
+
+    return iceberg_section(demo)
+
+
 DEMO_SECTIONS += [
     ("partners: legacy table → CloudEvents → lake and warehouse", _flow_section("partners_section")),
     ("one count: partner_engagement in the lake and the warehouse", _flow_section("engagement_section")),
+    ("iceberg: the sealed hours as the table flowsuite.clicks", lambda demo: _table_section(demo)),
 ]
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 

@@ -31,6 +31,8 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert consumed == 3000
     assert "== landed per hour ==" in first and "== quarantined ==" in first
     assert "== committed offsets ==" in first and "make dev" in first
+    # the closed hours compacted and published: the Iceberg table equals their live files
+    assert "equal to the sealed hours' live files, every (partition, offset) once" in first, first
 
     second = demo()
     assert int(re.search(r"consumed ([\d,]+)", second).group(1).replace(",", "")) == 3000  # only the new batch
