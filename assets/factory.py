@@ -62,7 +62,6 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
         ("assets.table", "build_table_definitions"),  # sealed hours as an Iceberg table
         ("quality.checks", "build_quality_definitions"),  # freshness and volume checks
         ("assets.sources", "build_source_definitions"),  # a legacy table published to the topic
-        ("assets.engagement", "build_engagement_definitions"),  # partner_engagement, derived from clicks
     ):
         build = _optional_builder(module, builder)
         if build is not None:

@@ -20,8 +20,8 @@ from typing import Any
 import dagster as dg
 
 from assets.hourly import MAX_PARTITIONS_PER_RUN, hourly_key, hourly_partitions
-from connectors.compaction import normalize_hour
-from connectors.lake import S3Options
+from connectors.lake import S3Options, normalize_hour
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec
 from connectors.tables import IcebergTables, catalog_url, publish_sealed_hours
 from connectors.tables.publish import PublishResult, sealed_hours
@@ -41,7 +41,7 @@ def iceberg_tables(flowsuite: FlowsuiteResource) -> IcebergTables:
         access_key_id=flowsuite.aws_access_key_id or env.access_key_id,
         secret_access_key=flowsuite.aws_secret_access_key or env.secret_access_key, session_token=env.session_token,
     )
-    return IcebergTables(catalog_url(flowsuite.metastore_url), lake, s3)
+    return IcebergTables(catalog_url(flowsuite.metastore_url, load_settings().iceberg_catalog_url), lake, s3)
 
 
 def build_table_definitions(spec: DataProductSpec) -> dg.Definitions:

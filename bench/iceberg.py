@@ -32,13 +32,12 @@ from sqlalchemy import insert, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.compaction import compact_hour  # noqa: E402
-from connectors.decode import Decoder, lake_schema  # noqa: E402
-from connectors.demo_data import generate_clicks  # noqa: E402
-from connectors.kafka_reader import Batch  # noqa: E402
+from connectors.flows import compact_hour  # noqa: E402
+from connectors.formats import Batch, Decoder, lake_schema  # noqa: E402
 from connectors.lake import Lake, hour_dir, hour_key, landed_file_name  # noqa: E402
 from connectors.metastore import Metastore, files, hours  # noqa: E402
 from connectors.tables import IcebergTables, publish_sealed_hours  # noqa: E402
+from examples.demo_data import generate_clicks  # noqa: E402
 from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
 
 DAY = datetime(2026, 1, 10, tzinfo=UTC)

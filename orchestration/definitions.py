@@ -12,9 +12,11 @@ import importlib
 import dagster as dg
 
 from assets.factory import product_definitions
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec, load_specs
+from examples.engagement import SOURCE_PRODUCT as ENGAGEMENT_SOURCE
+from examples.engagement_assets import build_engagement_definitions
 from orchestration.resources import default_flowsuite_resource
-from orchestration.settings import load_settings
 
 
 def _register_spec_checks() -> None:
@@ -41,11 +43,20 @@ def load_products() -> list[DataProductSpec]:
     return load_specs(load_settings().products_dir)
 
 
+def example_definitions(specs: list[DataProductSpec]) -> list[dg.Definitions]:
+    """Products derived from others (examples/): partner_engagement counts the clicks product."""
+    by_name = {s.name: s for s in specs}
+    if ENGAGEMENT_SOURCE not in by_name:
+        return []
+    return [build_engagement_definitions(by_name[ENGAGEMENT_SOURCE])]
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     specs = load_products()
     return dg.Definitions.merge(
         *(product_definitions(spec) for spec in specs),
+        *example_definitions(specs),
         dg.Definitions(
             schedules=_schedules(specs),
             resources={"flowsuite": default_flowsuite_resource()},

@@ -22,7 +22,6 @@ own loop (`connectors.tables.publish`).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -42,7 +41,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import HourTransform
 from sqlalchemy import inspect as sa_inspect
 
-from connectors.decode import lake_schema
+from connectors.formats import lake_schema
 from connectors.lake import Lake, S3Options, epoch_hour, hour_start, parse_hour_key
 from connectors.spec import DataProductSpec
 
@@ -50,14 +49,13 @@ log = logging.getLogger(__name__)
 
 CATALOG_NAME = "flowsuite"
 NAMESPACE = "flowsuite"
-CATALOG_URL_ENV = "FLOWSUITE_ICEBERG_CATALOG_URL"
 HOUR_FIELD = "event_hour"  # the partition field's name
 
 
-def catalog_url(metastore_url: str, env: dict[str, str] | None = None) -> str:
-    """`FLOWSUITE_ICEBERG_CATALOG_URL`, else the metastore's database."""
-    env = os.environ if env is None else env
-    return env.get(CATALOG_URL_ENV) or metastore_url
+def catalog_url(metastore_url: str, override: str | None = None) -> str:
+    """The catalog's database: `override` (Settings.iceberg_catalog_url,
+    FLOWSUITE_ICEBERG_CATALOG_URL) or else the metastore's."""
+    return override or metastore_url
 
 
 def table_identifier(product: str) -> str:

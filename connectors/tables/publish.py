@@ -42,13 +42,25 @@ from datetime import UTC, datetime, timedelta
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table, _parquet_files_to_data_files
 from pyiceberg.table.snapshots import ancestors_of
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, UniqueConstraint, and_, delete, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy import Table as SqlTable
 from sqlalchemy.exc import IntegrityError
 
-from connectors.compaction import merge_ranges
+from connectors.faults import crash_point
 from connectors.lake import Lake, epoch_hour, parse_hour_key
-from connectors.landing import crash_point
 from connectors.metastore import FileRecord, Metastore, create_missing_tables
 from connectors.spec import DataProductSpec
 from connectors.tables.iceberg import IcebergTables
@@ -245,6 +257,24 @@ def _next_publishable(metastore: Metastore, product: str, pending: list[tuple[in
     return None
 
 
+def _merged_ranges(per_file: Iterable[dict | None]) -> dict[str, list[list[int]]]:
+    """The files' offset runs per partition, merged (as in the hour's `_SUCCESS` manifest)."""
+    runs: dict[int, list[list[int]]] = {}
+    for ranges in per_file:
+        for p, rs in (ranges or {}).items():
+            runs.setdefault(int(p), []).extend([list(r) for r in rs])
+    out: dict[str, list[list[int]]] = {}
+    for p, rs in sorted(runs.items()):
+        acc: list[list[int]] = []
+        for a, b in sorted(rs):
+            if acc and a <= acc[-1][1] + 1:
+                acc[-1][1] = max(acc[-1][1], b)
+            else:
+                acc.append([a, b])
+        out[str(p)] = acc
+    return out
+
+
 def data_files_of_hour(table: Table, uris: list[str], hour: str) -> list:
     """Iceberg data files for the Parquet files given (their footers read, nothing rewritten),
     checked to hold exactly the one hour they are published for."""
@@ -272,7 +302,7 @@ def _commit(tables: IcebergTables, table: Table, spec: DataProductSpec, metastor
         "flowsuite.hour": hour,
         "flowsuite.generation": str(generation),
         "flowsuite.rows": str(sum(f.rows for f in live)),
-        "flowsuite.offset-ranges": json.dumps({str(p): r for p, r in merge_ranges(f.ranges for f in live).items()}, separators=(",", ":")),
+        "flowsuite.offset-ranges": json.dumps(_merged_ranges(f.ranges for f in live), separators=(",", ":")),
         SEQ_PROPERTY: str(seq),
     }
     tx = table.transaction()

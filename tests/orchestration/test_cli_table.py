@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connectors.compaction import compact_hour
+from connectors.flows import compact_hour
+from connectors.settings import load_settings
 from orchestration.cli import main
-from orchestration.cli_table import group
+from orchestration.cli.root import cli
 from orchestration.resources import default_flowsuite_resource
-from orchestration.settings import load_settings
-from orchestration.status import collect_status
+from orchestration.services.status import collect_status
 from tests.connectors.compaction_helpers import HOURS, LATER, hour_rows, land_in_rounds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,17 +42,17 @@ def sealed_clicks(flowsuite_home, topic, kafka_bootstrap, monkeypatch, tmp_path)
 def test_table_publish_show_and_status_lag(sealed_clicks, capsys):
     spec, lake, metastore = sealed_clicks
     runner = CliRunner()
-    missing = runner.invoke(group, ["clicks"])
+    missing = runner.invoke(cli, ["table", "clicks"], obj=load_settings())
     assert missing.exit_code == 1 and "does not exist yet" in missing.output
 
     (st,) = collect_status(load_settings())
     assert st.iceberg == "table flowsuite.clicks: publish lag 3 h (3 sealed hour(s) not published yet)"
 
-    out = runner.invoke(group, ["publish", "clicks"])
+    out = runner.invoke(cli, ["table", "publish", "clicks"], obj=load_settings())
     assert out.exit_code == 0, out.output
     assert f"published {HOURS[0]} g1, {HOURS[1]} g1, {HOURS[2]} g1; publish sequence 3" in out.output
 
-    shown = runner.invoke(group, ["clicks", "--rows", "5", "--hour", HOURS[1]])
+    shown = runner.invoke(cli, ["table", "clicks", "--rows", "5", "--hour", HOURS[1]], obj=load_settings())
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
     assert sum(1 for line in lines if re.match(r"\s*\d+\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+append\s+2026-01-10-1\d", line)) == 3
@@ -66,5 +66,5 @@ def test_table_publish_show_and_status_lag(sealed_clicks, capsys):
 
 
 def test_a_product_without_a_table_says_so(flowsuite_home):
-    out = CliRunner().invoke(group, ["show", "partners"])
+    out = CliRunner().invoke(cli, ["table", "show", "partners"], obj=load_settings())
     assert out.exit_code == 1 and "partners publishes no Iceberg table" in out.output

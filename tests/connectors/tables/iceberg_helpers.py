@@ -10,7 +10,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.compaction import compact_hour
+from connectors.flows import compact_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables

@@ -10,15 +10,21 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from connectors.compaction import compact_hour
-from connectors.decode import lake_schema
+from connectors.flows import compact_hour
+from connectors.formats import lake_schema
 from connectors.lake import Lake
 from connectors.metastore import Metastore
+from connectors.settings import load_settings
 from connectors.spec import FieldSpec
 from connectors.tables import IcebergTables, catalog_url, publish_sealed_hours
 from connectors.tables.publish import HourMismatchError, data_files_of_hour
 from tests.connectors.compaction_helpers import clicks_spec
-from tests.connectors.tables.iceberg_helpers import HOURS, LATER, assert_table_equals_metastore, seal
+from tests.connectors.tables.iceberg_helpers import (
+    HOURS,
+    LATER,
+    assert_table_equals_metastore,
+    seal,
+)
 
 
 def _catalog_rows(url: str) -> list[tuple]:
@@ -33,7 +39,7 @@ def _catalog_rows(url: str) -> list[tuple]:
 def test_catalog_on_postgresql_in_the_metastore_database(topic, kafka_bootstrap, pg_fresh_url, tmp_path):
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(pg_fresh_url)
     spec = seal(topic, kafka_bootstrap, lake, metastore)
-    tables = IcebergTables(catalog_url(pg_fresh_url, env={}), lake)
+    tables = IcebergTables(catalog_url(pg_fresh_url), lake)
     r = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables)
     assert [p["hour"] for p in r.published] == HOURS
     assert_table_equals_metastore(spec, lake, metastore, tables)
@@ -47,7 +53,9 @@ def test_catalog_elsewhere_by_url(topic, kafka_bootstrap, tmp_path):
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     elsewhere = f"sqlite:///{tmp_path / 'catalog.db'}"
-    url = catalog_url(str(metastore.engine.url), env={"FLOWSUITE_ICEBERG_CATALOG_URL": elsewhere})
+    settings = load_settings({"FLOWSUITE_ICEBERG_CATALOG_URL": elsewhere})
+    assert settings.iceberg_catalog_url == elsewhere and "catalog.db" not in repr(settings)
+    url = catalog_url(str(metastore.engine.url), settings.iceberg_catalog_url)
     assert url == elsewhere
     tables = IcebergTables(url, lake)
     publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables)

@@ -13,13 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.compaction import compact_hour, read_marker
-from connectors.demo_data import produce
+from connectors.flows import compact_hour, land, read_marker
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
 from connectors.tables.publish import expire, publish_lag_hours
+from examples.demo_data import produce
 from tests.connectors.compaction_helpers import hour_rows, pairs
 from tests.connectors.tables.iceberg_helpers import (
     HOURS,
@@ -98,7 +97,7 @@ def test_two_processes_publish_at_once_and_each_hour_lands_once(sealed):
     url = str(metastore.engine.url)
     procs = [child(spec, lake, url) for _ in range(2)]
     outs = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err.decode()[-2000:]
     published = [int(out.split()[0]) for out, _ in outs]
     assert sum(published) == 3, published  # between them: each hour once
