@@ -56,6 +56,7 @@ test: install browsers duckdb-iceberg
 RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
+	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)

@@ -70,9 +70,12 @@ def event_time_column(spec: DataProductSpec) -> str:
 
 
 def _sqlalchemy_url(url: str) -> str:
-    """pyiceberg's SqlCatalog takes any SQLAlchemy URL; psycopg 3 is the driver installed."""
+    """pyiceberg's SqlCatalog takes any SQLAlchemy URL; psycopg 3 is the driver installed. On
+    SQLite a writer waits up to 60 s for the lock (as the metastore does), not the default 5 s."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite") and "timeout=" not in url:
+        return url + ("&" if "?" in url else "?") + "timeout=60"
     return url
 
 

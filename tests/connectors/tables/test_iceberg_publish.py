@@ -142,8 +142,8 @@ def test_late_data_republishes_the_hour_and_the_old_snapshot_reads_until_it_expi
 
 
 @pytest.mark.parametrize("kills", [iterations(quick=3)])
-def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topic, kafka_bootstrap, tmp_path, kills):
-    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topic, kafka_bootstrap, lake_url, tmp_path, kills):
+    lake, metastore = Lake(lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     tables = IcebergTables(str(metastore.engine.url), lake)
     url = str(metastore.engine.url)
@@ -165,5 +165,6 @@ def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topi
         publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables)  # the next attempt
         got = assert_table_equals_metastore(spec, lake, metastore, tables)
     assert killed >= 1
-    record("iceberg publish: SIGKILL", kills, got.num_rows, 0, 0, kills, note=f"{killed} killed mid-publish")
+    where = "S3" if lake.is_s3 else "local"
+    record(f"iceberg publish: SIGKILL ({where})", kills, got.num_rows, 0, 0, kills, note=f"{killed} killed mid-publish")
     tables.dispose()
