@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export FLOWSUITE_HOME ?= $(CURDIR)/.flowsuite
 export DAGSTER_HOME ?= $(FLOWSUITE_HOME)/dagster
 
-.PHONY: install demo dev test reliability bench lint lock browsers clean
+.PHONY: install demo dev test reliability bench lint lock browsers duckdb-iceberg clean
 
 install: $(STAMP)
 
@@ -39,7 +39,17 @@ browsers:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install browsers
+# DuckDB reads the Iceberg tables in a test through its iceberg extension, whose pip packages pin
+# their own (older) DuckDB: a small venv of its own, built once (stamped), not the project's pins.
+DUCKDB_ICEBERG := .venv-duckdb-iceberg
+duckdb-iceberg: $(DUCKDB_ICEBERG)/.installed
+
+$(DUCKDB_ICEBERG)/.installed: requirements-duckdb-iceberg.txt
+	@test -x $(DUCKDB_ICEBERG)/bin/python || $(PYTHON) -m venv $(DUCKDB_ICEBERG)
+	$(DUCKDB_ICEBERG)/bin/python -m pip install --quiet -r requirements-duckdb-iceberg.txt
+	@touch $@
+
+test: install browsers duckdb-iceberg
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
@@ -49,6 +59,7 @@ RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/connectors/gateway/test_flow_kill.py \
+	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)

@@ -15,6 +15,7 @@ import dagster as dg
 from assets.hourly import build_hourly_definitions
 from assets.landing import build_landing_definitions, landed_key
 from assets.sources import build_source_definitions
+from assets.table import build_table_definitions
 from assets.warehouse import build_warehouse_definitions
 from connectors.spec import DataProductSpec
 from orchestration.jobs import ingest_job
@@ -43,6 +44,7 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
     if db is not None and db.enabled:
         parts.append(build_warehouse_definitions(spec))
     parts.append(build_hourly_definitions(spec))
+    parts.append(build_table_definitions(spec))  # sealed hours as an Iceberg table
     parts.append(build_quality_definitions(spec))  # freshness and volume checks
     parts.append(build_source_definitions(spec))  # a legacy table published to the topic
 

@@ -50,6 +50,7 @@ BENCHES = [
     ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
     ("formats", ["bench/formats.py", "--events", "100000", "--repeat", "1"], ["bench/formats.py"]),
     ("quality", ["bench/quality.py"], ["bench/quality.py"]),
+    ("iceberg", ["bench/iceberg.py", "--hours", "12", "--repeat", "1"], ["bench/iceberg.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     ("flow", ["bench/flow.py", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["bench/flow.py"]),
     (
@@ -168,6 +169,10 @@ def collect() -> list[dict]:
                     r.get("ratio"),
                 )
             )
+    data = _load("iceberg.json")
+    if data:
+        for r in data.get("rows_table", []):
+            rows.append(_row("iceberg", r["what"], r["figure"], r["ceiling"], r["goal"], "", data.get("machine"), r.get("ratio")))
     data = _load("quality.json")
     if data:
         plain = next(r for r in data["runs"] if r["mode"] == "plain")

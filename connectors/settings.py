@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     metastore_url: str = Field(default=None, repr=False, validation_alias="FLOWSUITE_METASTORE_URL")
     warehouse_url: str = Field(default=None, repr=False, validation_alias="FLOWSUITE_WAREHOUSE_URL")
     products_dir: Path = Field(default=None, validation_alias="FLOWSUITE_PRODUCTS_DIR")
+    # the Iceberg catalog's database (connectors/tables); unset: the metastore's database
+    iceberg_catalog_url: str | None = Field(None, repr=False, validation_alias="FLOWSUITE_ICEBERG_CATALOG_URL")
     # --- the embedded broker ---
     broker_storage: str | None = Field(None, validation_alias="FLOWSUITE_BROKER_STORAGE")
     # --- Kafka client pass-through (security.protocol, sasl.*, ssl.*; see KAFKA_ENV_SETTINGS) ---

@@ -225,10 +225,23 @@ class TriggerSpec(SpecModel):
         return parse_duration(v)
 
 
+class IcebergSpec(SpecModel):
+    """Publish sealed hours as the Iceberg table `flowsuite.<product>` (connectors/tables)."""
+
+    enabled: bool = False
+    retain: timedelta = Field(default=timedelta(days=3))  # snapshots younger than this stay readable
+
+    @field_validator("retain", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+
 class LakeSinkSpec(SpecModel):
     enabled: bool = True
     target_file_size_mb: int = Field(default=128, ge=1)
     row_group_rows: int = Field(default=131_072, ge=1000)
+    iceberg: IcebergSpec = IcebergSpec()
 
 
 class DatabaseSinkSpec(SpecModel):

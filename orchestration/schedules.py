@@ -36,6 +36,13 @@ def partition_key_of(hour: str) -> str:
     return f"{hour}:00"
 
 
+def _hour_assets(spec: DataProductSpec) -> list[dg.AssetKey]:
+    """What a compaction run of an hour materializes: P/hourly, then P/table when published to Iceberg."""
+    from assets.table import table_key
+
+    return [hourly_key(spec), *([table_key(spec)] if spec.sinks.lake.iceberg.enabled else [])]
+
+
 def run_requests_at(specs: Sequence[DataProductSpec], flowsuite: FlowsuiteResource, when: datetime) -> tuple[list[dg.RunRequest], list[str]]:
     metastore = flowsuite.metastore()
     requests: list[dg.RunRequest] = []
@@ -49,7 +56,7 @@ def run_requests_at(specs: Sequence[DataProductSpec], flowsuite: FlowsuiteResour
                 dg.RunRequest(
                     run_key=f"{spec.name}:{d.hour}:g{d.generation}{d.run_key_suffix}",
                     partition_key=partition_key_of(d.hour),
-                    asset_selection=[hourly_key(spec)],
+                    asset_selection=_hour_assets(spec),
                     tags={"flowsuite/product": spec.name, "flowsuite/due": d.reason, MODE_TAG: "compact"},
                 )
             )
@@ -59,7 +66,7 @@ def run_requests_at(specs: Sequence[DataProductSpec], flowsuite: FlowsuiteResour
 def _schedule(name: str, specs: list[DataProductSpec]) -> dg.ScheduleDefinition:
     job = dg.define_asset_job(
         name,
-        selection=dg.AssetSelection.assets(*(hourly_key(s) for s in specs)),
+        selection=dg.AssetSelection.assets(*(k for s in specs for k in _hour_assets(s))),
         partitions_def=hourly_partitions(specs[0]),
         description="Compaction runs of closed hours, requested by the hourly_compaction schedule.",
         tags={"flowsuite/kind": "hourly"},

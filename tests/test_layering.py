@@ -4,7 +4,7 @@ connectors/ is a stack of layers; a module imports only from its own layer or th
 
     0  spec, faults, leases, settings      (top-level modules)
     1  formats
-    2  kafka, lake, metastore
+    2  kafka, lake, metastore, tables (open table formats over the lake and the metastore)
     3  flows, warehouse, gateway
     4  sources
 
@@ -32,6 +32,7 @@ LAYERS = {
     "connectors.kafka": 2,
     "connectors.lake": 2,
     "connectors.metastore": 2,
+    "connectors.tables": 2,
     "connectors.flows": 3,
     "connectors.warehouse": 3,
     "connectors.gateway": 3,

@@ -25,6 +25,7 @@ from orchestration.cli import (
     quality,
     quarantine,
     status,
+    table,
     validate,
     warehouse,
 )
@@ -80,6 +81,7 @@ cli.add_command(quality.group)
 cli.add_command(warehouse.group)
 cli.add_command(status.command)
 cli.add_command(flow.group)
+cli.add_command(table.group)
 # ---------------------------------------------------------------------------------------------
 
 

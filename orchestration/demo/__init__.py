@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from connectors.settings import Settings
-from orchestration.demo import flow, formats, gateway, sections
+from orchestration.demo import flow, formats, gateway, sections, table
 from orchestration.demo.ingest import (
     LOCAL_DAGSTER_YAML,
     QUIET_LOGGERS,
@@ -44,6 +44,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("world wide flow: partner p-001 subscribes to its clicks", gateway.gateway_section),
     ("hourly compaction of closed hours", sections.compaction_section),
     ("warehouse", sections.warehouse_section),
+    ("iceberg: the sealed hours as the table flowsuite.clicks", table.iceberg_section),
 ]
 FOOTER: tuple[str, Section] = ("next", sections.ui_section)
 

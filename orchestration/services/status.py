@@ -63,6 +63,7 @@ class ProductStatus:
     warehouse_table: str | None
     warehouse_rows: int | None
     warehouse: str  # "ok", "not configured", "not created yet" or why not
+    iceberg: str | None = None  # the Iceberg table's publish lag, when the product has one
 
 
 def collect_status(settings: Settings, products: list[str] | None = None) -> list[ProductStatus]:
@@ -76,10 +77,10 @@ def collect_status(settings: Settings, products: list[str] | None = None) -> lis
         specs = [s for s in specs if s.name in products]
     flowsuite = default_flowsuite_resource()
     broker_up = broker_answers(settings.kafka_bootstrap, timeout=BROKER_TIMEOUT_S)
-    return [product_status(spec, flowsuite, broker_up) for spec in specs]
+    return [product_status(spec, flowsuite, broker_up, settings.iceberg_catalog_url) for spec in specs]
 
 
-def product_status(spec: Any, flowsuite: Any, broker_up: bool) -> ProductStatus:
+def product_status(spec: Any, flowsuite: Any, broker_up: bool, iceberg_catalog_url: str | None = None) -> ProductStatus:
     metastore = flowsuite.metastore()
     states = metastore.committed_offsets(spec.name)
     probes, broker = _probe(spec, flowsuite, states, broker_up)
@@ -121,7 +122,25 @@ def product_status(spec: Any, flowsuite: Any, broker_up: bool) -> ProductStatus:
         warehouse_table=table,
         warehouse_rows=rows,
         warehouse=warehouse,
+        iceberg=_iceberg(spec, flowsuite, iceberg_catalog_url),
     )
+
+
+def _iceberg(spec: Any, flowsuite: Any, catalog: str | None) -> str | None:
+    """`table flowsuite.P: publish lag N h …` (read only), or None without an Iceberg table."""
+    if not spec.sinks.lake.iceberg.enabled:
+        return None
+    from connectors.tables import IcebergTables, catalog_url, publish_lag_hours, table_identifier
+
+    tables = IcebergTables(catalog_url(flowsuite.metastore_url, catalog), flowsuite.lake(), read_only=True)
+    try:
+        lag, missing = publish_lag_hours(flowsuite.metastore(), tables, spec.name)
+        what = "up to date" if not missing else f"{missing} sealed hour(s) not published yet"
+        return f"table {table_identifier(spec.name)}: publish lag {lag} h ({what})"
+    except Exception as exc:  # noqa: BLE001 - status shows every source it can; the URL is never printed
+        return f"table {table_identifier(spec.name)}: not readable ({type(exc).__name__})"
+    finally:
+        tables.dispose()
 
 
 def _probe(spec: Any, flowsuite: Any, states: dict, broker_up: bool) -> tuple[dict, str]:
@@ -271,6 +290,8 @@ def render_status(statuses: list[ProductStatus], console: Any = None) -> None:
             )
         else:
             console.print(f"  warehouse      {st.warehouse}")
+        if st.iceberg:
+            console.print(f"  iceberg        {st.iceberg}")
         console.print("")
 
 

@@ -40,6 +40,8 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert not [s for s in samples if s.endswith((",", ":"))], samples  # whole messages, never cut
     assert "flowsuite read clicks" in first and "*/*/*.parquet" not in first
     assert "refused, a private sink: HTTP 400" in first and "approve → state active" in first  # flow
+    # the closed hours compacted and published: the Iceberg table equals their live files
+    assert "equal to the sealed hours' live files, every (partition, offset) once" in first, first
 
     second = demo()
     assert int(re.search(r"consumed ([\d,]+)", second).group(1).replace(",", "")) == 3000  # only the new batch

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from assets.hourly import build_hourly_definitions
+from assets.table import build_table_definitions
 from connectors.flows import compact_hour
 from orchestration.resources import FlowsuiteResource
 from orchestration.schedules import build_schedules
@@ -34,7 +35,8 @@ def instance():
 def _tick(schedule, res, when):
     spec = schedule._flowsuite_spec
     repo = dg.Definitions.merge(
-        build_hourly_definitions(spec), dg.Definitions(schedules=[schedule], resources={"flowsuite": res})
+        build_hourly_definitions(spec), build_table_definitions(spec),  # clicks: hourly, then its Iceberg table
+        dg.Definitions(schedules=[schedule], resources={"flowsuite": res}),
     ).get_repository_def()
     ctx = dg.build_schedule_context(
         instance=schedule._instance, scheduled_execution_time=when, resources={"flowsuite": res}, repository_def=repo
@@ -60,7 +62,7 @@ def test_schedule_requests_exactly_the_closed_due_hours(product, instance):
     data = _tick(schedule, res, datetime(2026, 1, 10, 14, 5, tzinfo=UTC))
     assert _keys(data) == [f"{p}:{h}:g0" for h in HOURS]
     r = data.run_requests[0]
-    assert r.partition_key == f"{HOURS[0]}:00" and r.asset_selection == [dg.AssetKey([p, "hourly"])]
+    assert r.partition_key == f"{HOURS[0]}:00" and r.asset_selection == [dg.AssetKey([p, "hourly"]), dg.AssetKey([p, "table"])]
     # the same tick again: the same keys (Dagster dedupes them), nothing new
     assert _keys(_tick(schedule, res, datetime(2026, 1, 10, 14, 5, tzinfo=UTC))) == _keys(data)
 

@@ -533,8 +533,9 @@ def compact_hour(
             if record is not None and record.blocked_reason:
                 raise HourBlockedError(product, hour, record.blocked_reason)
             # An interrupted tail of an earlier compaction: its replaced files go first.
-            leftovers = [f.path for f in metastore.files_in_states(product, ["replaced"]) if f.hour == hour]
-            for path in leftovers:
+            leftover_files = [f for f in metastore.files_in_states(product, ["replaced"]) if f.hour == hour]
+            leftovers = [f.path for f in leftover_files]
+            for path in _deletable_now(spec, metastore, leftover_files):
                 lake.delete(path)
             live = metastore.live_files(product, hour)
             landed = [f for f in live if f.kind == "landed"]
@@ -599,10 +600,11 @@ def compact_hour(
         result.file_bytes = {o.path: o.bytes for o in outputs}
         result.offset_ranges = merge_ranges(o.ranges for o in outputs)
         result.reason = f"{len(live)} file(s) ({len(landed)} landed) rewritten as generation {generation}"
-        if live:
-            lake.delete(live[0].path)
+        doomed = _deletable_now(spec, metastore, live)
+        if doomed:
+            lake.delete(doomed[0])
             crash_point("compact_during_delete")
-            lake.delete_many(f.path for f in live[1:])  # one folder listing, not one per file
+            lake.delete_many(doomed[1:])  # one folder listing, not one per file
         _finish_tail(spec, hour, lake, metastore, result, outputs=outputs, now=now, generation=generation)
         metastore.drop_replaced([f.path for f in live] + leftovers)
         crash_point("compact_after_drop")
@@ -612,6 +614,17 @@ def compact_hour(
         if not swapped:
             _abandon(product, resource, owner, lake, metastore)
         raise
+
+
+def _deletable_now(spec: DataProductSpec, metastore: Metastore, replaced: Sequence[FileRecord]) -> list[str]:
+    """The replaced files to delete now. For a product published as an Iceberg table, compacted
+    files a retained snapshot may still reference wait for snapshot expiry instead
+    (`connectors.tables.publish.defer_replaced`)."""
+    if not spec.sinks.lake.iceberg.enabled:
+        return [f.path for f in replaced]
+    from connectors.tables.publish import defer_replaced  # pyiceberg only where it is used
+
+    return defer_replaced(metastore, spec.name, replaced)
 
 
 def _abandon(product: str, resource: str, owner: str, lake: Lake, metastore: Metastore) -> None:
