@@ -60,13 +60,21 @@ CE_FIELDS = [
     pa.field("ce_time", pa.timestamp("us", tz="UTC")),
     pa.field("ce_subject", pa.string()),
 ]
+# Columns of a product fed by change data capture (`cloudevents.data_layout: debezium`), after
+# the ce_* columns (connectors/sources/cdc/lake.py fills them; docs/cdc.md says what they mean).
+CDC_FIELDS = [
+    pa.field("_op", pa.string()),
+    pa.field("_lsn", pa.int64()),
+    pa.field("_unchanged", pa.list_(pa.string())),
+]
 
 
 def lake_schema(spec: DataProductSpec) -> pa.Schema:
     """Columns of every landed file of the product: values, (ce_* attributes), then provenance."""
     if spec.format != "cloudevents":
         return _payload_lake_schema(spec)
-    fields = [*spec.arrow_schema(), *CE_FIELDS, *PROVENANCE]
+    cdc = CDC_FIELDS if spec.cloudevents.data_layout == "debezium" else []
+    fields = [*spec.arrow_schema(), *CE_FIELDS, *cdc, *PROVENANCE]
     if spec.deletes_enabled:
         fields.append(pa.field("_deleted", pa.bool_()))
     return pa.schema(fields)
@@ -82,6 +90,10 @@ def _payload_lake_schema(spec: DataProductSpec) -> pa.Schema:
 def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
     """The decoder of a product's `format`: `Decoder` (JSON), or `CloudEventsDecoder`, which
     needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication."""
+    if spec.format == "cloudevents" and spec.cloudevents.data_layout == "debezium":
+        from connectors.sources.cdc.lake import DebeziumDecoder
+
+        return DebeziumDecoder(spec, topic, **options)
     if spec.format == "cloudevents":
         from connectors.cloudevents import CloudEventsDecoder
 

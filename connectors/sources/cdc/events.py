@@ -1,0 +1,151 @@
+"""Change events: binary-mode CloudEvents whose data is laid out as Debezium's envelope.
+
+Kafka key: the row's key (one key column: its text; several: a compact JSON object), the same
+convention as the query-based source, so a product's tombstone decoding reads it.
+Headers: `ce_id` = `<slot>:<commit lsn>:<n>` (n counts the events of the transaction from 0;
+a snapshot row's id is `<slot>:<snapshot lsn>:r:<key>`, the same on a restarted snapshot),
+`ce_source`, `ce_type`, `ce_time` (the commit time), `ce_subject` (the key text).
+Value (JSON):
+
+    {"before": {...} | null, "after": {...} | null, "op": "c" | "u" | "d" | "r" | "t",
+     "ts_ms": <when flowsuite built the event>,
+     "source": {"version", "connector": "postgresql", "name", "db", "schema", "table",
+                "txId", "lsn" (the commit LSN), "change_lsn", "ts_ms" (commit time),
+                "snapshot": "true" | "false"},
+     "unchanged_toast": ["col", ...]}          # only when some were not sent
+
+A delete is followed by a tombstone (same key, null value, its own ce_id); a key change is a
+delete + tombstone for the old key and a create for the new one. An unchanged TOAST column
+is left out of `after` and named in `unchanged_toast` — never a placeholder value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from connectors.cloudevents import binary_headers
+from connectors.sources.cdc.pgoutput import UNCHANGED_TOAST, Relation, lsn_text
+from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.sources.cdc.types import to_json_value
+
+CONNECTOR_VERSION = "flowsuite-cdc/1"
+
+Event = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class TxnContext:
+    slot: str
+    commit_lsn: int
+    commit_time: datetime
+    xid: int | None
+    snapshot: bool = False
+
+
+def row_image(rel: Relation, values: tuple | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """A tuple → {column: JSON value}, leaving out unchanged TOAST columns (returned apart)."""
+    if values is None:
+        return None, []
+    out: dict[str, Any] = {}
+    unchanged: list[str] = []
+    for col, v in zip(rel.columns, values, strict=False):
+        if v is UNCHANGED_TOAST:
+            unchanged.append(col.name)
+        else:
+            out[col.name] = to_json_value(v, col.type_oid)
+    return out, unchanged
+
+
+def key_text(key_columns: list[str], row: dict[str, Any]) -> str:
+    if len(key_columns) == 1:
+        v = row.get(key_columns[0])
+        return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    return json.dumps({k: row.get(k) for k in key_columns}, separators=(",", ":"), ensure_ascii=False)
+
+
+class EventBuilder:
+    def __init__(self, source: CdcSourceSpec, key_columns: list[str], database: str):
+        self.source = source
+        self.key_columns = key_columns
+        self.database = database
+
+    def _source_block(self, rel_schema: str, rel_table: str, ctx: TxnContext, change_lsn: int | None) -> dict:
+        return {
+            "version": CONNECTOR_VERSION, "connector": "postgresql", "name": self.source.name,
+            "db": self.database, "schema": rel_schema, "table": rel_table,
+            "txId": ctx.xid, "lsn": ctx.commit_lsn, "change_lsn": change_lsn,
+            "ts_ms": int(ctx.commit_time.timestamp() * 1000),
+            "snapshot": "true" if ctx.snapshot else "false",
+        }
+
+    def _event(self, ce_id: str, key: str | None, data: dict | None, ctx: TxnContext) -> Event:
+        headers = binary_headers(id=ce_id, source=self.source.ce_source, type=self.source.ce_type,
+                                 time=ctx.commit_time, subject=key)
+        value = None if data is None else json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        return (None if key is None else key.encode(), value, headers)
+
+    def _id(self, ctx: TxnContext, n: int) -> str:
+        return f"{ctx.slot}:{lsn_text(ctx.commit_lsn)}:{n}"
+
+    def _data(self, op: str, before, after, rel_schema: str, rel_table: str, ctx: TxnContext,
+              change_lsn: int | None, unchanged: list[str]) -> dict:
+        data = {"before": before, "after": after, "op": op, "ts_ms": int(time.time() * 1000),
+                "source": self._source_block(rel_schema, rel_table, ctx, change_lsn)}
+        if unchanged:
+            data["unchanged_toast"] = unchanged
+        return data
+
+    def snapshot_row(self, rel: Relation, row: dict[str, Any], ctx: TxnContext) -> Event:
+        key = key_text(self.key_columns, row)
+        ce_id = f"{ctx.slot}:{lsn_text(ctx.commit_lsn)}:r:{key}"
+        return self._event(ce_id, key, self._data("r", None, row, rel.namespace, rel.name, ctx, None, []), ctx)
+
+    def insert(self, rel: Relation, new: tuple, ctx: TxnContext, n: int, change_lsn: int | None) -> list[Event]:
+        after, unchanged = row_image(rel, new)
+        key = key_text(self.key_columns, after)
+        return [self._event(self._id(ctx, n), key,
+                            self._data("c", None, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx)]
+
+    def update(self, rel: Relation, new: tuple, old: tuple | None, old_key: tuple | None, ctx: TxnContext, n: int,
+               change_lsn: int | None) -> list[Event]:
+        after, unchanged = row_image(rel, new)
+        before, _ = row_image(rel, old if old is not None else old_key)
+        if before is not None and old_key is not None:  # only the key columns were sent
+            before = {c.name: before[c.name] for c in rel.columns if c.part_of_key and c.name in before}
+        if before is not None and unchanged and old is not None:  # FULL identity: the old row has them
+            for col in list(unchanged):
+                if col in before:
+                    after[col] = before[col]
+                    unchanged.remove(col)
+        key = key_text(self.key_columns, after)
+        if before is not None and all(k in before for k in self.key_columns):
+            old_key_text = key_text(self.key_columns, before)
+            if old_key_text != key:  # a key change: delete + tombstone for the old key, create for the new
+                return [
+                    *self._delete_pair(rel, before, old_key_text, ctx, n, change_lsn),
+                    self._event(self._id(ctx, n + 2), key,
+                                self._data("c", None, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx),
+                ]
+        return [self._event(self._id(ctx, n), key,
+                            self._data("u", before, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx)]
+
+    def delete(self, rel: Relation, old: tuple | None, old_key: tuple | None, ctx: TxnContext, n: int,
+               change_lsn: int | None) -> list[Event]:
+        before, _ = row_image(rel, old if old is not None else old_key)
+        before = before or {}
+        if old is None:  # REPLICA IDENTITY DEFAULT / INDEX: the key columns only
+            before = {c.name: before.get(c.name) for c in rel.columns if c.part_of_key}
+        return self._delete_pair(rel, before, key_text(self.key_columns, before), ctx, n, change_lsn)
+
+    def _delete_pair(self, rel: Relation, before: dict, key: str, ctx: TxnContext, n: int,
+                     change_lsn: int | None) -> list[Event]:
+        data = self._data("d", before, None, rel.namespace, rel.name, ctx, change_lsn, [])
+        return [self._event(self._id(ctx, n), key, data, ctx), self._event(self._id(ctx, n + 1), key, None, ctx)]
+
+    def truncate(self, rel: Relation, ctx: TxnContext, n: int, change_lsn: int | None) -> list[Event]:
+        data = self._data("t", None, None, rel.namespace, rel.name, ctx, change_lsn, [])
+        return [self._event(self._id(ctx, n), None, data, ctx)]
