@@ -102,7 +102,7 @@ def _bytea(text: str) -> str:
 
 
 _SCALAR: dict[int, Callable[[str], Any]] = {
-    BOOL: lambda t: t == "t",
+    BOOL: lambda t: t in ("t", "true"),  # pgoutput prints t; boolean::text in the snapshot, true
     INT2: int, INT4: int, INT8: int, OID: int,
     FLOAT4: _float, FLOAT8: _float,
     TIMESTAMPTZ: _timestamptz, TIMESTAMP: _timestamp,
