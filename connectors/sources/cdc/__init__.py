@@ -1,11 +1,20 @@
 """Change data capture from PostgreSQL's write-ahead log (pgoutput), published as CloudEvents.
 
 docs/cdc.md tells the whole story: declaring a source, the guarantees, the type mapping,
-TOAST, truncate, REPLICA IDENTITY and WAL retention.
+TOAST, truncate, REPLICA IDENTITY and WAL retention. The public names load lazily, so the
+warehouse sink can import `connectors.sources.cdc.warehouse` without the capture machinery.
 """
 
-from connectors.sources.cdc.capture import CaptureResult, capture
-from connectors.sources.cdc.server import CdcError, SlotInfo
-from connectors.sources.cdc.spec import CdcSourceSpec
+from importlib import import_module
 
-__all__ = ["CaptureResult", "CdcError", "CdcSourceSpec", "SlotInfo", "capture"]
+_PUBLIC = {
+    "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
+    "CdcSourceSpec": "spec", "DebeziumDecoder": "lake",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(f"connectors.sources.cdc.{_PUBLIC[name]}"), name)
+    raise AttributeError(name)
