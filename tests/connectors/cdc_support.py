@@ -56,19 +56,26 @@ def pg_logical() -> Iterator[PgCluster]:
 def cdc_db(pg_logical: PgCluster) -> Iterator[str]:
     """A fresh database in the logical cluster, with its slots dropped at the end."""
     name = f"cdc_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(pg_logical.url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
+    sql_autocommit(pg_logical.url, f"CREATE DATABASE {name}")
     try:
         yield pg_logical.database_url(name)
+    finally:  # a new connection: the test may have restarted the server
+        sql_autocommit(pg_logical.url,
+                       "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       f"WHERE database = '{name}' AND active_pid IS NOT NULL",
+                       f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'",
+                       f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def sql_autocommit(url: str, *statements: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for s in statements:
+                cur.execute(s)
     finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = %s "
-                        "AND active_pid IS NOT NULL", (name,))
-            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (name,))
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+        conn.close()
 
 
 def sql(url: str, *statements: str, args: tuple | None = None) -> list:

@@ -23,6 +23,10 @@ class CdcError(RuntimeError):
     """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
 
 
+class SourceUnreachable(CdcError):
+    """The source database did not accept a connection (down, restarting, wrong address)."""
+
+
 def libpq_url(url: str) -> str:
     """A SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it (`postgresql://…`)."""
     scheme, sep, rest = url.partition("://")
@@ -54,7 +58,7 @@ def connect(url: str, *, replication: bool = False, autocommit: bool = True):
         if replication and "replication" in text.lower():
             raise CdcError(f"the server refused a replication connection ({text}); the user needs the "
                            "REPLICATION attribute (ALTER ROLE … REPLICATION) and pg_hba.conf must allow it") from None
-        raise CdcError(f"cannot connect to {safe_url(url)}: {text}") from None
+        raise SourceUnreachable(f"cannot connect to {safe_url(url)}: {text}") from None
     if not replication:
         conn.autocommit = autocommit
     return conn

@@ -35,7 +35,7 @@ from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
 from connectors.sources.cdc.server import (
-    CdcError, SlotInfo, check_server, connect, create_slot, current_wal_lsn, ensure_publication,
+    CdcError, SlotInfo, SourceUnreachable, check_server, connect, create_slot, current_wal_lsn, ensure_publication,
     primary_key, slot_info,
 )
 from connectors.sources.cdc.snapshot import read_snapshot
@@ -57,6 +57,7 @@ class CaptureResult:
     events: int = 0
     skipped_transactions: int = 0  # at or below the recorded position: published before
     reconnects: int = 0
+    sessions: int = 0  # connections that got as far as checking the server
     created_slot: bool = False
     created_publication: bool = False
     position_before: int | None = None
@@ -66,10 +67,12 @@ class CaptureResult:
     duration_s: float = 0.0
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
+def _connection_lost(exc: BaseException) -> bool:
+    """A lost connection, as psycopg2 reports it (a replication stream cut mid-COPY raises a
+    bare DatabaseError, "no COPY in progress"); not an SQL error, which retrying cannot fix."""
     import psycopg2
 
-    return (psycopg2.OperationalError, psycopg2.InterfaceError)
+    return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) or type(exc) is psycopg2.DatabaseError
 
 
 def capture(
@@ -100,7 +103,9 @@ def capture(
                 _Session(source, product, url, metastore, bootstrap, kafka_config, result, stop, progress).run(
                     follow=follow, deadline=None if max_seconds is None else started + max_seconds)
                 break
-            except _connection_errors() as exc:  # the server went away: resume from the record
+            except Exception as exc:  # the server went away: resume from the record
+                if not (_connection_lost(exc) or isinstance(exc, SourceUnreachable) and result.sessions):
+                    raise
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if now - lost_since > reconnect_for_s or stop.is_set():
@@ -158,6 +163,7 @@ class _Session:
         repl = None
         try:
             identity = check_server(conn, source)
+            self.result.sessions += 1
             if identity == "d":
                 msg = (f"{source.qualified_table} has REPLICA IDENTITY DEFAULT: a delete's `before` holds the key "
                        "columns only, an update's `before` is null")
