@@ -180,6 +180,11 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     for source in sources:
         print(f"OK source {source.name}: table {source.table} ({source.mode}) → product {source.product}")
+        if source.mode == "cdc":  # against the product and, when it answers, the server
+            from connectors.sources.cdc.checks import source_warnings
+
+            for warning in source_warnings(source, next(s for s in specs if s.name == source.product)):
+                print(f"WARN source {source.name}: {warning}")
     return 0
 
 
@@ -303,6 +308,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cdc"]:  # a click group (orchestration/cli_cdc.py) until the CLI moves to click
+        from orchestration.cli_cdc import group
+
+        return group.main(args=argv[1:], prog_name="flowsuite cdc", standalone_mode=False) or 0
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, load_settings())

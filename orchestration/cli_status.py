@@ -37,8 +37,13 @@ def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 f"(known: {', '.join(sorted(known)) or 'none'})"
             )
     statuses = collect_status(settings, args.products or None)
+    from orchestration.cli_cdc import render_rows, status_rows  # change data capture: slots, WAL, lag
+
+    cdc = status_rows(settings, args.products or None)
     if args.as_json:
-        print(json.dumps(status_json(statuses), indent=2))
+        print(json.dumps({**status_json(statuses), "cdc": cdc}, indent=2))
     else:
         render_status(statuses)
+        for line in render_rows(cdc):
+            print(line)
     return 0

@@ -266,6 +266,8 @@ class _Session:
             if caught_up or self.stop.is_set() or (deadline is not None and now > deadline):
                 if txn is None and self.pending is not None:
                     self._record(cur)
+                if txn is None:  # everything read is recorded: the server may forget it
+                    cur.send_feedback(flush_lsn=max(cur.wal_end, seen_end, self.pos.end_lsn or 0), force=True)
                 return
             if target is not None and not caught_up and now - last_feedback > 0.2:
                 cur.send_feedback(reply=True)  # ask for a keepalive: it carries the server's position
