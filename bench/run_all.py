@@ -50,6 +50,7 @@ BENCHES = [
     ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
     ("quality", ["bench/quality.py"], ["bench/quality.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
+    ("cdc", ["bench/cdc.py", "--rows", "200000", "--seconds", "10"], ["bench/cdc.py"]),
     (
         "freshness",
         ["bench/freshness.py", "--duration", "120", "--intervals", "30,5"],
@@ -115,7 +116,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
 
 def collect() -> list[dict]:
     rows: list[dict] = []
-    for name in ("landing.json", "landing-p2.json", "sensor.json", "freshness.json"):
+    for name in ("landing.json", "landing-p2.json", "sensor.json", "freshness.json", "cdc.json"):
         data = _load(name)
         if not data:
             continue

@@ -249,6 +249,15 @@ DEMO_SECTIONS += [
     ("partners: legacy table → CloudEvents → lake and warehouse", _flow_section("partners_section")),
     ("one count: partner_engagement in the lake and the warehouse", _flow_section("engagement_section")),
 ]
+
+
+def _cdc_section(demo: Demo) -> list[str] | None:
+    from orchestration.demo_cdc import orders_section  # change data capture (connectors/sources/cdc)
+
+    return orders_section(demo)
+
+
+DEMO_SECTIONS.append(("orders: PostgreSQL change data capture → lake and warehouse", _cdc_section))
 DEMO_FOOTER: tuple[str, Callable[[Demo], list[str] | None]] = ("next", _ui_section)
 
 

@@ -96,10 +96,14 @@ class PgCluster:
         return subprocess.run(args, capture_output=True, text=True, timeout=120, **kw)
 
     def start(self) -> PgCluster:
+        """initdb when the folder holds no cluster yet (a given `root` keeps its data across
+        stop(remove=False) and start), then pg_ctl start."""
         if self.root is None:
             self.root = Path(tempfile.mkdtemp(prefix="flowsuite-pg-"))
-            if os.geteuid() == 0:
-                shutil.chown(self.root, "postgres", "postgres")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        if not (self.data_dir / "PG_VERSION").exists():
             r = self._as_postgres([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                                    "--auth=trust", "-E", "UTF8", "--no-sync"])
             if r.returncode != 0:
