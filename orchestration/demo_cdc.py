@@ -1,8 +1,8 @@
 """The demo's change-data-capture section: a shop's `orders` table → CDC → lake and warehouse.
 
 Starts a throwaway PostgreSQL cluster with wal_level=logical (orchestration/pg_cluster.py;
-its data is kept under `<home>/cdc-postgres`, so a second `make demo` continues the same
-history), makes inserts, updates (one leaving a large TOASTed note unchanged), deletes and a
+its data is kept under `<home>/cdc-postgres`, or a temp folder named after the home when the
+postgres user cannot reach it, so a second `make demo` continues the same history), makes inserts, updates (one leaving a large TOASTed note unchanged), deletes and a
 key change, captures them (the snapshot on the first run), lands and syncs the product
 `orders` through its Dagster ingest job, and compares the warehouse table with the source
 table row by row. The cluster is stopped at the end.
@@ -67,7 +67,7 @@ def orders_section(demo) -> list[str] | None:
     from connectors.spec import load_specs
     from connectors.sql_sink import WarehouseSink
     from orchestration.demo import ingest_summary, run_ingest
-    from orchestration.pg_cluster import ClusterError, PgCluster, find_bin_dir
+    from orchestration.pg_cluster import ClusterError, PgCluster, find_bin_dir, kept_cluster_root
 
     products = {s.name: s for s in load_specs(demo.settings.products_dir)}
     sources = [s for s in load_sources(demo.settings.products_dir, list(products.values())) if s.product == "orders"]
@@ -77,7 +77,7 @@ def orders_section(demo) -> list[str] | None:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         return ["(skipped: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin for the throwaway cluster)"]
-    cluster = PgCluster(bin_dir, root=demo.settings.home / "cdc-postgres")
+    cluster = PgCluster(bin_dir, root=kept_cluster_root(demo.settings.home))
     try:
         cluster.start()
     except ClusterError as exc:

@@ -17,6 +17,7 @@ from `pg_config --bindir`; `find_bin_dir()` returns None when there are none, an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -133,6 +134,24 @@ class PgCluster:
         """Stop (fast: connections are cut) and start again on the same port with the same data."""
         self.stop(remove=False, mode=mode)
         self._pg_ctl_start()
+
+
+def reachable_by_postgres(path: Path) -> bool:
+    """Whether the `postgres` system user can reach `path` (every parent traversable)."""
+    if os.geteuid() != 0:
+        return True
+    r = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+def kept_cluster_root(home: Path) -> Path:
+    """A folder for a cluster whose data outlives one run: under `home` when the postgres user
+    can reach it, else a folder in the system temp dir named after `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    if reachable_by_postgres(home):
+        return home / "cdc-postgres"
+    digest = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"flowsuite-cdc-postgres-{digest}"
 
 
 @contextlib.contextmanager

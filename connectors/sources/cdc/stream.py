@@ -228,6 +228,7 @@ class _Session:
         n = 0
         last_feedback = time.monotonic()
         seen_end = 0
+        msgs = 0
         while True:
             msg = cur.read_message()
             if msg is not None:
@@ -249,6 +250,10 @@ class _Session:
                     self._relation(m)
                 elif txn is not None and not skip:
                     n += self._change(m, txn, n, msg.data_start)
+                msgs += 1
+                if msgs % 2000 == 0 and time.monotonic() - last_feedback >= KEEPALIVE_S:
+                    cur.send_feedback(reply=False)  # a long transaction: stay within wal_sender_timeout
+                    last_feedback = time.monotonic()
                 continue
             # Quiet: finish the step, confirm the server's position when nothing is in flight.
             if txn is None and self.pending is not None:
