@@ -109,3 +109,26 @@ def test_truncate_split_and_unchanged_carry():
     assert carried.column("_unchanged").to_pylist() == [None, None, None, ["note"]]
     groups = by_unchanged(carried)
     assert [(g, t.column("id").to_pylist()) for g, t in groups] == [((), [1, 1, 1]), (("note",), [2])]
+
+
+def test_added_column_becomes_a_nullable_column_of_the_product(cdc_db, make_topic, tmp_path, kafka_bootstrap):
+    sql(cdc_db, ORDERS_DDL, "INSERT INTO orders (id, customer) VALUES (1, 'a')")
+    topic = make_topic(partitions=1)
+    product = orders_product(topic)
+    source = orders_source(cdc_db)
+    ms = Metastore(f"sqlite:///{tmp_path / 'ms.db'}")
+    lake = Lake(str(tmp_path / "lake"))
+    wh = f"sqlite:///{tmp_path / 'wh.db'}"
+    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    sql(cdc_db, "ALTER TABLE orders ADD COLUMN coupon text", "INSERT INTO orders (id, customer, coupon) VALUES (2, 'b', 'X1')")
+    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    land(product, lake=lake, metastore=ms, bootstrap=kafka_bootstrap, idle_timeout_s=2)  # before the owner adds the field
+    sql(cdc_db, "UPDATE orders SET coupon = 'Y2' WHERE id = 1")
+    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    evolved = orders_product(topic, fields=[*[f.model_dump() for f in product.fields], {"name": "coupon", "type": "string"}])
+    land(evolved, lake=lake, metastore=ms, bootstrap=kafka_bootstrap, idle_timeout_s=2)
+    sink = WarehouseSink(evolved, wh)
+    sync(evolved, lake=lake, metastore=ms, sink=sink)
+    rows = {r["id"]: r["coupon"] for r in sink.read_rows()}
+    assert rows == {1: "Y2", 2: None}  # landed before the field existed: null, as the evolution path does
+    sink.dispose()
