@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.cloudevents import binary_headers
+from connectors.cloudevents import binary_headers, rfc3339
 from connectors.sources.cdc.pgoutput import UNCHANGED_TOAST, Relation, lsn_text
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.types import to_json_value
@@ -67,48 +67,62 @@ def key_text(key_columns: list[str], row: dict[str, Any]) -> str:
     return json.dumps({k: row.get(k) for k in key_columns}, separators=(",", ":"), ensure_ascii=False)
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class EventBuilder:
+    """Builds events; the parts shared by a transaction's events are rendered once (a bulk
+    update is hundreds of thousands of events of one transaction)."""
+
     def __init__(self, source: CdcSourceSpec, key_columns: list[str], database: str):
         self.source = source
         self.key_columns = key_columns
         self.database = database
+        fixed = dict(binary_headers(id="", source=source.ce_source, type=source.ce_type))
+        self._specversion = ("ce_specversion", fixed["ce_specversion"])
+        self._ce_source = ("ce_source", fixed["ce_source"])
+        self._ce_type = ("ce_type", fixed["ce_type"])
+        self._content_type = ("content-type", fixed["content-type"])
+        self._parts_of: tuple | None = None
+        self._parts: tuple = ()
 
-    def _source_block(self, rel_schema: str, rel_table: str, ctx: TxnContext, change_lsn: int | None) -> dict:
-        return {
-            "version": CONNECTOR_VERSION, "connector": "postgresql", "name": self.source.name,
-            "db": self.database, "schema": rel_schema, "table": rel_table,
-            "txId": ctx.xid, "lsn": ctx.commit_lsn, "change_lsn": change_lsn,
-            "ts_ms": int(ctx.commit_time.timestamp() * 1000),
-            "snapshot": "true" if ctx.snapshot else "false",
-        }
+    def _txn_parts(self, ctx: TxnContext, schema: str, table: str) -> tuple:
+        """(source JSON up to change_lsn, after it, the ce_time header, the ce_id prefix) of a transaction."""
+        if self._parts_of is None or self._parts_of[0] is not ctx or self._parts_of[1:] != (schema, table):
+            head = _dumps({"version": CONNECTOR_VERSION, "connector": "postgresql", "name": self.source.name,
+                           "db": self.database, "schema": schema, "table": table, "txId": ctx.xid,
+                           "lsn": ctx.commit_lsn})[:-1] + ',"change_lsn":'
+            tail = f',"ts_ms":{int(ctx.commit_time.timestamp() * 1000)},"snapshot":"{"true" if ctx.snapshot else "false"}"}}'
+            self._parts = (head, tail, ("ce_time", rfc3339(ctx.commit_time).encode()),
+                           f"{ctx.slot}:{lsn_text(ctx.commit_lsn)}:")
+            self._parts_of = (ctx, schema, table)
+        return self._parts
 
-    def _event(self, ce_id: str, key: str | None, data: dict | None, ctx: TxnContext) -> Event:
-        headers = binary_headers(id=ce_id, source=self.source.ce_source, type=self.source.ce_type,
-                                 time=ctx.commit_time, subject=key)
-        value = None if data is None else json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    def _event(self, suffix: str, key: str | None, value: bytes | None, parts: tuple) -> Event:
+        headers = [self._specversion, ("ce_id", (parts[3] + suffix).encode()), self._ce_source, self._ce_type, parts[2]]
+        if key is not None:
+            headers.append(("ce_subject", key.encode()))
+        headers.append(self._content_type)
         return (None if key is None else key.encode(), value, headers)
 
-    def _id(self, ctx: TxnContext, n: int) -> str:
-        return f"{ctx.slot}:{lsn_text(ctx.commit_lsn)}:{n}"
-
-    def _data(self, op: str, before, after, rel_schema: str, rel_table: str, ctx: TxnContext,
-              change_lsn: int | None, unchanged: list[str]) -> dict:
-        data = {"before": before, "after": after, "op": op, "ts_ms": int(time.time() * 1000),
-                "source": self._source_block(rel_schema, rel_table, ctx, change_lsn)}
+    @staticmethod
+    def _data(op: str, before, after, parts: tuple, change_lsn: int | None, unchanged: list[str]) -> bytes:
+        text = (f'{{"before":{_dumps(before)},"after":{_dumps(after)},"op":"{op}","ts_ms":{int(time.time() * 1000)},'
+                f'"source":{parts[0]}{"null" if change_lsn is None else change_lsn}{parts[1]}')
         if unchanged:
-            data["unchanged_toast"] = unchanged
-        return data
+            text += ',"unchanged_toast":' + _dumps(unchanged)
+        return (text + "}").encode()
 
     def snapshot_row(self, rel: Relation, row: dict[str, Any], ctx: TxnContext) -> Event:
         key = key_text(self.key_columns, row)
-        ce_id = f"{ctx.slot}:{lsn_text(ctx.commit_lsn)}:r:{key}"
-        return self._event(ce_id, key, self._data("r", None, row, rel.namespace, rel.name, ctx, None, []), ctx)
+        parts = self._txn_parts(ctx, rel.namespace, rel.name)
+        return self._event(f"r:{key}", key, self._data("r", None, row, parts, None, []), parts)
 
     def insert(self, rel: Relation, new: tuple, ctx: TxnContext, n: int, change_lsn: int | None) -> list[Event]:
         after, unchanged = row_image(rel, new)
         key = key_text(self.key_columns, after)
-        return [self._event(self._id(ctx, n), key,
-                            self._data("c", None, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx)]
+        parts = self._txn_parts(ctx, rel.namespace, rel.name)
+        return [self._event(str(n), key, self._data("c", None, after, parts, change_lsn, unchanged), parts)]
 
     def update(self, rel: Relation, new: tuple, old: tuple | None, old_key: tuple | None, ctx: TxnContext, n: int,
                change_lsn: int | None) -> list[Event]:
@@ -122,16 +136,15 @@ class EventBuilder:
                     after[col] = before[col]
                     unchanged.remove(col)
         key = key_text(self.key_columns, after)
+        parts = self._txn_parts(ctx, rel.namespace, rel.name)
         if before is not None and all(k in before for k in self.key_columns):
             old_key_text = key_text(self.key_columns, before)
             if old_key_text != key:  # a key change: delete + tombstone for the old key, create for the new
                 return [
                     *self._delete_pair(rel, before, old_key_text, ctx, n, change_lsn),
-                    self._event(self._id(ctx, n + 2), key,
-                                self._data("c", None, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx),
+                    self._event(str(n + 2), key, self._data("c", None, after, parts, change_lsn, unchanged), parts),
                 ]
-        return [self._event(self._id(ctx, n), key,
-                            self._data("u", before, after, rel.namespace, rel.name, ctx, change_lsn, unchanged), ctx)]
+        return [self._event(str(n), key, self._data("u", before, after, parts, change_lsn, unchanged), parts)]
 
     def delete(self, rel: Relation, old: tuple | None, old_key: tuple | None, ctx: TxnContext, n: int,
                change_lsn: int | None) -> list[Event]:
@@ -143,9 +156,10 @@ class EventBuilder:
 
     def _delete_pair(self, rel: Relation, before: dict, key: str, ctx: TxnContext, n: int,
                      change_lsn: int | None) -> list[Event]:
-        data = self._data("d", before, None, rel.namespace, rel.name, ctx, change_lsn, [])
-        return [self._event(self._id(ctx, n), key, data, ctx), self._event(self._id(ctx, n + 1), key, None, ctx)]
+        parts = self._txn_parts(ctx, rel.namespace, rel.name)
+        data = self._data("d", before, None, parts, change_lsn, [])
+        return [self._event(str(n), key, data, parts), self._event(str(n + 1), key, None, parts)]
 
     def truncate(self, rel: Relation, ctx: TxnContext, n: int, change_lsn: int | None) -> list[Event]:
-        data = self._data("t", None, None, rel.namespace, rel.name, ctx, change_lsn, [])
-        return [self._event(self._id(ctx, n), None, data, ctx)]
+        parts = self._txn_parts(ctx, rel.namespace, rel.name)
+        return [self._event(str(n), None, self._data("t", None, None, parts, change_lsn, []), parts)]

@@ -190,28 +190,83 @@ class _Reader:
         self.pos += n
         return bytes(b)
 
-    def tuple(self) -> Tuple:
-        n = self.int16()
-        values: list = []
-        for _ in range(n):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED_TOAST)
-            elif kind == "t":
-                values.append(self.raw(self.int32()).decode("utf-8"))
-            elif kind == "b":
-                values.append(self.raw(self.int32()))
-            else:
-                raise DecodeError(f"unknown tuple column kind {kind!r}")
-        return tuple(values)
+
+_H = struct.Struct("!h").unpack_from
+_I = struct.Struct("!i").unpack_from
+_OID = struct.Struct("!I").unpack_from
+
+
+def _fast_tuple(buf: bytes, pos: int) -> tuple[Tuple, int]:
+    """TupleData at `pos` → (values, position after it); the hot path of every change."""
+    if pos + 2 > len(buf):
+        raise DecodeError("message ends early (tuple header)")
+    (n,) = _H(buf, pos)
+    pos += 2
+    values: list = []
+    append = values.append
+    size = len(buf)
+    for _ in range(n):
+        if pos >= size:
+            raise DecodeError("message ends early (tuple column)")
+        kind = buf[pos]
+        pos += 1
+        if kind == 116 or kind == 98:  # 't' text, 'b' binary
+            if pos + 4 > size:
+                raise DecodeError("message ends early (value length)")
+            (length,) = _I(buf, pos)
+            pos += 4
+            end = pos + length
+            if length < 0 or end > size:
+                raise DecodeError(f"value of {length} bytes runs past the message end")
+            append(buf[pos:end].decode("utf-8") if kind == 116 else bytes(buf[pos:end]))
+            pos = end
+        elif kind == 110:  # 'n'
+            append(None)
+        elif kind == 117:  # 'u'
+            append(UNCHANGED_TOAST)
+        else:
+            raise DecodeError(f"unknown tuple column kind {chr(kind)!r}")
+    return tuple(values), pos
+
+
+def _tag(buf: bytes, pos: int) -> str:
+    if pos >= len(buf):
+        raise DecodeError("message ends early (tuple tag)")
+    return chr(buf[pos])
+
+
+def _change(kind: str, buf: bytes) -> Message:
+    if len(buf) < 6:
+        raise DecodeError("message ends early (relation id)")
+    (oid,) = _OID(buf, 1)
+    tag = _tag(buf, 5)
+    if kind == "I":
+        if tag != "N":
+            raise DecodeError("Insert without its new tuple")
+        return Insert(oid, _fast_tuple(buf, 6)[0])
+    if kind == "D":
+        if tag not in "KO":
+            raise DecodeError(f"Delete without an old tuple (got {tag!r})")
+        old = _fast_tuple(buf, 6)[0]
+        return Delete(oid, old=old) if tag == "O" else Delete(oid, old_key=old)
+    old = old_key = None
+    tag_at = 5
+    if tag in "KO":
+        values, tag_at = _fast_tuple(buf, 6)
+        old, old_key = (values, None) if tag == "O" else (None, values)
+        tag = _tag(buf, tag_at)
+    if tag != "N":
+        raise DecodeError(f"Update without its new tuple (got {tag!r})")
+    return Update(oid, _fast_tuple(buf, tag_at + 1)[0], old, old_key)
 
 
 def decode(payload: bytes) -> Message:
     """One pgoutput message (the payload of an XLogData message) → a dataclass."""
     if not payload:
         raise DecodeError("empty message")
+    first = chr(payload[0])
+    if first in "IUD":
+        return _change(first, payload)
     r = _Reader(payload)
     kind = r.byte()
     if kind == "B":
@@ -230,30 +285,6 @@ def decode(payload: bytes) -> Message:
         return Relation(oid, namespace or "pg_catalog", name, identity, tuple(columns))
     if kind == "Y":
         return TypeMessage(r.uint32(), r.string(), r.string())
-    if kind == "I":
-        oid = r.uint32()
-        if r.byte() != "N":
-            raise DecodeError("Insert without its new tuple")
-        return Insert(oid, r.tuple())
-    if kind == "U":
-        oid = r.uint32()
-        tag = r.byte()
-        old = old_key = None
-        if tag == "K":
-            old_key, tag = r.tuple(), r.byte()
-        elif tag == "O":
-            old, tag = r.tuple(), r.byte()
-        if tag != "N":
-            raise DecodeError(f"Update without its new tuple (got {tag!r})")
-        return Update(oid, r.tuple(), old, old_key)
-    if kind == "D":
-        oid = r.uint32()
-        tag = r.byte()
-        if tag == "K":
-            return Delete(oid, old_key=r.tuple())
-        if tag == "O":
-            return Delete(oid, old=r.tuple())
-        raise DecodeError(f"Delete without an old tuple (got {tag!r})")
     if kind == "T":
         n = r.int32()
         options = r.int8()

@@ -30,7 +30,7 @@ from typing import Any
 from connectors.kafka_admin import ensure_topic
 from connectors.landing import crash_point
 from connectors.metastore import Metastore
-from connectors.source_sql import _producer, _send
+from connectors.source_sql import _Deliveries, _send
 from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
@@ -65,6 +65,25 @@ class CaptureResult:
     slot_after: SlotInfo | None = None
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+
+
+def _producer(bootstrap: str, kafka_config: Mapping[str, Any] | None):
+    """The idempotent producer of the query-based source, with a short linger: every step
+    flushes anyway, and a change should not wait for a batch to fill."""
+    from confluent_kafka import Producer
+
+    delivery = _Deliveries()
+    producer = Producer({
+        **(kafka_config or {}),
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # retries never duplicate or reorder within the partition
+        "acks": "all",
+        "linger.ms": 2,
+        "queue.buffering.max.messages": 500_000,
+        "partitioner": "murmur2_random",
+        "on_delivery": delivery,
+    })
+    return producer, delivery
 
 
 def _connection_lost(exc: BaseException) -> bool:
