@@ -68,7 +68,6 @@ from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Connection, Engine
 
 from connectors.decode import lake_schema
-from connectors.sources.cdc.warehouse import by_unchanged, carry_unchanged, split_at_truncate
 from connectors.landing import crash_point
 from connectors.metastore import (
     FileRecord,
@@ -77,6 +76,7 @@ from connectors.metastore import (
     make_engine,
     schema_lock,
 )
+from connectors.sources.cdc.warehouse import by_unchanged, carry_unchanged, split_at_truncate
 from connectors.spec import DataProductSpec, FieldSpec
 
 log = logging.getLogger(__name__)

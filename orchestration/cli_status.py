@@ -37,7 +37,10 @@ def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 f"(known: {', '.join(sorted(known)) or 'none'})"
             )
     statuses = collect_status(settings, args.products or None)
-    from orchestration.cli_cdc import render_rows, status_rows  # change data capture: slots, WAL, lag
+    from orchestration.cli_cdc import (  # change data capture: slots, WAL, lag
+        render_rows,
+        status_rows,
+    )
 
     cdc = status_rows(settings, args.products or None)
     if args.as_json:

@@ -252,7 +252,9 @@ DEMO_SECTIONS += [
 
 
 def _cdc_section(demo: Demo) -> list[str] | None:
-    from orchestration.demo_cdc import orders_section  # change data capture (connectors/sources/cdc)
+    from orchestration.demo_cdc import (
+        orders_section,  # change data capture (connectors/sources/cdc)
+    )
 
     return orders_section(demo)
 

@@ -15,8 +15,12 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import CdcError, capture
 from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.position import read_position
-from tests.connectors.cdc_support import (  # noqa: F401 - fixtures
-    ORDERS_DDL, cdc_db, orders_product, orders_source, pg_logical, read_events, sql,
+from tests.connectors.cdc_support import (
+    ORDERS_DDL,
+    orders_product,
+    orders_source,
+    read_events,
+    sql,
 )
 
 

@@ -21,8 +21,12 @@ from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
 from connectors.sql_sink import WarehouseSink, sync
-from tests.connectors.cdc_support import (  # noqa: F401 - fixtures
-    ORDERS_DDL, REPO, cdc_db, orders_product, orders_source, pg_logical, sql,
+from tests.connectors.cdc_support import (
+    ORDERS_DDL,
+    REPO,
+    orders_product,
+    orders_source,
+    sql,
 )
 from tests.reliability.table import SEED, iterations, record
 

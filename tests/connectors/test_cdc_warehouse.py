@@ -13,8 +13,11 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
 from connectors.sources.cdc.warehouse import by_unchanged, carry_unchanged, split_at_truncate
 from connectors.sql_sink import WarehouseSink, sync
-from tests.connectors.cdc_support import (  # noqa: F401 - fixtures
-    ORDERS_DDL, cdc_db, orders_product, orders_source, pg_logical, sql,
+from tests.connectors.cdc_support import (
+    ORDERS_DDL,
+    orders_product,
+    orders_source,
+    sql,
 )
 
 COLUMNS = ["id", "customer", "amount", "status", "note", "tags"]

@@ -12,7 +12,7 @@ from assets.cdc import RETAINED_WAL_CHECK, retained_wal_result
 from connectors.sources.cdc.spec import CdcSourceSpec
 from orchestration.cli_cdc import group
 from orchestration.definitions import defs
-from tests.connectors.cdc_support import ORDERS_DDL, cdc_db, pg_logical, sql  # noqa: F401 - fixtures
+from tests.connectors.cdc_support import ORDERS_DDL, sql
 
 
 def test_orders_lineage_job_sensor_and_check(flowsuite_home):

@@ -8,7 +8,14 @@ types that would lose information. `slot_report` gives the slot's retained WAL a
 
 from __future__ import annotations
 
-from connectors.sources.cdc.server import CdcError, SlotInfo, check_server, connect, slot_info, table_columns
+from connectors.sources.cdc.server import (
+    CdcError,
+    SlotInfo,
+    check_server,
+    connect,
+    slot_info,
+    table_columns,
+)
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.types import PRODUCT_TYPE, type_name
 from connectors.spec import DataProductSpec

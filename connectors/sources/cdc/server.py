@@ -30,7 +30,7 @@ class SourceUnreachable(CdcError):
 def libpq_url(url: str) -> str:
     """A SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it (`postgresql://…`)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
         raise CdcError("change data capture needs a postgresql:// connection URL")
     return f"postgresql://{rest}"
 

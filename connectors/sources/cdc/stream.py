@@ -35,8 +35,16 @@ from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
 from connectors.sources.cdc.server import (
-    CdcError, SlotInfo, SourceUnreachable, check_server, connect, create_slot, current_wal_lsn, ensure_publication,
-    primary_key, slot_info,
+    CdcError,
+    SlotInfo,
+    SourceUnreachable,
+    check_server,
+    connect,
+    create_slot,
+    current_wal_lsn,
+    ensure_publication,
+    primary_key,
+    slot_info,
 )
 from connectors.sources.cdc.snapshot import read_snapshot
 from connectors.sources.cdc.spec import CdcSourceSpec
