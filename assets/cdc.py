@@ -12,7 +12,7 @@ For a declaration with `mode: cdc` (connectors/sources/cdc) feeding the product 
   `poll_interval` it asks the server whether the slot has unconfirmed WAL and requests a run
   keyed by the slot's confirmed position, so one position never starts two runs).
 
-`flowsuite cdc run NAME --follow` is the continuous, millisecond-latency way (orchestration/cli_cdc.py).
+`flowsuite cdc run NAME --follow` is the continuous, millisecond-latency way (orchestration/cli/cdc.py).
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.

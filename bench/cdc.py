@@ -40,8 +40,8 @@ from connectors.metastore import Metastore  # noqa: E402
 from connectors.sources.cdc import capture  # noqa: E402
 from connectors.sources.cdc.spec import CdcSourceSpec  # noqa: E402
 from connectors.spec import DataProductSpec  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
-from orchestration.pg_cluster import running_cluster  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
+from orchestration.services.pg_cluster import running_cluster  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -1,5 +1,5 @@
 """Shared pieces of the change-data-capture tests (tests/conftest.py exposes the fixtures): a throwaway PostgreSQL cluster with
-wal_level=logical (orchestration/pg_cluster.py) for the session, a fresh database per test,
+wal_level=logical (orchestration/services/pg_cluster.py) for the session, a fresh database per test,
 the `orders` product and source declarations, and a reader of the topic's events."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.spec import DataProductSpec
-from orchestration.pg_cluster import ClusterError, PgCluster, find_bin_dir
+from orchestration.services.pg_cluster import ClusterError, PgCluster, find_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")

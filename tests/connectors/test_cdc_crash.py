@@ -16,11 +16,11 @@ from collections import Counter
 
 import pytest
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
-from connectors.sql_sink import WarehouseSink, sync
+from connectors.warehouse import WarehouseSink, sync
 from tests.connectors.cdc_support import (
     ORDERS_DDL,
     REPO,

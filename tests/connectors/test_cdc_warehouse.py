@@ -7,12 +7,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
-from connectors.sources.cdc.warehouse import by_unchanged, carry_unchanged, split_at_truncate
-from connectors.sql_sink import WarehouseSink, sync
+from connectors.warehouse import WarehouseSink, sync
+from connectors.warehouse.cdc import by_unchanged, carry_unchanged, split_at_truncate
 from tests.connectors.cdc_support import (
     ORDERS_DDL,
     orders_product,

@@ -9,8 +9,9 @@ import dagster as dg
 from click.testing import CliRunner
 
 from assets.cdc import RETAINED_WAL_CHECK, retained_wal_result
+from connectors.settings import load_settings
 from connectors.sources.cdc.spec import CdcSourceSpec
-from orchestration.cli_cdc import group
+from orchestration.cli import cli
 from orchestration.definitions import defs
 from tests.connectors.cdc_support import ORDERS_DDL, sql
 
@@ -38,23 +39,27 @@ def test_cli_run_status_and_reset(cdc_db, tmp_path, monkeypatch, kafka_bootstrap
     monkeypatch.setenv("FLOWSUITE_KAFKA_BOOTSTRAP", kafka_bootstrap)
     sql(cdc_db, ORDERS_DDL, "INSERT INTO orders (id, customer) VALUES (1, 'a'), (2, 'b')")
     runner = CliRunner()
-    r = runner.invoke(group, ["status"])
+
+    def invoke(args):
+        return runner.invoke(cli, ["cdc", *args], obj=load_settings())
+
+    r = invoke(["status"])
     assert r.exit_code == 0 and "slot flowsuite_shop_orders not created yet" in r.output
-    r = runner.invoke(group, ["run", "shop_orders"])
+    r = invoke(["run", "shop_orders"])
     assert r.exit_code == 0, r.output
     assert "snapshot 2 row(s)" in r.output and "REPLICA IDENTITY DEFAULT" in r.output
     sql(cdc_db, "UPDATE orders SET status = 'paid' WHERE id = 1")
-    r = runner.invoke(group, ["run", "shop_orders"])
+    r = invoke(["run", "shop_orders"])
     assert r.exit_code == 0 and "1 transaction(s), 1 event(s)" in r.output
-    r = runner.invoke(group, ["status", "shop_orders"])
+    r = invoke(["status", "shop_orders"])
     assert "snapshot done" in r.output and "retains" in r.output and "lag" in r.output
     from orchestration.cli import main
     assert main(["cdc", "status"]) == 0
-    r = runner.invoke(group, ["run", "nope"])
+    r = invoke(["run", "nope"])
     assert r.exit_code != 0 and "no change-data-capture source 'nope'" in r.output
-    r = runner.invoke(group, ["reset", "shop_orders"])
+    r = invoke(["reset", "shop_orders"])
     assert r.exit_code != 0 and "--yes" in r.output
-    r = runner.invoke(group, ["reset", "shop_orders", "--yes"])
+    r = invoke(["reset", "shop_orders", "--yes"])
     assert r.exit_code == 0 and "dropped slot flowsuite_shop_orders" in r.output
     assert sql(cdc_db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'flowsuite_shop_orders'")[0][0] == 0
 
@@ -63,7 +68,7 @@ def test_flowsuite_status_json_shows_the_slot(cdc_db, tmp_path, monkeypatch, kaf
     _home(tmp_path, monkeypatch, cdc_db)
     monkeypatch.setenv("FLOWSUITE_KAFKA_BOOTSTRAP", kafka_bootstrap)
     sql(cdc_db, ORDERS_DDL)
-    assert CliRunner().invoke(group, ["run", "shop_orders"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["cdc", "run", "shop_orders"], obj=load_settings()).exit_code == 0
     from orchestration.cli import main
     assert main(["status", "orders", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -75,7 +80,7 @@ def test_retained_wal_check_fails_over_the_bound(cdc_db, tmp_path, monkeypatch, 
     _home(tmp_path, monkeypatch, cdc_db)
     monkeypatch.setenv("FLOWSUITE_KAFKA_BOOTSTRAP", kafka_bootstrap)
     sql(cdc_db, ORDERS_DDL, "ALTER TABLE orders ALTER COLUMN note SET STORAGE EXTERNAL")  # no compression
-    assert CliRunner().invoke(group, ["run", "shop_orders"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["cdc", "run", "shop_orders"], obj=load_settings()).exit_code == 0
     sql(cdc_db, "INSERT INTO orders (id, customer, note) SELECT g, 'x', md5(g::text) || repeat(md5(random()::text), 60) "
              "FROM generate_series(1, 3000) g")
     base = {"name": "shop_orders", "product": "orders", "mode": "cdc", "connection": {"url": cdc_db}, "table": "orders",

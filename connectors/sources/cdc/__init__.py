@@ -2,14 +2,14 @@
 
 docs/cdc.md tells the whole story: declaring a source, the guarantees, the type mapping,
 TOAST, truncate, REPLICA IDENTITY and WAL retention. The public names load lazily, so the
-warehouse sink can import `connectors.sources.cdc.warehouse` without the capture machinery.
+specs and checks load without the capture machinery.
 """
 
 from importlib import import_module
 
 _PUBLIC = {
     "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
-    "CdcSourceSpec": "spec", "DebeziumDecoder": "lake",
+    "CdcSourceSpec": "spec",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.cloudevents import binary_headers, rfc3339
+from connectors.formats import binary_headers, rfc3339
 from connectors.sources.cdc.pgoutput import UNCHANGED_TOAST, Relation, lsn_text
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.types import to_json_value

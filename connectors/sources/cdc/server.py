@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.sources.cdc.pgoutput import lsn_text, parse_lsn
-from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.sources.cdc.spec import CdcError, CdcSourceSpec
 
 # Output settings of every connection (the walsender's too): the text of a value is then the
 # same in the snapshot and in the stream, whatever the server's defaults.
 SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601 "
                    "-c extra_float_digits=3 -c bytea_output=hex")
-
-
-class CdcError(RuntimeError):
-    """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
 
 
 class SourceUnreachable(CdcError):

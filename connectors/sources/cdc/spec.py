@@ -16,14 +16,46 @@ max_retained_wal: 1GB                # the Dagster check fails above this
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from connectors.source_sql import SourceCloudEventsSpec, SourceConnectionSpec, SourceSpec
-from connectors.spec import IDENTIFIER, _Model, parse_duration
+from connectors.settings import load_settings
+from connectors.spec import IDENTIFIER, SpecModel, parse_duration
+
+
+class CdcError(RuntimeError):
+    """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
+
+
+# The same ${VAR} / ${VAR:-default} syntax as the query-based source (connectors/sources/sql.py,
+# which dispatches `mode: cdc` declarations here, so this module does not import it back).
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return expand_vars(default, env)
+        raise CdcError(f"environment variable {name} is not set (needed by the source connection URL)")
+
+    return _VAR.sub(sub, text)
+
+
+class CdcConnectionSpec(SpecModel):
+    url: str = Field(description="postgresql:// URL; ${VAR} and ${VAR:-default} come from the environment")
+
+
+class CdcCloudEventsSpec(SpecModel):
+    source: str | None = None  # ce_source; default /flowsuite/cdc/<name>
+    type: str | None = None  # ce_type; default flowsuite.cdc.<table>.change
 
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # what PostgreSQL allows for a replication slot
@@ -41,7 +73,7 @@ def parse_size(value: Any) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
 
 
-class CdcSourceSpec(_Model):
+class CdcSourceSpec(SpecModel):
     """Change data capture of one PostgreSQL table into one CloudEvents data product."""
 
     name: str
@@ -49,7 +81,7 @@ class CdcSourceSpec(_Model):
     mode: Literal["cdc"]
     owner: str | None = None
     description: str = ""
-    connection: SourceConnectionSpec
+    connection: CdcConnectionSpec
     table: str
     table_schema: str = Field(default="public", alias="schema")
     publication: str | None = None
@@ -60,7 +92,7 @@ class CdcSourceSpec(_Model):
     max_retained_wal: int = Field(default=1024**3)  # bytes; the Dagster check fails above it
     poll_interval: timedelta = timedelta(seconds=30)  # the sensor's minimum interval
     topic_partitions: int = Field(default=1, ge=1, le=1)  # one: a truncate orders against every key
-    cloudevents: SourceCloudEventsSpec = SourceCloudEventsSpec()
+    cloudevents: CdcCloudEventsSpec = CdcCloudEventsSpec()
 
     @field_validator("name", "product")
     @classmethod
@@ -118,4 +150,9 @@ class CdcSourceSpec(_Model):
     def ce_type(self) -> str:
         return self.cloudevents.type or f"flowsuite.cdc.{self.table}.change"
 
-    resolved_url = SourceSpec.resolved_url  # ${VAR} / ${VAR:-default} from the environment
+    def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
+        """The connection URL with ${VAR} / ${VAR:-default} filled in from the environment."""
+        env = dict(os.environ if env is None else env)
+        if "FLOWSUITE_HOME" not in env:
+            env["FLOWSUITE_HOME"] = str(load_settings(env).home)
+        return expand_vars(self.connection.url, env)

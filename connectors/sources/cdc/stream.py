@@ -23,14 +23,14 @@ import logging
 import select
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.kafka_admin import ensure_topic
-from connectors.landing import crash_point
+from connectors.faults import crash_point
+from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore
-from connectors.source_sql import _Deliveries, _send
 from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
@@ -75,8 +75,36 @@ class CaptureResult:
     duration_s: float = 0.0
 
 
+class _Deliveries:
+    """Delivery reports of the producer: failures, and acknowledgements per partition."""
+
+    def __init__(self) -> None:
+        self.failures: list[Any] = []
+        self.delivered: Counter[int] = Counter()
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.delivered[msg.partition()] += 1
+        else:
+            self.failures.append(err)
+
+    def take(self) -> tuple[list[Any], Counter[int]]:
+        out = (self.failures, self.delivered)
+        self.failures, self.delivered = [], Counter()
+        return out
+
+
+def _send(producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:  # the local queue is full: let deliveries drain
+            producer.poll(0.05)
+
+
 def _producer(bootstrap: str, kafka_config: Mapping[str, Any] | None):
-    """The idempotent producer of the query-based source, with a short linger: every step
+    """An idempotent producer like the query-based source's, with a short linger: every step
     flushes anyway, and a change should not wait for a batch to fill."""
     from confluent_kafka import Producer
 
