@@ -46,6 +46,7 @@ test: install browsers
 RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
+	tests/connectors/test_cdc_crash.py \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)
