@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.spec import CdcSourceSpec, parse_size
 from connectors.sources.cdc.types import to_json_value, type_name
 
+REPO = Path(__file__).resolve().parents[2]
 PG_2026 = int((datetime(2026, 11, 30, 10, 0, tzinfo=UTC) - pgo.PG_EPOCH).total_seconds() * 1_000_000)
 
 
@@ -116,3 +118,22 @@ def test_type_names_and_sizes_and_spec_defaults():
     assert spec.qualified_table == "public.orders" and spec.max_retained_wal == 1024**3
     with pytest.raises(ValueError, match="slot name"):
         CdcSourceSpec.model_validate({**spec.model_dump(by_alias=True), "slot": "Bad-Slot"})
+
+
+def test_cdc_declarations_are_checked_against_their_product(tmp_path):
+    from connectors.sources import load_sources
+    from connectors.spec import SpecError, load_specs
+
+    products = load_specs(REPO / "dataproducts")
+    (tmp_path / "sources").mkdir()
+    for p in products:
+        if p.name == "orders":
+            (tmp_path / "orders.yaml").write_text((REPO / "dataproducts" / "orders.yaml").read_text()
+                                                  .replace("data_layout: debezium", "data_layout: record"))
+    (tmp_path / "sources" / "orders.yaml").write_text((REPO / "dataproducts" / "sources" / "orders.yaml").read_text())
+    with pytest.raises(SpecError, match="must set cloudevents.data_layout: debezium"):
+        load_sources(tmp_path, load_specs(tmp_path))
+    (tmp_path / "sources" / "orders.yaml").write_text("name: shop_orders\nproduct: orders\nmode: cdc\n"
+                                                      "connection: {url: 'postgresql://h/db'}\ntable: orders\nslot: Bad\n")
+    with pytest.raises(SpecError, match=r"sources/orders.yaml at slot: slot name 'Bad'"):
+        load_sources(tmp_path, load_specs(tmp_path))
