@@ -23,7 +23,6 @@ import logging
 import select
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
+from connectors.sources.cdc.producer import make_producer, send
 from connectors.sources.cdc.server import (
     CdcError,
     SlotInfo,
@@ -73,53 +73,6 @@ class CaptureResult:
     slot_after: SlotInfo | None = None
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
-
-
-class _Deliveries:
-    """Delivery reports of the producer: failures, and acknowledgements per partition."""
-
-    def __init__(self) -> None:
-        self.failures: list[Any] = []
-        self.delivered: Counter[int] = Counter()
-
-    def __call__(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.delivered[msg.partition()] += 1
-        else:
-            self.failures.append(err)
-
-    def take(self) -> tuple[list[Any], Counter[int]]:
-        out = (self.failures, self.delivered)
-        self.failures, self.delivered = [], Counter()
-        return out
-
-
-def _send(producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-            return
-        except BufferError:  # the local queue is full: let deliveries drain
-            producer.poll(0.05)
-
-
-def _producer(bootstrap: str, kafka_config: Mapping[str, Any] | None):
-    """An idempotent producer like the query-based source's, with a short linger: every step
-    flushes anyway, and a change should not wait for a batch to fill."""
-    from confluent_kafka import Producer
-
-    delivery = _Deliveries()
-    producer = Producer({
-        **(kafka_config or {}),
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,  # retries never duplicate or reorder within the partition
-        "acks": "all",
-        "linger.ms": 2,
-        "queue.buffering.max.messages": 500_000,
-        "partitioner": "murmur2_random",
-        "on_delivery": delivery,
-    })
-    return producer, delivery
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -188,7 +141,7 @@ class _Session:
     def __init__(self, source, product, url, metastore, bootstrap, kafka_config, result, stop, progress):
         self.source, self.product, self.url, self.metastore = source, product, url, metastore
         self.result, self.stop, self.progress = result, stop, progress
-        self.producer, self.delivery = _producer(bootstrap, kafka_config)
+        self.producer, self.delivery = make_producer(bootstrap, kafka_config)
         self.sent = 0  # events produced since the last recorded step
         self.pending: tuple[int, int] | None = None  # (commit lsn, end lsn) of the last unrecorded txn
         self.pending_txns = 0
@@ -196,7 +149,7 @@ class _Session:
 
     def _emit(self, event: tuple) -> None:
         key, value, headers = event
-        _send(self.producer, self.product.topic, key, value, headers)
+        send(self.producer, self.product.topic, key, value, headers)
         self.sent += 1
         if self.sent % 1000 == 0:
             self.producer.poll(0)
@@ -301,14 +254,23 @@ class _Session:
                     if self.sent >= self.source.max_batch_changes:
                         self._record(cur)
                         last_feedback = time.monotonic()
+                    if self.stop.is_set():  # Ctrl-C while changes keep coming: stop at a commit
+                        if self.pending is not None:
+                            self._record(cur)
+                        return
                 elif isinstance(m, pgo.Relation):
                     self._relation(m)
                 elif txn is not None and not skip:
                     n += self._change(m, txn, n, msg.data_start)
                 msgs += 1
-                if msgs % 2000 == 0 and time.monotonic() - last_feedback >= KEEPALIVE_S:
-                    cur.send_feedback(reply=False)  # a long transaction: stay within wal_sender_timeout
-                    last_feedback = time.monotonic()
+                if msgs % 2000 == 0:
+                    if self.stop.is_set():  # inside a long transaction: it goes out again next run
+                        if self.pending is not None:
+                            self._record(cur)
+                        return
+                    if time.monotonic() - last_feedback >= KEEPALIVE_S:
+                        cur.send_feedback(reply=False)  # stay within wal_sender_timeout
+                        last_feedback = time.monotonic()
                 continue
             # Quiet: finish the step, confirm the server's position when nothing is in flight.
             if txn is None and self.pending is not None:
