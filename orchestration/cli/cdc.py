@@ -43,6 +43,7 @@ def _one(settings: Settings, name: str):
 def _metastore(settings: Settings):
     from connectors.metastore import Metastore
 
+    settings.home.mkdir(parents=True, exist_ok=True)  # the default metastore is a SQLite file there
     return Metastore(settings.metastore_url)
 
 
