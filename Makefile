@@ -60,6 +60,7 @@ RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
 	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/connectors/gateway/test_flow_kill.py \
 	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
+	tests/connectors/test_cdc_crash.py \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)

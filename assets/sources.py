@@ -60,6 +60,10 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
     if len(sources) > 1:
         raise SourceError(f"{spec.name}: {len(sources)} source connectors feed it; one product has one source")
     source = sources[0]
+    if source.mode == "cdc":  # change data capture from PostgreSQL's log
+        from assets.cdc import build_cdc_definitions
+
+        return build_cdc_definitions(spec, source, published_key(spec), legacy_key(source))
     legacy = dg.AssetSpec(
         legacy_key(source),
         group_name=spec.name,

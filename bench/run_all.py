@@ -53,6 +53,7 @@ BENCHES = [
     ("iceberg", ["bench/iceberg.py", "--hours", "12", "--repeat", "1"], ["bench/iceberg.py"]),
     ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
     ("flow", ["bench/flow.py", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["bench/flow.py"]),
+    ("cdc", ["bench/cdc.py", "--rows", "200000", "--seconds", "10"], ["bench/cdc.py"]),
     (
         "freshness",
         ["bench/freshness.py", "--duration", "120", "--intervals", "30,5"],
@@ -118,7 +119,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
 
 def collect() -> list[dict]:
     rows: list[dict] = []
-    for name in ("landing.json", "landing-p2.json", "formats.json", "sensor.json", "freshness.json", "flow.json"):
+    for name in ("landing.json", "landing-p2.json", "formats.json", "sensor.json", "freshness.json", "flow.json", "cdc.json"):
         data = _load(name)
         if not data:
             continue

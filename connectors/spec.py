@@ -303,6 +303,9 @@ class CloudEventsSpec(SpecModel):
     # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/formats/cloudevents.py).
     dedupe_on_id: bool = False
     dedupe_lookback: timedelta = Field(default=timedelta(days=7))
+    # debezium: the data is a change event (before/after/op/source, connectors/sources/cdc);
+    # the after-image lands as the product's fields plus _op, _lsn and _unchanged.
+    data_layout: Literal["record", "debezium"] = "record"
 
     @field_validator("dedupe_lookback", mode="before")
     @classmethod
@@ -452,6 +455,8 @@ class DataProductSpec(SpecModel):
                 raise ValueError("event_time.source 'ce_time' needs format: cloudevents")
             if self.cloudevents.dedupe_on_id:
                 raise ValueError("cloudevents.dedupe_on_id needs format: cloudevents")
+            if self.cloudevents.data_layout != "record":
+                raise ValueError("cloudevents.data_layout needs format: cloudevents")
         return self
 
     def field(self, name: str | None) -> FieldSpec | None:

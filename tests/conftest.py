@@ -207,3 +207,7 @@ def lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         return str(tmp_path / "lake")
     return request.getfixturevalue("s3_lake_url")
+
+
+# Change data capture: a throwaway PostgreSQL with wal_level=logical and a database per test.
+from tests.connectors.cdc_support import cdc_db, pg_logical  # noqa: E402, F401 - fixtures

@@ -21,11 +21,13 @@ from connectors.formats.cloudevents import (
     rfc3339,
     to_structured_value,
 )
+from connectors.formats.debezium import DebeziumDecoder
 from connectors.formats.json import (
     Decoder,
     pieces_missing,
 )
 from connectors.formats.schema import (
+    CDC_FIELDS,
     CE_FIELDS,
     PROVENANCE,
     QUARANTINE_SCHEMA,
@@ -42,6 +44,8 @@ from connectors.spec import DataProductSpec
 def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
     """The decoder of a product's `format`: `Decoder` (JSON), or `CloudEventsDecoder`, which
     needs the messages' headers (its `needs_headers`) and takes `seen_ids` for de-duplication."""
+    if spec.format == "cloudevents" and spec.cloudevents.data_layout == "debezium":
+        return DebeziumDecoder(spec, topic, **options)  # change events: after-image + _op/_lsn/_unchanged
     if spec.format == "cloudevents":
         return CloudEventsDecoder(spec, topic, **options)
     if spec.format == "json":
@@ -59,9 +63,11 @@ def decoder_for(spec: DataProductSpec, topic: str | None = None, **options):
 __all__ = [
     "Batch",
     "CE_COLUMNS",
+    "CDC_FIELDS",
     "CE_FIELDS",
     "CloudEventsDecoder",
     "DEFAULT_DEDUPE_LOOKBACK",
+    "DebeziumDecoder",
     "Decoded",
     "Decoder",
     "JSON_CONTENT_TYPE",

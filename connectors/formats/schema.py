@@ -30,11 +30,21 @@ CE_FIELDS = [
 ]
 
 
+# Columns of a product fed by change data capture (`cloudevents.data_layout: debezium`), after
+# the ce_* columns (connectors/formats/debezium.py fills them; docs/cdc.md says what they mean).
+CDC_FIELDS = [
+    pa.field("_op", pa.string()),
+    pa.field("_lsn", pa.int64()),
+    pa.field("_unchanged", pa.list_(pa.string())),
+]
+
+
 def lake_schema(spec: DataProductSpec) -> pa.Schema:
     """Columns of every landed file of the product: values, (ce_* attributes), then provenance."""
     if spec.format != "cloudevents":
         return payload_lake_schema(spec)
-    fields = [*spec.arrow_schema(), *CE_FIELDS, *PROVENANCE]
+    cdc = CDC_FIELDS if spec.cloudevents.data_layout == "debezium" else []
+    fields = [*spec.arrow_schema(), *CE_FIELDS, *cdc, *PROVENANCE]
     if spec.deletes_enabled:
         fields.append(pa.field("_deleted", pa.bool_()))
     return pa.schema(fields)

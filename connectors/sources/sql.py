@@ -185,7 +185,12 @@ def parse_source_file(path: Path) -> SourceSpec:
     if not isinstance(data, dict):
         raise SpecError([SpecProblem(path, "", "expected a mapping of settings")])
     try:
-        spec = SourceSpec.model_validate(data)
+        if data.get("mode") == "cdc":  # change data capture (connectors/sources/cdc)
+            from connectors.sources.cdc.spec import CdcSourceSpec
+
+            spec = CdcSourceSpec.model_validate(data)
+        else:
+            spec = SourceSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(problems_from_validation(path, exc, data)) from None
     if path.stem != spec.name and path.stem != spec.product:
@@ -216,6 +221,9 @@ def load_sources(products_dir: Path, products: list[DataProductSpec] | None = No
             missing = [k for k in spec.key if product.field(k) is None]
             if missing:
                 problems.append(SpecProblem(path, "key", f"key column(s) {missing} are not fields of {spec.product!r}"))
+            if spec.mode == "cdc" and product.cloudevents.data_layout != "debezium":
+                problems.append(SpecProblem(path, "product", f"{spec.product!r} must set cloudevents.data_layout: debezium "
+                                                             "to land change events"))
     if problems:
         raise SpecError(problems)
     return sorted((s for s, _ in parsed), key=lambda s: s.name)

@@ -77,6 +77,7 @@ from connectors.metastore import (
     schema_lock,
 )
 from connectors.spec import DataProductSpec, FieldSpec
+from connectors.warehouse.cdc import by_unchanged, carry_unchanged, split_at_truncate
 
 log = logging.getLogger(__name__)
 
@@ -479,6 +480,10 @@ class WarehouseSink:
         except pa.ArrowInvalid as exc:
             raise WarehouseError(f"{self.spec.name}: lake rows are not valid for their schema ({exc}); "
                                  "landing should have quarantined them") from None
+        # Change data capture: a truncate empties the table first; unchanged TOAST columns are
+        # carried from the key's previous version or left alone (connectors/warehouse/cdc.py).
+        rows, truncated = split_at_truncate(rows)
+        rows = carry_unchanged(rows, list(self.spec.key))
         reduced, n_null = reduce_latest(self.spec, rows)
         counts = BatchCounts(reduced=rows.num_rows - n_null - reduced.num_rows, skipped_null_key=n_null)
 
@@ -492,8 +497,14 @@ class WarehouseSink:
                             f"{self.spec.name}: sink offsets of {self.table_name} moved under this batch "
                             f"({moved}); another sync committed it"
                         )
-                if reduced.num_rows:
-                    self._write(conn, reduced, counts)
+                if truncated:
+                    counts.deleted += conn.execute(sa.delete(self.table)).rowcount
+                    if self.tombstones is not None:
+                        conn.execute(sa.delete(self.tombstones))
+                for i, (keep, part) in enumerate(by_unchanged(reduced) if reduced.num_rows else ()):
+                    if i and self.dialect == "postgresql":  # the stage drops on commit; a 2nd group in one txn
+                        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{STAGE_TABLE}")
+                    self._write(conn, part, counts, keep)
                 crash_point("sink_rows_written")
                 if advance_to:
                     self._write_offsets(conn, advance_to)
@@ -543,9 +554,10 @@ class WarehouseSink:
         kw = {"postgresql_on_commit": "DROP"} if self.dialect == "postgresql" else {}
         return sa.Table(STAGE_TABLE, md, *cols, prefixes=prefixes, **kw)
 
-    def _write(self, conn: Connection, rows: pa.Table, counts: BatchCounts) -> None:
-        names = [c.name for c in self.table.columns]
-        if (self.dialect == "postgresql" and self.tombstones is None and self._try_direct
+    def _write(self, conn: Connection, rows: pa.Table, counts: BatchCounts, keep: tuple[str, ...] = ()) -> None:
+        """`keep`: columns the rows did not send (unchanged TOAST): the upsert leaves them alone."""
+        names = [c.name for c in self.table.columns if c.name not in keep]
+        if (self.dialect == "postgresql" and self.tombstones is None and self._try_direct and not keep
                 and ("_deleted" not in rows.column_names or not pc.any(rows.column("_deleted")).as_py())):
             if self._copy_direct(conn, rows.select(names)):
                 counts.inserted += rows.num_rows
@@ -555,7 +567,6 @@ class WarehouseSink:
         if self.dialect != "postgresql":
             conn.execute(sa.text(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE IF EXISTS {STAGE_TABLE}"))
         stage.create(conn)
-        names = [c.name for c in self.table.columns]
         deleted = (pc.fill_null(rows.column("_deleted"), False) if "_deleted" in rows.column_names
                    else pa.array([False] * rows.num_rows, pa.bool_()))
         data = rows.select(names).append_column("_deleted", deleted)

@@ -16,6 +16,7 @@ import click
 from connectors.settings import load_settings
 from orchestration.cli import (
     broker,
+    cdc,
     demo,
     flow,
     lake,
@@ -82,6 +83,7 @@ cli.add_command(warehouse.group)
 cli.add_command(status.command)
 cli.add_command(flow.group)
 cli.add_command(table.group)
+cli.add_command(cdc.group)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -29,11 +29,19 @@ def command(settings: Settings, products: tuple[str, ...], as_json: bool) -> Non
     from orchestration.cli.flow import flow_status
 
     statuses = collect_status(settings, list(products) or None)
+    from orchestration.cli.cdc import (  # change data capture: slots, WAL, lag
+        render_rows,
+        status_rows,
+    )
+
+    cdc = status_rows(settings, list(products) or None)
     flow = [f for f in flow_status(settings) if not products or f["product"] in products]
     if as_json:
-        click.echo(json.dumps({**status_json(statuses), "flow_subscriptions": flow}, indent=2))
+        click.echo(json.dumps({**status_json(statuses), "flow_subscriptions": flow, "cdc": cdc}, indent=2))
     else:
         render_status(statuses)
+        for line in render_rows(cdc):
+            click.echo(line)
         for f in flow:  # subscriptions of other organisations (flowsuite flow list)
             lag = ", ".join(f"p{p}: {v['lag'] if v['lag'] is not None else '?'}" for p, v in f["partitions"].items())
             click.echo(f"flow {f['product']} → {f['org']} {f['id'][:8]}: {f['state']}, delivered {f['delivered']:,}, "

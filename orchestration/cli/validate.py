@@ -42,3 +42,8 @@ def command(settings: Settings, products_dir: Path | None) -> None:
         return exit_with(1)
     for source in sources:
         click.echo(f"OK source {source.name}: table {source.table} ({source.mode}) → product {source.product}")
+        if source.mode == "cdc":  # against the product and, when it answers, the server
+            from connectors.sources.cdc.checks import source_warnings
+
+            for warning in source_warnings(source, next(s for s in specs if s.name == source.product)):
+                click.echo(f"WARN source {source.name}: {warning}")

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from connectors.settings import Settings
-from orchestration.demo import flow, formats, gateway, sections, table
+from orchestration.demo import cdc, flow, formats, gateway, sections, table
 from orchestration.demo.ingest import (
     LOCAL_DAGSTER_YAML,
     QUIET_LOGGERS,
@@ -41,6 +41,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("partners: legacy table → CloudEvents → lake and warehouse", flow.partners_section),
     ("one count: partner_engagement in the lake and the warehouse", flow.engagement_section),
     ("clicks_avro: Avro in three schema versions → lake", formats.avro_section),
+    ("orders: PostgreSQL change data capture → lake and warehouse", cdc.orders_section),
     ("world wide flow: partner p-001 subscribes to its clicks", gateway.gateway_section),
     ("hourly compaction of closed hours", sections.compaction_section),
     ("warehouse", sections.warehouse_section),

@@ -225,7 +225,8 @@ def test_declarations_load_and_bad_ones_say_where(tmp_path):
 
     products = load_specs(REPO / "dataproducts")
     sources = load_sources(REPO / "dataproducts", products)
-    assert [s.name for s in sources] == ["partners_crm"] and sources[0].mode == "timestamp+incrementing"
+    assert [s.name for s in sources] == ["partners_crm", "shop_orders"] and sources[0].mode == "timestamp+incrementing"
+    assert sources[1].mode == "cdc" and sources[1].product == "orders"  # change data capture (docs/cdc.md)
     assert sources[0].resolved_url({"FLOWSUITE_HOME": "/h"}) == "sqlite:////h/legacy.db"
     assert sources[0].resolved_url({"FLOWSUITE_HOME": "/h", "FLOWSUITE_LEGACY_URL": "postgresql://x/y"}) == "postgresql://x/y"
     (tmp_path / "sources").mkdir()

@@ -1,0 +1,158 @@
+"""The declaration of a change-data-capture source: `dataproducts/sources/<name>.yaml`, `mode: cdc`.
+
+```yaml
+name: shop_orders
+product: orders
+mode: cdc
+connection:
+  url: "postgresql://cdc:${SHOP_PG_PASSWORD}@db.internal:5432/shop"
+table: orders            # one table per source file
+schema: public
+publication: flowsuite_shop_orders   # created FOR TABLE public.orders when missing
+slot: flowsuite_shop_orders          # a logical slot with the pgoutput plugin, created when missing
+max_retained_wal: 1GB                # the Dagster check fails above this
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from connectors.settings import load_settings
+from connectors.spec import IDENTIFIER, SpecModel, parse_duration
+
+
+class CdcError(RuntimeError):
+    """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
+
+
+# The same ${VAR} / ${VAR:-default} syntax as the query-based source (connectors/sources/sql.py,
+# which dispatches `mode: cdc` declarations here, so this module does not import it back).
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return expand_vars(default, env)
+        raise CdcError(f"environment variable {name} is not set (needed by the source connection URL)")
+
+    return _VAR.sub(sub, text)
+
+
+class CdcConnectionSpec(SpecModel):
+    url: str = Field(description="postgresql:// URL; ${VAR} and ${VAR:-default} come from the environment")
+
+
+class CdcCloudEventsSpec(SpecModel):
+    source: str | None = None  # ce_source; default /flowsuite/cdc/<name>
+    type: str | None = None  # ce_type; default flowsuite.cdc.<table>.change
+
+_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # what PostgreSQL allows for a replication slot
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """'512MB', '1GB', or a number of bytes → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size such as '512MB' or '2GB', got {value!r}")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+
+
+class CdcSourceSpec(SpecModel):
+    """Change data capture of one PostgreSQL table into one CloudEvents data product."""
+
+    name: str
+    product: str
+    mode: Literal["cdc"]
+    owner: str | None = None
+    description: str = ""
+    connection: CdcConnectionSpec
+    table: str
+    table_schema: str = Field(default="public", alias="schema")
+    publication: str | None = None
+    slot: str | None = None
+    key: list[str] = Field(default_factory=list)  # default: the product's key
+    max_batch_changes: int = Field(default=5000, ge=1)  # changes published per acknowledge → record step
+    idle_feedback: timedelta = timedelta(seconds=1)  # confirm the server's position this often when idle
+    max_retained_wal: int = Field(default=1024**3)  # bytes; the Dagster check fails above it
+    poll_interval: timedelta = timedelta(seconds=30)  # the sensor's minimum interval
+    topic_partitions: int = Field(default=1, ge=1, le=1)  # one: a truncate orders against every key
+    cloudevents: CdcCloudEventsSpec = CdcCloudEventsSpec()
+
+    @field_validator("name", "product")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+    @field_validator("table", "table_schema", "publication")
+    @classmethod
+    def _sql_name(cls, v: str | None) -> str | None:
+        if v is not None and not _SQL_NAME.match(v):
+            raise ValueError(f"{v!r} is not a plain SQL identifier")
+        return v
+
+    @field_validator("slot")
+    @classmethod
+    def _slot(cls, v: str | None) -> str | None:
+        if v is not None and not _SLOT_NAME.match(v):
+            raise ValueError(f"slot name {v!r} may hold only lower-case letters, digits and underscores (1-63)")
+        return v
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("idle_feedback", "poll_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @field_validator("max_retained_wal", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    @property
+    def slot_name(self) -> str:
+        return self.slot or f"flowsuite_{self.name}"
+
+    @property
+    def publication_name(self) -> str:
+        return self.publication or f"flowsuite_{self.name}"
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.table_schema}.{self.table}"
+
+    @property
+    def ce_source(self) -> str:
+        return self.cloudevents.source or f"/flowsuite/cdc/{self.name}"
+
+    @property
+    def ce_type(self) -> str:
+        return self.cloudevents.type or f"flowsuite.cdc.{self.table}.change"
+
+    def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
+        """The connection URL with ${VAR} / ${VAR:-default} filled in from the environment."""
+        env = dict(os.environ if env is None else env)
+        if "FLOWSUITE_HOME" not in env:
+            env["FLOWSUITE_HOME"] = str(load_settings(env).home)
+        return expand_vars(self.connection.url, env)

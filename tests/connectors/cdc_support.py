@@ -1,0 +1,152 @@
+"""Shared pieces of the change-data-capture tests (tests/conftest.py exposes the fixtures): a throwaway PostgreSQL cluster with
+wal_level=logical (orchestration/services/pg_cluster.py) for the session, a fresh database per test,
+the `orders` product and source declarations, and a reader of the topic's events."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.spec import DataProductSpec
+from orchestration.services.pg_cluster import ClusterError, PgCluster, find_bin_dir
+
+REPO = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def _unavailable(message: str) -> None:
+    """Skip locally; fail under CI (as tests/conftest.py does; imported by it, so not from it)."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: services must be running; see .ci/run)", pytrace=False)
+    pytest.skip(message)
+
+ORDERS_DDL = """
+CREATE TABLE orders (
+    id bigint PRIMARY KEY,
+    customer text NOT NULL,
+    amount numeric(12, 4),
+    status text,
+    placed_at timestamptz,
+    note text,
+    attrs jsonb,
+    blob bytea,
+    tags text[]
+)
+"""
+
+
+@pytest.fixture(scope="session")
+def pg_logical() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster with wal_level=logical for the whole session."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin")
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        _unavailable(f"cannot start a throwaway PostgreSQL cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cdc_db(pg_logical: PgCluster) -> Iterator[str]:
+    """A fresh database in the logical cluster, with its slots dropped at the end."""
+    name = f"cdc_{uuid.uuid4().hex[:10]}"
+    sql_autocommit(pg_logical.url, f"CREATE DATABASE {name}")
+    try:
+        yield pg_logical.database_url(name)
+    finally:  # a new connection: the test may have restarted the server
+        sql_autocommit(pg_logical.url,
+                       "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       f"WHERE database = '{name}' AND active_pid IS NOT NULL",
+                       f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'",
+                       f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def sql_autocommit(url: str, *statements: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for s in statements:
+                cur.execute(s)
+    finally:
+        conn.close()
+
+
+def sql(url: str, *statements: str, args: tuple | None = None) -> list:
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            out = []
+            for s in statements:
+                cur.execute(s, args)
+                out = cur.fetchall() if cur.description else out
+            return out
+    finally:
+        conn.close()
+
+
+def orders_product(topic: str, **changes) -> DataProductSpec:
+    data = {
+        "name": "orders", "owner": "team:shop", "topic": topic, "format": "cloudevents", "key": "id",
+        "fields": [
+            {"name": "id", "type": "int64", "required": True},
+            {"name": "customer", "type": "string", "required": True},
+            {"name": "amount", "type": "string"},
+            {"name": "status", "type": "string"},
+            {"name": "placed_at", "type": "timestamp"},
+            {"name": "note", "type": "string"},
+            {"name": "attrs", "type": "string"},
+            {"name": "blob", "type": "bytes"},
+            {"name": "tags", "type": "string"},
+        ],
+        "event_time": {"source": "ce_time", "fallback": "kafka_timestamp"},
+        "partitioning": {"start": "2020-01-01T00:00:00Z"},
+        "cloudevents": {"dedupe_on_id": True, "data_layout": "debezium"},
+        "sinks": {"database": {"table": "orders", "deletes": "tombstone"}},
+    }
+    data.update(changes)
+    return DataProductSpec.model_validate(data)
+
+
+def orders_source(url: str, **changes) -> CdcSourceSpec:
+    data = {"name": "shop_orders", "product": "orders", "mode": "cdc", "connection": {"url": url},
+            "table": "orders", "idle_feedback": "1s", "max_batch_changes": 500}
+    data.update(changes)
+    return CdcSourceSpec.model_validate(data)
+
+
+def read_events(bootstrap: str, topic: str, partitions: int = 1) -> list[dict]:
+    """Every record of the topic in offset order: key, headers, parsed value (None: tombstone)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-cdc", "enable.partition.eof": True,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    out, done = [], set()
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        while len(done) < partitions:
+            for m in consumer.consume(10_000, timeout=0.2):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        done.add(m.partition())
+                        continue
+                    raise RuntimeError(m.error().str())
+                headers = {k: v.decode() for k, v in (m.headers() or [])}
+                out.append({"key": m.key().decode() if m.key() is not None else None, "headers": headers,
+                            "data": json.loads(m.value()) if m.value() is not None else None,
+                            "offset": m.offset()})
+    finally:
+        consumer.close()
+    return out
