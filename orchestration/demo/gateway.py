@@ -113,7 +113,7 @@ def _compare_counts(demo, events_file: Path) -> list[str]:
     for e in received:
         if e["data"].get("kind") == "click":
             clicks_by_hour.setdefault(e["time"][:13].replace("T", "-"), set()).add(e["data"]["event_id"])
-    served = {r["hour"].strftime("%Y-%m-%d-%H"): r["clicks"] for r in read_lake(demo.lake, demo.metastore).to_pylist()
+    served = {r["hour_start"].strftime("%Y-%m-%d-%H"): r["clicks"] for r in read_lake(demo.lake, demo.metastore).to_pylist()
               if r["partner_id"] == PARTNER}
     if not clicks_by_hour or not served:
         return [f"the receiver got {len(received)} event(s); nothing to compare yet"]

@@ -80,10 +80,14 @@ def _read_hint(demo: Demo) -> list[str]:
     sealed = sorted(demo.metastore.marked_hours(demo.spec.name))
     if not sealed:
         return [f"read the live files of an hour exactly: flowsuite read {demo.spec.name} --hour <YYYY-MM-DD-HH>"]
-    return [
+    lines = [
         f"read the sealed hours exactly (the metastore's live files, never a directory glob, which would also "
         f"read open hours and an hour mid-compaction twice): flowsuite read {demo.spec.name} --from {sealed[0]} --to {sealed[-1]}",
     ]
+    if demo.spec.sinks.lake.iceberg.enabled:
+        lines.append(f"or through the Iceberg table flowsuite.{demo.spec.name} from any engine "
+                     f"(`flowsuite table {demo.spec.name}`; docs/lake.md)")
+    return lines
 
 
 def compaction_section(demo: Demo) -> list[str]:
