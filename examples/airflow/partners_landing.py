@@ -1,0 +1,49 @@
+"""Airflow example: Airflow alone owns `partners` — land it, then compact its closed hours.
+
+Every 10 minutes the land task consumes the topic from the committed offsets and the compact
+task rewrites each closed hour that is due (new, reopened by late records, unmarked); each
+updates its asset, `flowsuite://partners/landed` and `flowsuite://partners/hourly`, so the
+third DAG here runs on data, not on time: whenever hours of partners were compacted.
+
+A retry or a second run at once is harmless: the metastore's claims let one try write each
+offset range and each hour, and a retry takes over the claims of the try that died.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Asset, task
+
+from flowsuite_airflow.operators.flowsuite import FlowsuiteCompactOperator, FlowsuiteLandOperator
+
+with DAG(
+    dag_id="flowsuite_partners",
+    schedule=timedelta(minutes=10),
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["flowsuite", "example"],
+):
+    land = FlowsuiteLandOperator(task_id="land_partners", product="partners")
+    compact = FlowsuiteCompactOperator(task_id="compact_partners", product="partners")
+    land >> compact
+
+
+with DAG(
+    dag_id="flowsuite_partners_compacted",
+    schedule=[Asset("flowsuite://partners/hourly")],  # data-aware: after each compaction
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    tags=["flowsuite", "example"],
+):
+
+    @task(inlets=[Asset("flowsuite://partners/hourly")])
+    def announce(*, inlet_events=None) -> list[str]:
+        events = inlet_events[Asset("flowsuite://partners/hourly")] if inlet_events else []
+        hours = sorted({h for e in events for h in (e.extra or {}).get("hours", [])})
+        print(f"partners hours compacted: {hours}")
+        return hours
+
+    announce()
