@@ -11,6 +11,7 @@ offset range and each hour, and a retry takes over the claims of the try that di
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, task
@@ -23,10 +24,16 @@ with DAG(
     start_date=datetime(2026, 11, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=float(os.environ.get("FLOWSUITE_AIRFLOW_RETRY_DELAY", "30"))),
+    },
     tags=["flowsuite", "example"],
 ):
-    land = FlowsuiteLandOperator(task_id="land_partners", product="partners")
+    land = FlowsuiteLandOperator(
+        task_id="land_partners", product="partners",
+        batch_size=int(os.environ.get("FLOWSUITE_AIRFLOW_BATCH_SIZE", "10000")),  # records per read
+    )
     compact = FlowsuiteCompactOperator(task_id="compact_partners", product="partners")
     land >> compact
 
