@@ -15,15 +15,12 @@ from collections import Counter
 import pytest
 import yaml
 
-from connectors.compaction import compact_closed_hours, read_marker
-from connectors.demo_data import generate_clicks, produce
-from connectors.lake import SUCCESS, Lake, S3Options, hour_dir
-from connectors.landing import land
+from connectors.flows import compact_closed_hours, land, read_marker, replay_hour
+from connectors.lake import SUCCESS, Lake, S3Options, hour_dir, live_files_between, read_rows
 from connectors.metastore import Metastore
-from connectors.readers import live_files_between, read_rows
-from connectors.replay import replay_hour
+from connectors.settings import REPO_ROOT
+from examples.demo_data import generate_clicks, produce
 from orchestration.cli import main
-from orchestration.settings import REPO_ROOT
 from tests.connectors.compaction_helpers import HOURS, LATER, NOW, clicks_spec, land_in_rounds
 from tests.connectors.test_compaction import _assert_exactly_once, _child
 from tests.s3_faults import FaultyS3Proxy
@@ -136,7 +133,7 @@ def test_compaction_crash_then_rerun_is_exactly_once_on_s3(kafka_bootstrap, topi
     proc = _child(spec, lake, str(metastore.engine.url), HOURS, crash_at)  # S3 env is inherited
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    time.sleep(1.2)  # the dead child's lease runs out
+    metastore.clock = lambda: time.time() + 1.2  # the dead child's lease (1 s) has run out, without waiting
     _, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
     assert not skipped, skipped
     _assert_exactly_once(spec, lake, metastore, expected)
