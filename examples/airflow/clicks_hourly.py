@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, task
-
 from flowsuite_airflow.sensors.flowsuite import PREVIOUS_HOUR, FlowsuiteHourSensor
 
 

@@ -15,7 +15,6 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, task
-
 from flowsuite_airflow.operators.flowsuite import FlowsuiteCompactOperator, FlowsuiteLandOperator
 
 with DAG(

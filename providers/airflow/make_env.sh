@@ -31,7 +31,7 @@ else
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$ROOT" -e "$HERE"
 fi
 # The engine imports without Dagster, the provider with Airflow, and Airflow sees the provider.
-"$VENV/bin/python" -c 'import connectors.landing, connectors.compaction, connectors.sql_sink, connectors.quarantine, connectors.cloudevents
+"$VENV/bin/python" -c 'import connectors.flows, connectors.warehouse, connectors.formats, connectors.settings
 import flowsuite_airflow.operators.flowsuite, flowsuite_airflow.sensors.flowsuite, flowsuite_airflow.triggers.flowsuite
 import sys; assert "dagster" not in sys.modules'
 echo "make_env.sh: $VENV ready in $(( $(date +%s) - started ))s"

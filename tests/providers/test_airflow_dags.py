@@ -15,27 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.compaction import compact_hour
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import compact_hour, land
 from connectors.lake import Lake, hour_key
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
-from tests.conftest import _unavailable
+from examples.demo_data import generate_clicks, produce
 from tests.providers import airflow_support as af
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_TEST_TIMEOUT_S = 240  # an `airflow dags test` takes ~30-60 s on 2 busy cores
-
-
-@pytest.fixture(scope="session")
-def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reason = af.missing_reason()
-    if reason:
-        _unavailable(reason)
-    home = tmp_path_factory.mktemp("airflow-template")
-    af.migrate(home)
-    return home
 
 
 @pytest.fixture

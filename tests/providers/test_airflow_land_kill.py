@@ -23,14 +23,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-import pytest
 import yaml
 from confluent_kafka import Producer
 
-from connectors.cloudevents import binary_headers
+from connectors.formats import binary_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from tests.conftest import _unavailable
 from tests.providers import airflow_support as af
 from tests.support import read_topic
 
@@ -87,18 +85,8 @@ def _task_processes(root: int) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reason = af.missing_reason()
-    if reason:
-        _unavailable(reason)
-    home = tmp_path_factory.mktemp("airflow-kill-template")
-    af.migrate(home)
-    return home
-
-
 def test_land_operator_sigkilled_mid_run_and_retried_by_airflow_lands_every_record_once(
-        migrated, kafka_bootstrap, make_topic, tmp_path):
+        airflow_template, kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=2)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
     _produce_partners(kafka_bootstrap, topic, hour, RECORDS)
@@ -111,7 +99,7 @@ def test_land_operator_sigkilled_mid_run_and_retried_by_airflow_lands_every_reco
     fs_home = tmp_path / "flowsuite"
     metastore_url = f"sqlite:///{fs_home / 'metastore.db'}"
     port = _free_port()
-    env = af.airflow_env(af.fresh_home(migrated, tmp_path / "airflow"), {
+    env = af.airflow_env(af.fresh_home(airflow_template, tmp_path / "airflow"), {
         "FLOWSUITE_HOME": str(fs_home), "FLOWSUITE_METASTORE_URL": metastore_url,
         "FLOWSUITE_LAKE_URL": str(fs_home / "lake"), "FLOWSUITE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FLOWSUITE_PRODUCTS_DIR": str(products),

@@ -9,7 +9,6 @@ from __future__ import annotations
 from urllib.parse import SplitResult
 
 from connectors.spec import IDENTIFIER
-
 from flowsuite_airflow.engine import ASSETS
 
 

@@ -9,37 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import connectors
-from connectors.compaction import merge_ranges, normalize_hour
-from connectors.lake import Lake
+from connectors.flows.compaction import merge_ranges
+from connectors.lake import Lake, S3Options, normalize_hour
 from connectors.metastore import Metastore
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec, load_specs
-
-# The repository holding `connectors/` (an editable install): where the defaults live.
-REPO_ROOT = Path(connectors.__file__).resolve().parent.parent
-DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 
 # The assets the operators update, as `flowsuite://<product>/<asset>` (Dagster's asset keys).
 ASSETS = ("landed", "hourly", "warehouse")
 
-# Kafka client settings that may come from the environment (as in orchestration/resources.py).
-KAFKA_ENV_SETTINGS = {
-    "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": "security.protocol",
-    "FLOWSUITE_KAFKA_SASL_MECHANISM": "sasl.mechanism",
-    "FLOWSUITE_KAFKA_SASL_USERNAME": "sasl.username",
-    "FLOWSUITE_KAFKA_SASL_PASSWORD": "sasl.password",
-    "FLOWSUITE_KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
-    "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
-}
 # Connection extras that replace the environment's settings (same meaning, lower case).
 CONFIG_KEYS = ("metastore_url", "lake_url", "warehouse_url", "kafka_bootstrap", "products_dir")
 
@@ -54,22 +38,17 @@ class FlowsuiteConfig:
     kafka_bootstrap: str
     products_dir: Path
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
+    s3: S3Options = field(default_factory=S3Options, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FlowsuiteConfig:
-        """DESIGN.md's variables, with the same defaults as the CLI and Dagster."""
-        env = dict(os.environ if env is None else env)
-        home = Path(env.get("FLOWSUITE_HOME") or REPO_ROOT / ".flowsuite").resolve()
-        products_dir = Path(env.get("FLOWSUITE_PRODUCTS_DIR") or REPO_ROOT / "dataproducts")
-        if not products_dir.is_absolute():
-            products_dir = (REPO_ROOT / products_dir).resolve()
+        """connectors.settings: the variables and defaults of the CLI and Dagster."""
+        settings = load_settings(env)
         return cls(
-            metastore_url=env.get("FLOWSUITE_METASTORE_URL") or f"sqlite:///{home / 'metastore.db'}",
-            lake_url=env.get("FLOWSUITE_LAKE_URL") or str(home / "lake"),
-            warehouse_url=env.get("FLOWSUITE_WAREHOUSE_URL") or f"sqlite:///{home / 'warehouse.db'}",
-            kafka_bootstrap=env.get("FLOWSUITE_KAFKA_BOOTSTRAP") or DEFAULT_KAFKA_BOOTSTRAP,
-            products_dir=products_dir,
-            kafka_config={s: env[v] for v, s in KAFKA_ENV_SETTINGS.items() if env.get(v)},
+            metastore_url=settings.metastore_url, lake_url=settings.lake_url,
+            warehouse_url=settings.warehouse_url, kafka_bootstrap=settings.kafka_bootstrap,
+            products_dir=settings.products_dir, kafka_config=settings.kafka_client_config(),
+            s3=S3Options.from_settings(settings),
         )
 
     def with_extras(self, extras: Mapping[str, Any], *, login: str | None = None,
@@ -95,7 +74,7 @@ class FlowsuiteConfig:
         return specs[product]
 
     def lake(self) -> Lake:
-        return Lake(self.lake_url)
+        return Lake(self.lake_url, self.s3)
 
     def metastore(self) -> Metastore:
         return shared_metastore(self.metastore_url)

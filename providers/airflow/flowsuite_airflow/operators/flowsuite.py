@@ -16,7 +16,13 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from flowsuite_airflow.engine import FlowsuiteConfig, asset_uri, claim_run_id, normalize_hour, try_is_dead
+from flowsuite_airflow.engine import (
+    FlowsuiteConfig,
+    asset_uri,
+    claim_run_id,
+    normalize_hour,
+    try_is_dead,
+)
 from flowsuite_airflow.hooks.flowsuite import FlowsuiteHook
 
 
@@ -63,7 +69,7 @@ class FlowsuiteLandOperator(_FlowsuiteOperator):
         self.batch_size, self.lease_s = batch_size, lease_s
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from connectors.landing import land
+        from connectors.flows import land
 
         config = self.config()
         run_id = self.run_id(context)
@@ -114,7 +120,7 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
         self.hours, self.force, self.lease_s = hours, force, lease_s
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from connectors.compaction import HourBlockedError, compact_hour, hours_due
+        from connectors.flows import HourBlockedError, compact_hour, hours_due
         from connectors.metastore import ClaimHeldError
 
         config = self.config()
@@ -163,7 +169,7 @@ class FlowsuiteSyncOperator(_FlowsuiteOperator):
         self.warehouse_url = warehouse_url
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from connectors.sql_sink import sync
+        from connectors.warehouse import sync
 
         config = self.config()
         r = sync(config.spec(self.product), lake=config.lake(), metastore=config.metastore(),
@@ -191,7 +197,7 @@ class FlowsuiteReplayQuarantineOperator(_FlowsuiteOperator):
         self.dry_run = dry_run
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from connectors.quarantine import replay_quarantine
+        from connectors.flows import replay_quarantine
 
         config = self.config()
         r = replay_quarantine(config.spec(self.product), lake=config.lake(), metastore=config.metastore(),
