@@ -1,9 +1,10 @@
-"""Airflow example: Airflow alone owns `partners` — land it, then compact its closed hours.
+"""Airflow example: Airflow alone owns `partners` — land it, compact its closed hours, sync it.
 
-Every 10 minutes the land task consumes the topic from the committed offsets and the compact
-task rewrites each closed hour that is due (new, reopened by late records, unmarked); each
-updates its asset, `flowsuite://partners/landed` and `flowsuite://partners/hourly`, so the
-third DAG here runs on data, not on time: whenever hours of partners were compacted.
+Every 10 minutes the land task consumes the topic from the committed offsets, the compact
+task rewrites each closed hour that is due (new, reopened by late records, unmarked) and the
+sync task brings the warehouse table `partners` (latest version per partner) up to the lake;
+each updates its asset, `flowsuite://partners/landed`, `.../hourly`, `.../warehouse`, so the
+second DAG here runs on data, not on time: whenever hours of partners were compacted.
 
 A retry or a second run at once is harmless: the metastore's claims let one try write each
 offset range and each hour, and a retry takes over the claims of the try that died.
@@ -15,7 +16,11 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, task
-from flowsuite_airflow.operators.flowsuite import FlowsuiteCompactOperator, FlowsuiteLandOperator
+from flowsuite_airflow.operators.flowsuite import (
+    FlowsuiteCompactOperator,
+    FlowsuiteLandOperator,
+    FlowsuiteSyncOperator,
+)
 
 with DAG(
     dag_id="flowsuite_partners",
@@ -34,7 +39,8 @@ with DAG(
         batch_size=int(os.environ.get("FLOWSUITE_AIRFLOW_BATCH_SIZE", "10000")),  # records per read
     )
     compact = FlowsuiteCompactOperator(task_id="compact_partners", product="partners")
-    land >> compact
+    sync = FlowsuiteSyncOperator(task_id="sync_partners", product="partners")  # latest row per partner
+    land >> [compact, sync]
 
 
 with DAG(

@@ -6,7 +6,8 @@ API only, on loopback). The test kills the landing try with SIGKILL while it hol
 claim and has files pending; Airflow marks the try failed and retries it; the retry takes
 the dead try's claims over at once (an earlier try of the same task instance), deletes its
 pending files and lands the range again. Every record of the topic is then in exactly one
-live file, nothing is pending, and the lake holds no file the metastore does not list.
+live file, nothing is pending, and the lake holds no file the metastore does not list; the
+compact and sync tasks that follow make the hour whole and the warehouse current.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from confluent_kafka import Producer
 from connectors.formats import binary_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
+from connectors.spec import parse_spec_file
+from connectors.warehouse import WarehouseSink
 from tests.providers import airflow_support as af
 from tests.support import read_topic
 
@@ -162,3 +165,13 @@ def test_land_operator_sigkilled_mid_run_and_retried_by_airflow_lands_every_reco
     # And the compact task that followed made the hour whole.
     rec = metastore.hour("partners", hour.strftime("%Y-%m-%d-%H"))
     assert rec.state == "compacted" and metastore.marked_hours("partners")[rec.hour] == rec.generation
+    # The sync task: the warehouse holds the latest version (updated_at) of every partner.
+    latest: dict[str, tuple[datetime, int]] = {}
+    for i in range(RECORDS):
+        pid, updated = f"p-{i % 1000:03d}", hour + timedelta(seconds=i % 3600, microseconds=i)
+        latest[pid] = max(latest.get(pid, (updated, i)), (updated, i))
+    sink = WarehouseSink(parse_spec_file(products / "partners.yaml"), f"sqlite:///{fs_home / 'warehouse.db'}")
+    try:
+        assert {r["partner_id"]: r["id"] for r in sink.read_rows()} == {p: i for p, (_, i) in latest.items()}
+    finally:
+        sink.dispose()
