@@ -6,8 +6,10 @@ sync task brings the warehouse table `partners` (latest version per partner) up 
 each updates its asset, `flowsuite://partners/landed`, `.../hourly`, `.../warehouse`, so the
 second DAG here runs on data, not on time: whenever hours of partners were compacted.
 
-A retry or a second run at once is harmless: the metastore's claims let one try write each
-offset range and each hour, and a retry takes over the claims of the try that died.
+`flowsuite_partners_replay`, triggered by hand, lands the quarantined records that pass once
+the spec was fixed. A retry or a second run at once is harmless: the metastore's claims let
+one try write each offset range, hour and quarantine file, and a retry takes over the claims
+of the try that died.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from airflow.sdk import DAG, Asset, task
 from flowsuite_airflow.operators.flowsuite import (
     FlowsuiteCompactOperator,
     FlowsuiteLandOperator,
+    FlowsuiteReplayQuarantineOperator,
     FlowsuiteSyncOperator,
 )
 
@@ -59,3 +62,13 @@ with DAG(
         return hours
 
     announce()
+
+
+with DAG(
+    dag_id="flowsuite_partners_replay",
+    schedule=None,  # by hand, after the spec was fixed to accept what it quarantined
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    tags=["flowsuite", "example"],
+):
+    FlowsuiteReplayQuarantineOperator(task_id="replay_partners_quarantine", product="partners")
