@@ -9,6 +9,7 @@ for each test (a migration costs ~20 s; a copy nothing).
 from __future__ import annotations
 
 import csv
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,14 @@ def flowsuite_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
 
 @pytest.fixture
 def airflow_env(airflow_template: Path, tmp_path: Path, flowsuite_env: dict[str, str]) -> dict[str, str]:
-    return af.airflow_env(af.fresh_home(airflow_template, tmp_path / "airflow"), flowsuite_env)
+    """Airflow finds the metastore and the lake through a `flowsuite` connection, not the
+    environment, whose FLOWSUITE_HOME points elsewhere: were the connection ignored, the
+    sensor would wait on an empty metastore until the test's timeout."""
+    conn = {"conn_type": "flowsuite", "extra": {"metastore_url": flowsuite_env["FLOWSUITE_METASTORE_URL"],
+                                                "lake_url": flowsuite_env["FLOWSUITE_LAKE_URL"]}}
+    env = {k: v for k, v in flowsuite_env.items() if k not in ("FLOWSUITE_METASTORE_URL", "FLOWSUITE_LAKE_URL")}
+    env |= {"FLOWSUITE_HOME": str(tmp_path / "not-this-home"), "AIRFLOW_CONN_FLOWSUITE_DEFAULT": json.dumps(conn)}
+    return af.airflow_env(af.fresh_home(airflow_template, tmp_path / "airflow"), env)
 
 
 def _clicks(topic: str):
@@ -138,3 +146,4 @@ def test_blocked_hour_fails_the_sensor_with_the_reason(airflow_env, flowsuite_en
     assert "running trigger in line" not in out  # failed at once, not after a wait
     assert "DagRun failed" in out or "state=failed" in out
     assert not (Path(flowsuite_env["FLOWSUITE_REPORTS_DIR"]) / "clicks_daily").exists()
+    assert not (tmp_path / "not-this-home" / "metastore.db").exists()  # the connection was used
