@@ -239,7 +239,14 @@ def replay_quarantine(
     for done, qf in enumerate(todo):
         if progress is not None:
             progress(done, len(todo))
-        table = lake.read_table(qf.path)
+        try:
+            table = lake.read_table(qf.path)
+        except FileNotFoundError:
+            if metastore.file_states([qf.path]).get(qf.path) == "committed":
+                raise  # live but missing: not ours to explain away
+            # Replayed (and deleted) by another run since it was listed: nothing left to land.
+            results.append(ReplayedFile(qf.path, 0, 0, 0, skipped=f"{qf.path} was replayed by another run meanwhile"))
+            continue
         if table.num_rows == 0:
             continue
         topic = table.column("_topic")[0].as_py()
@@ -284,11 +291,17 @@ def _replay_file(
     rid = replay_id(qf.path)
     claim = f"replay/{rid}"
     metastore.claim(spec.name, claim, owner, run_id, lease_s, on_delete=lake.delete)
+    # The file was listed before the claim was ours: another replay may have landed it since
+    # (two replays at once). Its output files carry the same names, so stop before touching them.
+    if metastore.file_states([qf.path]).get(qf.path) != "committed":
+        metastore.release(spec.name, claim, owner)
+        raise CommitConflictError(f"{spec.name}: quarantine file {qf.path} was replayed by another run meanwhile")
     partition = int(qf.partition or 0)
     start = int(qf.start_offset or 0)
     base = f"{topic}+{partition}+{start}"
     landed: list[tuple[FileStats, str]] = []
     plan: list[tuple[str, str, str, pa.Table]] = []  # (path, kind, hour, rows)
+    registered: list[str] = []  # registered pending by this attempt: the only files it may delete
     try:
         hour_col = pa.array(hours, pa.string())
         for h in sorted(set(hours)):
@@ -301,6 +314,7 @@ def _replay_file(
                 path, product=spec.name, kind=kind, hour=h, claim=claim, run_id=run_id,
                 partition=partition, start_offset=start,
             )
+            registered.append(path)
         still: list[tuple[FileStats, str]] = []
         for path, kind, h, rows in plan:
             size = lake.write_parquet(path, rows, spec.sinks.lake.row_group_rows)
@@ -310,7 +324,14 @@ def _replay_file(
             landed=landed, still_quarantined=still,
         )
     except BaseException:
-        paths = [p for p, *_ in plan]
+        # Never a file this attempt did not register, and never one that is live: a commit in
+        # doubt may have gone through (as landing's _abandon); unknown states leave all to the
+        # next claimant.
+        try:
+            states = metastore.file_states(registered)
+        except Exception:  # noqa: BLE001
+            states = {}
+        paths = [p for p in registered if states.get(p) == "pending"]
         for path in paths:
             try:
                 lake.delete(path)

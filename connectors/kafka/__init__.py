@@ -37,8 +37,13 @@ from connectors.kafka.stages import (
     T,
     run_ahead,
 )
+from connectors.kafka.waiting import CommittedState, TopicUnavailableError, Waiting, probe_waiting
 
 __all__ = [
+    "CommittedState",
+    "TopicUnavailableError",
+    "Waiting",
+    "probe_waiting",
     "CONSUME_TIMEOUT_S",
     "DLQ_SUFFIX",
     "DeadLetterError",

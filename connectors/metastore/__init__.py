@@ -23,7 +23,6 @@ from connectors.metastore.store import (
     Takeover,
     hour_resource,
     landing_resource,
-    utc_now,
 )
 from connectors.metastore.tables import (
     claims,
@@ -63,5 +62,4 @@ __all__ = [
     "replays",
     "retrying",
     "schema_lock",
-    "utc_now",
 ]

@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     and_,
@@ -722,7 +721,3 @@ def _file_record(r) -> FileRecord:
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -1,0 +1,192 @@
+"""The Airflow-free half of the provider: settings, hour readiness, claim owners.
+
+Everything here imports the engine (`connectors`) and the standard library only, so it is
+tested without Airflow and shared by the hook, the trigger, the sensor and the operators.
+Engine imports that the restructure of the tree moves live in this module alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.flows.compaction import merge_ranges
+from connectors.lake import Lake, S3Options, normalize_hour
+from connectors.metastore import Metastore
+from connectors.settings import load_settings
+from connectors.spec import DataProductSpec, load_specs
+
+# The assets the operators update, as `flowsuite://<product>/<asset>` (Dagster's asset keys).
+ASSETS = ("landed", "hourly", "warehouse")
+
+# Connection extras that replace the environment's settings (same meaning, lower case).
+CONFIG_KEYS = ("metastore_url", "lake_url", "warehouse_url", "kafka_bootstrap", "products_dir")
+
+
+@dataclass(frozen=True)
+class FlowsuiteConfig:
+    """Where flowsuite reads and writes. `repr` hides the URLs: they may hold passwords."""
+
+    metastore_url: str = field(repr=False)
+    lake_url: str
+    warehouse_url: str = field(repr=False)
+    kafka_bootstrap: str
+    products_dir: Path
+    kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
+    s3: S3Options = field(default_factory=S3Options, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FlowsuiteConfig:
+        """connectors.settings: the variables and defaults of the CLI and Dagster."""
+        settings = load_settings(env)
+        return cls(
+            metastore_url=settings.metastore_url, lake_url=settings.lake_url,
+            warehouse_url=settings.warehouse_url, kafka_bootstrap=settings.kafka_bootstrap,
+            products_dir=settings.products_dir, kafka_config=settings.kafka_client_config(),
+            s3=S3Options.from_settings(settings),
+        )
+
+    def with_extras(self, extras: Mapping[str, Any], *, login: str | None = None,
+                    password: str | None = None) -> FlowsuiteConfig:
+        """This configuration with a `flowsuite` connection's fields on top: its extras
+        (CONFIG_KEYS, and `kafka`: librdkafka settings), login/password as SASL credentials."""
+        values: dict[str, Any] = {k: extras[k] for k in CONFIG_KEYS if extras.get(k)}
+        if "products_dir" in values:
+            values["products_dir"] = Path(values["products_dir"])
+        kafka = dict(self.kafka_config)
+        kafka.update({str(k): str(v) for k, v in (extras.get("kafka") or {}).items()})
+        if login:
+            kafka["sasl.username"] = login
+        if password:
+            kafka["sasl.password"] = password
+        return FlowsuiteConfig(**{**self.__dict__, **values, "kafka_config": kafka})
+
+    def spec(self, product: str) -> DataProductSpec:
+        specs = {s.name: s for s in load_specs(self.products_dir)}
+        if product not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            raise ValueError(f"no data product {product!r} in {self.products_dir} (known: {known})")
+        return specs[product]
+
+    def lake(self) -> Lake:
+        return Lake(self.lake_url, self.s3)
+
+    def metastore(self) -> Metastore:
+        return shared_metastore(self.metastore_url)
+
+
+_METASTORES: dict[str, Metastore] = {}
+_METASTORES_LOCK = threading.Lock()
+
+
+def shared_metastore(url: str) -> Metastore:
+    """One engine per process and URL: a triggerer runs many sensors' triggers at once."""
+    with _METASTORES_LOCK:
+        if url not in _METASTORES:
+            if url.startswith("sqlite:///"):  # a fresh FLOWSUITE_HOME: SQLite creates files, not folders
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            _METASTORES[url] = Metastore(url)
+        return _METASTORES[url]
+
+
+def asset_uri(product: str, asset: str) -> str:
+    """`flowsuite://<product>/<asset>`: the Airflow Asset of a product's Dagster asset."""
+    if asset not in ASSETS:
+        raise ValueError(f"unknown flowsuite asset {asset!r} (one of {', '.join(ASSETS)})")
+    return f"flowsuite://{product}/{asset}"
+
+
+# --- is an hour whole? ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourStatus:
+    """`ready` (whole: compacted, marked at its generation, not blocked), `blocked` (a failing
+    quality gate; `reason` says which) or `waiting` (`reason` says for what)."""
+
+    state: str
+    reason: str
+    info: dict[str, Any] | None = None  # when ready: what the sensor returns
+
+
+def _hour_and_marker(metastore: Metastore, product: str, hour: str) -> tuple[Any, int | None]:
+    return metastore.hour(product, hour), metastore.marked_hours(product).get(hour)
+
+
+def hour_status(metastore: Metastore, lake: Lake, product: str, hour: str) -> HourStatus:
+    """Whether `hour` of `product` is whole, from the metastore alone (never a listing).
+
+    The hour and its marker are read before and after its files; if either moved in between
+    (a late record reopened it, a compaction swapped it) the answer is `waiting`, so the
+    files returned are exactly the generation the marker names, on any metastore database.
+    """
+    hour = normalize_hour(hour)
+    rec, marked = _hour_and_marker(metastore, product, hour)
+    if rec is None:
+        return HourStatus("waiting", f"nothing has landed in {product} {hour} yet")
+    if rec.blocked_reason:
+        return HourStatus("blocked", f"{product} {hour} is blocked by a failing quality gate: {rec.blocked_reason}")
+    if rec.state != "compacted":
+        return HourStatus("waiting", f"{product} {hour} is {rec.state}, not compacted (generation {rec.generation})")
+    if marked != rec.generation:
+        seen = "no marker" if marked is None else f"marker of generation {marked}"
+        return HourStatus("waiting", f"{product} {hour} is compacted at generation {rec.generation} but has {seen} "
+                                     "(not closed yet, or the compaction's tail is unfinished)")
+    files = metastore.live_files(product, hour)
+    after, marked_after = _hour_and_marker(metastore, product, hour)
+    if (after, marked_after) != (rec, marked):
+        return HourStatus("waiting", f"{product} {hour} changed while it was read; asking again")
+    stale = [f.path for f in files if f.kind != "compacted" or f.generation != rec.generation]
+    if stale:
+        return HourStatus("waiting", f"{product} {hour}: {len(stale)} live file(s) outside generation {rec.generation}")
+    ranges = merge_ranges(f.ranges for f in files)
+    info = {
+        "product": product,
+        "hour": hour,
+        "generation": rec.generation,
+        "rows": sum(f.rows for f in files),
+        "bytes": sum(f.bytes for f in files),
+        "files": [
+            {"path": f.path, "uri": lake.uri(f.path), "rows": f.rows, "bytes": f.bytes,
+             "offset_ranges": {str(p): r for p, r in sorted((f.ranges or {}).items())}}
+            for f in sorted(files, key=lambda f: f.path)
+        ],
+        # JSON keys are strings: {"0": [[first, last], ...], ...}
+        "offset_ranges": {str(p): r for p, r in sorted(ranges.items())},
+        "compacted_at": rec.compacted_at,
+    }
+    json.dumps(info)  # XCom stores JSON: fail here, not in Airflow, if it ever is not
+    return HourStatus("ready", f"{product} {hour} is whole at generation {rec.generation}", info)
+
+
+# --- claims owned by Airflow task tries -------------------------------------------------------
+
+
+def claim_run_id(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """The run id recorded with metastore claims and files for one try of one task instance.
+
+    The metastore keeps run ids to 64 characters, so the task instance is a digest; the try
+    number stays readable, which is what `try_is_dead` needs."""
+    digest = hashlib.sha1(f"{dag_id}\x00{run_id}\x00{task_id}\x00{map_index}".encode()).hexdigest()[:20]
+    return f"airflow-{digest}-try{int(try_number)}"
+
+
+def try_is_dead(own_run_id: str) -> Callable[[str], bool]:
+    """`is_dead(run_id)` for claim takeover: an earlier try of the same task instance.
+
+    Airflow starts a retry only once the previous try has failed (its process exited or was
+    declared a zombie), so that try's claims can be taken over at once instead of after their
+    lease; any other holder (a Dagster run, another DAG run, the CLI) keeps its lease. Were a
+    zombie try still running, its commit fails anyway: commits compare-and-set the claim."""
+    prefix, _, own_try = own_run_id.rpartition("-try")
+
+    def is_dead(run_id: str) -> bool:
+        other_prefix, _, other_try = run_id.rpartition("-try")
+        return other_prefix == prefix and other_try.isdigit() and int(other_try) < int(own_try)
+
+    return is_dead

@@ -1,0 +1,21 @@
+"""The session's migrated Airflow database, shared by the Airflow tests (a migration costs
+~20-40 s; each test copies the file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _unavailable
+from tests.providers import airflow_support as af
+
+
+@pytest.fixture(scope="session")
+def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = af.missing_reason()
+    if reason:
+        _unavailable(reason)
+    home = tmp_path_factory.mktemp("airflow-template")
+    af.migrate(home)
+    return home
