@@ -32,7 +32,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from connectors.kafka_reader import HistoryLostError, PartitionProbe, consumer_config
 from sensors.offsets import IN_FLIGHT, START_OFFSETS_TAG, _duration, _ended, _read_cursor, offset_run_key
 
-PROBE_CONF = {"fetch.wait.max.ms": 10}  # an idle partition answers at once, not after 100 ms
+PROBE_CONF = {
+    "fetch.wait.max.ms": 10,  # an idle partition answers at once, not after 100 ms
+    # One record per partition is all a probe reads: fetch little and prefetch nothing more
+    # (the broker still returns a whole first batch, whatever its size: KIP-74).
+    "max.partition.fetch.bytes": 1024,
+    "queued.min.messages": 1,
+}
 METADATA_MAX_AGE_S = 30.0
 _metadata: dict[str, tuple[float, dict[str, Any]]] = {}  # bootstrap -> (when, topics)
 _lock = threading.Lock()
@@ -76,6 +82,7 @@ def probe_exact(consumer: Consumer, topic: str, committed: Mapping[int, int],
             else:
                 continue
             del pending[p]
+            consumer.pause([TopicPartition(topic, p)])  # answered: fetch no more of it
         for p, c in list(pending.items()):  # answered with nothing: is the log shorter than c?
             high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1]
             if 0 <= high < c:

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from bench.upsert import COLS, bench_spec, make_rows  # noqa: E402
 from connectors.sql_sink import copy_csv_chunks  # noqa: E402
@@ -173,6 +174,11 @@ def my_stage(cur, data: pa.Table, load: str) -> None:
                 "kind TEXT, cost_micros BIGINT, event_time DATETIME(6), _partition INTEGER, _offset BIGINT)")
     if load == "infile":
         my_load(cur, "stage", data)
+    elif load == "values":
+        from mysql_values import insert_statements
+
+        for sql in insert_statements("stage", data, lambda c: f"`{c}`"):
+            cur.execute(sql)
     else:
         cur.executemany(f"INSERT INTO stage ({', '.join(COLS)}) VALUES ({', '.join(['%s'] * len(COLS))})",
                         my_python_rows(data))
@@ -272,6 +278,7 @@ def run_db(kind: str, args) -> None:
             "COPY (ceiling)": (ceiling, {}, {}),
             "on-conflict (today)": (pg_onconflict, {}, {}),
             "on-conflict, ff70": (pg_onconflict, {"fillfactor": 70}, {}),
+            "on-conflict, ff50": (pg_onconflict, {"fillfactor": 50}, {}),
             "on-conflict, stage kept": (pg_onconflict, {}, {"stage": "temp-keep"}),
             "update+insert": (pg_update_insert, {}, {}),
             "update+insert, ff70": (pg_update_insert, {"fillfactor": 70}, {}),
@@ -312,8 +319,7 @@ def run_db(kind: str, args) -> None:
             "LOAD DATA (ceiling)": (ceiling, {}, {}),
             "odku (today)": (my_odku, {}, {}),
             "odku, LOAD DATA stage": (my_odku, {}, {"load": "infile"}),
-            "update+insert": (my_update_insert, {}, {}),
-            "update+insert, LOAD DATA stage": (my_update_insert, {}, {"load": "infile"}),
+            "odku, Arrow VALUES stage": (my_odku, {}, {"load": "values"}),
             "executemany": (my_executemany, {}, {}),
         }
 
