@@ -220,8 +220,6 @@ def main() -> None:
 def _child(args) -> dict:
     """In a fresh process: pin to `cores`, run `what` (bare loop or landing), report time and peak RSS."""
     what, cores, spec_json, bootstrap, topic, partitions, expected = args
-    import resource
-
     if cores:
         os.sched_setaffinity(0, cores)
     from connectors.spec import DataProductSpec
@@ -229,14 +227,22 @@ def _child(args) -> dict:
     spec = DataProductSpec.model_validate_json(spec_json)
     import connectors.landing  # noqa: F401  (imports off the clock, as in a warm step process)
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _peak_rss_mb()
     if what == "bare":
         took = bare_consume(bootstrap, topic, partitions, expected)
     else:
         took, consumed = land_once(spec, bootstrap, tempfile.mkdtemp(prefix="bench-scale-"))
         assert consumed == expected, (consumed, expected)
-    return {"s": took, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mb": rss_before / 1024}
+    return {"s": took, "rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across
+    fork and exec, so a spawned child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def scale_rows(spec, bootstrap: str, topic: str, partitions: int, n: int, rounds: int) -> list[dict]:
