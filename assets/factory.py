@@ -4,35 +4,22 @@
 (assets/landing.py), the warehouse table (assets/warehouse.py, when the spec has a database
 sink), the hourly compaction (assets/hourly.py) and the standalone quality checks
 (quality/checks.py) — then builds the product's ingest job over
-the landed and warehouse assets and the offset sensor that triggers it. A part whose module is
-not installed is skipped, so the product still loads.
+the landed and warehouse assets and the offset sensor that triggers it. Every part is imported
+here explicitly: a part that fails to import fails the code location.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Callable
-
 import dagster as dg
 
+from assets.hourly import build_hourly_definitions
 from assets.landing import build_landing_definitions, landed_key
+from assets.sources import build_source_definitions
+from assets.warehouse import build_warehouse_definitions
 from connectors.spec import DataProductSpec
 from orchestration.jobs import ingest_job
+from quality.checks import build_quality_definitions
 from sensors.offsets import build_offset_sensor
-
-log = logging.getLogger(__name__)
-
-
-def _optional_builder(module: str, name: str) -> Callable[[DataProductSpec], dg.Definitions] | None:
-    """A part's builder, or None when its module is not there (yet)."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # the module exists but one of its imports is missing: a bug
-            raise
-        return None
-    return getattr(mod, name, None)
 
 
 def warehouse_key(spec: DataProductSpec) -> dg.AssetKey:
@@ -54,18 +41,10 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
     parts = []
     db = spec.sinks.database
     if db is not None and db.enabled:
-        build_warehouse = _optional_builder("assets.warehouse", "build_warehouse_definitions")
-        if build_warehouse is not None:
-            parts.append(build_warehouse(spec))
-    for module, builder in (
-        ("assets.hourly", "build_hourly_definitions"),
-        ("quality.checks", "build_quality_definitions"),  # freshness and volume checks
-        ("assets.sources", "build_source_definitions"),  # a legacy table published to the topic
-        ("assets.engagement", "build_engagement_definitions"),  # partner_engagement, derived from clicks
-    ):
-        build = _optional_builder(module, builder)
-        if build is not None:
-            parts.append(build(spec))
+        parts.append(build_warehouse_definitions(spec))
+    parts.append(build_hourly_definitions(spec))
+    parts.append(build_quality_definitions(spec))  # freshness and volume checks
+    parts.append(build_source_definitions(spec))  # a legacy table published to the topic
 
     # A source connector's <P>/published writes the topic: it is drawn as the landing's parent.
     keys = set().union(*(_asset_keys(d) for d in parts))

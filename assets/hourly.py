@@ -2,12 +2,12 @@
 
 Materializing an hour compacts its live files into `part-g<generation>-<n>.parquet`, verified,
 swapped in the metastore, and marked `_SUCCESS` once the hour is closed
-(`connectors.compaction`). How an hour is rebuilt:
+(`connectors.flows.compaction`). How an hour is rebuilt:
 
 - a normal run (the `hourly_compaction` schedule, "Materialize" in the UI) **compacts**;
 - a **backfill** launched from the UI or `dagster job backfill` (runs tagged `dagster/backfill`),
   a run tagged `flowsuite/mode=replay`, or config `replay: true` **rebuilds by replay** from the
-  stream (`connectors.replay`), falling back to the live files when the topic lost the range;
+  stream (`connectors.flows.replay`), falling back to the live files when the topic lost the range;
   config `replay: false` or the tag `flowsuite/mode=compact` forces compaction.
 
 Backfills use `BackfillPolicy.multi_run(24)`: one run handles up to a day of hours, one after
@@ -25,9 +25,9 @@ import dagster as dg
 
 from assets.metadata import hourly_links
 from assets.runs import dead_run_checker
-from connectors.compaction import CompactionResult, HourBlockedError, compact_hour, normalize_hour
+from connectors.flows import CompactionResult, HourBlockedError, compact_hour, replay_hour
+from connectors.lake import normalize_hour
 from connectors.metastore import ClaimHeldError
-from connectors.replay import replay_hour
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 

@@ -1,6 +1,6 @@
 """The `P/landed` asset of each data product: Kafka offset ranges → hourly Parquet.
 
-Thin over `connectors.landing.land`: materializing it consumes everything available from the
+Thin over `connectors.flows.landing.land`: materializing it consumes everything available from the
 committed offsets (up to the product's cap), commits files and offsets in the metastore, and
 reports what a person wants to see — consumed / landed / quarantined, files, bytes, offset
 ranges per partition, hours touched and the lag left.
@@ -26,8 +26,9 @@ import pyarrow as pa
 
 from assets.metadata import landing_links
 from assets.runs import dead_run_checker
-from connectors.decode import lake_schema
-from connectors.kafka_reader import (
+from connectors.flows import InvalidRecordsError, LandingResult, land
+from connectors.formats import lake_schema
+from connectors.kafka import (
     HistoryLostError,
     KafkaReadError,
     consumer_config,
@@ -35,7 +36,6 @@ from connectors.kafka_reader import (
     probe_partitions,
 )
 from connectors.lake import HOUR_DIR, Lake
-from connectors.landing import InvalidRecordsError, LandingResult, land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
@@ -172,7 +172,7 @@ def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | Non
 
 def _configured_lake_url() -> str | None:
     try:
-        from orchestration.settings import load_settings
+        from connectors.settings import load_settings
 
         return load_settings().lake_url
     except Exception:  # noqa: BLE001 - only decides the "s3" kind tag

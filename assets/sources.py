@@ -1,6 +1,6 @@
 """Source connectors as Dagster assets: a legacy table published to a product's topic.
 
-For every declaration in `dataproducts/sources/` (connectors/source_sql.py) that feeds the
+For every declaration in `dataproducts/sources/` (connectors/sources/sql.py) that feeds the
 product being built:
 
 - an external asset `legacy/<table>` (the table we only read);
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from connectors.source_sql import (
+from connectors.sources import (
     SourceError,
     SourceSpec,
     load_sources,
@@ -39,7 +39,7 @@ def legacy_key(source: SourceSpec) -> dg.AssetKey:
 
 
 def _sources_for(spec: DataProductSpec) -> list[SourceSpec]:
-    from orchestration.settings import load_settings
+    from connectors.settings import load_settings
 
     return [s for s in load_sources(load_settings().products_dir) if s.product == spec.name]
 

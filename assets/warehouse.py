@@ -1,6 +1,6 @@
 """The `P/warehouse` asset of each data product with a database sink: the table kept current.
 
-Thin over `connectors.sql_sink.sync`: materializing it upserts everything the lake committed
+Thin over `connectors.warehouse.sink.sync`: materializing it upserts everything the lake committed
 since the sink's own offsets (kept in the warehouse, in the same transaction as the rows) and
 reports inserted / updated / deleted / skipped-as-stale rows, offsets and duration. It sits
 downstream of `P/landed` in the product's ingest job, so a blocking check that fails on the
@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.landing import landed_key
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import SyncResult, WarehouseError, WarehouseSink, sync
+from connectors.warehouse import SyncResult, WarehouseError, WarehouseSink, sync
 from orchestration.resources import FlowsuiteResource
 
 
@@ -29,7 +29,7 @@ def warehouse_kind(url: str | None) -> str:
 
 def _configured_warehouse_url() -> str | None:
     try:
-        from orchestration.settings import load_settings
+        from connectors.settings import load_settings
 
         return load_settings().warehouse_url
     except Exception:  # noqa: BLE001 - only decides the kind tag

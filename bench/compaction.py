@@ -35,12 +35,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.compaction import compact_hour  # noqa: E402
-from connectors.decode import Decoder, lake_schema  # noqa: E402
-from connectors.demo_data import generate_clicks  # noqa: E402
-from connectors.kafka_reader import Batch  # noqa: E402
-from connectors.lake import Lake, hour_dir, landed_file_name  # noqa: E402
-from connectors.metastore import Metastore  # noqa: E402
+from connectors.flows import compact_hour
+from connectors.formats import Batch, Decoder, lake_schema
+from connectors.lake import Lake, hour_dir, landed_file_name
+from connectors.metastore import Metastore
+from examples.demo_data import generate_clicks
 from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -6,7 +6,7 @@
 Produces click events into a fresh topic on an embedded Tansu broker, then measures:
 - the ceiling: a bare `consume(num_messages=…)` loop over every partition with `assign()`,
   touching each message's value (what any consumer must do at least);
-- landing: `connectors.landing.land` over the same topic into a fresh local lake and
+- landing: `connectors.flows.landing.land` over the same topic into a fresh local lake and
   SQLite metastore (decode, validate, Parquet per hour, commit);
 - with --parallel: one landing process per Kafka partition at once (what the multiprocess
   executor does with per-partition steps) vs the single-step landing above;
@@ -38,13 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
 
-from connectors.demo_data import generate_clicks, produce  # noqa: E402
-from connectors.kafka_reader import consumer_config  # noqa: E402
+from connectors.flows import land  # noqa: E402
+from connectors.kafka import consumer_config  # noqa: E402
 from connectors.lake import Lake, S3Options  # noqa: E402
-from connectors.landing import land  # noqa: E402
 from connectors.metastore import Metastore  # noqa: E402
 from connectors.spec import parse_spec_file  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
+from examples.demo_data import generate_clicks, produce  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from stats import print_rows, ratio_row  # noqa: E402
@@ -104,7 +104,7 @@ def _land_partition(args) -> tuple[float, int]:
 
 def _warm(_: int) -> int:
     """Import the landing stack in a pool process, off the clock (a step process is warm too)."""
-    import connectors.landing  # noqa: F401
+    import connectors.flows.landing  # noqa: F401
 
     time.sleep(0.2)  # keep this worker busy so the next warm-up lands on another one
     return os.getpid()
@@ -178,7 +178,7 @@ def main() -> None:
         if args.s3:
             from moto.server import ThreadedMotoServer
 
-            from orchestration.broker import free_port
+            from orchestration.services.broker import free_port
 
             port = free_port()
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

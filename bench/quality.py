@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.demo_data import generate_clicks, produce  # noqa: E402
+from connectors.flows import land  # noqa: E402
 from connectors.lake import Lake  # noqa: E402
-from connectors.landing import land  # noqa: E402
 from connectors.metastore import Metastore  # noqa: E402
 from connectors.spec import load_specs  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
+from examples.demo_data import generate_clicks, produce  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
 from quality.checks import landed_table, landing_check_results  # noqa: E402
 from quality.expectations import check_names, register_spec_checks  # noqa: E402
 

@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 import dagster as dg  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from connectors.demo_data import generate_clicks, produce  # noqa: E402
-from connectors.kafka_admin import ensure_topic  # noqa: E402
-from connectors.landing import land  # noqa: E402
+from connectors.flows import land  # noqa: E402
+from connectors.kafka import ensure_topic  # noqa: E402
 from connectors.spec import parse_spec_file  # noqa: E402
-from orchestration.broker import running_broker  # noqa: E402
+from examples.demo_data import generate_clicks, produce  # noqa: E402
 from orchestration.jobs import ingest_job  # noqa: E402
 from orchestration.resources import FlowsuiteResource  # noqa: E402
+from orchestration.services.broker import running_broker  # noqa: E402
 from sensors.offsets import build_offset_sensor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

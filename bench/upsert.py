@@ -49,9 +49,9 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from connectors.decode import lake_schema  # noqa: E402
+from connectors.formats import lake_schema  # noqa: E402
 from connectors.spec import DataProductSpec  # noqa: E402
-from connectors.sql_sink import WarehouseSink, copy_csv_chunks  # noqa: E402
+from connectors.warehouse import WarehouseSink, copy_csv_chunks  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 

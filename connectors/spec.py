@@ -71,11 +71,11 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"expected a duration such as '90s', '10m', '2h' or '1d', got {value!r}")
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FieldSpec(_Model):
+class FieldSpec(SpecModel):
     """One column of the product's schema, with its record-level rules."""
 
     name: str
@@ -141,7 +141,7 @@ class FieldSpec(_Model):
         return ARROW_TYPES[self.type]
 
 
-class EventTimeSpec(_Model):
+class EventTimeSpec(SpecModel):
     """Which field gives the event time that picks the hour partition."""
 
     field: str | None = None
@@ -158,7 +158,7 @@ class EventTimeSpec(_Model):
         return self
 
 
-class PartitioningSpec(_Model):
+class PartitioningSpec(SpecModel):
     """Hour partitions by event time (UTC)."""
 
     start: datetime = Field(description="first hour of the product's Dagster partitions (UTC)")
@@ -180,7 +180,7 @@ class PartitioningSpec(_Model):
         return v
 
 
-class TriggerSpec(_Model):
+class TriggerSpec(SpecModel):
     """When the offset sensor requests a landing, and how much one run may take."""
 
     min_records: int = Field(default=1000, ge=1)
@@ -194,13 +194,13 @@ class TriggerSpec(_Model):
         return parse_duration(v)
 
 
-class LakeSinkSpec(_Model):
+class LakeSinkSpec(SpecModel):
     enabled: bool = True
     target_file_size_mb: int = Field(default=128, ge=1)
     row_group_rows: int = Field(default=131_072, ge=1000)
 
 
-class DatabaseSinkSpec(_Model):
+class DatabaseSinkSpec(SpecModel):
     enabled: bool = True
     table: str | None = None  # defaults to the product's name
     deletes: Literal["tombstone", "none"] = "none"
@@ -217,12 +217,12 @@ class DatabaseSinkSpec(_Model):
         return v
 
 
-class SinksSpec(_Model):
+class SinksSpec(SpecModel):
     lake: LakeSinkSpec = LakeSinkSpec()
     database: DatabaseSinkSpec | None = None
 
 
-class ExpectationSpec(_Model):
+class ExpectationSpec(SpecModel):
     """One Great Expectations 1.x expectation, e.g. expect_column_values_to_not_be_null."""
 
     type: str
@@ -231,7 +231,7 @@ class ExpectationSpec(_Model):
     name: str | None = None  # the asset check's name; derived from type and column if absent
 
 
-class FreshnessSpec(_Model):
+class FreshnessSpec(SpecModel):
     max_age: timedelta | None = None  # no landing for longer than this fails the check
     max_lag: int | None = Field(default=None, ge=0)  # records waiting
 
@@ -241,22 +241,22 @@ class FreshnessSpec(_Model):
         return None if v is None else parse_duration(v)
 
 
-class VolumeSpec(_Model):
+class VolumeSpec(SpecModel):
     trailing_hours: int = Field(default=24, ge=1)
     min_ratio: float = Field(default=0.2, ge=0)  # an hour below 0.2 × trailing median fails
     max_ratio: float = Field(default=5.0, gt=0)
 
 
-class QualitySpec(_Model):
+class QualitySpec(SpecModel):
     on_invalid: Literal["quarantine", "dlq", "fail"] = "quarantine"
     expectations: list[ExpectationSpec] = Field(default_factory=list)
     freshness: FreshnessSpec | None = None
     volume: VolumeSpec | None = None
 
 
-class CloudEventsSpec(_Model):
+class CloudEventsSpec(SpecModel):
     # Drop an event whose ce_id already landed: within a run, and across runs against the
-    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/cloudevents.py).
+    # ce_ids of the live files of the last `dedupe_lookback` of hours (connectors/formats/cloudevents.py).
     dedupe_on_id: bool = False
     dedupe_lookback: timedelta = Field(default=timedelta(days=7))
 
@@ -266,7 +266,7 @@ class CloudEventsSpec(_Model):
         return parse_duration(v)
 
 
-class DataProductSpec(_Model):
+class DataProductSpec(SpecModel):
     """One data product: a topic, its owner, schema, key, event time, quality and sinks."""
 
     name: str
@@ -410,7 +410,7 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts)
 
 
-def _problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
+def problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
     problems = []
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
@@ -443,7 +443,7 @@ def parse_spec_file(path: Path) -> DataProductSpec:
     try:
         spec = DataProductSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems_from_validation(path, exc, data)) from None
+        raise SpecError(problems_from_validation(path, exc, data)) from None
     problems = _extra_checks(path, spec)
     if problems:
         raise SpecError(problems)

@@ -7,38 +7,30 @@ shared resource are added once here.
 
 from __future__ import annotations
 
-import importlib
-
 import dagster as dg
 
 from assets.factory import product_definitions
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec, load_specs
+from examples.engagement import SOURCE_PRODUCT as ENGAGEMENT_SOURCE
+from examples.engagement_assets import build_engagement_definitions
 from orchestration.resources import default_flowsuite_resource
-from orchestration.settings import load_settings
-
-
-def _register_spec_checks() -> None:
-    try:
-        from quality.expectations import register_spec_checks
-    except ImportError:
-        return
-    register_spec_checks()
-
-
-def _schedules(specs: list[DataProductSpec]) -> list:
-    try:
-        schedules = importlib.import_module("orchestration.schedules")
-    except ModuleNotFoundError as exc:
-        if exc.name != "orchestration.schedules":
-            raise
-        return []
-    return list(schedules.build_schedules(specs))
+from orchestration.schedules import build_schedules
+from quality.expectations import register_spec_checks
 
 
 def load_products() -> list[DataProductSpec]:
     """Every spec, checked (quality rules included); SpecError lists every problem."""
-    _register_spec_checks()
+    register_spec_checks()  # expectation types and kwargs are part of a valid spec
     return load_specs(load_settings().products_dir)
+
+
+def example_definitions(specs: list[DataProductSpec]) -> list[dg.Definitions]:
+    """Products derived from others (examples/): partner_engagement counts the clicks product."""
+    by_name = {s.name: s for s in specs}
+    if ENGAGEMENT_SOURCE not in by_name:
+        return []
+    return [build_engagement_definitions(by_name[ENGAGEMENT_SOURCE])]
 
 
 @dg.definitions
@@ -46,8 +38,9 @@ def defs() -> dg.Definitions:
     specs = load_products()
     return dg.Definitions.merge(
         *(product_definitions(spec) for spec in specs),
+        *example_definitions(specs),
         dg.Definitions(
-            schedules=_schedules(specs),
+            schedules=list(build_schedules(specs)),
             resources={"flowsuite": default_flowsuite_resource()},
             executor=dg.multiprocess_executor,
         ),

@@ -6,7 +6,6 @@ through `dg.EnvVar` and are never logged: the clients' reprs hide them.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -15,24 +14,13 @@ from pydantic import PrivateAttr
 
 from connectors.lake import Lake, S3Options
 from connectors.metastore import Metastore
-from orchestration.settings import load_settings
+from connectors.settings import KAFKA_ENV_SETTINGS, load_settings
 
-# Kafka client settings that may be given through the environment and pass through unchanged.
-KAFKA_ENV_SETTINGS = {
-    "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": "security.protocol",
-    "FLOWSUITE_KAFKA_SASL_MECHANISM": "sasl.mechanism",
-    "FLOWSUITE_KAFKA_SASL_USERNAME": "sasl.username",
-    "FLOWSUITE_KAFKA_SASL_PASSWORD": "sasl.password",
-    "FLOWSUITE_KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
-    "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
-}
-
+__all__ = ["KAFKA_ENV_SETTINGS", "FlowsuiteResource", "default_flowsuite_resource", "kafka_config_from_env"]
 
 def kafka_config_from_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if env is None else env)
-    return {setting: env[var] for var, setting in KAFKA_ENV_SETTINGS.items() if env.get(var)}
+    """The Kafka pass-through settings (KAFKA_ENV_SETTINGS) of the environment, or of `env`."""
+    return load_settings(env).kafka_client_config()
 
 
 _METASTORES: dict[str, Metastore] = {}
@@ -98,22 +86,23 @@ class FlowsuiteResource(dg.ConfigurableResource):
 def default_flowsuite_resource() -> FlowsuiteResource:
     """The resource as configured by the environment (DESIGN.md's variables)."""
     settings = load_settings()
-    secret = {}
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
+    secret = {}  # values read by Dagster from the environment at launch, never stored in config
+    if settings.aws_access_key_id:
         secret["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
-    if os.environ.get("AWS_SECRET_ACCESS_KEY"):
+    if settings.aws_secret_access_key:
         secret["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
-    kafka_config: dict[str, Any] = kafka_config_from_env()
+    kafka_config: dict[str, Any] = settings.kafka_client_config()
     for var, setting in (("FLOWSUITE_KAFKA_SASL_PASSWORD", "sasl.password"), ("FLOWSUITE_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")):
         if kafka_config.pop(setting, None) is not None:
             secret["kafka_" + setting.replace(".", "_")] = dg.EnvVar(var)
     return FlowsuiteResource(
         kafka_bootstrap=settings.kafka_bootstrap,
         lake_url=settings.lake_url,
-        metastore_url=dg.EnvVar("FLOWSUITE_METASTORE_URL") if os.environ.get("FLOWSUITE_METASTORE_URL") else settings.metastore_url,
-        warehouse_url=dg.EnvVar("FLOWSUITE_WAREHOUSE_URL") if os.environ.get("FLOWSUITE_WAREHOUSE_URL") else settings.warehouse_url,
+        # Set explicitly, the URLs may carry passwords: Dagster reads them at launch (dg.EnvVar).
+        metastore_url=dg.EnvVar("FLOWSUITE_METASTORE_URL") if "metastore_url" in settings.model_fields_set else settings.metastore_url,
+        warehouse_url=dg.EnvVar("FLOWSUITE_WAREHOUSE_URL") if "warehouse_url" in settings.model_fields_set else settings.warehouse_url,
         kafka_config=kafka_config,
-        s3_endpoint_url=os.environ.get("FLOWSUITE_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None,
-        s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.aws_region,
         **secret,
     )

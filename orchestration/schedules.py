@@ -3,7 +3,7 @@
 At its tick it asks the metastore (resource `flowsuite`) which hours of each product are
 closed (end + allowed lateness passed by the tick time) and need a run — never compacted,
 reopened by late data, compacted but not yet marked, or left unfinished by a crash — and not
-blocked by a quality gate (`connectors.compaction.hours_due`). It requests one run per hour with
+blocked by a quality gate (`connectors.flows.compaction.hours_due`). It requests one run per hour with
 a deterministic run key `<product>:<hour>:g<generation>` (plus `:after-<run>` when a dead
 claim is in the way): the same tick evaluated twice requests nothing new, and a reopened hour,
 whose next compaction is a new generation, gets a new run.
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.hourly import MODE_TAG, hourly_key, hourly_partitions
-from connectors.compaction import hours_due
+from connectors.flows import hours_due
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 

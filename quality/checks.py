@@ -31,8 +31,8 @@ from connectors.spec import DataProductSpec
 from quality.expectations import ExpectationOutcome, check_names, run_suite
 
 if TYPE_CHECKING:
+    from connectors.flows import LandingResult
     from connectors.lake import Lake
-    from connectors.landing import LandingResult
     from connectors.metastore import Metastore
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def landing_check_results(
     if table is None:
         table = pa.table({})
     if table.num_rows == 0 and table.num_columns == 0:
-        from connectors.decode import lake_schema
+        from connectors.formats import lake_schema
 
         table = lake_schema(spec).empty_table()
     try:
@@ -241,6 +241,6 @@ def build_quality_definitions(spec: DataProductSpec) -> dg.Definitions:
 def landing_on_invalid(spec: DataProductSpec, flowsuite: Any) -> Any:
     """The `on_invalid` hook of `land()` for this product: the DLQ publisher when
     `quality.on_invalid` is `dlq`, else None (quarantine only; `fail` is handled by land)."""
-    from connectors.dlq import dlq_publisher
+    from connectors.kafka import dlq_publisher
 
     return dlq_publisher(spec, flowsuite.kafka_bootstrap, flowsuite.kafka())

@@ -65,8 +65,7 @@ def freshness_status(
             if age > fresh.max_age.total_seconds():
                 problems.append(f"last landing {age:.0f}s ago, above max_age {fresh.max_age.total_seconds():.0f}s")
     if fresh.max_lag is not None:
-        from connectors.kafka_admin import topic_partitions
-        from connectors.kafka_reader import consumer_config, probe_partitions
+        from connectors.kafka import consumer_config, probe_partitions, topic_partitions
 
         if bootstrap is None:
             raise ValueError("max_lag needs the broker's bootstrap servers")

@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors.kafka_reader import HistoryLostError, consumer_config, probe_partitions
+from connectors.kafka import HistoryLostError, consumer_config, probe_partitions
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 

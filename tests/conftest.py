@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka_admin import ensure_topic
-from orchestration.broker import running_broker
+from connectors.kafka import ensure_topic
+from orchestration.services.broker import running_broker
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 PG_HOST, PG_PORT = "127.0.0.1", 5432

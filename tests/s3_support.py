@@ -53,7 +53,7 @@ class S3Server:
 def start_s3_server(bucket: str = "flowsuite-test") -> S3Server:
     from moto.server import ThreadedMotoServer
 
-    from orchestration.broker import free_port
+    from orchestration.services.broker import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -12,15 +12,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.engagement import (
-    CROSS_PLANE_CHECK,
-    ENGAGEMENT_HOURLY,
-    ENGAGEMENT_WAREHOUSE,
-    build_engagement_definitions,
-    cross_plane_result,
-)
-from connectors.demo_data import generate_clicks, produce
-from connectors.engagement import (
+from connectors.flows import land
+from connectors.lake import hour_key
+from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
+from examples.engagement import (
     PRODUCT,
     EngagementTable,
     compare_planes,
@@ -28,9 +24,13 @@ from connectors.engagement import (
     read_lake,
     sync_warehouse,
 )
-from connectors.lake import hour_key
-from connectors.landing import land
-from connectors.spec import parse_spec_file
+from examples.engagement_assets import (
+    CROSS_PLANE_CHECK,
+    ENGAGEMENT_HOURLY,
+    ENGAGEMENT_WAREHOUSE,
+    build_engagement_definitions,
+    cross_plane_result,
+)
 from orchestration.resources import FlowsuiteResource
 from tests.support import read_hive
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.landing import build_landing_definitions, landed_key
-from connectors.demo_data import generate_clicks, produce
 from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
 from orchestration.resources import FlowsuiteResource
 
 REPO = Path(__file__).resolve().parents[2]

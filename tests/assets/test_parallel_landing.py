@@ -15,9 +15,9 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.landing import LandingConfig, build_landing_definitions, plan_landing_steps
-from connectors.demo_data import generate_clicks, produce
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, parse_spec_file
+from examples.demo_data import generate_clicks, produce
 from orchestration.resources import FlowsuiteResource
 from tests.support import positions, read_hive, read_topic
 from tests.workers.parallel_landing_job import ENV, parallel_landing_job

@@ -12,9 +12,9 @@ import dagster as dg
 
 from assets.landing import build_landing_definitions
 from assets.warehouse import build_warehouse_definitions, warehouse_key, warehouse_kind
-from connectors.demo_data import produce
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import WarehouseSink
+from connectors.warehouse import WarehouseSink
+from examples.demo_data import produce
 from orchestration.resources import FlowsuiteResource
 
 T0 = datetime(2026, 11, 26, 10, tzinfo=UTC)

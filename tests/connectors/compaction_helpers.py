@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec, parse_spec_file
-from orchestration.settings import REPO_ROOT
+from examples.demo_data import generate_clicks, produce
 
 # Event times of the demo clicks fall in the three hours ending at NOW.
 NOW = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)

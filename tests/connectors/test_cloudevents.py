@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Producer
 
-from connectors.cloudevents import binary_headers, cloudevent_id, to_structured_value
+from connectors.flows import land
+from connectors.formats import binary_headers, cloudevent_id, to_structured_value
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 

@@ -13,17 +13,17 @@ from collections import Counter
 
 import pytest
 
-from connectors.compaction import (
+from connectors.flows import (
     HourBlockedError,
     compact_closed_hours,
     compact_hour,
     hours_due,
+    land,
     read_marker,
 )
-from connectors.demo_data import produce
 from connectors.lake import SUCCESS, Lake, hour_dir
-from connectors.landing import land
 from connectors.metastore import Metastore
+from examples.demo_data import produce
 from tests.connectors.compaction_helpers import (
     HOURS,
     LATER,
@@ -155,7 +155,7 @@ def test_blocked_hour_is_refused_with_its_reason(landed):
 _CHILD = """
 import sys
 from datetime import datetime, UTC
-from connectors.compaction import compact_hour
+from connectors.flows import compact_hour
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from tests.connectors.compaction_helpers import clicks_spec

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from connectors.demo_data import INVALID_KINDS, demo_window, generate_clicks, produce
+from examples.demo_data import INVALID_KINDS, demo_window, generate_clicks, produce
 
 NOW = datetime(2026, 11, 26, 10, 17, 30, tzinfo=UTC)
 

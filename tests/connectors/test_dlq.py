@@ -10,13 +10,12 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.dlq import DeadLetterError, dlq_publisher, dlq_topic
-from connectors.kafka_admin import topic_partitions
+from connectors.flows import InvalidRecordsError, land
+from connectors.kafka import DeadLetterError, dlq_publisher, dlq_topic, topic_partitions
 from connectors.lake import Lake
-from connectors.landing import InvalidRecordsError, land
 from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec
-from orchestration.settings import REPO_ROOT
 
 CLICKS = yaml.safe_load((REPO_ROOT / "dataproducts" / "clicks.yaml").read_text())
 

@@ -7,8 +7,8 @@ import time
 
 from confluent_kafka import Consumer
 
-from connectors.demo_data import generate_clicks, produce
-from connectors.kafka_reader import RangeReader, consumer_config
+from connectors.kafka import RangeReader, consumer_config
+from examples.demo_data import generate_clicks, produce
 
 
 class _LateConsumer:

@@ -12,13 +12,13 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from connectors.demo_data import generate_clicks, produce
-from connectors.kafka_reader import HistoryLostError
+from connectors.flows import land
+from connectors.kafka import HistoryLostError
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, parse_spec_file
-from orchestration.broker import running_broker
+from examples.demo_data import generate_clicks, produce
+from orchestration.services.broker import running_broker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_cap_leaves_the_rest_for_the_next_run(kafka_bootstrap, topic, tmp_path, 
 LAND_SCRIPT = """
 import json, sys, time
 from connectors.lake import Lake
-from connectors.landing import land
+from connectors.flows import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 spec = parse_spec_file(__import__("pathlib").Path("dataproducts/clicks.yaml")).model_copy(update={"topic": sys.argv[1]})

@@ -24,18 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
 from tests.reliability.table import iterations
 from tests.s3_support import list_lake_files, read_lake
 from tests.support import positions, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "workers" / "land_worker.py"
-# Named points of connectors/landing.py, and None: a SIGKILL at a random moment.
+# Named points of connectors/flows/landing.py, and None: a SIGKILL at a random moment.
 CRASH_POINTS = ["after_batch", "after_register", "before_commit", "after_commit", None, None]
 LEASE_S = 1.5
 

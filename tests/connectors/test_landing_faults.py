@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
 from tests.support import positions, read_hive, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_in_doubt_commit_keeps_live_files(failing_partition, make_topic, kafka_b
 
 def test_offsets_of_another_topic_are_refused(make_topic, kafka_bootstrap, tmp_path, sqlite_url):
     """A spec whose topic changed must not apply the old topic's offsets to the new one."""
-    from connectors.landing import OffsetsOfAnotherTopicError
+    from connectors.flows import OffsetsOfAnotherTopicError
 
     old_topic, new_topic = make_topic(partitions=1), make_topic(partitions=1)
     produce(kafka_bootstrap, old_topic, generate_clicks(300, hours=1, invalid_rate=0.0, seed=1), partitions=1)

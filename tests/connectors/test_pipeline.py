@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from connectors.pipeline import run_ahead
+from connectors.kafka import run_ahead
 
 
 def test_items_arrive_in_order_from_another_thread():

@@ -11,19 +11,19 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from connectors.lake import Lake
-from connectors.landing import land
-from connectors.metastore import Metastore
-from connectors.quarantine import (
+from connectors.flows import (
+    land,
     quarantine_counts,
     read_quarantine,
     reason_kind,
     replay_id,
     replay_quarantine,
 )
+from connectors.lake import Lake
+from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec
 from orchestration.cli import main
-from orchestration.settings import REPO_ROOT
 
 CLICKS = yaml.safe_load((REPO_ROOT / "dataproducts" / "clicks.yaml").read_text())
 

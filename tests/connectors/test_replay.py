@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.compaction import compact_hour, read_marker
+from connectors.flows import compact_hour, read_marker, recorded_spans, replay_hour
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from connectors.replay import recorded_spans, replay_hour
 from tests.connectors.compaction_helpers import (
     HOURS,
     LATER,

@@ -6,9 +6,9 @@ follows replays by id (a second watermark kept with its offsets) as well as by o
 
 from __future__ import annotations
 
-from connectors.quarantine import replay_quarantine
+from connectors.flows import replay_quarantine
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import WarehouseSink, sync
+from connectors.warehouse import WarehouseSink, sync
 from tests.connectors.test_quarantine import N_GOOD, N_HIGH, landed, spec_data  # noqa: F401 - fixture
 
 

@@ -15,15 +15,12 @@ from collections import Counter
 import pytest
 import yaml
 
-from connectors.compaction import compact_closed_hours, read_marker
-from connectors.demo_data import generate_clicks, produce
-from connectors.lake import SUCCESS, Lake, S3Options, hour_dir
-from connectors.landing import land
+from connectors.flows import compact_closed_hours, land, read_marker, replay_hour
+from connectors.lake import SUCCESS, Lake, S3Options, hour_dir, live_files_between, read_rows
 from connectors.metastore import Metastore
-from connectors.readers import live_files_between, read_rows
-from connectors.replay import replay_hour
+from connectors.settings import REPO_ROOT
+from examples.demo_data import generate_clicks, produce
 from orchestration.cli import main
-from orchestration.settings import REPO_ROOT
 from tests.connectors.compaction_helpers import HOURS, LATER, NOW, clicks_spec, land_in_rounds
 from tests.connectors.test_compaction import _assert_exactly_once, _child
 from tests.s3_faults import FaultyS3Proxy

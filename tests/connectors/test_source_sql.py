@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
-from connectors.source_sql import SourceError, SourceSpec, load_sources, publish, read_cursor
+from connectors.sources import SourceError, SourceSpec, load_sources, publish, read_cursor
 from connectors.spec import SpecError, parse_spec_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from connectors.settings import REPO_ROOT
 from connectors.spec import SpecError, load_specs
-from orchestration.settings import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "dataproducts"
 CLICKS: dict[str, Any] = yaml.safe_load((SHIPPED / "clicks.yaml").read_text())

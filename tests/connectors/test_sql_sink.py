@@ -3,7 +3,7 @@ tombstones, stale records, schema evolution, secrets, and SIGKILL of a syncing p
 
 Batch-level properties build Arrow batches in the lake's schema directly (the unit the sink
 applies); the end-to-end and crash tests produce to the real broker, land with
-`connectors.landing.land`, and compare with the latest-per-key state computed from the
+`connectors.flows.landing.land`, and compare with the latest-per-key state computed from the
 produced records.
 """
 
@@ -22,19 +22,19 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from connectors.decode import lake_schema
-from connectors.demo_data import produce
+from connectors.flows import land
+from connectors.formats import lake_schema
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import (
+from connectors.warehouse import (
     WarehouseError,
     WarehouseSchemaError,
     WarehouseSink,
     reduce_latest,
     sync,
 )
+from examples.demo_data import produce
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
 T0 = datetime(2026, 11, 26, 10, tzinfo=UTC)
@@ -364,7 +364,7 @@ import json, sys
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import sync
+from connectors.warehouse import sync
 spec = DataProductSpec.model_validate(json.loads(sys.argv[1]))
 print("ready", flush=True)
 sync(spec, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), url=sys.argv[4], batch_rows=100)
@@ -446,8 +446,8 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     """A compaction that swaps an hour between the sync's listing and its read: the read of the
     stale listing fails for real (the file is gone), the sync lists the live files again and
     reads the compacted files (several partitions per file, found through their `ranges`)."""
-    import connectors.sql_sink as sql_sink
-    from connectors.compaction import compact_hour
+    import connectors.warehouse.sink as sql_sink
+    from connectors.flows import compact_hour
 
     spec = make_spec(topic)
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")

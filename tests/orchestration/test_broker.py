@@ -11,7 +11,9 @@ import psutil
 import pytest
 import yaml
 
-from orchestration.broker import (
+from connectors.settings import REPO_ROOT
+from orchestration.cli import main
+from orchestration.services.broker import (
     BrokerError,
     broker_answers,
     broker_status,
@@ -20,8 +22,6 @@ from orchestration.broker import (
     start_broker,
     stop_broker,
 )
-from orchestration.cli import main
-from orchestration.settings import REPO_ROOT
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_lineage_runs_from_the_legacy_table_through_the_topic_to_the_warehouse(f
     """partners: legacy/partners → partners/published → partners/landed → partners/warehouse,
     one unbroken path in the asset graph; a product nobody publishes to has no parent."""
     graph = defs().resolve_asset_graph()
-    from connectors.source_sql import load_sources
+    from connectors.sources import load_sources
 
     (source,) = [s for s in load_sources(REPO / "dataproducts") if s.product == "partners"]
     chain = [

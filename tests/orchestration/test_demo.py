@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from connectors.kafka_admin import topic_partitions
+from connectors.kafka import topic_partitions
 
 REPO = Path(__file__).resolve().parents[2]
 

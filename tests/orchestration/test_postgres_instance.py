@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 
 from assets.hourly import build_hourly_definitions
 from assets.landing import build_landing_definitions
-from connectors.demo_data import generate_clicks, produce
+from connectors.settings import REPO_ROOT
+from examples.demo_data import generate_clicks, produce
 from orchestration.resources import FlowsuiteResource
-from orchestration.settings import REPO_ROOT
 from tests.connectors.compaction_helpers import HOURS, NOW, clicks_spec
 
 PROFILE = Path(REPO_ROOT) / "deploy" / "dagster.yaml"

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from assets.hourly import build_hourly_definitions
-from connectors.compaction import compact_hour
+from connectors.flows import compact_hour
 from orchestration.resources import FlowsuiteResource
 from orchestration.schedules import build_schedules
 from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, land_in_rounds
@@ -74,8 +74,8 @@ def test_schedule_requests_exactly_the_closed_due_hours(product, instance):
 
 
 def test_reopened_hour_gets_a_new_run_key(product, kafka_bootstrap, instance):
-    from connectors.demo_data import produce
-    from connectors.landing import land
+    from connectors.flows import land
+    from examples.demo_data import produce
 
     spec, res = product
     [schedule] = build_schedules([spec])

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from connectors.demo_data import generate_clicks, produce
-from connectors.landing import land
-from connectors.sql_sink import sync
-from orchestration.broker import free_port
+from connectors.flows import land
+from connectors.settings import load_settings
+from connectors.warehouse import sync
+from examples.demo_data import generate_clicks, produce
 from orchestration.cli import main
 from orchestration.resources import default_flowsuite_resource
-from orchestration.settings import load_settings
-from orchestration.status import collect_status
+from orchestration.services.broker import free_port
+from orchestration.services.status import collect_status
 
 REPO = Path(__file__).resolve().parents[2]
 

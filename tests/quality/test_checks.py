@@ -14,14 +14,14 @@ import yaml
 from confluent_kafka import Producer
 from sqlalchemy import insert
 
+from connectors.flows import land
 from connectors.lake import Lake, hour_key
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.metastore import hours as hours_table
+from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec
 from orchestration.cli import main
 from orchestration.resources import FlowsuiteResource
-from orchestration.settings import REPO_ROOT
 from quality.checks import RECORDS_ACCOUNTED, build_quality_definitions, landing_check_specs
 from quality.expectations import register_spec_checks
 from quality.freshness import FRESHNESS, VOLUME, freshness_status, volume_status
@@ -179,7 +179,7 @@ def test_volume_of_the_latest_closed_hour_against_the_trailing_median(tmp_path):
 def test_each_severity_on_a_landed_batch(tmp_path, severity, blocks):
     import pyarrow as pa
 
-    from connectors.landing import LandingResult, PartitionLanding
+    from connectors.flows import LandingResult, PartitionLanding
     from quality.checks import landing_check_results
 
     spec = spec_for("t", "sev", [{**COST_AT_MOST_100, "severity": severity}])

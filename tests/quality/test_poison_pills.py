@@ -14,11 +14,11 @@ import pyarrow.compute as pc
 import yaml
 from confluent_kafka import Producer
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec
-from orchestration.settings import REPO_ROOT
 
 CLICKS = yaml.safe_load((REPO_ROOT / "dataproducts" / "clicks.yaml").read_text())
 
@@ -101,8 +101,7 @@ def test_poison_pills_are_quarantined_with_reason_and_original_bytes(kafka_boots
 
 
 def test_non_utf8_value_in_a_clean_batch_is_quarantined():
-    from connectors.decode import Decoder
-    from connectors.kafka_reader import Batch
+    from connectors.formats import Batch, Decoder
 
     spec = spec_for("t")
     values = [json.dumps(click(i)).encode() for i in range(200)]

@@ -20,15 +20,14 @@ import uuid
 import dagster as dg
 import pytest
 
-from connectors.demo_data import generate_clicks, produce
-from connectors.kafka_admin import ensure_topic
-from connectors.kafka_reader import HistoryLostError, KafkaReadError
+from connectors.flows import land
+from connectors.kafka import HistoryLostError, KafkaReadError, ensure_topic
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
-from orchestration.broker import free_port, start_broker, stop_broker
+from examples.demo_data import generate_clicks, produce
 from orchestration.jobs import ingest_job
 from orchestration.resources import FlowsuiteResource
+from orchestration.services.broker import free_port, start_broker, stop_broker
 from sensors.offsets import build_offset_sensor
 from tests.reliability.helpers import audit_lake, clicks
 from tests.reliability.table import SEED, iterations, record

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
+from examples.demo_data import generate_clicks, produce
 from tests.reliability.helpers import audit_lake, clicks
 from tests.reliability.table import record
 

@@ -17,7 +17,7 @@ import time
 
 import psutil
 
-from connectors.demo_data import generate_clicks, produce
+from examples.demo_data import generate_clicks, produce
 from tests.reliability.helpers import audit_lake, clicks, start_land_worker
 from tests.reliability.table import SEED, iterations, record
 

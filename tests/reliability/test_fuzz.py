@@ -24,13 +24,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.decode import Decoder
-from connectors.demo_data import produce
-from connectors.kafka_reader import Batch
+from connectors.flows import land
+from connectors.formats import Batch, Decoder
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, SpecError, parse_spec_file
+from examples.demo_data import produce
 from tests.reliability.helpers import ROOT, audit_lake, clicks
 from tests.reliability.table import iterations, record
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
-from connectors.sql_sink import WarehouseSink, sync
+from connectors.warehouse import WarehouseSink, sync
 from tests.connectors.test_sql_sink import expected_state, make_spec, produce_accounts, state
 from tests.reliability.helpers import ROOT, audit_lake, clicks, start_land_worker
 from tests.reliability.table import SEED, iterations, record
@@ -100,7 +100,7 @@ import json, sys
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import sync
+from connectors.warehouse import sync
 spec = DataProductSpec.model_validate(json.loads(sys.argv[1]))
 print("ready", flush=True)
 sync(spec, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), url=sys.argv[4], batch_rows=100)
@@ -161,7 +161,7 @@ def test_postgres_restarted_during_warehouse_sync(kafka_bootstrap, topic, tmp_pa
             else:
                 text = err.decode()
                 last = text.strip().splitlines()[-1]
-                assert last.startswith("connectors.sql_sink.WarehouseError"), last  # one clear line
+                assert last.startswith("connectors.warehouse.sink.WarehouseError"), last  # one clear line
                 outcomes["failed cleanly"] += 1
             final = _retry(lambda: sync(spec, lake=lake, metastore=metastore, url=pg_url))
             assert final.offsets_after == {
@@ -186,7 +186,7 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(
     kafka_bootstrap, make_topic, tmp_path, pg_url
 ):
     rng = random.Random(SEED + 13)
-    from connectors.demo_data import generate_clicks, produce
+    from examples.demo_data import generate_clicks, produce
 
     topic = make_topic(partitions=2)
     # Its own product name: the session's PostgreSQL database also holds other tests' products.

@@ -1,4 +1,4 @@
-"""SIGKILL at random points of a replay (connectors/replay.py): the rebuilt hour is never lost
+"""SIGKILL at random points of a replay (connectors/flows/replay.py): the rebuilt hour is never lost
 or doubled, and the next replay finishes the job.
 
 Each iteration starts a real process that replays the three closed hours from the broker and
@@ -19,10 +19,9 @@ import sys
 import time
 from collections import Counter
 
-from connectors.compaction import read_marker
+from connectors.flows import read_marker, replay_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
-from connectors.replay import replay_hour
 from tests.connectors.compaction_helpers import (
     HOURS,
     LATER,
@@ -39,7 +38,7 @@ import sys
 from datetime import datetime, UTC
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from connectors.replay import replay_hour
+from connectors.flows import replay_hour
 from tests.connectors.compaction_helpers import clicks_spec
 spec = clicks_spec(sys.argv[1])
 for h in sys.argv[5:]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from connectors.demo_data import generate_clicks, produce
-from connectors.kafka_reader import RangeReader, consumer_config
+from connectors.kafka import RangeReader, consumer_config
+from examples.demo_data import generate_clicks, produce
 from tests.reliability.table import record
 
 SMALL = {

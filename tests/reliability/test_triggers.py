@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
+from examples.demo_data import generate_clicks, produce
 from orchestration.jobs import ingest_job
 from orchestration.resources import FlowsuiteResource
 from sensors.offsets import build_offset_sensor

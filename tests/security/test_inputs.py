@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from connectors.decode import lake_schema
-from connectors.demo_data import produce
+from connectors.flows import land
+from connectors.formats import lake_schema
 from connectors.lake import (
     Lake,
     LakePathError,
@@ -33,10 +33,10 @@ from connectors.lake import (
     parse_hour_key,
     safe_segment,
 )
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from connectors.sql_sink import WarehouseSink
+from connectors.warehouse import WarehouseSink
+from examples.demo_data import produce
 from tests.support import read_hive
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer
 
-from connectors.kafka_reader import consumer_config
+from connectors.kafka import consumer_config
 from orchestration.resources import KAFKA_ENV_SETTINGS, FlowsuiteResource, kafka_config_from_env
 
 SECURITY = {

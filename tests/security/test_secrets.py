@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from connectors.demo_data import generate_clicks, produce
+from examples.demo_data import generate_clicks, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from connectors.demo_data import generate_clicks, produce
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
 from orchestration.jobs import ingest_job
 from orchestration.resources import FlowsuiteResource
 from sensors.offsets import build_offset_sensor

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.broker import free_port, running_broker
+from orchestration.services.broker import free_port, running_broker
 from tests.ui.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -4,7 +4,7 @@
         [--max-records N] [--lease S] [--batch-size N]
 
 FLOWSUITE_CRASH_AT=<point>[:<n>] in the environment kills it at a named point
-(connectors.landing.crash_point); the tests also kill it at random times.
+(connectors.faults.crash_point); the tests also kill it at random times.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
+from connectors.flows import land
 from connectors.lake import Lake
-from connectors.landing import land
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 

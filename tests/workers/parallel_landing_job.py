@@ -12,9 +12,9 @@ import os
 import dagster as dg
 
 from assets.landing import build_landing_definitions, landed_key
+from connectors.settings import REPO_ROOT
 from connectors.spec import parse_spec_file
 from orchestration.resources import FlowsuiteResource
-from orchestration.settings import REPO_ROOT
 
 ENV = "FLOWSUITE_TEST_PARALLEL"
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from connectors.metastore import Metastore
-from connectors.source_sql import SourceSpec, publish
+from connectors.sources import SourceSpec, publish
 from connectors.spec import DataProductSpec
 
 

@@ -1,0 +1,521 @@
+"""Landing: consume offset ranges of a topic and write them, validated, as hourly Parquet.
+
+Per Kafka partition, a landing run:
+1. starts at the committed offset (the metastore's, the truth; a sensor cursor is a hint);
+2. claims `partition/<p>/<start>` in the metastore (a live claim of another run: this run
+   writes nothing for that partition and says so; a dead one: its pending files go first);
+3. reads [start, EOF or cap) in batches, decodes them to Arrow, sends failures to the
+   quarantine, and streams each event-time hour's rows into `<topic>+<p>+<start>.parquet`
+   under that hour — every file registered `pending` before its first byte;
+4. once every file is durable, commits files and offset in one compare-and-set transaction,
+   then commits the offset to the Kafka group `flowsuite.<product>` for lag tools.
+
+A crash anywhere before the commit leaves only pending files, which the next claimant deletes
+and rewrites under the same names; a crash after it leaves nothing to redo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.faults import crash_point
+from connectors.formats import DEFAULT_DEDUPE_LOOKBACK, Batch, Decoded, Decoder, decoder_for
+from connectors.kafka import (
+    KafkaReadError,
+    RangeReader,
+    commit_group_offsets,
+    consumer_config,
+    partitions_of,
+    run_ahead,
+)
+from connectors.lake import (
+    SUCCESS,
+    Lake,
+    ParquetFileWriter,
+    hour_dir,
+    hour_key,
+    landed_file_name,
+    parse_hour_key,
+    quarantine_dir,
+)
+from connectors.metastore import (
+    ClaimHeldError,
+    ClaimLostError,
+    FileStats,
+    Metastore,
+    landing_resource,
+)
+from connectors.spec import DataProductSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 30.0
+DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
+CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
+
+
+class InvalidRecordsError(RuntimeError):
+    """on_invalid: fail — the batch held invalid records, so the run commits nothing."""
+
+
+class OffsetsOfAnotherTopicError(KafkaReadError):
+    """The product's committed offsets were read from another topic (the spec's topic changed).
+
+    Offsets mean nothing across topics: applying them would silently skip or re-read records.
+    """
+
+    def __init__(self, product: str, topic: str, old_topic: str, partitions: list[int]):
+        super().__init__(
+            f"{product}: the committed offsets of partition(s) {partitions} belong to topic {old_topic!r}, "
+            f"but the spec now reads topic {topic!r}; nothing was read. Offsets are not carried across "
+            f"topics: decide explicitly with `flowsuite offsets reset {product} --partition N --to start` "
+            f"(or `--to end`) for each partition."
+        )
+
+
+@dataclass
+class PartitionLanding:
+    partition: int
+    start: int
+    end: int
+    reached_eof: bool = False
+    consumed: int = 0
+    landed: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    files: list[str] = field(default_factory=list)
+    quarantine_files: list[str] = field(default_factory=list)
+    hours: dict[str, int] = field(default_factory=dict)  # hour → rows landed
+    skipped: str | None = None  # why nothing was landed for this partition
+    took_over_from: str | None = None
+    deleted_pending: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LandingResult:
+    product: str
+    topic: str
+    run_id: str
+    partitions: dict[int, PartitionLanding]
+    reopened_hours: list[str]
+    duration_s: float
+
+    @property
+    def consumed(self) -> int:
+        return sum(p.consumed for p in self.partitions.values())
+
+    @property
+    def landed(self) -> int:
+        return sum(p.landed for p in self.partitions.values())
+
+    @property
+    def quarantined(self) -> int:
+        return sum(p.quarantined for p in self.partitions.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.partitions.values())
+
+    @property
+    def files(self) -> list[str]:
+        return [f for p in self.partitions.values() for f in p.files]
+
+    @property
+    def hours(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for p in self.partitions.values():
+            for h, n in p.hours.items():
+                merged[h] = merged.get(h, 0) + n
+        return dict(sorted(merged.items()))
+
+    @property
+    def skipped(self) -> dict[int, str]:
+        return {p: pl.skipped for p, pl in self.partitions.items() if pl.skipped}
+
+
+@dataclass
+class _OpenFile:
+    writer: ParquetFileWriter
+    hour: str
+    rows: int = 0
+    min_offset: int | None = None
+    max_offset: int | None = None
+
+
+class _Leases:
+    """Renews the run's claims in the background; a failed renewal marks the claim lost."""
+
+    def __init__(self, metastore: Metastore, product: str, owner: str, lease_s: float):
+        self.metastore, self.product, self.owner, self.lease_s = metastore, product, owner, lease_s
+        self.resources: set[str] = set()
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{product}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            for resource in list(self.resources):
+                try:
+                    if not self.metastore.renew(self.product, resource, self.owner, self.lease_s):
+                        self.lost.add(resource)
+                except Exception:  # noqa: BLE001 - a metastore blip; the next renewal retries
+                    log.warning("renewing claim %s failed; retrying", resource, exc_info=True)
+
+    def check(self, resource: str) -> None:
+        if resource in self.lost:
+            raise ClaimLostError(f"{self.product}: claim {resource} was lost (lease not renewed); nothing committed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def land(
+    spec: DataProductSpec,
+    *,
+    lake: Lake,
+    metastore: Metastore,
+    bootstrap: str,
+    run_id: str | None = None,
+    kafka_config: dict[str, Any] | None = None,
+    partitions: list[int] | None = None,
+    max_records: int | None = None,
+    is_dead: Callable[[str], bool] | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+    batch_size: int = 10_000,
+    idle_timeout_s: float = 30.0,
+    on_invalid: Callable[[pa.Table], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LandingResult:
+    """Land everything available from the committed offsets, up to the product's cap.
+
+    Args:
+        spec: the data product.
+        lake / metastore: where files go and where their state is kept.
+        bootstrap / kafka_config: the broker; security settings pass through unchanged.
+        run_id: the Dagster run id (or any id) recorded with claims and files.
+        partitions: land only these Kafka partitions (a parallel step each); default all.
+        max_records: cap for this run (default: the spec's trigger.max_records_per_run),
+            shared evenly by the partitions landed.
+        is_dead: says whether the run holding a claim has failed, to take it over early.
+        on_invalid: called with each batch's quarantined rows before they are written
+            (the dead-letter topic publisher of on_invalid: dlq).
+        progress: called with the number of records consumed so far.
+    """
+    started = time.monotonic()
+    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    owner = uuid.uuid4().hex
+    topic = spec.topic
+    conf = consumer_config(bootstrap, spec.consumer_group, kafka_config)
+    available = partitions_of(conf, topic)
+    wanted = sorted(available if partitions is None else partitions)
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise KafkaReadError(f"{topic} has no partition(s) {unknown} (it has {available})")
+
+    committed = metastore.committed_offsets(spec.name)
+    foreign = sorted(p for p in wanted if p in committed and committed[p].topic and committed[p].topic != topic)
+    if foreign:
+        raise OffsetsOfAnotherTopicError(spec.name, topic, committed[foreign[0]].topic, foreign)
+    starts = {p: committed[p].next_offset if p in committed else _low_watermark(conf, topic, p) for p in wanted}
+    results = {p: PartitionLanding(p, s, s) for p, s in starts.items()}
+
+    leases = _Leases(metastore, spec.name, owner, lease_s)
+    claimed: dict[int, int] = {}
+    for p, start in starts.items():
+        resource = landing_resource(p, start)
+        try:
+            takeover = metastore.claim(
+                spec.name, resource, owner, run_id, lease_s, is_dead=is_dead, on_delete=lake.delete
+            )
+        except ClaimHeldError as exc:
+            results[p].skipped = str(exc)
+            log.warning("%s", exc)
+            continue
+        results[p].took_over_from = takeover.previous_run_id
+        results[p].deleted_pending = takeover.pending_files
+        if takeover.previous_run_id:
+            log.warning(
+                "%s[%d]: took over the claim at offset %d from run %s; deleted %d pending file(s)",
+                spec.name, p, start, takeover.previous_run_id, len(takeover.pending_files),
+            )
+        claimed[p] = start
+        leases.resources.add(resource)
+    if not claimed:
+        return LandingResult(spec.name, topic, run_id, results, [], time.monotonic() - started)
+
+    cap = max_records if max_records is not None else spec.trigger.max_records_per_run
+    per_partition_cap = math.ceil(cap / len(claimed))
+    decoder = _decoder(spec, topic, lake, metastore)
+    reader = RangeReader(
+        conf, topic, claimed, {p: per_partition_cap for p in claimed},
+        batch_size=batch_size, idle_timeout_s=idle_timeout_s,
+        with_headers=decoder.needs_headers,  # CloudEvents in binary mode: attributes are headers
+    )
+    open_files: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
+    written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
+    row_group_rows = spec.sinks.lake.row_group_rows
+    consumed_total = 0
+    leases.start()
+    try:
+        for batch, decoded in decoded_batches(reader, decoder, f"decode-{spec.name}"):
+            p = batch.partition
+            resource = landing_resource(p, claimed[p])
+            leases.check(resource)
+            stats = results[p]
+            stats.consumed += len(batch)
+            stats.end = batch.offsets[-1] + 1
+            if decoded.invalid.num_rows:
+                if spec.quality.on_invalid == "fail":
+                    first = decoded.invalid.slice(0, 1).to_pylist()[0]
+                    raise InvalidRecordsError(
+                        f"{spec.name}: {decoded.invalid.num_rows} invalid record(s) in {topic}[{p}] "
+                        f"and on_invalid is 'fail'; nothing committed. First: offset {first['_offset']}: "
+                        f"{first['_error']}"
+                    )
+                if on_invalid is not None:
+                    on_invalid(decoded.invalid)
+                q_hours = pc.cast(decoded.invalid.column("_timestamp"), pa.int64())
+                q_hours = pc.floor(pc.divide(pc.cast(q_hours, pa.float64()), 3_600_000.0)).cast(pa.int64())
+                _route(decoded.invalid, q_hours, "quarantine", p, claimed[p], spec, lake, metastore, run_id,
+                       open_files, written, row_group_rows, resource)
+                stats.quarantined += decoded.invalid.num_rows
+            if decoded.valid.num_rows:
+                _route(decoded.valid, decoded.hours, "landed", p, claimed[p], spec, lake, metastore, run_id,
+                       open_files, written, row_group_rows, resource)
+                stats.landed += decoded.valid.num_rows
+            crash_point("after_batch")
+            consumed_total += len(batch)
+            if progress is not None:
+                progress(consumed_total)
+        for p, read in reader.reads.items():
+            results[p].end = read.end
+            results[p].reached_eof = read.reached_eof
+
+        # Every file durable before anything is committed.
+        finished: dict[int, tuple[list, list]] = {p: ([], []) for p in claimed}
+        for (kind, p, hour), f, size in _close_all(open_files):
+            file_stats = FileStats(
+                path=f.writer.rel, rows=f.rows, bytes=size, end_offset=results[p].end,
+                min_offset=f.min_offset, max_offset=f.max_offset,
+            )
+            (finished[p][0] if kind == "landed" else finished[p][1]).append((file_stats, hour))
+            results[p].bytes += size
+            if kind == "landed":
+                results[p].files.append(f.writer.rel)
+                results[p].hours[hour] = results[p].hours.get(hour, 0) + f.rows
+            else:
+                results[p].quarantine_files.append(f.writer.rel)
+        crash_point("before_commit")
+
+        reopened: list[str] = []
+        group_offsets: dict[int, int] = {}
+        for p, start in claimed.items():
+            resource = landing_resource(p, start)
+            leases.check(resource)
+            res = results[p]
+            if res.consumed == 0:
+                metastore.release(spec.name, resource, owner)
+                leases.resources.discard(resource)
+                continue
+            landed_files, quarantine_files = finished[p]
+            reopened += metastore.commit_landing(
+                product=spec.name, topic=topic, partition=p, start=start, end=res.end,
+                at_eof=res.reached_eof, owner=owner, run_id=run_id,
+                landed=landed_files, quarantined=quarantine_files, consumed=res.consumed,
+            )
+            leases.resources.discard(resource)
+            # Committed: a failure of a later partition's commit must not delete these files.
+            written[:] = [w for w in written if w[1] != resource]
+            group_offsets[p] = res.end
+            crash_point("after_commit")
+        written.clear()
+        # A late record reopened a compacted hour: readers must not take it as whole anymore.
+        for hour in sorted(set(reopened)):
+            lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
+        try:
+            commit_group_offsets(conf, topic, group_offsets)
+        except Exception as exc:  # noqa: BLE001 - the metastore holds the truth; lag tools lag
+            log.warning("%s: committing offsets to group %s failed: %s", spec.name, spec.consumer_group, exc)
+        return LandingResult(spec.name, topic, run_id, results, sorted(set(reopened)), time.monotonic() - started)
+    except BaseException:
+        _abandon(open_files, written, lake, metastore)
+        for p, start in claimed.items():
+            try:
+                metastore.release(spec.name, landing_resource(p, start), owner)
+            except Exception:  # noqa: BLE001 - the lease expires on its own
+                log.warning("releasing claim of %s[%d] failed", spec.name, p, exc_info=True)
+        raise
+    finally:
+        leases.stop()
+
+
+def _close_all(open_files: dict) -> list[tuple[tuple[str, int, str], _OpenFile, int]]:
+    """Close (encode the last row groups, fsync, publish) every open file, several at once:
+    pyarrow's writer releases the GIL, and at the end of a run the fetching and decoding
+    threads are done, so the cores are free. Each file that closed leaves `open_files`; if
+    any failed, the first error is raised once all have finished, and the rest stay there
+    for the clean-up to abort."""
+    items = list(open_files.items())
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(len(items), CLOSE_THREADS), thread_name_prefix="close") as pool:
+        futures = [(key, f, pool.submit(f.writer.close)) for key, f in items]
+        wait([fut for _, _, fut in futures])
+    closed, failure = [], None
+    for key, f, fut in futures:
+        if fut.exception() is None:
+            del open_files[key]
+            closed.append((key, f, fut.result()))
+            continue
+        log.error("finishing %s failed: %s", f.writer.rel, fut.exception())
+        if failure is None:
+            failure = fut.exception()
+    if failure is not None:
+        raise failure
+    return closed
+
+
+def _route(
+    table: pa.Table,
+    hours: pa.Array,
+    kind: str,
+    partition: int,
+    start: int,
+    spec: DataProductSpec,
+    lake: Lake,
+    metastore: Metastore,
+    run_id: str,
+    open_files: dict,
+    written: list,
+    row_group_rows: int,
+    resource: str,
+) -> None:
+    """Append each hour's rows of a batch to that hour's file for this partition and range."""
+    unique = pc.unique(hours).to_pylist()
+    for h in sorted(unique):
+        rows = table if len(unique) == 1 else table.filter(pc.equal(hours, h))
+        key = (kind, partition, hour_key(h))
+        f = open_files.get(key)
+        if f is None:
+            folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
+            path = f"{folder}/{landed_file_name(spec.topic, partition, start)}"
+            metastore.register_pending(
+                path, product=spec.name, kind=kind, hour=hour_key(h), claim=resource, run_id=run_id,
+                partition=partition, start_offset=start,
+            )
+            written.append((path, resource))
+            crash_point("after_register")
+            f = _OpenFile(lake.open_parquet_writer(path, rows.schema), hour_key(h))
+            open_files[key] = f
+        f.writer.write(rows, row_group_rows)
+        offsets = rows.column("_offset")
+        lo, hi = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+        f.rows += rows.num_rows
+        f.min_offset = lo if f.min_offset is None else min(f.min_offset, lo)
+        f.max_offset = hi if f.max_offset is None else max(f.max_offset, hi)
+
+
+def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) -> None:
+    """A run that fails cleanly leaves nothing behind: no temp files, no pending files.
+
+    Only files the metastore confirms as still pending are deleted. A commit can fail *in
+    doubt* — the server committed, the client lost the answer (a restarted database) — and
+    then its files are live: deleting them would lose data. When the metastore cannot be
+    asked, nothing is deleted; the next claimant of the range cleans up what is pending.
+    """
+    for f in open_files.values():
+        try:
+            f.writer.abort()
+        except Exception:  # noqa: BLE001
+            log.warning("aborting %s failed", f.writer.rel, exc_info=True)
+    paths = [path for path, _ in written]
+    if not paths:
+        return
+    try:
+        states = metastore.file_states(paths)
+    except Exception:  # noqa: BLE001 - unknown state: leave everything to the next claimant
+        log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
+        return
+    pending = [path for path in paths if states.get(path) == "pending"]
+    deleted = []
+    for path in pending:
+        try:
+            lake.delete(path)
+            deleted.append(path)
+        except Exception:  # noqa: BLE001 - stays pending: the next claimant deletes it
+            log.warning("deleting pending file %s failed", path, exc_info=True)
+    try:
+        # Only what is gone: a file whose delete failed (an S3 outage) stays listed as pending,
+        # so it is not left in the lake untracked.
+        metastore.forget_files(deleted, only_pending=True)
+    except Exception:  # noqa: BLE001
+        log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
+
+
+def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterator[tuple[Batch, Decoded]]:
+    """(batch, decoded) in read order, decoded in a thread of its own: fetching (librdkafka),
+    decoding (pyarrow's JSON parser) and writing (pyarrow's Parquet writer) each release the
+    GIL, so the three overlap instead of taking turns. Decoding is pure; every write, and
+    so every side effect, stays in the caller's thread."""
+
+    stop = threading.Event()  # set when the caller stops reading early
+
+    def decode() -> Iterator[tuple[Batch, Decoded]]:
+        with contextlib.closing(reader.batches(cancelled=stop)) as batches:
+            for batch in batches:
+                yield batch, decoder.decode(batch)
+
+    return run_ahead(decode, DECODE_AHEAD, name, stop=stop)
+
+
+def _decoder(spec: DataProductSpec, topic: str, lake: Lake, metastore: Metastore) -> Decoder:
+    """The product's decoder; a CloudEvents product that de-duplicates on `ce_id` starts from
+    the ids its live files already hold (connectors/formats/cloudevents.py says the scope)."""
+    if spec.format == "cloudevents" and spec.cloudevents.dedupe_on_id:
+        seen = seen_ids_from_lake(spec, lake, metastore, spec.cloudevents.dedupe_lookback)
+        return decoder_for(spec, topic, seen_ids=seen)
+    return decoder_for(spec, topic)
+
+
+def _low_watermark(conf: dict[str, Any], topic: str, partition: int) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(conf)
+    try:
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        return max(low, 0)
+    finally:
+        consumer.close()
+
+
+def seen_ids_from_lake(spec: DataProductSpec, lake, metastore, lookback: timedelta | None = None) -> set[str]:
+    """`ce_id`s in the product's live files of the last `lookback` of landed hours."""
+    files = metastore.live_files(spec.name)
+    if not files:
+        return set()
+    lookback = lookback or DEFAULT_DEDUPE_LOOKBACK
+    newest = max(parse_hour_key(f.hour) for f in files)
+    first = hour_key(newest - lookback)
+    paths = [f.path for f in files if f.hour >= first]
+    if not paths:
+        return set()
+    table = lake.read_tables(paths, columns=["ce_id"])
+    return set(pc.unique(table.column("ce_id").combine_chunks().drop_null()).to_pylist())

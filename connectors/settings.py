@@ -1,0 +1,132 @@
+"""Every setting flowsuite takes from the environment, read in this one place (names in README's
+Configuration table and DESIGN.md).
+
+`load_settings()` reads the process environment; `load_settings(env)` reads only the mapping
+given (tests, subprocess environments). The engine never reads the environment itself: callers
+pass these values down (the CLI directly, the Dagster side through resources.py, where the
+secrets still reach the resource only as `dg.EnvVar`). Secrets are `SecretStr`, so a printed
+or logged settings object shows `**********`.
+
+New settings go here as a field with its variable name as alias (`validation_alias`), a
+default, and a one-line comment; derived defaults are filled in `_defaults`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+
+# Kafka client settings that may be given through the environment and pass through unchanged.
+KAFKA_ENV_SETTINGS = {
+    "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": "security.protocol",
+    "FLOWSUITE_KAFKA_SASL_MECHANISM": "sasl.mechanism",
+    "FLOWSUITE_KAFKA_SASL_USERNAME": "sasl.username",
+    "FLOWSUITE_KAFKA_SASL_PASSWORD": "sasl.password",
+    "FLOWSUITE_KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+    "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
+    "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
+    "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
+}
+KAFKA_SECRET_VARS = ("FLOWSUITE_KAFKA_SASL_PASSWORD", "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD")
+
+
+def _env(*names: str):
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Where flowsuite keeps things and how it reaches them. Empty variables count as unset."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True, extra="ignore", validate_default=False)
+
+    # --- where things are (README "Configuration") ---
+    home: Path = Field(default=None, validation_alias="FLOWSUITE_HOME")
+    kafka_bootstrap: str = Field(DEFAULT_KAFKA_BOOTSTRAP, validation_alias="FLOWSUITE_KAFKA_BOOTSTRAP")
+    lake_url: str = Field(default=None, validation_alias="FLOWSUITE_LAKE_URL")
+    metastore_url: str = Field(default=None, repr=False, validation_alias="FLOWSUITE_METASTORE_URL")
+    warehouse_url: str = Field(default=None, repr=False, validation_alias="FLOWSUITE_WAREHOUSE_URL")
+    products_dir: Path = Field(default=None, validation_alias="FLOWSUITE_PRODUCTS_DIR")
+    # --- the embedded broker ---
+    broker_storage: str | None = Field(None, validation_alias="FLOWSUITE_BROKER_STORAGE")
+    # --- Kafka client pass-through (security.protocol, sasl.*, ssl.*; see KAFKA_ENV_SETTINGS) ---
+    kafka_security_protocol: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION")
+    kafka_ssl_key_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_KEY_PASSWORD")
+    # --- S3 lake (and the broker's S3 storage) ---
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=_env("FLOWSUITE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    )
+    aws_region: str | None = Field(None, validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
+    # --- fault injection of the crash tests (connectors/faults.py reads it at each crash point) ---
+    crash_at: str | None = Field(None, validation_alias="FLOWSUITE_CRASH_AT")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data):
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if v not in ("", None)}
+        return data
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        home = Path(self.home or REPO_ROOT / ".flowsuite").resolve()
+        products_dir = Path(self.products_dir or REPO_ROOT / "dataproducts")
+        if not products_dir.is_absolute():
+            products_dir = (REPO_ROOT / products_dir).resolve()
+        fill = {
+            "home": home,
+            "products_dir": products_dir,
+            "lake_url": self.lake_url or str(home / "lake"),
+            "metastore_url": self.metastore_url or f"sqlite:///{home / 'metastore.db'}",
+            "warehouse_url": self.warehouse_url or f"sqlite:///{home / 'warehouse.db'}",
+        }
+        for name, value in fill.items():
+            object.__setattr__(self, name, value)  # frozen: the defaults are filled once, here
+        return self
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The Kafka pass-through settings as librdkafka names (secrets included: pass them
+        only to a client, never to a log)."""
+        values = {
+            "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": self.kafka_security_protocol,
+            "FLOWSUITE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "FLOWSUITE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "FLOWSUITE_KAFKA_SASL_PASSWORD": _reveal(self.kafka_sasl_password),
+            "FLOWSUITE_KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
+            "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
+            "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": self.kafka_ssl_key_location,
+            "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": _reveal(self.kafka_ssl_key_password),
+        }
+        return {KAFKA_ENV_SETTINGS[var]: v for var, v in values.items() if v}
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of this process's environment, or of exactly the mapping `env`."""
+    return Settings.model_validate(dict(os.environ if env is None else env))

@@ -1,0 +1,45 @@
+"""Source connectors: bring data that is not on Kafka yet into a topic (sql: query-based)."""
+
+from __future__ import annotations
+
+from connectors.sources.sql import (
+    CLAIM_PRODUCT,
+    CLAIM_RESOURCE,
+    CURSOR_TABLE,
+    Cursor,
+    Mode,
+    PublishResult,
+    SourceCloudEventsSpec,
+    SourceConnectionSpec,
+    SourceError,
+    SourceSpec,
+    cursors,
+    expand_vars,
+    load_sources,
+    parse_source_file,
+    publish,
+    read_cursor,
+    reset_cursor,
+    rows_waiting,
+)
+
+__all__ = [
+    "CLAIM_PRODUCT",
+    "CLAIM_RESOURCE",
+    "CURSOR_TABLE",
+    "Cursor",
+    "Mode",
+    "PublishResult",
+    "SourceCloudEventsSpec",
+    "SourceConnectionSpec",
+    "SourceError",
+    "SourceSpec",
+    "cursors",
+    "expand_vars",
+    "load_sources",
+    "parse_source_file",
+    "publish",
+    "read_cursor",
+    "reset_cursor",
+    "rows_waiting",
+]

@@ -1,0 +1,51 @@
+"""The warehouse: UPSERT of what the lake committed into a product's table, exactly once."""
+
+from __future__ import annotations
+
+from connectors.warehouse.sink import (
+    COPY_CHUNK_ROWS,
+    MYSQL_KEY_LENGTH,
+    OFFSETS_TABLE,
+    POSITION,
+    READ_RETRIES,
+    REPLAY_SLOT,
+    STAGE_TABLE,
+    BatchCounts,
+    ConcurrentSyncError,
+    SyncResult,
+    WarehouseError,
+    WarehouseSchemaError,
+    WarehouseSink,
+    column_type,
+    copy_csv_chunks,
+    plan_windows,
+    read_window,
+    reduce_latest,
+    sync,
+    tombstone_table_name,
+    version_columns,
+)
+
+__all__ = [
+    "BatchCounts",
+    "COPY_CHUNK_ROWS",
+    "ConcurrentSyncError",
+    "MYSQL_KEY_LENGTH",
+    "OFFSETS_TABLE",
+    "POSITION",
+    "READ_RETRIES",
+    "REPLAY_SLOT",
+    "STAGE_TABLE",
+    "SyncResult",
+    "WarehouseError",
+    "WarehouseSchemaError",
+    "WarehouseSink",
+    "column_type",
+    "copy_csv_chunks",
+    "plan_windows",
+    "read_window",
+    "reduce_latest",
+    "sync",
+    "tombstone_table_name",
+    "version_columns",
+]

@@ -1,0 +1,44 @@
+"""`flowsuite validate`: check every data-product spec and source connector spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from connectors.settings import Settings
+from orchestration.cli.common import exit_with, pass_settings
+
+
+@click.command("validate", help="check every data-product spec; print each problem, exit 1 if any")
+@click.option("--dir", "products_dir", type=click.Path(path_type=Path), default=None,
+              help="specs folder (default: FLOWSUITE_PRODUCTS_DIR)")
+@pass_settings
+def command(settings: Settings, products_dir: Path | None) -> None:
+    from connectors.sources import load_sources
+    from connectors.spec import SpecError, load_specs
+    from quality.expectations import register_spec_checks
+
+    register_spec_checks()  # expectation types and kwargs are part of a valid spec
+    products_dir = products_dir or settings.products_dir
+    try:
+        specs = load_specs(products_dir)
+    except SpecError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{len(exc.problems)} problem(s) in {products_dir}", err=True)
+        return exit_with(1)
+    if not specs:
+        click.echo(f"no data-product specs (*.yaml) in {products_dir}", err=True)
+        return exit_with(1)
+    for spec in specs:
+        click.echo(f"OK {spec.name}: topic {spec.topic}, {len(spec.fields)} fields, owner {spec.owner}")
+    try:
+        sources = load_sources(products_dir, specs)
+    except SpecError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{len(exc.problems)} problem(s) in {products_dir / 'sources'}", err=True)
+        return exit_with(1)
+    for source in sources:
+        click.echo(f"OK source {source.name}: table {source.table} ({source.mode}) → product {source.product}")
