@@ -29,7 +29,7 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from connectors.kafka_reader import HistoryLostError, PartitionProbe, consumer_config
+from connectors.kafka import HistoryLostError, PartitionProbe, consumer_config
 from sensors.offsets import IN_FLIGHT, START_OFFSETS_TAG, _duration, _ended, _read_cursor, offset_run_key
 
 PROBE_CONF = {

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench.upsert import COLS, bench_spec, make_rows  # noqa: E402
-from connectors.sql_sink import copy_csv_chunks  # noqa: E402
+from connectors.warehouse import copy_csv_chunks  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}

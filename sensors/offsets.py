@@ -1,9 +1,9 @@
 """The offset sensor of each data product: request a landing when enough records wait.
 
 Each tick compares the committed offsets (the metastore's: the truth) with the broker's end
-offsets, using one consumer: the ListOffsets hint, then one fetch from the committed offset
-where data may wait (Tansu's hint can lag the true end), which also gives the timestamp of the
-oldest waiting record. A run of `<P>_ingest` is requested when at least `trigger.min_records`
+offsets by one fetch from the committed offset of every partition at once, on a consumer made
+for the tick (`connectors.kafka.probe`): it gives each partition's exact end and the timestamp
+of its oldest waiting record, with no ListOffsets (Tansu's answer lags the true end). A run of `<P>_ingest` is requested when at least `trigger.min_records`
 records wait or the oldest has waited longer than `trigger.max_latency`, and never while one
 is queued or running.
 
@@ -25,7 +25,13 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors.kafka import HistoryLostError, consumer_config, probe_partitions
+from connectors.kafka import (
+    PROBE_CONF,
+    HistoryLostError,
+    consumer_config,
+    probe_committed,
+    topic_metadata,
+)
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
@@ -77,12 +83,11 @@ def evaluate_offsets(
 
     metastore = flowsuite.metastore()
     states = metastore.committed_offsets(spec.name)
-    conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
-    consumer = Consumer(conf)
+    conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, {**flowsuite.kafka(), **PROBE_CONF})
+    consumer = Consumer(conf)  # fresh per tick: its cached watermarks come from this tick's fetch
     try:
         try:
-            # Never look a topic up by name: Tansu would create it.
-            topic_md = consumer.list_topics(timeout=10).topics.get(spec.topic)
+            topic_md = topic_metadata(consumer, flowsuite.kafka_bootstrap, spec.topic)
         except KafkaException as exc:
             return dg.SkipReason(f"the Kafka broker does not answer: {exc}")
         if topic_md is None or topic_md.error is not None:
@@ -95,12 +100,9 @@ def evaluate_offsets(
                 low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=5, cached=False)
                 committed[p] = max(low, 0)
         behind = [p for p, s in states.items() if p in committed and not s.at_eof]
-        probes = probe_partitions(conf, spec.topic, committed, always_fetch=behind, consumer=consumer)
-        # A committed offset past the end means the topic lost its history; Tansu's hint lags
-        # the true end, so a fetch measures it before the alarm (never "no records waiting").
-        suspects = {p: c for p, c in committed.items() if probes[p].end is None and probes[p].end_hint < c}
-        if suspects:
-            probes.update(probe_partitions(conf, spec.topic, suspects, always_fetch=list(suspects), consumer=consumer))
+        # One fetch from every committed offset: the exact end of each partition. An end below
+        # the committed offset (the fetch's own high watermark) means the topic lost its history.
+        probes = probe_committed(consumer, spec.topic, committed)
         for p, pr in sorted(probes.items()):
             if pr.end is not None and pr.end < pr.committed:
                 low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=5, cached=False)

@@ -17,6 +17,7 @@ from connectors.kafka.dlq import (
     dlq_topic,
     original_key,
 )
+from connectors.kafka.probe import PROBE_CONF, probe_committed, topic_metadata
 from connectors.kafka.reader import (
     CONSUME_TIMEOUT_S,
     PREFETCH_BATCHES,
@@ -39,6 +40,9 @@ from connectors.kafka.stages import (
 )
 
 __all__ = [
+    "PROBE_CONF",
+    "probe_committed",
+    "topic_metadata",
     "CONSUME_TIMEOUT_S",
     "DLQ_SUFFIX",
     "DeadLetterError",
