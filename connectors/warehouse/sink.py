@@ -77,6 +77,7 @@ from connectors.metastore import (
     schema_lock,
 )
 from connectors.spec import DataProductSpec, FieldSpec
+from connectors.warehouse.mysql_values import insert_statements
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,10 @@ class WarehouseSink:
             for f in spec.fields
         ]
         cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
-        self.table = sa.Table(self.table_name, self.metadata, *cols)
+        db = spec.sinks.database
+        table_options = ({"postgresql_with": {"fillfactor": db.fillfactor}}
+                         if self.dialect == "postgresql" and db is not None and db.fillfactor else {})
+        self.table = sa.Table(self.table_name, self.metadata, *cols, **table_options)
         self.offsets = sa.Table(
             OFFSETS_TABLE, self.metadata,
             sa.Column("product", sa.String(128), primary_key=True),
@@ -686,6 +690,14 @@ class WarehouseSink:
     def _load_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
         if self.dialect == "postgresql":
             self._copy_stage(conn, stage, data)
+            return
+        if self.dialect == "mysql":
+            # SQL text rendered by Arrow: PyMySQL's per-value escaping made this stage the
+            # sink's main cost (bench/upsert_variants.py; connectors/warehouse/mysql_values.py).
+            quote = self.engine.dialect.identifier_preparer.quote
+            with conn.connection.driver_connection.cursor() as cur:
+                for statement in insert_statements(STAGE_TABLE, data, quote):
+                    cur.execute(statement)
             return
         rows = _python_rows(data, self.dialect)
         conn.execute(sa.insert(stage), rows)
