@@ -146,9 +146,6 @@ def main() -> int:
         result = rounds[-1]["result"]
         med = {k: statistics.median(r[k] for r in rounds)
                for k in ("compact_s", "compact_cpu", "ceiling_s", "ceiling_cpu", "before_read", "after_read")}
-        compact_s, ceiling_s, before_read, after_read = med["compact_s"], med["ceiling_s"], med["before_read"], med["after_read"]
-
-        compact_mbs, ceiling_mbs = mb / compact_s, mb / ceiling_s
         rows = [
             ratio_row("compaction throughput (MB/s of input)", [mb / r["compact_s"] for r in rounds],
                       [mb / r["ceiling_s"] for r in rounds], ">= 0.7", "MB/s",

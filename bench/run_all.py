@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from stats import judged, parse_goal  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "results.md"
 CHART = ROOT / "bench" / "results.png"

@@ -1,6 +1,6 @@
 """Offset-sensor tick time for 10 and 100 data products x 12 partitions, against a bare watermark loop.
 
-    python bench/sensor.py [--products 10,100] [--partitions 12] [--rounds 3] [--prototype]
+    python bench/sensor.py [--products 10,100] [--partitions 12] [--rounds 3]
 
 For each product count: builds that many specs (the demo clicks spec on topics of 12
 partitions each) on an embedded Tansu broker, lands what is there, and times one tick of every
@@ -83,6 +83,16 @@ def setup_products(broker, tmp: str, count: int, partitions: int, base, tag: str
     return specs, sensors, resources
 
 
+def tick_all(instance, specs, sensors, resources) -> tuple[float, int]:
+    """One tick of every product's sensor: seconds, runs requested."""
+    started = time.perf_counter()
+    requested = 0
+    for (sensor, _), resource in zip(sensors, resources, strict=True):
+        result = sensor(dg.build_sensor_context(instance=instance, resources={"flowsuite": resource}))
+        requested += len(getattr(result, "run_requests", None) or [])
+    return time.perf_counter() - started, requested
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -90,10 +100,7 @@ def main() -> int:
     ap.add_argument("--products", default="10,100", help="product counts, comma-separated")
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--rounds", "--repeat", type=int, default=3, dest="rounds", help="interleaved rounds")
-    ap.add_argument("--prototype", action="store_true", help="also time bench/sensor_probe.py's tick")
     args = ap.parse_args()
-    if args.prototype:
-        from sensor_probe import evaluate_offsets_probe
     base = parse_spec_file(ROOT / "dataproducts" / "clicks.yaml")
     rows = []
     with running_broker() as broker, tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
@@ -102,51 +109,30 @@ def main() -> int:
             specs, sensors, resources = setup_products(broker, tmp, count, args.partitions, base, f"n{count}")
             topics = [s.topic for s in specs]
 
-            def tick_all(instance, how: str) -> tuple[float, int, list]:
-                started = time.perf_counter()
-                requested, decisions = 0, []
-                for spec, (sensor, job_name), resource in zip(specs, sensors, resources, strict=True):
-                    ctx = dg.build_sensor_context(instance=instance, resources={"flowsuite": resource})
-                    if how == "sensor":
-                        result = sensor(ctx)
-                    else:
-                        result = evaluate_offsets_probe(spec, job_name, ctx, resource)
-                    runs = getattr(result, "run_requests", None) or []
-                    requested += len(runs)
-                    decisions.append([r.run_key for r in runs])
-                return time.perf_counter() - started, requested, decisions
-
-            hows = ["sensor", "prototype"] if args.prototype else ["sensor"]
             label = f"{count} products x {args.partitions} partitions"
             with dg.instance_for_test() as instance:
-                for how in hows:
-                    tick_all(instance, how)  # warm: engines, connections
+                tick_all(instance, specs, sensors, resources)  # warm: engines, connections
                 for state in ("nothing waiting", "records waiting"):
                     if state == "records waiting":
                         for spec in specs:
                             produce(bootstrap, spec.topic, generate_clicks(2000, 1, 0.0, seed=99),
                                     partitions=args.partitions)
-                    times = {h: [] for h in hows}
-                    ceilings = []
+                    times, ceilings = [], []
                     for r in range(args.rounds):
-                        seen = {}
-                        for how in hows if r % 2 == 0 else hows[::-1]:
-                            took, requested, decisions = tick_all(instance, how)
-                            want = count if state == "records waiting" else 0
-                            assert requested == want, (how, state, requested)
-                            times[how].append(took)
-                            seen[how] = decisions
-                        if args.prototype:
-                            assert seen["sensor"] == seen["prototype"], "prototype decided differently"
-                        ceilings.append(bare_watermarks(bootstrap, topics, args.partitions))
-                        print(f"  {label}, {state}, round {r + 1}: "
-                              + ", ".join(f"{h} {times[h][-1]:.3f} s" for h in hows)
-                              + f", ceiling {ceilings[-1]:.4f} s", flush=True)
+                        # Alternate which goes first: neither always gets the warmer broker.
+                        if r % 2:
+                            ceilings.append(bare_watermarks(bootstrap, topics, args.partitions))
+                        took, requested = tick_all(instance, specs, sensors, resources)
+                        if not r % 2:
+                            ceilings.append(bare_watermarks(bootstrap, topics, args.partitions))
+                        want = count if state == "records waiting" else 0
+                        assert requested == want, (state, requested, want)
+                        times.append(took)
+                        print(f"  {label}, {state}, round {r + 1}: ticks {took:.3f} s, ceiling {ceilings[-1]:.4f} s",
+                              flush=True)
                     goal = "<= 0.5 s" if count <= 10 else "<= 5 s"
-                    for how in hows:
-                        rows.append(ratio_row(
-                            f"sensor ticks{' (prototype probe)' if how == 'prototype' else ''}, {state} ({label})",
-                            times[how], ceilings, goal, "s", products=count, partitions=count * args.partitions))
+                    rows.append(ratio_row(f"sensor ticks, {state} ({label})", times, ceilings, goal, "s",
+                                          products=count, partitions=count * args.partitions))
     print()
     print_rows(rows)
     print("(figure: one tick of every product, s; ceiling: a bare get_watermark_offsets loop over the same "

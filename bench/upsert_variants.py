@@ -175,7 +175,7 @@ def my_stage(cur, data: pa.Table, load: str) -> None:
     if load == "infile":
         my_load(cur, "stage", data)
     elif load == "values":
-        from mysql_values import insert_statements
+        from connectors.warehouse.mysql_values import insert_statements
 
         for sql in insert_statements("stage", data, lambda c: f"`{c}`"):
             cur.execute(sql)
@@ -194,8 +194,8 @@ def my_odku(conn, table: str, data: pa.Table, load: str = "insert") -> tuple[int
         cur.execute(f"SELECT COUNT(CASE WHEN {MY_NEWER} THEN 1 END), COUNT(*) FROM stage s JOIN `{table}` t "
                     "ON s.event_id = t.event_id")
         updates, existing = cur.fetchone()
-        guard = ("(VALUES(_partition) > `{t}`._partition OR (VALUES(_partition) = `{t}`._partition AND "
-                 "VALUES(_offset) > `{t}`._offset))").format(t=table)
+        guard = (f"(VALUES(_partition) > `{table}`._partition OR (VALUES(_partition) = `{table}`._partition AND "
+                 f"VALUES(_offset) > `{table}`._offset))")
         order = [c for c in REST if c not in ("_partition", "_offset")] + ["_offset", "_partition"]
         sets = ", ".join(f"{c} = CASE WHEN {guard} THEN VALUES({c}) ELSE `{table}`.{c} END" for c in order)
         cur.execute(f"INSERT INTO `{table}` ({', '.join(COLS)}) SELECT {', '.join(COLS)} FROM stage "

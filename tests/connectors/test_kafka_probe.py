@@ -7,9 +7,9 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from examples.demo_data import generate_clicks, produce
 from connectors.kafka import consumer_config
 from connectors.kafka.probe import PROBE_CONF, probe_committed, topic_metadata
+from examples.demo_data import generate_clicks, produce
 
 
 def _consumer(bootstrap: str) -> Consumer:
