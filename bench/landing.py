@@ -225,7 +225,7 @@ def _child(args) -> dict:
     from connectors.spec import DataProductSpec
 
     spec = DataProductSpec.model_validate_json(spec_json)
-    import connectors.landing  # noqa: F401  (imports off the clock, as in a warm step process)
+    import connectors.flows.landing  # noqa: F401  (imports off the clock, as in a warm step process)
 
     rss_before = _peak_rss_mb()
     if what == "bare":
