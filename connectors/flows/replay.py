@@ -33,12 +33,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.flows.compaction import conform
-from connectors.flows.compaction.hours import (
+from connectors.flows.compaction import (
     DEFAULT_LEASE_S,
     CompactionResult,
     Fingerprint,
     compact_hour,
+    conform,
     merge_ranges,
     rewrite_hour,
     sources_of,
