@@ -22,8 +22,8 @@ import math
 from typing import Any, NamedTuple
 
 import dagster as dg
-import pyarrow as pa
 
+import quality.checks as quality_checks
 from assets.metadata import landing_links
 from assets.runs import dead_run_checker
 from connectors.flows import InvalidRecordsError, LandingResult, land
@@ -35,8 +35,7 @@ from connectors.kafka import (
     partitions_of,
     probe_partitions,
 )
-from connectors.lake import HOUR_DIR, Lake
-from connectors.metastore import Metastore
+from connectors.lake import HOUR_DIR
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
@@ -82,15 +81,6 @@ def landed_key(spec: DataProductSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "landed"])
 
 
-def _quality_hooks() -> Any:
-    """`quality.checks` when the quality layer is installed, else None (no checks)."""
-    try:
-        import quality.checks as checks
-    except ImportError:
-        return None
-    return checks
-
-
 def landing_kinds(spec: DataProductSpec, lake_url: str | None = None) -> set[str]:
     kinds = {"kafka", "parquet"}
     if (lake_url or "").startswith("s3://"):
@@ -105,8 +95,7 @@ def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | Non
     `<P>/published`), drawn as P/landed's parent so the lineage runs from the legacy table
     through the topic to the lake and the warehouse. The sensor's runs select P/landed alone
     and land whatever the topic holds; a run that selects both publishes first."""
-    checks = _quality_hooks()
-    check_specs = list(checks.landing_check_specs(spec)) if checks is not None else []
+    check_specs = list(quality_checks.landing_check_specs(spec))
     lake_url = _configured_lake_url()
 
     description = (
@@ -189,10 +178,7 @@ def run_landing(
     lake, metastore = flowsuite.lake(), flowsuite.metastore()
     is_dead = dead_run_checker(context.instance)
 
-    on_invalid = None
-    checks = _quality_hooks()
-    if checks is not None and hasattr(checks, "landing_on_invalid"):
-        on_invalid = checks.landing_on_invalid(spec, flowsuite)
+    on_invalid = quality_checks.landing_on_invalid(spec, flowsuite)
 
     try:
         result = land(
@@ -242,22 +228,10 @@ def finish_landing(
     metadata["landing_steps"] = dg.MetadataValue.int(steps)
     metadata.update(landing_links(spec, lake, result.hours))  # lake path, related assets
     check_results: list[dg.AssetCheckResult] = []
-    checks = _quality_hooks()
-    if check_specs and checks is not None:
+    if check_specs:
         table = lake.read_tables(result.files) if result.files else lake_schema(spec).empty_table()
-        check_results = list(checks.landing_check_results(spec, table, result, metastore))
+        check_results = list(quality_checks.landing_check_results(spec, table, result, metastore))
     return dg.MaterializeResult(metadata=metadata, check_results=check_results or None)
-
-
-def materialize_landing(
-    context: dg.OpExecutionContext,
-    spec: DataProductSpec,
-    config: LandingConfig,
-    flowsuite: FlowsuiteResource,
-    check_specs: list[dg.AssetCheckSpec],
-) -> dg.MaterializeResult:
-    """Land and report in one step (what the graph's steps do, for callers without a graph)."""
-    return finish_landing(context, spec, run_landing(context, spec, config, flowsuite), flowsuite, check_specs)
 
 
 def _lag_after(spec: DataProductSpec, flowsuite: FlowsuiteResource, result: LandingResult) -> dict[int, int | None]:
@@ -332,9 +306,3 @@ def _hour_of(path: str) -> str:
     """'2026-11-26-10' from a path under `dt=2026-11-26/hour=10`."""
     match = HOUR_DIR.search(path)
     return f"{match.group(1)}-{match.group(2)}" if match else "?"
-
-
-def read_landed(lake: Lake, metastore: Metastore, product: str) -> pa.Table:
-    """Every live landed/compacted row of a product, as the metastore lists it."""
-    return lake.read_tables(f.path for f in metastore.live_files(product))
-

@@ -494,7 +494,3 @@ def load_specs(products_dir: Path) -> list[DataProductSpec]:
     if problems:
         raise SpecError(problems)
     return sorted((spec for spec, _ in parsed), key=lambda s: s.name)
-
-
-def utc_hour(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

@@ -1,11 +1,11 @@
 """The offset sensor of each data product: request a landing when enough records wait.
 
 Each tick compares the committed offsets (the metastore's: the truth) with the broker's end
-offsets by one fetch from the committed offset of every partition at once, on a consumer made
-for the tick (`connectors.kafka.probe`): it gives each partition's exact end and the timestamp
-of its oldest waiting record, with no ListOffsets (Tansu's answer lags the true end). A run of `<P>_ingest` is requested when at least `trigger.min_records`
-records wait or the oldest has waited longer than `trigger.max_latency`, and never while one
-is queued or running.
+offsets (`connectors.kafka.probe_waiting`: one fetch from the committed offset of every
+partition at once on a consumer made for the tick, which gives each partition's exact end and
+the timestamp of its oldest waiting record; no ListOffsets). A run of `<P>_ingest` is
+requested when at least `trigger.min_records` records wait or the oldest has waited longer
+than `trigger.max_latency`, and never while one is queued or running.
 
 Run keys are deterministic — the product and its start offsets (`clicks:0:1200,1:800`) — so a
 tick evaluated twice requests one run. When a run with that key already ended without moving
@@ -23,15 +23,8 @@ import time
 from typing import Any
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors.kafka import (
-    PROBE_CONF,
-    HistoryLostError,
-    consumer_config,
-    probe_committed,
-    topic_metadata,
-)
+from connectors.kafka import TopicUnavailableError, consumer_config, probe_waiting
 from connectors.spec import DataProductSpec
 from orchestration.resources import FlowsuiteResource
 
@@ -81,42 +74,15 @@ def evaluate_offsets(
     if in_flight:
         return dg.SkipReason(f"a landing run is in progress: {in_flight[0].dagster_run.run_id}")
 
-    metastore = flowsuite.metastore()
-    states = metastore.committed_offsets(spec.name)
-    conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, {**flowsuite.kafka(), **PROBE_CONF})
-    consumer = Consumer(conf)  # fresh per tick: its cached watermarks come from this tick's fetch
+    states = flowsuite.metastore().committed_offsets(spec.name)
+    conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
     try:
-        try:
-            topic_md = topic_metadata(consumer, flowsuite.kafka_bootstrap, spec.topic)
-        except KafkaException as exc:
-            return dg.SkipReason(f"the Kafka broker does not answer: {exc}")
-        if topic_md is None or topic_md.error is not None:
-            return dg.SkipReason(f"topic {spec.topic!r} not found on the broker")
-        committed: dict[int, int] = {}
-        for p in sorted(topic_md.partitions):
-            if p in states:
-                committed[p] = states[p].next_offset
-            else:  # never landed: the run starts at the partition's first record
-                low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=5, cached=False)
-                committed[p] = max(low, 0)
-        behind = [p for p, s in states.items() if p in committed and not s.at_eof]
-        # One fetch from every committed offset: the exact end of each partition. An end below
-        # the committed offset (the fetch's own high watermark) means the topic lost its history.
-        probes = probe_committed(consumer, spec.topic, committed)
-        for p, pr in sorted(probes.items()):
-            if pr.end is not None and pr.end < pr.committed:
-                low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=5, cached=False)
-                raise HistoryLostError(spec.topic, p, pr.committed, max(low, 0), pr.end)
-    finally:
-        consumer.close()
-
-    waiting = sum(pr.waiting for pr in probes.values())
-    # A landing that stopped before EOF left records behind; if this tick's fetch could not
-    # measure how many, they count as waiting rather than being forgotten.
-    unmeasured = [p for p in behind if probes[p].end is None]
-    waiting_partitions = [p for p, pr in probes.items() if pr.waiting > 0 or p in unmeasured]
-    oldest_ms = [pr.oldest_waiting_ms for pr in probes.values() if pr.oldest_waiting_ms is not None]
-    oldest_age_s = max(0.0, time.time() - min(oldest_ms) / 1000) if oldest_ms else None
+        found = probe_waiting(conf, spec.topic, states)
+    except TopicUnavailableError as exc:
+        return dg.SkipReason(str(exc))
+    committed, waiting, unmeasured = found.committed, found.records, found.unmeasured
+    waiting_partitions = found.partitions
+    oldest_age_s = found.oldest_age_s()
     min_records = spec.trigger.min_records
     max_latency_s = spec.trigger.max_latency.total_seconds()
     tick = {"at": time.time(), "waiting": waiting, "oldest_age_s": oldest_age_s, "committed": committed}

@@ -52,9 +52,9 @@ from connectors.lake import (
     parse_hour_key,
     quarantine_dir,
 )
+from connectors.leases import LeaseKeeper
 from connectors.metastore import (
     ClaimHeldError,
-    ClaimLostError,
     FileStats,
     Metastore,
     landing_resource,
@@ -156,37 +156,6 @@ class _OpenFile:
     max_offset: int | None = None
 
 
-class _Leases:
-    """Renews the run's claims in the background; a failed renewal marks the claim lost."""
-
-    def __init__(self, metastore: Metastore, product: str, owner: str, lease_s: float):
-        self.metastore, self.product, self.owner, self.lease_s = metastore, product, owner, lease_s
-        self.resources: set[str] = set()
-        self.lost: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{product}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            for resource in list(self.resources):
-                try:
-                    if not self.metastore.renew(self.product, resource, self.owner, self.lease_s):
-                        self.lost.add(resource)
-                except Exception:  # noqa: BLE001 - a metastore blip; the next renewal retries
-                    log.warning("renewing claim %s failed; retrying", resource, exc_info=True)
-
-    def check(self, resource: str) -> None:
-        if resource in self.lost:
-            raise ClaimLostError(f"{self.product}: claim {resource} was lost (lease not renewed); nothing committed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def land(
     spec: DataProductSpec,
     *,
@@ -237,7 +206,7 @@ def land(
     starts = {p: committed[p].next_offset if p in committed else _low_watermark(conf, topic, p) for p in wanted}
     results = {p: PartitionLanding(p, s, s) for p, s in starts.items()}
 
-    leases = _Leases(metastore, spec.name, owner, lease_s)
+    leases = LeaseKeeper(metastore, spec.name, owner, lease_s)
     claimed: dict[int, int] = {}
     for p, start in starts.items():
         resource = landing_resource(p, start)
@@ -257,7 +226,7 @@ def land(
                 spec.name, p, start, takeover.previous_run_id, len(takeover.pending_files),
             )
         claimed[p] = start
-        leases.resources.add(resource)
+        leases.add(resource)
     if not claimed:
         return LandingResult(spec.name, topic, run_id, results, [], time.monotonic() - started)
 
@@ -333,7 +302,7 @@ def land(
             res = results[p]
             if res.consumed == 0:
                 metastore.release(spec.name, resource, owner)
-                leases.resources.discard(resource)
+                leases.discard(resource)
                 continue
             landed_files, quarantine_files = finished[p]
             reopened += metastore.commit_landing(
@@ -341,7 +310,7 @@ def land(
                 at_eof=res.reached_eof, owner=owner, run_id=run_id,
                 landed=landed_files, quarantined=quarantine_files, consumed=res.consumed,
             )
-            leases.resources.discard(resource)
+            leases.discard(resource)
             # Committed: a failure of a later partition's commit must not delete these files.
             written[:] = [w for w in written if w[1] != resource]
             group_offsets[p] = res.end

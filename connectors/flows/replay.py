@@ -33,13 +33,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.flows.compaction import conform
-from connectors.flows.compaction.hours import (
+from connectors.flows.compaction import (
     DEFAULT_LEASE_S,
     CompactionResult,
     Fingerprint,
-    LeaseKeeper,
     compact_hour,
+    conform,
     merge_ranges,
     rewrite_hour,
     sources_of,
@@ -47,6 +46,7 @@ from connectors.flows.compaction.hours import (
 from connectors.formats import decoder_for, lake_schema
 from connectors.kafka import HistoryLostError, KafkaReadError, RangeReader, consumer_config
 from connectors.lake import Lake, epoch_hour, normalize_hour, parse_hour_key
+from connectors.leases import LeaseKeeper
 from connectors.metastore import FileRecord, Metastore
 from connectors.spec import DataProductSpec
 

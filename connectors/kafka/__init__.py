@@ -38,11 +38,16 @@ from connectors.kafka.stages import (
     T,
     run_ahead,
 )
+from connectors.kafka.waiting import CommittedState, TopicUnavailableError, Waiting, probe_waiting
 
 __all__ = [
     "PROBE_CONF",
     "probe_committed",
     "topic_metadata",
+    "CommittedState",
+    "TopicUnavailableError",
+    "Waiting",
+    "probe_waiting",
     "CONSUME_TIMEOUT_S",
     "DLQ_SUFFIX",
     "DeadLetterError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.leases import ClaimLostError
 from connectors.metastore.db import (
     SCHEMA_LOCK_WAIT_S,
     create_missing_tables,
@@ -12,7 +13,6 @@ from connectors.metastore.db import (
 )
 from connectors.metastore.store import (
     ClaimHeldError,
-    ClaimLostError,
     CommitConflictError,
     FileRecord,
     FileStats,
@@ -23,7 +23,6 @@ from connectors.metastore.store import (
     Takeover,
     hour_resource,
     landing_resource,
-    utc_now,
 )
 from connectors.metastore.tables import (
     claims,
@@ -63,5 +62,4 @@ __all__ = [
     "replays",
     "retrying",
     "schema_lock",
-    "utc_now",
 ]

@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     and_,
@@ -36,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from connectors.leases import SYSTEM_CLOCK, ClaimLostError, Clock
 from connectors.metastore.db import insert_ignore, make_engine, retrying, schema_lock
 from connectors.metastore.tables import (
     claims,
@@ -60,10 +60,6 @@ class ClaimHeldError(RuntimeError):
             f"{product}: {resource} is claimed by run {run_id} (lease {lease_left:.0f}s left); "
             "this run writes nothing for it"
         )
-
-
-class ClaimLostError(RuntimeError):
-    """Our claim was taken over (our lease expired): stop without committing."""
 
 
 class CommitConflictError(RuntimeError):
@@ -158,9 +154,13 @@ def hour_resource(hour: str) -> str:
 
 
 class Metastore:
-    def __init__(self, url: str, engine: Engine | None = None):
+    """`clock` (seconds, like time.time) decides when a claim's lease runs out; a test that
+    needs a dead claim gives a clock that runs ahead instead of sleeping out the lease."""
+
+    def __init__(self, url: str, engine: Engine | None = None, clock: Clock = SYSTEM_CLOCK):
         self.url = url
         self.engine = engine or make_engine(url)
+        self.clock = clock
         retrying(self._create_schema)
 
     def _create_schema(self) -> None:
@@ -229,7 +229,7 @@ class Metastore:
         `on_delete(path)` deletes a pending file of the previous owner from the lake; the
         file's row is forgotten only after that succeeded.
         """
-        now = time.time()
+        now = self.clock()
 
         def try_insert() -> bool:
             try:
@@ -265,7 +265,7 @@ class Metastore:
                         return conn.execute(
                             update(claims)
                             .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == row["owner"]))
-                            .values(owner=owner, run_id=run_id, lease_until=time.time() + lease_s)
+                            .values(owner=owner, run_id=run_id, lease_until=self.clock() + lease_s)
                         ).rowcount
 
                 if retrying(take) != 1:
@@ -286,7 +286,7 @@ class Metastore:
                 return conn.execute(
                     update(claims)
                     .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
-                    .values(lease_until=time.time() + lease_s)
+                    .values(lease_until=self.clock() + lease_s)
                 ).rowcount
 
         return retrying(tx) == 1
@@ -721,7 +721,3 @@ def _file_record(r) -> FileRecord:
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

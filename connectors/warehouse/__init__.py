@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from connectors.warehouse.sink import (
+from connectors.warehouse.dialects import (
     COPY_CHUNK_ROWS,
+    STAGE_TABLE,
+    Dialect,
+    copy_csv_chunks,
+    dialect_for,
+)
+from connectors.warehouse.sink import (
     MYSQL_KEY_LENGTH,
     OFFSETS_TABLE,
     POSITION,
     READ_RETRIES,
     REPLAY_SLOT,
-    STAGE_TABLE,
     BatchCounts,
     ConcurrentSyncError,
     SyncResult,
@@ -17,7 +22,6 @@ from connectors.warehouse.sink import (
     WarehouseSchemaError,
     WarehouseSink,
     column_type,
-    copy_csv_chunks,
     plan_windows,
     read_window,
     reduce_latest,
@@ -27,6 +31,8 @@ from connectors.warehouse.sink import (
 )
 
 __all__ = [
+    "Dialect",
+    "dialect_for",
     "BatchCounts",
     "COPY_CHUNK_ROWS",
     "ConcurrentSyncError",

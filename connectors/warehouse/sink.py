@@ -32,7 +32,7 @@ Dialects (SQLAlchemy Core)
     to count inserts and updates. Fast path for tables without tombstones: while batches hold
     only new keys, the batch is COPYed straight into the table inside a savepoint; the
     primary key refuses it at the first existing key and the batch takes the staging path
-    (`_copy_direct`). MariaDB/MySQL: multi-row INSERT into a temporary staging
+    (`PostgresDialect.write_direct` in dialects/postgres.py). MariaDB/MySQL: multi-row INSERT into a temporary staging
     table, then `INSERT … SELECT … ON DUPLICATE KEY UPDATE col = IF(<newer>, VALUES(col), col)`
     with the version columns assigned last (MySQL evaluates assignments left to right, so the
     guard must still see the old version). SQLite: `INSERT … SELECT … ON CONFLICT DO UPDATE
@@ -52,16 +52,13 @@ Secrets: URLs are rendered with the password hidden, and driver errors are re-ra
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_types
@@ -77,7 +74,7 @@ from connectors.metastore import (
     schema_lock,
 )
 from connectors.spec import DataProductSpec, FieldSpec
-from connectors.warehouse.mysql_values import insert_statements
+from connectors.warehouse.dialects import STAGE_TABLE, dialect_for
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +84,6 @@ OFFSETS_TABLE = "flowsuite_sink_offsets"
 # below the partitions' sink offsets, so they are followed by replay id instead.
 REPLAY_SLOT = -1
 POSITION = ("_partition", "_offset")  # Kafka position columns every warehouse row carries
-STAGE_TABLE = "flowsuite_stage"
 READ_RETRIES = 5  # a file swapped away by a concurrent compaction: re-list and read again
 
 
@@ -308,6 +304,7 @@ class WarehouseSink:
         ]
         cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
         db = spec.sinks.database
+        # PostgreSQL: sinks.database.fillfactor leaves room on each page for HOT updates.
         table_options = ({"postgresql_with": {"fillfactor": db.fillfactor}}
                          if self.dialect == "postgresql" and db is not None and db.fillfactor else {})
         self.table = sa.Table(self.table_name, self.metadata, *cols, **table_options)
@@ -329,9 +326,7 @@ class WarehouseSink:
             tomb_cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
             self.tombstones = sa.Table(tombstone_table_name(self.table_name), self.metadata, *tomb_cols)
         self._ready = False
-        # PostgreSQL: try COPY straight into the table (`_copy_direct`) while batches hold only
-        # new keys; a batch that met existing keys turns it off until a batch is all inserts.
-        self._try_direct = True
+        self.sql = dialect_for(self)  # what differs between databases (connectors/warehouse/dialects/)
 
     # --- presentation -------------------------------------------------------------------
 
@@ -516,7 +511,7 @@ class WarehouseSink:
                                                  kafka_partition=p, next_offset=int(nxt), updated_at=now))
 
     # The version order, as SQL: is `a` newer than `b`? (a, b: column collections)
-    def _newer(self, a, b) -> sa.ColumnElement[bool]:
+    def newer(self, a, b) -> sa.ColumnElement[bool]:
         pos = sa.or_(a["_partition"] > b["_partition"], sa.and_(a["_partition"] == b["_partition"], a["_offset"] > b["_offset"]))
         v = self.version_field
         if v is None:
@@ -531,39 +526,41 @@ class WarehouseSink:
     def _delete_newer(self, s, t) -> sa.ColumnElement[bool]:
         """Does tombstone `s` delete row `t`? A tombstone without a version value goes by position."""
         if self.version_field is None:
-            return self._newer(s, t)
+            return self.newer(s, t)
         pos = sa.or_(s["_partition"] > t["_partition"], sa.and_(s["_partition"] == t["_partition"], s["_offset"] > t["_offset"]))
         return sa.or_(sa.and_(s[self.version_field].is_(None), pos),
-                      sa.and_(s[self.version_field].is_not(None), self._newer(s, t)))
+                      sa.and_(s[self.version_field].is_not(None), self.newer(s, t)))
 
-    def _key_match(self, a, b) -> sa.ColumnElement[bool]:
+    def key_match(self, a, b) -> sa.ColumnElement[bool]:
         return sa.and_(*[a[k] == b[k] for k in self.spec.key])
 
     def _stage_table(self) -> sa.Table:
         md = sa.MetaData()
         cols = [sa.Column(c.name, c.type, nullable=True) for c in self.table.columns]
         cols.append(sa.Column("_deleted", sa.Boolean(), nullable=False))
-        prefixes = ["TEMPORARY"]
-        kw = {"postgresql_on_commit": "DROP"} if self.dialect == "postgresql" else {}
-        return sa.Table(STAGE_TABLE, md, *cols, prefixes=prefixes, **kw)
+        return sa.Table(STAGE_TABLE, md, *cols, prefixes=["TEMPORARY"], **self.sql.stage_table_kwargs())
+
+    def update_order(self, names: list[str]) -> list[str]:
+        """Columns a newer record overwrites: non-key columns first, version columns last (MySQL
+        assigns left to right and the guard must see the old version; `_offset` before `_partition`)."""
+        key = list(self.spec.key)
+        order = [c for c in names if c not in key and c not in self.versions]
+        order += [c for c in ("_offset", "_partition") if c in names]
+        if self.version_field and self.version_field in names and self.version_field not in key:
+            order.append(self.version_field)
+        return order
 
     def _write(self, conn: Connection, rows: pa.Table, counts: BatchCounts) -> None:
-        names = [c.name for c in self.table.columns]
-        if (self.dialect == "postgresql" and self.tombstones is None and self._try_direct
-                and ("_deleted" not in rows.column_names or not pc.any(rows.column("_deleted")).as_py())):
-            if self._copy_direct(conn, rows.select(names)):
-                counts.inserted += rows.num_rows
-                return
-            self._try_direct = False
+        if self.sql.write_direct(conn, rows):
+            counts.inserted += rows.num_rows
+            return
         stage = self._stage_table()
-        if self.dialect != "postgresql":
-            conn.execute(sa.text(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE IF EXISTS {STAGE_TABLE}"))
-        stage.create(conn)
+        self.sql.open_stage(conn, stage)
         names = [c.name for c in self.table.columns]
         deleted = (pc.fill_null(rows.column("_deleted"), False) if "_deleted" in rows.column_names
                    else pa.array([False] * rows.num_rows, pa.bool_()))
         data = rows.select(names).append_column("_deleted", deleted)
-        self._load_stage(conn, stage, data)
+        self.sql.load_stage(conn, stage, data)
         s, t = stage.c, self.table.c
         n_deletes = int(pc.sum(deleted).as_py() or 0) if rows.num_rows else 0
         n_records = rows.num_rows - n_deletes
@@ -581,19 +578,19 @@ class WarehouseSink:
                     exprs.append(s[c])
             sel = (
                 sa.select(*exprs)
-                .select_from(stage.outerjoin(self.table, self._key_match(s, t)))
+                .select_from(stage.outerjoin(self.table, self.key_match(s, t)))
                 .where(sa.and_(s["_deleted"] == sa.true(),
                                sa.or_(t[self.spec.key[0]].is_(None), self._delete_newer(s, t))))
             )
-            self._upsert_select(conn, tomb, tomb_cols, sel)
+            self.sql.upsert_select(conn, tomb, tomb_cols, sel, self.update_order(tomb_cols))
             stale_tombs = conn.execute(
-                sa.select(sa.func.count()).select_from(stage.join(self.table, self._key_match(s, t)))
+                sa.select(sa.func.count()).select_from(stage.join(self.table, self.key_match(s, t)))
                 .where(sa.and_(s["_deleted"] == sa.true(), sa.not_(self._delete_newer(s, t))))
             ).scalar_one()
             counts.skipped_stale += int(stale_tombs)
             gone = sa.delete(self.table).where(
                 sa.exists(sa.select(sa.literal(1)).select_from(stage).where(
-                    sa.and_(s["_deleted"] == sa.true(), self._key_match(s, t), self._delete_newer(s, t))
+                    sa.and_(s["_deleted"] == sa.true(), self.key_match(s, t), self._delete_newer(s, t))
                 ))
             )
             counts.deleted += conn.execute(gone).rowcount
@@ -604,139 +601,20 @@ class WarehouseSink:
             if tomb is not None:
                 tb = tomb.c
                 where = sa.and_(where, sa.not_(sa.exists(sa.select(sa.literal(1)).select_from(tomb).where(
-                    sa.and_(self._key_match(s, tb), sa.not_(self._newer(s, tb)))))))
+                    sa.and_(self.key_match(s, tb), sa.not_(self.newer(s, tb)))))))
             sel = sa.select(*[s[c] for c in names]).select_from(stage).where(where)
-            if self.dialect == "postgresql":
-                inserted, changed = self._upsert_select(conn, self.table, names, sel, count=True)
-                self._try_direct = inserted == n_records  # all new keys: the next batch may be too
-                counts.inserted += inserted
-                counts.updated += changed - inserted
-                counts.skipped_stale += n_records - changed
-            else:
-                on_row = sa.select(
-                    sa.func.count(sa.case((self._newer(s, t), 1))),
-                    sa.func.count(),
-                ).select_from(stage.join(self.table, self._key_match(s, t))).where(s["_deleted"] == sa.false())
-                updates, existing = conn.execute(on_row).one()
-                blocked = 0
-                if tomb is not None:
-                    tb = tomb.c
-                    blocked = conn.execute(
-                        sa.select(sa.func.count()).select_from(stage.join(tomb, self._key_match(s, tb)))
-                        .where(sa.and_(s["_deleted"] == sa.false(), sa.not_(self._newer(s, tb))))
-                    ).scalar_one()
-                self._upsert_select(conn, self.table, names, sel)
-                counts.updated += int(updates)
-                counts.skipped_stale += int(existing) - int(updates) + int(blocked)
-                counts.inserted += n_records - int(existing) - int(blocked)
+            self.sql.upsert_records(conn, stage, sel, names, n_records, counts)
             if tomb is not None:
                 # A record newer than a tombstone brought its key back: the row guards it now.
                 tb = tomb.c
                 conn.execute(sa.delete(tomb).where(sa.and_(
                     sa.exists(sa.select(sa.literal(1)).select_from(stage).where(
-                        sa.and_(s["_deleted"] == sa.false(), self._key_match(s, tb)))),
-                    sa.exists(sa.select(sa.literal(1)).select_from(self.table).where(self._key_match(t, tb))),
+                        sa.and_(s["_deleted"] == sa.false(), self.key_match(s, tb)))),
+                    sa.exists(sa.select(sa.literal(1)).select_from(self.table).where(self.key_match(t, tb))),
                 )))
-        if self.dialect != "postgresql":
-            # `DROP TEMPORARY TABLE`, never plain DROP TABLE: on MySQL that commits implicitly,
-            # which would commit the rows without the offsets.
-            conn.exec_driver_sql(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE {STAGE_TABLE}")
-
-    def _upsert_select(self, conn: Connection, target: sa.Table, names: list[str], sel, count: bool = False):
-        """INSERT INTO target SELECT … with the per-dialect guarded conflict clause."""
-        key = list(self.spec.key)
-        # Non-key columns first, version columns last (MySQL assigns left to right and the
-        # guard must see the old version; for (partition, offset), _offset before _partition).
-        order = [c for c in names if c not in key and c not in self.versions]
-        order += [c for c in ("_offset", "_partition") if c in names]
-        if self.version_field and self.version_field in names and self.version_field not in key:
-            order.append(self.version_field)
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            ins = pg_insert(target).from_select(names, sel)
-            ins = ins.on_conflict_do_update(
-                index_elements=key,
-                set_={c: ins.excluded[c] for c in order},
-                where=self._newer(ins.excluded, target.c),
-            )
-            if not count:
-                conn.execute(ins)
-                return None
-            up = ins.returning(sa.literal_column("(xmax = 0)").label("inserted")).cte("up")
-            inserted, changed = conn.execute(
-                sa.select(sa.func.count().filter(up.c.inserted), sa.func.count()).select_from(up)
-            ).one()
-            return int(inserted), int(changed)
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            ins = sqlite_insert(target).from_select(names, sel)  # `sel` has a WHERE: no ON ambiguity
-            ins = ins.on_conflict_do_update(
-                index_elements=key,
-                set_={c: ins.excluded[c] for c in order},
-                where=self._newer(ins.excluded, target.c),
-            )
-            conn.execute(ins)
-            return None
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-        ins = mysql_insert(target).from_select(names, sel)
-        guard = self._newer(ins.inserted, target.c)
-        ins = ins.on_duplicate_key_update([(c, sa.case((guard, ins.inserted[c]), else_=target.c[c])) for c in order])
-        conn.execute(ins)
-        return None
-
-    def _load_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
-        if self.dialect == "postgresql":
-            self._copy_stage(conn, stage, data)
-            return
-        if self.dialect == "mysql":
-            # SQL text rendered by Arrow: PyMySQL's per-value escaping made this stage the
-            # sink's main cost (bench/upsert_variants.py; connectors/warehouse/mysql_values.py).
-            quote = self.engine.dialect.identifier_preparer.quote
-            with conn.connection.driver_connection.cursor() as cur:
-                for statement in insert_statements(STAGE_TABLE, data, quote):
-                    cur.execute(statement)
-            return
-        rows = _python_rows(data, self.dialect)
-        conn.execute(sa.insert(stage), rows)
-
-    def _copy_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
-        self._copy(conn, STAGE_TABLE, data)
-
-    def _copy(self, conn: Connection, table: str, data: pa.Table) -> None:
-        """COPY … FROM STDIN (CSV) with the CSV written by Arrow (`copy_csv_chunks`)."""
-        raw = conn.connection.driver_connection
-        preparer = self.engine.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(c) for c in data.column_names)
-        with raw.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            for chunk in copy_csv_chunks(data):
-                copy.write(chunk)
-
-    def _copy_direct(self, conn: Connection, data: pa.Table) -> bool:
-        """COPY the batch straight into the table when none of its keys is there yet.
-
-        Tried inside a savepoint: the primary key rejects the COPY at the first key that
-        exists (a row, or a row another transaction is inserting — the COPY waits for it),
-        and the savepoint undoes it; the caller then takes the staging path. When it
-        succeeds every record was a new key: no row to be newer than, so no version guard
-        applies and all are inserted. Only for tables without tombstones (`deletes` off):
-        a remembered tombstone must be able to block an older record.
-        """
-        import psycopg
-
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            cur.execute("SAVEPOINT flowsuite_direct")
-            try:
-                self._copy(conn, self.engine.dialect.identifier_preparer.quote(self.table_name), data)
-            except psycopg.errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT flowsuite_direct")
-                cur.execute("RELEASE SAVEPOINT flowsuite_direct")
-                return False
-            cur.execute("RELEASE SAVEPOINT flowsuite_direct")
-        return True
+        # MySQL: `DROP TEMPORARY TABLE`, never plain DROP TABLE, which commits implicitly and so
+        # would commit the rows without the offsets (dialects/mysql.py).
+        self.sql.close_stage(conn)
 
     # --- reading back -------------------------------------------------------------------
 
@@ -758,35 +636,6 @@ class WarehouseSink:
         return self._guarded("reading rows", run)  # type: ignore[return-value]
 
 
-COPY_CHUNK_ROWS = 65_536
-
-
-def copy_csv_chunks(data: pa.Table) -> Iterator[memoryview]:
-    """CSV for PostgreSQL's COPY, written by Arrow, in bounded chunks.
-
-    Time-zone-aware timestamps are rendered as UTC wall time with an explicit `+00`: Arrow's
-    CSV writer formats zoned timestamps value by value through the time-zone database
-    (~6 µs a value, most of the batch's CSV time); a cast to naive UTC and then to string
-    is vectorized, and the `+00` keeps the value independent of the session's TimeZone.
-    bytea's CSV form is hex text; bytes fields are rare, so a Python pass is fine.
-    """
-    cols = []
-    for name in data.column_names:
-        col = data.column(name)
-        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
-            naive = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
-            col = pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("+00"), "")
-        elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()], pa.string())
-        cols.append(col)
-    data = pa.table(cols, names=data.column_names)
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
-        buf = io.BytesIO()
-        pacsv.write_csv(pa.Table.from_batches([batch]), buf, options)
-        yield buf.getbuffer()
-
-
 def tombstone_table_name(table: str) -> str:
     """`<table>__deleted`, shortened with a hash when it would pass 63 characters."""
     name = f"{table}__deleted"
@@ -794,21 +643,6 @@ def tombstone_table_name(table: str) -> str:
         return name
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
     return f"{table[:45]}_{digest}__deleted"
-
-
-def _python_rows(data: pa.Table, dialect: str) -> list[dict]:
-    """Arrow → dicts for executemany (SQLite, MariaDB). Timestamps become naive UTC."""
-    columns = {}
-    for name in data.column_names:
-        col = data.column(name)
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.timestamp("us", tz="UTC"))
-            values = [None if v is None else v.astimezone(UTC).replace(tzinfo=None) for v in col.to_pylist()]
-        else:
-            values = col.to_pylist()
-        columns[name] = values
-    names = list(columns)
-    return [dict(zip(names, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
 
 
 # --- syncing from the lake --------------------------------------------------------------------

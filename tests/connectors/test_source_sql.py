@@ -201,7 +201,7 @@ def test_sigkill_mid_publish_then_restart_no_gap_no_duplicate_after_dedupe(sqlit
     cursor = read_cursor(ms, "partners_crm")
     assert cursor.rows_published == 200 and cursor.last_incrementing == 200  # batch 3 was acked, not stored
     assert len(read_events(kafka_bootstrap, product.topic)) == 300
-    time.sleep(1.2)  # the dead publisher's claim lease runs out
+    ms.clock = lambda: time.time() + 1.2  # the dead publisher's claim lease (1 s) has run out, without waiting
     r = publish(src, product, source_url=sqlite_url, metastore=ms, bootstrap=kafka_bootstrap)
     assert r.published == 300 and r.cursor_after.last_incrementing == 500
     events = read_events(kafka_bootstrap, product.topic)

@@ -1,0 +1,71 @@
+"""The local lake, called directly: hour layout, whole-file visibility (hidden temporary names,
+renamed into place), reads, and the path checks that keep writes inside the lake."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from connectors.lake import (
+    Lake,
+    LakePathError,
+    epoch_hour,
+    hour_dir,
+    hour_key,
+    landed_file_name,
+    normalize_hour,
+    parse_hour_key,
+)
+
+T = datetime(2026, 11, 26, 10, 42, tzinfo=UTC)
+
+
+def test_hour_keys_round_trip_in_every_accepted_form():
+    assert hour_key(T) == "2026-11-26-10" == hour_key(epoch_hour(T))
+    for text in ("2026-11-26-10", "2026-11-26-10:00", "2026-11-26T10:00", "2026-11-26T10:42:00+00:00"):
+        assert normalize_hour(text) == "2026-11-26-10", text
+    assert parse_hour_key("2026-11-26T11:30:00+01:00") == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="is not an hour"):
+        parse_hour_key("yesterday")
+
+
+def test_layout_is_hive_style_and_names_files_like_kafka_connect():
+    assert hour_dir("clicks", T) == "clicks/dt=2026-11-26/hour=10" == hour_dir("clicks", "2026-11-26-10")
+    assert landed_file_name("clicks", 1, 1200) == "clicks+1+1200.parquet"
+    for bad in ("../etc", ".hidden", "a/b", "x\n"):
+        with pytest.raises(LakePathError):
+            hour_dir(bad, T)
+
+
+def test_a_file_is_visible_only_when_whole_and_reads_back(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rel = f"{hour_dir('clicks', T)}/{landed_file_name('clicks', 0, 0)}"
+    table = pa.table({"x": pa.array(range(1000), pa.int64())})
+    with lake.open_parquet_writer(rel, table.schema) as writer:
+        writer.write(table.slice(0, 500))
+        # Mid-write only a hidden temporary file exists: batch readers skip it.
+        assert not lake.exists(rel)
+        visible = ds.dataset(str(tmp_path / "lake" / "clicks"), format="parquet", partitioning="hive")
+        assert visible.count_rows() == 0
+        writer.write(table.slice(500))
+    assert lake.exists(rel)
+    assert lake.read_table(rel).column("x").to_pylist() == list(range(1000))
+    assert lake.list_files(hour_dir("clicks", T)) == [rel]
+    assert lake.read_tables([rel, rel]).num_rows == 2000
+
+
+def test_an_aborted_writer_leaves_nothing_and_delete_is_idempotent(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rel = f"{hour_dir('clicks', T)}/part.parquet"
+    schema = pa.schema([("x", pa.int64())])
+    with pytest.raises(RuntimeError), lake.open_parquet_writer(rel, schema) as writer:
+        writer.write(pa.table({"x": [1, 2]}, schema=schema))
+        raise RuntimeError("the run died")
+    assert not lake.exists(rel)
+    assert list((tmp_path / "lake").rglob("*.tmp*")) == []
+    lake.write_parquet(rel, pa.table({"x": [1]}, schema=schema))
+    assert lake.delete(rel) is True
+    assert lake.delete(rel) is False
