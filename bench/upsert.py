@@ -411,11 +411,13 @@ def main() -> int:
                         per_row[(db.name, scenario)] = r["per_row"]
                 sink = [r["sink"] for r in rounds]
                 label = "" if db.name == "postgresql" else f" ({db.name})"
+                # The goals are PostgreSQL's; MariaDB's ratios are reported without one.
+                goals = (">= 0.5", ">= 3.0") if db.name == "postgresql" else (None, None)
                 rows_out.append(ratio_row(f"warehouse sink {scenario} rows/s vs {'COPY' if db.name == 'postgresql' else 'LOAD DATA'}{label}",
-                                          sink, [r["ceiling"] for r in rounds], ">= 0.5", "rows/s",
+                                          sink, [r["ceiling"] for r in rounds], goals[0], "rows/s",
                                           db=db.name, ceiling_is=db.ceiling_is))
                 rows_out.append(ratio_row(f"warehouse sink {scenario} rows/s vs executemany{label}",
-                                          sink, [r["executemany"] for r in rounds], ">= 3.0", "rows/s", db=db.name,
+                                          sink, [r["executemany"] for r in rounds], goals[1], "rows/s", db=db.name,
                                           baseline="executemany, one parameter set per row (psycopg 3 pipelined; "
                                                    "PyMySQL multi-row)"))
         finally:
