@@ -1,3 +1,4 @@
+# Over 400 lines: one table's schema management and guarded batch write; databases differ in dialects/.
 """The warehouse sink: keeps one table per data product current, exactly once, by UPSERT.
 
 What it syncs is the lake's *committed* rows (the metastore's live files), never Kafka: the
