@@ -1,3 +1,4 @@
+# Over 400 lines: the spec is the contract; every field's model and its cross-field rules stay together.
 """Data-product specs: one YAML file per product, parsed into pydantic models.
 
 A spec is the owner's contract for a topic: its schema and key, how event time maps to hour

@@ -1,3 +1,4 @@
+# Over 400 lines: one table's schema management and guarded batch write; databases differ in dialects/.
 """The warehouse sink: keeps one table per data product current, exactly once, by UPSERT.
 
 What it syncs is the lake's *committed* rows (the metastore's live files), never Kafka: the
@@ -54,27 +55,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Connection, Engine
 
 from connectors.faults import crash_point
-from connectors.formats import lake_schema
 from connectors.metastore import (
-    FileRecord,
-    Metastore,
     create_missing_tables,
     make_engine,
     schema_lock,
 )
-from connectors.spec import DataProductSpec, FieldSpec
+from connectors.spec import DataProductSpec
 from connectors.warehouse.dialects import STAGE_TABLE, dialect_for
+from connectors.warehouse.reduce import POSITION, reduce_latest, version_columns
+from connectors.warehouse.results import BatchCounts
+from connectors.warehouse.types import SQL_NAMES, column_type, family, render_type
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +81,6 @@ OFFSETS_TABLE = "flowsuite_sink_offsets"
 # replay to apply (Metastore.replays_since): replayed records keep their original offsets,
 # below the partitions' sink offsets, so they are followed by replay id instead.
 REPLAY_SLOT = -1
-POSITION = ("_partition", "_offset")  # Kafka position columns every warehouse row carries
-READ_RETRIES = 5  # a file swapped away by a concurrent compaction: re-list and read again
 
 
 class WarehouseError(RuntimeError):
@@ -97,176 +93,6 @@ class WarehouseSchemaError(WarehouseError):
 
 class ConcurrentSyncError(WarehouseError):
     """The sink offsets moved under this batch: another sync of the product committed it."""
-
-
-# --- types: the one mapping from spec types to SQL types --------------------------------------
-
-# Length of string/bytes columns that are part of a MySQL primary key (or have max_length):
-# InnoDB indexes at most 3072 bytes, so 255 utf8mb4 characters leave room for composite keys.
-MYSQL_KEY_LENGTH = 255
-
-
-def column_type(f: FieldSpec, dialect: str, in_key: bool) -> sa.types.TypeEngine:
-    """The SQL type of a spec field in a dialect ('postgresql', 'mysql', 'sqlite')."""
-    t = f.type
-    if t == "string":
-        if dialect == "mysql":
-            if in_key or (f.max_length is not None and f.max_length <= 16_000):
-                return sa.String(f.max_length or MYSQL_KEY_LENGTH)
-            return mysql_types.LONGTEXT()
-        return sa.Text()
-    if t == "bytes":
-        if dialect == "mysql":
-            if in_key or (f.max_length is not None and f.max_length <= 16_000):
-                return mysql_types.VARBINARY(f.max_length or MYSQL_KEY_LENGTH)
-            return mysql_types.LONGBLOB()
-        return sa.LargeBinary()
-    if t == "int32":
-        return sa.Integer()
-    if t == "int64":
-        return sa.BigInteger()
-    if t == "float64":
-        return sa.Double()
-    if t == "boolean":
-        return sa.Boolean()
-    if t == "timestamp":
-        # PostgreSQL keeps the zone (timestamptz); MariaDB and SQLite store UTC wall time.
-        return mysql_types.DATETIME(fsp=6) if dialect == "mysql" else sa.DateTime(timezone=True)
-    if t == "date":
-        return sa.Date()
-    raise ValueError(f"no SQL type for spec type {t!r}")  # pragma: no cover - spec validates
-
-
-# What a reflected column type is, compared with a spec type ("family").
-_SQL_NAMES = {"int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "boolean": "BOOLEAN",
-              "timestamp": "TIMESTAMP", "date": "DATE", "string": "TEXT", "bytes": "BINARY"}
-
-
-def _family(sql_type: sa.types.TypeEngine, dialect: str) -> str | None:
-    if isinstance(sql_type, sa.Boolean) or (dialect == "mysql" and isinstance(sql_type, mysql_types.TINYINT)):
-        return "boolean"
-    if isinstance(sql_type, sa.BigInteger):
-        return "int64"
-    if isinstance(sql_type, sa.Integer):
-        name = type(sql_type).__name__.upper()
-        return "int64" if "BIG" in name else "int32"
-    if isinstance(sql_type, sa.Float | sa.Numeric):
-        return "float64"
-    if isinstance(sql_type, sa.DateTime):
-        return "timestamp"
-    if isinstance(sql_type, sa.Date):
-        return "date"
-    if isinstance(sql_type, sa.String):
-        return "string"
-    if isinstance(sql_type, sa.LargeBinary | sa.types._Binary):
-        return "bytes"
-    return None
-
-
-def _render_type(sql_type: sa.types.TypeEngine, engine: Engine) -> str:
-    try:
-        return sql_type.compile(dialect=engine.dialect)
-    except Exception:  # pragma: no cover - exotic reflected types
-        return type(sql_type).__name__.upper()
-
-
-# --- results ----------------------------------------------------------------------------------
-
-
-@dataclass
-class BatchCounts:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped_stale: int = 0
-    reduced: int = 0  # records dropped by the per-key reduction (an older record of a key in the batch)
-    skipped_null_key: int = 0  # records whose key has a null; they cannot address a row
-
-    def add(self, other: BatchCounts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class SyncResult:
-    product: str
-    table: str
-    dialect: str
-    url: str  # password hidden
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped_stale: int = 0
-    reduced: int = 0
-    skipped_null_key: int = 0
-    rows_read: int = 0
-    batches: int = 0
-    offsets_before: dict[int, int] = field(default_factory=dict)
-    offsets_after: dict[int, int] = field(default_factory=dict)
-    target_offsets: dict[int, int] = field(default_factory=dict)  # the committed snapshot synced to
-    added_columns: list[str] = field(default_factory=list)
-    blocked_hours: list[str] = field(default_factory=list)  # hours a blocking check stopped
-    replays_applied: int = 0  # quarantine replays brought in (their records carry old offsets)
-    table_rows: int | None = None
-    duration_s: float = 0.0
-
-    @property
-    def counts(self) -> BatchCounts:
-        return BatchCounts(self.inserted, self.updated, self.deleted, self.skipped_stale,
-                           self.reduced, self.skipped_null_key)
-
-    def add_counts(self, counts: BatchCounts) -> None:
-        for name in BatchCounts.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(counts, name))
-
-    def lines(self) -> list[str]:
-        """What `flowsuite warehouse sync` and the demo print about this sync."""
-        offsets = ", ".join(f"p{p}: {self.offsets_before.get(p, 0):,} → {n:,}" for p, n in sorted(self.offsets_after.items()))
-        lines = [
-            f"table {self.table} in {self.url}: {self.table_rows:,} rows",
-            f"this sync: {self.inserted:,} inserted, {self.updated:,} updated, {self.deleted:,} deleted, "
-            f"{self.skipped_stale:,} stale skipped ({self.rows_read:,} rows read in {self.batches} batch(es), "
-            f"{self.duration_s:.2f}s)",
-            f"sink offsets (kept in the warehouse): {offsets or 'none yet'}",
-        ]
-        if self.added_columns:
-            lines.append(f"added columns: {', '.join(self.added_columns)}")
-        if self.blocked_hours:
-            lines.append(f"stopped before hours blocked by a quality check: {', '.join(self.blocked_hours)}")
-        return lines
-
-
-# --- the per-key reduction (vectorized) -------------------------------------------------------
-
-
-def version_columns(spec: DataProductSpec) -> list[str]:
-    """The columns that order versions of a key, most significant first."""
-    db = spec.sinks.database
-    version = db.version if db else "offset"
-    return [*([version] if version != "offset" else []), *POSITION]
-
-
-def reduce_latest(spec: DataProductSpec, rows: pa.Table) -> tuple[pa.Table, int]:
-    """Keep only the latest record per key (by version columns); returns (rows, null-key count).
-
-    Sort by the version columns (nulls first, i.e. oldest), number the rows in that order,
-    and keep each key's highest number with a hash group-by: no per-row Python.
-    """
-    keys = list(spec.key)
-    null_key = None
-    for k in keys:
-        m = pc.is_null(rows.column(k))
-        null_key = m if null_key is None else pc.or_(null_key, m)
-    n_null = int(pc.sum(null_key).as_py() or 0) if null_key is not None and rows.num_rows else 0
-    if n_null:
-        rows = rows.filter(pc.invert(null_key))
-    if rows.num_rows <= 1:
-        return rows, n_null
-    order = pc.sort_indices(rows, sort_keys=[(c, "ascending", "at_start") for c in version_columns(spec)])
-    ranked = pa.table({**{k: rows.column(k).take(order) for k in keys}, "__rank": pa.array(range(rows.num_rows), pa.int64())})
-    latest = ranked.group_by(keys, use_threads=False).aggregate([("__rank", "max")]).column("__rank_max")
-    picked = pc.take(order, pc.take(latest, pc.sort_indices(latest)))  # back in version order
-    return rows.take(picked), n_null
 
 
 # --- the sink ---------------------------------------------------------------------------------
@@ -403,11 +229,10 @@ class WarehouseSink:
             col = existing.get(f.name)
             if col is None:
                 continue
-            family = _family(col["type"], self.dialect)
-            if family != f.type:
+            if family(col["type"], self.dialect) != f.type:
                 problems.append(
-                    f"column {f.name} is {_render_type(col['type'], self.engine)} in the warehouse but the spec says "
-                    f"{f.type}; migrate the column to {_SQL_NAMES[f.type]} (or rename the field in the spec)"
+                    f"column {f.name} is {render_type(col['type'], self.engine)} in the warehouse but the spec says "
+                    f"{f.type}; migrate the column to {SQL_NAMES[f.type]} (or rename the field in the spec)"
                 )
         if problems:
             raise WarehouseSchemaError(f"{self.spec.name}: table {t} does not fit the spec: " + "; ".join(problems))
@@ -643,191 +468,3 @@ def tombstone_table_name(table: str) -> str:
         return name
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
     return f"{table[:45]}_{digest}__deleted"
-
-
-# --- syncing from the lake --------------------------------------------------------------------
-
-
-def _file_covers(f: FileRecord, partition: int, lo: int, hi: int) -> bool:
-    """Can `f` hold rows of `partition` with offsets in [lo, hi)?"""
-    if f.ranges:
-        runs = f.ranges.get(partition) or f.ranges.get(str(partition))  # type: ignore[call-overload]
-        if not runs:
-            return False
-        return any(first < hi and last >= lo for first, last in runs)
-    if f.partition is not None and f.partition != partition:
-        return False
-    low = f.min_offset if f.min_offset is not None else f.start_offset
-    high = f.max_offset if f.max_offset is not None else (f.end_offset - 1 if f.end_offset is not None else None)
-    if low is not None and low >= hi:
-        return False
-    return not (high is not None and high < lo)
-
-
-def _partitions_of(f: FileRecord) -> set[int]:
-    if f.ranges:
-        return {int(p) for p in f.ranges}
-    return {f.partition} if f.partition is not None else set()
-
-
-def read_window(
-    spec: DataProductSpec, lake, files: list[FileRecord], window: dict[int, tuple[int, int]]
-) -> tuple[pa.Table, int]:
-    """Rows of the live files whose (partition, offset) falls in the window; (rows, files read).
-
-    Predicate pushdown: the filter on `_partition`/`_offset` lets Parquet skip row groups by
-    their statistics. Files written before a field was added get that column as nulls.
-    """
-    schema = lake_schema(spec)
-    pieces, n_files = [], 0
-    for f in files:
-        parts = [(p, lo, hi) for p, (lo, hi) in window.items() if _file_covers(f, p, lo, hi)]
-        if not parts:
-            continue
-        expr = None
-        for p, lo, hi in parts:
-            e = (pads.field("_partition") == p) & (pads.field("_offset") >= lo) & (pads.field("_offset") < hi)
-            expr = e if expr is None else expr | e
-        dataset = pads.dataset(lake.full(f.path), filesystem=lake.fs, format="parquet")
-        present = [n for n in schema.names if n in dataset.schema.names]
-        table = dataset.to_table(columns=present, filter=expr)
-        for name in schema.names:
-            if name not in present:
-                table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-        pieces.append(table.select(schema.names).cast(schema))
-        n_files += 1
-    if not pieces:
-        return schema.empty_table(), 0
-    return pa.concat_tables(pieces), n_files
-
-
-def plan_windows(
-    start: dict[int, int], target: dict[int, int], batch_rows: int
-) -> Iterator[dict[int, tuple[int, int]]]:
-    """Offset windows per partition of at most `batch_rows` offsets in total.
-
-    An offset holds at most one row (quarantined offsets hold none), so a window of N
-    offsets never holds more than N rows: memory per batch is bounded without counting.
-    """
-    pos = dict(start)
-    while True:
-        active = sorted(p for p in target if pos.get(p, 0) < target[p])
-        if not active:
-            return
-        width = max(1, batch_rows // len(active))
-        yield {p: (pos.get(p, 0), min(target[p], pos.get(p, 0) + width)) for p in active}
-        for p in active:
-            pos[p] = min(target[p], pos.get(p, 0) + width)
-
-
-def _read_live_window(spec, lake, metastore: Metastore, window: dict[int, tuple[int, int]],
-                      hour: str | None = None) -> pa.Table:
-    """The committed rows of `window` (per partition [lo, hi)) from the live files, of one
-    hour when given. A concurrent compaction may swap a file away between listing and
-    reading: then the files are listed again."""
-    for attempt in range(READ_RETRIES):
-        files = metastore.live_files(spec.name, hour=hour)
-        try:
-            return read_window(spec, lake, files, window)[0]
-        except (FileNotFoundError, OSError) as exc:
-            if attempt + 1 == READ_RETRIES:
-                raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _apply_replays(spec, lake, metastore: Metastore, sink: WarehouseSink, current: dict[int, int],
-                   blocked: set[str], result: SyncResult) -> None:
-    """Bring in quarantine replays since the sink's replay watermark, one transaction each.
-
-    A replay's records carry their original offsets; those below the partition's sink offset
-    never come with the offset windows, so the replay's offset span is read from the live
-    files of its hour. Rows in that span that were synced before are applied again, which the
-    version guard makes a no-op (counted as stale); records at or above the sink offset come
-    with the windows. A replay into a blocked hour waits, and so do the replays after it.
-    """
-    slot = sink.replay_watermark()
-    for replay in metastore.replays_since(spec.name, slot or 0):
-        if replay.hour in blocked:
-            break
-        lo, hi = replay.min_offset, min(replay.max_offset + 1, current.get(replay.partition, 0))
-        rows = lake_schema(spec).empty_table()
-        if hi > lo:
-            rows = _read_live_window(spec, lake, metastore, {replay.partition: (lo, hi)}, hour=replay.hour)
-        counts = sink.apply(rows, advance_to={REPLAY_SLOT: replay.id + 1}, expected={REPLAY_SLOT: slot})
-        slot = replay.id + 1
-        result.replays_applied += 1
-        result.rows_read += rows.num_rows
-        result.add_counts(counts)
-
-
-def sync(
-    spec: DataProductSpec,
-    *,
-    lake,
-    metastore: Metastore,
-    sink: WarehouseSink | None = None,
-    url: str | None = None,
-    batch_rows: int | None = None,
-    progress: Callable[[SyncResult], None] | None = None,
-) -> SyncResult:
-    """Bring the product's warehouse table up to the lake's committed offsets.
-
-    Snapshots `Metastore.committed_offsets` first (a landing committing meanwhile is left
-    for the next sync, never half-applied), then works through offset windows from the
-    sink's offsets to that snapshot, one warehouse transaction per window. Hours a blocking
-    quality check stopped (`blocked_reason` in the metastore) are a wall: each partition
-    stops at the first offset of a blocked hour until the owner clears it.
-    """
-    started = time.monotonic()
-    own = sink is None
-    if sink is None:
-        if url is None:
-            raise ValueError("give a warehouse url or a sink")
-        sink = WarehouseSink(spec, url)
-    db = spec.sinks.database
-    batch_rows = batch_rows or (db.batch_rows if db else 50_000)
-    result = SyncResult(product=spec.name, table=sink.table_name, dialect=sink.dialect, url=sink.safe_url)
-    try:
-        result.added_columns = sink.ensure_table()
-        before = sink.sink_offsets()
-        result.offsets_before = dict(before)
-        target = {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
-        # A blocked hour stops each partition at its first offset in that hour.
-        blocked = [h.hour for h in metastore.hours(spec.name) if h.blocked_reason]
-        if blocked:
-            result.blocked_hours = blocked
-            walls: dict[int, int] = {}
-            for f in metastore.live_files(spec.name):
-                if f.hour not in blocked:
-                    continue
-                for p in _partitions_of(f):
-                    first = (min(r[0] for r in f.ranges[p]) if f.ranges and p in f.ranges
-                             else f.min_offset if f.min_offset is not None else f.start_offset)
-                    if first is not None:
-                        walls[p] = min(walls.get(p, first), first)
-            target = {p: min(n, walls.get(p, n)) for p, n in target.items()}
-        result.target_offsets = dict(target)
-        for p, n in before.items():
-            if p in target and n > target[p] and not blocked:
-                log.warning("%s: sink offset of partition %d (%d) is past the lake's committed offset (%d); "
-                            "the lake's history was reset? nothing is synced for it", spec.name, p, n, target[p])
-        current = dict(before)
-        for window in plan_windows(before, target, batch_rows):
-            rows = _read_live_window(spec, lake, metastore, window)
-            advance = {p: hi for p, (_lo, hi) in window.items()}
-            counts = sink.apply(rows, advance_to=advance, expected={p: current.get(p) for p in advance})
-            current.update(advance)
-            result.rows_read += rows.num_rows
-            result.batches += 1
-            result.add_counts(counts)
-            if progress:
-                progress(result)
-        _apply_replays(spec, lake, metastore, sink, current, set(blocked), result)
-        result.offsets_after = dict(current)
-        result.table_rows = sink.row_count()
-    finally:
-        result.duration_s = time.monotonic() - started
-        if own:
-            sink.dispose()
-    return result

@@ -381,7 +381,7 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     """A compaction that swaps an hour between the sync's listing and its read: the read of the
     stale listing fails for real (the file is gone), the sync lists the live files again and
     reads the compacted files (several partitions per file, found through their `ranges`)."""
-    import connectors.warehouse.sink as sql_sink
+    import connectors.warehouse.sync as sql_sink
     from connectors.flows import compact_hour
 
     spec = make_spec(topic)

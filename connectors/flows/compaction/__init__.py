@@ -29,6 +29,8 @@ from connectors.flows.compaction.rewrite import (
     MIN_ROW_GROUP_ROWS,
     READ_BATCH_ROWS,
     Output,
+    RewriteJob,
+    Rewritten,
     Source,
     compacted_file_name,
     conform,
@@ -43,6 +45,8 @@ from connectors.flows.compaction.verify import (
 )
 
 __all__ = [
+    "RewriteJob",
+    "Rewritten",
     "CompactionResult",
     "DEFAULT_LEASE_S",
     "DueHour",

@@ -1,3 +1,4 @@
+# Over 400 lines: compact_hour's claim → rewrite → verify → swap → mark sequence, and which hours are due.
 """Hourly compaction: rewrite an hour's small files into few large ones, checked, then swap.
 
 `compact_hour` turns the live files of one event-time hour (the landed ones and the previous
@@ -47,8 +48,13 @@ from datetime import UTC, datetime, timedelta
 
 from connectors.faults import crash_point
 from connectors.flows.compaction.ranges import merge_ranges
-from connectors.flows.compaction.rewrite import MIN_ROW_GROUP_ROWS, Output, rewrite_hour, sources_of
-from connectors.flows.compaction.verify import Fingerprint
+from connectors.flows.compaction.rewrite import (
+    MIN_ROW_GROUP_ROWS,
+    Output,
+    RewriteJob,
+    Rewritten,
+    sources_of,
+)
 from connectors.lake import SUCCESS, Lake, hour_dir, normalize_hour, parse_hour_key
 from connectors.leases import LeaseKeeper
 from connectors.metastore import (
@@ -142,7 +148,7 @@ def compact_hour(
     lease_s: float = DEFAULT_LEASE_S,
     target_file_bytes: int | None = None,
     spill_dir: str | None = None,
-    rebuild: Callable[..., tuple[list[Output], Fingerprint, str, str]] | None = None,
+    rebuild: Callable[[RewriteJob, list[FileRecord]], Rewritten] | None = None,
 ) -> CompactionResult:
     """Compact one hour (see the module docstring). Idempotent: an hour already compacted with
     no new files is a no-op that says so (and finishes an interrupted tail, marker included).
@@ -154,7 +160,8 @@ def compact_hour(
         now: the clock deciding whether the hour is closed (tests); default the real time.
         force: write a new generation even when nothing changed (a rebuild).
         target_file_bytes: size of output files (default the spec's target_file_size_mb).
-        rebuild: replaces "read the live files" as the source of rows (replay uses it).
+        rebuild: `rebuild(job, live_files)` replaces "rewrite the live files" as the source of
+            rows (replay uses it); it returns `job.rewrite(...)`'s `Rewritten`.
     Raises:
         HourBlockedError: a quality gate blocked the hour. ClaimHeldError: another live run
         compacts it. VerificationError: the rewrite did not hold exactly the input rows.
@@ -217,18 +224,10 @@ def compact_hour(
             generation = max([record.generation if record else 0, *(f.generation for f in live)]) + 1
             target = target_file_bytes or spec.sinks.lake.target_file_size_mb * 1024 * 1024
             row_group_rows = max(MIN_ROW_GROUP_ROWS, spec.sinks.lake.row_group_rows)
-            if rebuild is not None:
-                outputs, fingerprint, source, note = rebuild(
-                    live=live, generation=generation, keeper=keeper, target_file_bytes=target,
-                    row_group_rows=row_group_rows, run_id=run_id,
-                )
-                result.source, result.note = source, note
-            else:
-                outputs, fingerprint = rewrite_hour(
-                    spec, hour, sources_of(lake, live), lake=lake, metastore=metastore, run_id=run_id,
-                    generation=generation, target_file_bytes=target, row_group_rows=row_group_rows,
-                    keeper=keeper, spill_dir=spill_dir,
-                )
+            job = RewriteJob(spec, hour, lake, metastore, run_id, generation, target, row_group_rows, keeper, spill_dir)
+            done = rebuild(job, live) if rebuild is not None else job.rewrite(sources_of(lake, live))
+            outputs, fingerprint = done.outputs, done.fingerprint
+            result.source, result.note = done.source, done.note
             keeper.check()
             crash_point("compact_before_swap")
             metastore.swap_hour(

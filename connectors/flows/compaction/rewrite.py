@@ -239,3 +239,38 @@ def _conform_keys(table: pa.Table, schema: pa.Schema, key_cols: list[str]) -> pa
 
 def sources_of(lake: Lake, files: Sequence[FileRecord]) -> list[Source]:
     return [(lake.fs, lake.full(f.path), int(f.bytes or 0)) for f in files]
+
+
+@dataclass
+class Rewritten:
+    """A new generation of an hour, written pending and verified: what the swap puts live."""
+
+    outputs: list[Output]
+    fingerprint: Fingerprint
+    source: str = "live_files"  # live_files | kafka (replay)
+    note: str = ""  # replay: where the rows came from and why
+
+
+@dataclass
+class RewriteJob:
+    """One generation of one hour to write, as `compact_hour` set it up under its claim; a
+    rebuild (replay) calls `rewrite` with other sources than the live files."""
+
+    spec: DataProductSpec
+    hour: str
+    lake: Lake
+    metastore: Metastore
+    run_id: str
+    generation: int
+    target_file_bytes: int
+    row_group_rows: int
+    keeper: LeaseKeeper | None = None
+    spill_dir: str | None = None
+
+    def rewrite(self, sources: Sequence[Source], source: str = "live_files", note: str = "") -> Rewritten:
+        outputs, fingerprint = rewrite_hour(
+            self.spec, self.hour, sources, lake=self.lake, metastore=self.metastore, run_id=self.run_id,
+            generation=self.generation, target_file_bytes=self.target_file_bytes,
+            row_group_rows=self.row_group_rows, keeper=self.keeper, spill_dir=self.spill_dir,
+        )
+        return Rewritten(outputs, fingerprint, source, note)
