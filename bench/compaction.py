@@ -42,7 +42,7 @@ from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks
 from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # bench/stats.py
 from stats import print_rows, ratio_row  # noqa: E402
 
 HOUR = "2026-01-10-11"

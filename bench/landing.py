@@ -46,7 +46,7 @@ from connectors.spec import parse_spec_file  # noqa: E402
 from examples.demo_data import generate_clicks, produce  # noqa: E402
 from orchestration.services.broker import running_broker  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
 from stats import print_rows, ratio_row  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -33,7 +33,7 @@ from orchestration.services.broker import running_broker  # noqa: E402
 from quality.checks import landed_table, landing_check_results  # noqa: E402
 from quality.expectations import check_names, register_spec_checks  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
 from stats import print_rows, ratio_row  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
 from stats import judged, parse_goal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -40,7 +40,7 @@ from orchestration.services.broker import running_broker  # noqa: E402
 from sensors.offsets import build_offset_sensor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
 from stats import print_rows, ratio_row  # noqa: E402
 
 

@@ -389,7 +389,7 @@ def main() -> int:
                     help="the update-heavy product's sinks.database.fillfactor (0: unset)")
     ap.add_argument("--db", default="postgresql,mariadb", help="postgresql, mariadb or both (comma-separated)")
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.append(str(REPO / "bench"))  # bench/stats.py
     from stats import print_rows, ratio_row
 
     load_before = os.getloadavg()[0]

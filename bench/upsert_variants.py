@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.append(str(REPO / "bench"))  # bench/stats.py
 
 from bench.upsert import COLS, bench_spec, make_rows  # noqa: E402
 from connectors.warehouse import copy_csv_chunks  # noqa: E402
