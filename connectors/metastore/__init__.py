@@ -1,12 +1,12 @@
 """The metastore: which files are live, which offsets are committed, which hours are closed.
 
 tables (the schema batch readers may query) → db (engines, schema locks, retries) → records →
-claims (one owner per unit of work) → store (`Metastore`: the commits and queries)."""
+claiming (one owner per unit of work) → store (`Metastore`: the commits and queries)."""
 
 from __future__ import annotations
 
 from connectors.leases import ClaimLostError
-from connectors.metastore.claims import (
+from connectors.metastore.claiming import (
     Claims,
     own_claim,
 )

@@ -1,4 +1,4 @@
-# Over 400 lines: the commit transactions (landing, swap, replay) share file and hour updates; claims are in claims.py.
+# Over 400 lines: the commit transactions (landing, swap, replay) share file and hour updates; claims are in claiming.py.
 """The metastore: which files are live, which offsets are committed, which hours are closed.
 
 SQL tables through SQLAlchemy Core (SQLite by default, PostgreSQL in production). It holds
@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from connectors.leases import SYSTEM_CLOCK, ClaimLostError, Clock
-from connectors.metastore.claims import Claims, own_claim
+from connectors.metastore.claiming import Claims, own_claim
 from connectors.metastore.db import insert_ignore, make_engine, retrying, schema_lock
 from connectors.metastore.records import (
     CommitConflictError,

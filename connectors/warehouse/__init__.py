@@ -1,6 +1,6 @@
 """The warehouse: UPSERT of what the lake committed into a product's table, exactly once.
 
-types (spec → SQL) → reduce (latest per key) → sink (one table; dialects/ per database) → sync
+types (spec → SQL) → reduce (latest per key) → sink (one table; dialects/ per database) → lake_sync
 (from the lake, windows past the sink's offsets)."""
 
 from __future__ import annotations
@@ -11,6 +11,12 @@ from connectors.warehouse.dialects import (
     Dialect,
     copy_csv_chunks,
     dialect_for,
+)
+from connectors.warehouse.lake_sync import (
+    READ_RETRIES,
+    plan_windows,
+    read_window,
+    sync,
 )
 from connectors.warehouse.reduce import (
     POSITION,
@@ -29,12 +35,6 @@ from connectors.warehouse.sink import (
     WarehouseSchemaError,
     WarehouseSink,
     tombstone_table_name,
-)
-from connectors.warehouse.sync import (
-    READ_RETRIES,
-    plan_windows,
-    read_window,
-    sync,
 )
 from connectors.warehouse.types import (
     MYSQL_KEY_LENGTH,

@@ -381,14 +381,14 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     """A compaction that swaps an hour between the sync's listing and its read: the read of the
     stale listing fails for real (the file is gone), the sync lists the live files again and
     reads the compacted files (several partitions per file, found through their `ranges`)."""
-    import connectors.warehouse.sync as sql_sink
+    import connectors.warehouse.lake_sync as lake_sync
     from connectors.flows import compact_hour
 
     spec = make_spec(topic)
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     produced = produce_accounts(kafka_bootstrap, topic, 500, keys=50, seed=8)
     land_all(spec, lake, metastore, kafka_bootstrap)
-    real_read, failures = sql_sink.read_window, []
+    real_read, failures = lake_sync.read_window, []
 
     def compact_then_read(spec_, lake_, files, window):
         if not failures:
@@ -401,7 +401,7 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
                 raise
         return real_read(spec_, lake_, files, window)
 
-    monkeypatch.setattr(sql_sink, "read_window", compact_then_read)
+    monkeypatch.setattr(lake_sync, "read_window", compact_then_read)
     result = sync(spec, lake=lake, metastore=metastore, url=sqlite_url, batch_rows=10_000)
     assert len(failures) == 1 and result.rows_read == 500
     assert {f.kind for f in metastore.live_files(spec.name)} == {"compacted"}
