@@ -42,6 +42,9 @@ from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks
 from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
 
+sys.path.append(str(Path(__file__).resolve().parent))  # bench/stats.py
+from stats import print_rows, ratio_row  # noqa: E402
+
 HOUR = "2026-01-10-11"
 
 
@@ -143,23 +146,18 @@ def main() -> int:
         result = rounds[-1]["result"]
         med = {k: statistics.median(r[k] for r in rounds)
                for k in ("compact_s", "compact_cpu", "ceiling_s", "ceiling_cpu", "before_read", "after_read")}
-        compact_s, ceiling_s, before_read, after_read = med["compact_s"], med["ceiling_s"], med["before_read"], med["after_read"]
-
-        compact_mbs, ceiling_mbs = mb / compact_s, mb / ceiling_s
         rows = [
-            {"what": "compaction throughput (MB/s of input)", "figure": round(compact_mbs, 1),
-             "ceiling": round(ceiling_mbs, 1), "ratio": round(compact_mbs / ceiling_mbs, 2), "goal": ">= 0.7",
-             "cpu_s": round(med["compact_cpu"], 2), "ceiling_cpu_s": round(med["ceiling_cpu"], 2),
-             "cpu_ratio": round(med["ceiling_cpu"] / med["compact_cpu"], 2),
-             "rounds": [round(r["ceiling_s"] / r["compact_s"], 2) for r in rounds]},
-            {"what": "read the hour (s), after vs before", "figure": round(after_read, 4),
-             "ceiling": round(before_read, 4), "ratio": round(before_read / after_read, 2), "goal": ">= 3x faster"},
+            ratio_row("compaction throughput (MB/s of input)", [mb / r["compact_s"] for r in rounds],
+                      [mb / r["ceiling_s"] for r in rounds], ">= 0.7", "MB/s",
+                      cpu_s=round(med["compact_cpu"], 2), ceiling_cpu_s=round(med["ceiling_cpu"], 2),
+                      cpu_ratio=round(med["ceiling_cpu"] / med["compact_cpu"], 2)),
+            ratio_row("read the hour (s), after vs before", [r["after_read"] for r in rounds],
+                      [r["before_read"] for r in rounds], ">= 3x faster", "s",
+                      ratios=[r["before_read"] / r["after_read"] for r in rounds]),
         ]
         print(f"hour {HOUR}: {len(paths)} files, {result.rows} rows, {mb:.1f} MB → {len(result.files_after)} file(s), "
               f"{result.bytes_after / 1e6:.1f} MB")
-        print(f"{'what':42} {'figure':>10} {'ceiling':>10} {'ratio':>7}  goal")
-        for r in rows:
-            print(f"{r['what']:42} {r['figure']:>10} {r['ceiling']:>10} {r['ratio']:>7}  {r['goal']}")
+        print_rows(rows)
         out = Path(__file__).resolve().parent / "results" / "compaction.json"
         out.parent.mkdir(exist_ok=True)
         print(f"medians over {args.repeat} rounds; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "

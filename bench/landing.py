@@ -1,7 +1,7 @@
 """Landing throughput against a bare consume loop over the same topic, in the same run.
 
     python bench/landing.py [--events 1000000] [--partitions 1] [--invalid-rate 0]
-                            [--parallel] [--s3]
+                            [--parallel] [--s3] [--rounds 3] [--scale]
 
 Produces click events into a fresh topic on an embedded Tansu broker, then measures:
 - the ceiling: a bare `consume(num_messages=…)` loop over every partition with `assign()`,
@@ -10,8 +10,13 @@ Produces click events into a fresh topic on an embedded Tansu broker, then measu
   SQLite metastore (decode, validate, Parquet per hour, commit);
 - with --parallel: one landing process per Kafka partition at once (what the multiprocess
   executor does with per-partition steps) vs the single-step landing above;
-- with --s3: the same landing into an S3 lake on moto's server vs the local lake.
+- with --s3: the same landing into an S3 lake on moto's server vs the local lake;
+- with --scale: one landing step over every partition (run with --partitions 12) in a child
+  process on both cores and pinned to one core (sched_setaffinity, as `taskset -c 0`), with
+  its throughput and peak RSS, beside a bare loop in a child process under the same pinning.
 
+Every ratio is measured in `--rounds` interleaved rounds (figure and ceiling back to back,
+order alternated each round) and printed with min / median / max; the median is judged.
 Absolute figures drift on shared machines; the ratios are what to compare.
 """
 
@@ -40,6 +45,9 @@ from connectors.metastore import Metastore  # noqa: E402
 from connectors.spec import parse_spec_file  # noqa: E402
 from examples.demo_data import generate_clicks, produce  # noqa: E402
 from orchestration.services.broker import running_broker  # noqa: E402
+
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
+from stats import print_rows, ratio_row  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -127,9 +135,12 @@ def main() -> None:
     parser.add_argument("--invalid-rate", type=float, default=0.0)
     parser.add_argument("--parallel", action="store_true", help="also land one process per partition")
     parser.add_argument("--s3", action="store_true", help="also land into S3 (moto server)")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N for each measurement")
+    parser.add_argument("--rounds", "--repeat", type=int, default=3, dest="rounds",
+                        help="interleaved rounds (ratio min / median / max)")
+    parser.add_argument("--scale", action="store_true",
+                        help="one landing step over all partitions on all cores and on one core, with peak RSS")
     args = parser.parse_args()
-    if args.partitions >= 2:
+    if args.partitions >= 2 and not args.scale:
         args.parallel = True
 
     spec = parse_spec_file(ROOT / "dataproducts" / "clicks.yaml")
@@ -142,18 +153,27 @@ def main() -> None:
                          partitions=args.partitions)
         print(f"produced {report.produced:,} events into {topic} ({args.partitions} partition(s))", flush=True)
 
-        bare = min(bare_consume(bootstrap, topic, args.partitions, report.produced) for _ in range(args.repeat))
+        n = report.produced
         lake_root = Path(tempfile.mkdtemp(prefix="bench-lake-"))
+        bare, landing, par = [], [], []
         try:
-            landing = min(land_once(spec, bootstrap, str(lake_root / f"lake{i}"))[0] for i in range(args.repeat))
+            for i in range(args.rounds):
+                # Alternate which goes first: neither always gets the warmer cache.
+                steps = [("bare", lambda: bare_consume(bootstrap, topic, args.partitions, n)),
+                         ("land", lambda i=i: land_once(spec, bootstrap, str(lake_root / f"lake{i}"))[0])]
+                for what, fn in steps if i % 2 == 0 else steps[::-1]:
+                    (bare if what == "bare" else landing).append(fn())
+                if args.parallel and args.partitions >= 2:
+                    par.append(land_parallel(spec, bootstrap, args.partitions)[0])
+                print(f"  round {i + 1}: bare {n / bare[-1]:,.0f}/s, landing {n / landing[-1]:,.0f}/s"
+                      + (f", parallel {n / par[-1]:,.0f}/s" if par else ""), flush=True)
         finally:
             shutil.rmtree(lake_root, ignore_errors=True)
-        n = report.produced
-        rows.append(_row("landing vs bare consume loop", n / landing, n / bare, 0.8, "records/s"))
-
-        if args.parallel and args.partitions >= 2:
-            par = min(land_parallel(spec, bootstrap, args.partitions)[0] for _ in range(args.repeat))
-            rows.append(_row(f"parallel landing ({args.partitions} steps) vs one step", n / par, n / landing, 1.6, "records/s"))
+        rows.append(ratio_row("landing vs bare consume loop", [n / t for t in landing], [n / t for t in bare],
+                              ">= 0.8", "records/s"))
+        if par:
+            rows.append(ratio_row(f"parallel landing ({args.partitions} steps) vs one step", [n / t for t in par],
+                                  [n / t for t in landing], ">= 1.6", "records/s"))
 
         if args.s3:
             from moto.server import ThreadedMotoServer
@@ -170,23 +190,83 @@ def main() -> None:
                 boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
                              aws_secret_access_key="x").create_bucket(Bucket="bench")
                 s3 = S3Options(endpoint_url=endpoint, region="us-east-1", access_key_id="x", secret_access_key="x")
-                s3_time = min(land_once(spec, bootstrap, f"s3://bench/lake{i}", s3=s3)[0] for i in range(args.repeat))
-                rows.append(_row("S3 lake (moto) vs local lake", n / s3_time, n / landing, None, "records/s"))
+                s3_times, local_times = [], []
+                local_root = Path(tempfile.mkdtemp(prefix="bench-lake-"))
+                try:
+                    for i in range(args.rounds):
+                        s3_times.append(land_once(spec, bootstrap, f"s3://bench/lake{i}", s3=s3)[0])
+                        local_times.append(land_once(spec, bootstrap, str(local_root / f"lake{i}"))[0])
+                finally:
+                    shutil.rmtree(local_root, ignore_errors=True)
+                rows.append(ratio_row("S3 lake (moto) vs local lake", [n / t for t in s3_times],
+                                      [n / t for t in local_times], None, "records/s"))
             finally:
                 server.stop()
 
+        if args.scale:
+            rows += scale_rows(spec, bootstrap, topic, args.partitions, n, args.rounds)
+
     print()
-    print(f"{'what':<46} {'figure':>14} {'ceiling':>14} {'ratio':>7} {'goal':>6}")
-    for r in rows:
-        goal = f"≥{r['goal']}" if r["goal"] else "-"
-        print(f"{r['what']:<46} {r['figure']:>14,.0f} {r['ceiling']:>14,.0f} {r['ratio']:>7.2f} {goal:>6}")
+    print_rows(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "landing.json" if args.partitions == 1 else f"landing-p{args.partitions}.json"
-    (RESULTS / name).write_text(json.dumps({"bench": "landing", "events": n, "machine": _machine(), "rows": rows}, indent=2))
+    (RESULTS / name).write_text(json.dumps({"bench": "landing", "events": n, "rounds": args.rounds,
+                                            "machine": _machine(), "rows": rows}, indent=2))
 
 
-def _row(what: str, figure: float, ceiling: float, goal: float | None, unit: str) -> dict:
-    return {"what": what, "figure": figure, "ceiling": ceiling, "ratio": figure / ceiling, "goal": goal, "unit": unit}
+# --- scale: one step over many partitions, on 2 cores and on 1 --------------------------------
+
+
+def _child(args) -> dict:
+    """In a fresh process: pin to `cores`, run `what` (bare loop or landing), report time and peak RSS."""
+    what, cores, spec_json, bootstrap, topic, partitions, expected = args
+    if cores:
+        os.sched_setaffinity(0, cores)
+    from connectors.spec import DataProductSpec
+
+    spec = DataProductSpec.model_validate_json(spec_json)
+    import connectors.flows.landing  # noqa: F401  (imports off the clock, as in a warm step process)
+
+    rss_before = _peak_rss_mb()
+    if what == "bare":
+        took = bare_consume(bootstrap, topic, partitions, expected)
+    else:
+        took, consumed = land_once(spec, bootstrap, tempfile.mkdtemp(prefix="bench-scale-"))
+        assert consumed == expected, (consumed, expected)
+    return {"s": took, "rss_mb": _peak_rss_mb(), "rss_before_mb": rss_before}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across
+    fork and exec, so a spawned child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scale_rows(spec, bootstrap: str, topic: str, partitions: int, n: int, rounds: int) -> list[dict]:
+    """Landing over every partition in one step, on all cores and pinned to one (each in a fresh
+    spawned process, so the peak RSS is the step's own), against a bare loop under the same pinning."""
+    ctx = mp.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0))
+    out = []
+    for label, cores in ((f"{len(cpus)} cores", None), ("1 core (pinned)", {cpus[0]})):
+        lands, bares = [], []
+        for i in range(rounds):
+            order = ["bare", "land"] if i % 2 == 0 else ["land", "bare"]
+            for what in order:
+                with ctx.Pool(1) as pool:
+                    r = pool.apply(_child, ((what, cores, spec.model_dump_json(), bootstrap, topic, partitions, n),))
+                (bares if what == "bare" else lands).append(r)
+            print(f"  scale {label} round {i + 1}: landing {n / lands[-1]['s']:,.0f}/s "
+                  f"(peak RSS {lands[-1]['rss_mb']:.0f} MB), bare {n / bares[-1]['s']:,.0f}/s", flush=True)
+        out.append(ratio_row(f"landing {partitions} partitions, one step, {label}, vs bare loop",
+                             [n / r["s"] for r in lands], [n / r["s"] for r in bares], None, "records/s",
+                             peak_rss_mb=max(r["rss_mb"] for r in lands),
+                             rss_after_imports_mb=max(r["rss_before_mb"] for r in lands),
+                             bare_peak_rss_mb=max(r["rss_mb"] for r in bares)))
+    return out
 
 
 def _machine() -> str:

@@ -1,6 +1,6 @@
 """Run every benchmark and write the report: bench/results.md (a table) and bench/results.png.
 
-    python bench/run_all.py            # quick mode (~8 min on 2 cores): one repeat, smaller upsert, 2 min of freshness
+    python bench/run_all.py            # quick mode: smaller inputs, still 3 interleaved rounds, 2 min of freshness
     python bench/run_all.py --full     # each script's own defaults (the figures the docs quote)
     python bench/run_all.py --report   # only rebuild results.md/.png from bench/results/*.json
 
@@ -22,36 +22,46 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "bench"))  # bench/stats.py
+from stats import judged, parse_goal  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "results.md"
 CHART = ROOT / "bench" / "results.png"
 
 # name, script args in quick mode, args in full mode
 BENCHES = [
-    ("landing", ["bench/landing.py", "--repeat", "1"], ["bench/landing.py"]),
+    ("landing", ["bench/landing.py", "--events", "300000", "--rounds", "3"], ["bench/landing.py"]),
     (
         "landing --partitions 2",
-        ["bench/landing.py", "--partitions", "2", "--s3", "--repeat", "1"],
+        ["bench/landing.py", "--partitions", "2", "--s3", "--events", "300000", "--rounds", "3"],
         ["bench/landing.py", "--partitions", "2", "--s3"],
+    ),
+    (
+        "landing --partitions 12 --scale",
+        ["bench/landing.py", "--partitions", "12", "--scale", "--events", "300000", "--rounds", "3"],
+        ["bench/landing.py", "--partitions", "12", "--scale"],
     ),
     (
         "upsert",
         [
             "bench/upsert.py",
             "--rows",
-            "500000",
+            "300000",
             "--baseline-rows",
-            "50000",
+            "30000",
             "--per-row-rows",
-            "5000",
+            "0",
+            "--rounds",
+            "3",
         ],
         ["bench/upsert.py"],
     ),
-    ("compaction", ["bench/compaction.py", "--repeat", "1"], ["bench/compaction.py"]),
+    ("compaction", ["bench/compaction.py", "--repeat", "3"], ["bench/compaction.py"]),
     ("formats", ["bench/formats.py", "--events", "100000", "--repeat", "1"], ["bench/formats.py"]),
-    ("quality", ["bench/quality.py"], ["bench/quality.py"]),
+    ("quality", ["bench/quality.py", "--rounds", "3"], ["bench/quality.py"]),
     ("iceberg", ["bench/iceberg.py", "--hours", "12", "--repeat", "1"], ["bench/iceberg.py"]),
-    ("sensor", ["bench/sensor.py", "--repeat", "3"], ["bench/sensor.py"]),
+    ("sensor", ["bench/sensor.py", "--rounds", "3"], ["bench/sensor.py"]),
     ("flow", ["bench/flow.py", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["bench/flow.py"]),
     ("cdc", ["bench/cdc.py", "--rows", "200000", "--seconds", "10"], ["bench/cdc.py"]),
     (
@@ -102,16 +112,28 @@ def _load(name: str):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
+def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None, src: dict | None = None) -> dict:
+    """A report row; `src` (a bench's own row) may carry ratio_min/ratio_max/rounds/met."""
     if ratio is None and figure is not None and ceiling:
         ratio = figure / ceiling
+    src = src or {}
+    rounds = src.get("rounds") if isinstance(src.get("rounds"), list) else None
+    met = src.get("met")
+    if met is None and goal is not None and ratio is not None:
+        g = parse_goal(goal)
+        met = None if g is None or g[2] else judged(ratio, goal)
     return {
         "bench": bench,
         "what": what,
         "figure": figure,
         "ceiling": ceiling,
         "ratio": ratio,
+        "ratio_min": src.get("ratio_min", min(rounds) if rounds else ratio),
+        "ratio_max": src.get("ratio_max", max(rounds) if rounds else ratio),
+        "n_rounds": len(rounds) if rounds else 1,
         "goal": goal,
+        "met": met,
+        "met_every": src.get("met_every", met),
         "unit": unit,
         "machine": mach or machine(),
     }
@@ -119,7 +141,8 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None) -> dict:
 
 def collect() -> list[dict]:
     rows: list[dict] = []
-    for name in ("landing.json", "landing-p2.json", "formats.json", "sensor.json", "freshness.json", "flow.json", "cdc.json"):
+    for name in ("landing.json", "landing-p2.json", "landing-p12.json", "formats.json", "sensor.json",
+                 "freshness.json", "flow.json", "cdc.json"):
         data = _load(name)
         if not data:
             continue
@@ -136,6 +159,7 @@ def collect() -> list[dict]:
                     r.get("unit", ""),
                     data.get("machine"),
                     r.get("ratio"),
+                    r,
                 )
             )
     data = _load("upsert.json")
@@ -149,10 +173,11 @@ def collect() -> list[dict]:
                     r["what"],
                     r["figure"],
                     r["ceiling"],
-                    f">= {r['goal']}",
+                    r["goal"] if isinstance(r["goal"], str) else f">= {r['goal']}",
                     "rows/s",
                     r.get("machine"),
                     r.get("ratio"),
+                    r,
                 )
             )
     data = _load("compaction.json")
@@ -168,6 +193,7 @@ def collect() -> list[dict]:
                     "",
                     data.get("machine"),
                     r.get("ratio"),
+                    r,
                 )
             )
     data = _load("iceberg.json")
@@ -176,20 +202,25 @@ def collect() -> list[dict]:
             rows.append(_row("iceberg", r["what"], r["figure"], r["ceiling"], r["goal"], "", data.get("machine"), r.get("ratio")))
     data = _load("quality.json")
     if data:
-        plain = next(r for r in data["runs"] if r["mode"] == "plain")
-        suite = next(r for r in data["runs"] if r["mode"] == "suite")
-        rows.append(
-            _row(
-                "quality",
-                "landing with the GX suite on vs off (records/s)",
-                suite["records_per_s"],
-                plain["records_per_s"],
-                f">= {data.get('goal')}",
-                "records/s",
-                data.get("machine"),
-                data.get("ratio"),
+        if "row" in data:  # rounds
+            r = data["row"]
+            rows.append(_row("quality", r["what"], r["figure"], r["ceiling"], r["goal"], "records/s",
+                             data.get("machine"), r["ratio"], r))
+        else:
+            plain = next(r for r in data["runs"] if r["mode"] == "plain")
+            suite = next(r for r in data["runs"] if r["mode"] == "suite")
+            rows.append(
+                _row(
+                    "quality",
+                    "landing with the GX suite on vs off (records/s)",
+                    suite["records_per_s"],
+                    plain["records_per_s"],
+                    f">= {data.get('goal')}",
+                    "records/s",
+                    data.get("machine"),
+                    data.get("ratio"),
+                )
             )
-        )
     return rows
 
 
@@ -203,6 +234,22 @@ def _fmt(v) -> str:
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.3g}"
+
+
+def _met(r: dict) -> str:
+    if r.get("met") is None:
+        return "-"
+    if not r["met"]:
+        return "NO"
+    return "yes" if r.get("met_every", True) else "met*"
+
+
+def print_summary(rows: list[dict]) -> None:
+    """Every ratio with its spread and whether its goal is met, on the terminal."""
+    print(f"{'bench':<11} {'what':<58} {'ratio min/med/max':>22} {'goal':>12}  met")
+    for r in rows:
+        spread = f"{_fmt(r['ratio_min'])} / {_fmt(r['ratio'])} / {_fmt(r['ratio_max'])}"
+        print(f"{r['bench'][:11]:<11} {r['what'][:58]:<58} {spread:>22} {str(r['goal'] or '-'):>12}  {_met(r)}")
 
 
 def reliability_table() -> list[str]:
@@ -235,14 +282,19 @@ def write_report(rows: list[dict], outcomes: list | None = None, full: bool = Fa
         "(absolute figures drift on shared machines). Throughput ratios: higher is better; time ratios "
         "(sensor, freshness): lower is better. Chart: [results.png](results.png).",
         "",
-        "| bench | what | figure | ceiling | ratio | goal | machine |",
-        "|---|---|---:|---:|---:|---|---|",
+        "Figure and ceiling are medians over the rounds; ratio is the median of the per-round ratios, "
+        "with min and max beside it (interleaved rounds: figure and ceiling back to back, order alternated). "
+        "`met` judges the median; `met*` means the median met the goal but not every round did.",
+        "",
+        "| bench | what | figure | ceiling | ratio | min | max | rounds | goal | met | machine |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         unit = f" {r['unit']}" if r["unit"] else ""
         lines.append(
             f"| {r['bench']} | {r['what']} | {_fmt(r['figure'])}{unit} | {_fmt(r['ceiling'])}{unit} | "
-            f"{_fmt(r['ratio'])} | {r['goal'] or '-'} | {r['machine']} |"
+            f"{_fmt(r['ratio'])} | {_fmt(r['ratio_min'])} | {_fmt(r['ratio_max'])} | {r['n_rounds']} | "
+            f"{r['goal'] or '-'} | {_met(r)} | {r['machine']} |"
         )
     if outcomes:
         lines += [
@@ -309,7 +361,9 @@ def main() -> int:
     ap.add_argument("--only", action="append", help="run only these benches (by name; repeatable)")
     args = ap.parse_args()
     outcomes = None if args.report else run(args.full, set(args.only) if args.only else None)
-    write_report(collect(), outcomes, args.full)
+    rows = collect()
+    print_summary(rows)
+    write_report(rows, outcomes, args.full)
     return 1 if outcomes and any(c for _, _, c, _ in outcomes) else 0
 
 

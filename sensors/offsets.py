@@ -1,10 +1,11 @@
 """The offset sensor of each data product: request a landing when enough records wait.
 
 Each tick compares the committed offsets (the metastore's: the truth) with the broker's end
-offsets (`connectors.kafka.probe_waiting`: one consumer, the ListOffsets hint, then one fetch
-where data may wait, which also gives the timestamp of the oldest waiting record). A run of `<P>_ingest` is requested when at least `trigger.min_records`
-records wait or the oldest has waited longer than `trigger.max_latency`, and never while one
-is queued or running.
+offsets (`connectors.kafka.probe_waiting`: one fetch from the committed offset of every
+partition at once on a consumer made for the tick, which gives each partition's exact end and
+the timestamp of its oldest waiting record; no ListOffsets). A run of `<P>_ingest` is
+requested when at least `trigger.min_records` records wait or the oldest has waited longer
+than `trigger.max_latency`, and never while one is queued or running.
 
 Run keys are deterministic — the product and its start offsets (`clicks:0:1200,1:800`) — so a
 tick evaluated twice requests one run. When a run with that key already ended without moving

@@ -172,3 +172,18 @@ def test_the_checker_sees_a_circle_and_a_private_import(tmp_path):
     planted = tmp_path / "m.py"
     planted.write_text("def f():\n    from connectors.lake.store import _tmp_name\n")
     assert _imports("connectors.m", planted) == [("connectors.lake.store", ["_tmp_name"], 2)]
+
+
+def test_no_package_exports_a_name_that_shadows_its_own_submodule():
+    """`connectors.warehouse.sync` must be one thing: a package re-exporting a function named like
+    one of its modules makes `import connectors.warehouse.sync` return the function."""
+    wrong = []
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        submodules = {p.stem for p in path.parent.glob("*.py") if p.stem != "__init__"}
+        submodules |= {p.parent.name for p in path.parent.glob("*/__init__.py")}
+        exported = {a.asname or a.name for node in ast.parse(path.read_text()).body
+                    if isinstance(node, ast.ImportFrom) for a in node.names}
+        wrong += [f"{name}.{n}" for n in sorted(exported & submodules)]
+    assert not wrong, wrong

@@ -1,3 +1,4 @@
+# Over 400 lines: one landing run's order (claim → read → decode → write → commit → release) reads best whole.
 """Landing: consume offset ranges of a topic and write them, validated, as hourly Parquet.
 
 Per Kafka partition, a landing run:
@@ -156,6 +157,109 @@ class _OpenFile:
     max_offset: int | None = None
 
 
+class HourFiles:
+    """The files one landing run writes: one per (kind, partition, hour), registered pending
+    before the first byte, closed together at the end, abandoned cleanly on failure."""
+
+    def __init__(self, spec: DataProductSpec, lake: Lake, metastore: Metastore, run_id: str):
+        self.spec, self.lake, self.metastore, self.run_id = spec, lake, metastore, run_id
+        self.row_group_rows = spec.sinks.lake.row_group_rows
+        self.open: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
+        self.written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
+
+    def route(self, table: pa.Table, hours: pa.Array, kind: str, partition: int, start: int, resource: str) -> None:
+        """Append each hour's rows of a batch to that hour's file for this partition and range."""
+        spec = self.spec
+        unique = pc.unique(hours).to_pylist()
+        for h in sorted(unique):
+            rows = table if len(unique) == 1 else table.filter(pc.equal(hours, h))
+            key = (kind, partition, hour_key(h))
+            f = self.open.get(key)
+            if f is None:
+                folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
+                path = f"{folder}/{landed_file_name(spec.topic, partition, start)}"
+                self.metastore.register_pending(
+                    path, product=spec.name, kind=kind, hour=hour_key(h), claim=resource, run_id=self.run_id,
+                    partition=partition, start_offset=start,
+                )
+                self.written.append((path, resource))
+                crash_point("after_register")
+                f = _OpenFile(self.lake.open_parquet_writer(path, rows.schema), hour_key(h))
+                self.open[key] = f
+            f.writer.write(rows, self.row_group_rows)
+            offsets = rows.column("_offset")
+            lo, hi = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+            f.rows += rows.num_rows
+            f.min_offset = lo if f.min_offset is None else min(f.min_offset, lo)
+            f.max_offset = hi if f.max_offset is None else max(f.max_offset, hi)
+
+    def committed(self, resource: str) -> None:
+        """The claim's files are live: a later failure must not delete them."""
+        self.written[:] = [w for w in self.written if w[1] != resource]
+
+    def close_all(self) -> list[tuple[tuple[str, int, str], _OpenFile, int]]:
+        """Close (encode the last row groups, fsync, publish) every open file, several at once:
+        pyarrow's writer releases the GIL, and at the end of a run the fetching and decoding
+        threads are done, so the cores are free. Each file that closed leaves `open`; if
+        any failed, the first error is raised once all have finished, and the rest stay there
+        for the clean-up to abort."""
+        items = list(self.open.items())
+        if not items:
+            return []
+        with ThreadPoolExecutor(min(len(items), CLOSE_THREADS), thread_name_prefix="close") as pool:
+            futures = [(key, f, pool.submit(f.writer.close)) for key, f in items]
+            wait([fut for _, _, fut in futures])
+        closed, failure = [], None
+        for key, f, fut in futures:
+            if fut.exception() is None:
+                del self.open[key]
+                closed.append((key, f, fut.result()))
+                continue
+            log.error("finishing %s failed: %s", f.writer.rel, fut.exception())
+            if failure is None:
+                failure = fut.exception()
+        if failure is not None:
+            raise failure
+        return closed
+
+    def abandon(self) -> None:
+        """A run that fails cleanly leaves nothing behind: no temp files, no pending files.
+
+        Only files the metastore confirms as still pending are deleted. A commit can fail *in
+        doubt* — the server committed, the client lost the answer (a restarted database) — and
+        then its files are live: deleting them would lose data. When the metastore cannot be
+        asked, nothing is deleted; the next claimant of the range cleans up what is pending.
+        """
+        lake, metastore = self.lake, self.metastore
+        for f in self.open.values():
+            try:
+                f.writer.abort()
+            except Exception:  # noqa: BLE001
+                log.warning("aborting %s failed", f.writer.rel, exc_info=True)
+        paths = [path for path, _ in self.written]
+        if not paths:
+            return
+        try:
+            states = metastore.file_states(paths)
+        except Exception:  # noqa: BLE001 - unknown state: leave everything to the next claimant
+            log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
+            return
+        pending = [path for path in paths if states.get(path) == "pending"]
+        deleted = []
+        for path in pending:
+            try:
+                lake.delete(path)
+                deleted.append(path)
+            except Exception:  # noqa: BLE001 - stays pending: the next claimant deletes it
+                log.warning("deleting pending file %s failed", path, exc_info=True)
+        try:
+            # Only what is gone: a file whose delete failed (an S3 outage) stays listed as pending,
+            # so it is not left in the lake untracked.
+            metastore.forget_files(deleted, only_pending=True)
+        except Exception:  # noqa: BLE001
+            log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
+
+
 def land(
     spec: DataProductSpec,
     *,
@@ -238,9 +342,7 @@ def land(
         batch_size=batch_size, idle_timeout_s=idle_timeout_s,
         with_headers=decoder.needs_headers,  # CloudEvents in binary mode: attributes are headers
     )
-    open_files: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
-    written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
-    row_group_rows = spec.sinks.lake.row_group_rows
+    files = HourFiles(spec, lake, metastore, run_id)
     consumed_total = 0
     leases.start()
     try:
@@ -263,12 +365,10 @@ def land(
                     on_invalid(decoded.invalid)
                 q_hours = pc.cast(decoded.invalid.column("_timestamp"), pa.int64())
                 q_hours = pc.floor(pc.divide(pc.cast(q_hours, pa.float64()), 3_600_000.0)).cast(pa.int64())
-                _route(decoded.invalid, q_hours, "quarantine", p, claimed[p], spec, lake, metastore, run_id,
-                       open_files, written, row_group_rows, resource)
+                files.route(decoded.invalid, q_hours, "quarantine", p, claimed[p], resource)
                 stats.quarantined += decoded.invalid.num_rows
             if decoded.valid.num_rows:
-                _route(decoded.valid, decoded.hours, "landed", p, claimed[p], spec, lake, metastore, run_id,
-                       open_files, written, row_group_rows, resource)
+                files.route(decoded.valid, decoded.hours, "landed", p, claimed[p], resource)
                 stats.landed += decoded.valid.num_rows
             crash_point("after_batch")
             consumed_total += len(batch)
@@ -280,7 +380,7 @@ def land(
 
         # Every file durable before anything is committed.
         finished: dict[int, tuple[list, list]] = {p: ([], []) for p in claimed}
-        for (kind, p, hour), f, size in _close_all(open_files):
+        for (kind, p, hour), f, size in files.close_all():
             file_stats = FileStats(
                 path=f.writer.rel, rows=f.rows, bytes=size, end_offset=results[p].end,
                 min_offset=f.min_offset, max_offset=f.max_offset,
@@ -312,10 +412,10 @@ def land(
             )
             leases.discard(resource)
             # Committed: a failure of a later partition's commit must not delete these files.
-            written[:] = [w for w in written if w[1] != resource]
+            files.committed(resource)
             group_offsets[p] = res.end
             crash_point("after_commit")
-        written.clear()
+        files.written.clear()
         # A late record reopened a compacted hour: readers must not take it as whole anymore.
         for hour in sorted(set(reopened)):
             lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
@@ -325,7 +425,7 @@ def land(
             log.warning("%s: committing offsets to group %s failed: %s", spec.name, spec.consumer_group, exc)
         return LandingResult(spec.name, topic, run_id, results, sorted(set(reopened)), time.monotonic() - started)
     except BaseException:
-        _abandon(open_files, written, lake, metastore)
+        files.abandon()
         for p, start in claimed.items():
             try:
                 metastore.release(spec.name, landing_resource(p, start), owner)
@@ -334,109 +434,6 @@ def land(
         raise
     finally:
         leases.stop()
-
-
-def _close_all(open_files: dict) -> list[tuple[tuple[str, int, str], _OpenFile, int]]:
-    """Close (encode the last row groups, fsync, publish) every open file, several at once:
-    pyarrow's writer releases the GIL, and at the end of a run the fetching and decoding
-    threads are done, so the cores are free. Each file that closed leaves `open_files`; if
-    any failed, the first error is raised once all have finished, and the rest stay there
-    for the clean-up to abort."""
-    items = list(open_files.items())
-    if not items:
-        return []
-    with ThreadPoolExecutor(min(len(items), CLOSE_THREADS), thread_name_prefix="close") as pool:
-        futures = [(key, f, pool.submit(f.writer.close)) for key, f in items]
-        wait([fut for _, _, fut in futures])
-    closed, failure = [], None
-    for key, f, fut in futures:
-        if fut.exception() is None:
-            del open_files[key]
-            closed.append((key, f, fut.result()))
-            continue
-        log.error("finishing %s failed: %s", f.writer.rel, fut.exception())
-        if failure is None:
-            failure = fut.exception()
-    if failure is not None:
-        raise failure
-    return closed
-
-
-def _route(
-    table: pa.Table,
-    hours: pa.Array,
-    kind: str,
-    partition: int,
-    start: int,
-    spec: DataProductSpec,
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str,
-    open_files: dict,
-    written: list,
-    row_group_rows: int,
-    resource: str,
-) -> None:
-    """Append each hour's rows of a batch to that hour's file for this partition and range."""
-    unique = pc.unique(hours).to_pylist()
-    for h in sorted(unique):
-        rows = table if len(unique) == 1 else table.filter(pc.equal(hours, h))
-        key = (kind, partition, hour_key(h))
-        f = open_files.get(key)
-        if f is None:
-            folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
-            path = f"{folder}/{landed_file_name(spec.topic, partition, start)}"
-            metastore.register_pending(
-                path, product=spec.name, kind=kind, hour=hour_key(h), claim=resource, run_id=run_id,
-                partition=partition, start_offset=start,
-            )
-            written.append((path, resource))
-            crash_point("after_register")
-            f = _OpenFile(lake.open_parquet_writer(path, rows.schema), hour_key(h))
-            open_files[key] = f
-        f.writer.write(rows, row_group_rows)
-        offsets = rows.column("_offset")
-        lo, hi = pc.min(offsets).as_py(), pc.max(offsets).as_py()
-        f.rows += rows.num_rows
-        f.min_offset = lo if f.min_offset is None else min(f.min_offset, lo)
-        f.max_offset = hi if f.max_offset is None else max(f.max_offset, hi)
-
-
-def _abandon(open_files: dict, written: list, lake: Lake, metastore: Metastore) -> None:
-    """A run that fails cleanly leaves nothing behind: no temp files, no pending files.
-
-    Only files the metastore confirms as still pending are deleted. A commit can fail *in
-    doubt* — the server committed, the client lost the answer (a restarted database) — and
-    then its files are live: deleting them would lose data. When the metastore cannot be
-    asked, nothing is deleted; the next claimant of the range cleans up what is pending.
-    """
-    for f in open_files.values():
-        try:
-            f.writer.abort()
-        except Exception:  # noqa: BLE001
-            log.warning("aborting %s failed", f.writer.rel, exc_info=True)
-    paths = [path for path, _ in written]
-    if not paths:
-        return
-    try:
-        states = metastore.file_states(paths)
-    except Exception:  # noqa: BLE001 - unknown state: leave everything to the next claimant
-        log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
-        return
-    pending = [path for path in paths if states.get(path) == "pending"]
-    deleted = []
-    for path in pending:
-        try:
-            lake.delete(path)
-            deleted.append(path)
-        except Exception:  # noqa: BLE001 - stays pending: the next claimant deletes it
-            log.warning("deleting pending file %s failed", path, exc_info=True)
-    try:
-        # Only what is gone: a file whose delete failed (an S3 outage) stays listed as pending,
-        # so it is not left in the lake untracked.
-        metastore.forget_files(deleted, only_pending=True)
-    except Exception:  # noqa: BLE001
-        log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
 
 
 def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterator[tuple[Batch, Decoded]]:

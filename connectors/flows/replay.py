@@ -33,14 +33,15 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.flows.compaction import conform
-from connectors.flows.compaction.hours import (
+from connectors.flows.compaction import (
     DEFAULT_LEASE_S,
     CompactionResult,
     Fingerprint,
+    RewriteJob,
+    Rewritten,
     compact_hour,
+    conform,
     merge_ranges,
-    rewrite_hour,
     sources_of,
 )
 from connectors.formats import decoder_for, lake_schema
@@ -177,26 +178,21 @@ def replay_hour(
     hour = normalize_hour(hour)
     conf = consumer_config(bootstrap, spec.consumer_group, kafka_config)
 
-    def rebuild(*, live, generation, keeper, target_file_bytes, row_group_rows, run_id):
-        common = dict(
-            lake=lake, metastore=metastore, run_id=run_id, generation=generation,
-            target_file_bytes=target_file_bytes, row_group_rows=row_group_rows, keeper=keeper, spill_dir=spill_dir,
-        )
+    def rebuild(job: RewriteJob, live: list[FileRecord]) -> Rewritten:
         try:
             spans = recorded_spans(live)
             recorded = _recorded_pairs(lake, live)
             with tempfile.TemporaryDirectory(prefix="flowsuite-replay-", dir=spill_dir) as tmp:
                 path = os.path.join(tmp, "replayed.parquet")
                 with pq.ParquetWriter(path, lake_schema(spec), compression="none") as writer:
-                    replayed = _read_spans(spec, hour, spans, conf, writer, keeper, idle_timeout_s)
+                    replayed = _read_spans(spec, hour, spans, conf, writer, job.keeper, idle_timeout_s)
                 if not (np.array_equal(recorded[0], replayed[0]) and np.array_equal(recorded[1], replayed[1])):
                     raise ReplayMismatch(
                         f"the stream holds {len(replayed[0])} record(s) of the hour in the recorded spans, "
                         f"the live files {len(recorded[0])}; the (partition, offset) sets differ"
                     )
-                outputs, fingerprint = rewrite_hour(
-                    spec, hour, [(pafs.LocalFileSystem(), path, os.path.getsize(path))], **common
-                )
+                done = job.rewrite([(pafs.LocalFileSystem(), path, os.path.getsize(path))], source="kafka")
+            fingerprint = done.fingerprint
             live_fp = Fingerprint(lake_schema(spec).names)
             try:
                 for f in live:
@@ -209,11 +205,12 @@ def replay_hour(
                 f"replayed {fingerprint.rows} record(s) from {spec.topic} ({spans_text}); "
                 + ("values equal to the live files" if same else "values differ from the live files (the decoding changed since landing)")
             )
-            return outputs, fingerprint, "kafka", note
+            done.note = note
+            return done
         except (HistoryLostError, KafkaReadError, ReplayMismatch) as exc:
             log.warning("%s %s: replay impossible (%s); rebuilding from the live files", spec.name, hour, exc)
-            outputs, fingerprint = rewrite_hour(spec, hour, sources_of(lake, live), **common)
-            return outputs, fingerprint, "live_files", f"rebuilt from the live files: the stream no longer holds the hour ({exc})"
+            return job.rewrite(sources_of(lake, live),
+                               note=f"rebuilt from the live files: the stream no longer holds the hour ({exc})")
 
     return compact_hour(
         spec, hour, lake=lake, metastore=metastore, run_id=run_id, is_dead=is_dead, now=now,

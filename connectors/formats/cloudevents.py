@@ -1,3 +1,4 @@
+# Over 400 lines: the CloudEvents binding as written (binary and structured modes, attributes, ids) in one place.
 """CloudEvents over Kafka: building binary-mode events, and decoding both content modes.
 
 A product with `format: cloudevents` receives CloudEvents 1.0 in either Kafka content mode:

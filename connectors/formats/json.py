@@ -1,3 +1,4 @@
+# Over 400 lines: one decoder whose fast path, bisection and per-record slow path must agree on every reason.
 """Decoding a batch of Kafka messages into Arrow: valid rows, and quarantined rows with reasons.
 
 The hot path joins the batch's values into newline-delimited JSON and parses it in one call

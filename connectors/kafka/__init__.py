@@ -17,6 +17,7 @@ from connectors.kafka.dlq import (
     dlq_topic,
     original_key,
 )
+from connectors.kafka.probe import PROBE_CONF, probe_committed, topic_metadata
 from connectors.kafka.reader import (
     CONSUME_TIMEOUT_S,
     PREFETCH_BATCHES,
@@ -40,6 +41,9 @@ from connectors.kafka.stages import (
 from connectors.kafka.waiting import CommittedState, TopicUnavailableError, Waiting, probe_waiting
 
 __all__ = [
+    "PROBE_CONF",
+    "probe_committed",
+    "topic_metadata",
     "CommittedState",
     "TopicUnavailableError",
     "Waiting",

@@ -1,9 +1,10 @@
 """What waits on the broker beyond a product's committed offsets: the offset sensor's probe.
 
-One consumer answers for every partition: the ListOffsets hint, then one fetch from the
-committed offset where data may wait (Tansu's hint can lag the true end), which also gives the
-timestamp of the oldest waiting record. A committed offset past the partition's end (the topic
-lost its history) raises HistoryLostError, never a silent "nothing waiting".
+One consumer, made for the probe, answers for every partition by one fetch from the committed
+offsets (`connectors.kafka.probe.probe_committed`: exact ends and the oldest waiting record's
+timestamp, no ListOffsets, whose answer lags the true end on Tansu). A committed offset past
+the partition's end (the topic lost its history) raises HistoryLostError, never a silent
+"nothing waiting". The topic listing is shared within the process (`topic_metadata`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from connectors.kafka.probe import PROBE_CONF, probe_committed, topic_metadata
 from connectors.kafka.reader import (
     HistoryLostError,
     KafkaReadError,
     PartitionProbe,
-    probe_partitions,
 )
 
 
@@ -66,11 +67,11 @@ class Waiting:
 
 def probe_waiting(conf: dict[str, Any], topic: str, states: Mapping[int, CommittedState]) -> Waiting:
     """Compare the committed `states` with the broker's partitions of `topic` (one consumer)."""
-    consumer = Consumer(conf)
+    # Fresh for this probe: every watermark it has cached comes from this probe's fetch.
+    consumer = Consumer({**conf, **PROBE_CONF})
     try:
         try:
-            # Never look a topic up by name: Tansu would create it.
-            topic_md = consumer.list_topics(timeout=10).topics.get(topic)
+            topic_md = topic_metadata(consumer, str(conf["bootstrap.servers"]), topic)
         except KafkaException as exc:
             raise TopicUnavailableError(f"the Kafka broker does not answer: {exc}") from None
         if topic_md is None or topic_md.error is not None:
@@ -83,12 +84,9 @@ def probe_waiting(conf: dict[str, Any], topic: str, states: Mapping[int, Committ
                 low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
                 committed[p] = max(low, 0)
         behind = [p for p, s in states.items() if p in committed and not s.at_eof]
-        probes = probe_partitions(conf, topic, committed, always_fetch=behind, consumer=consumer)
-        # A committed offset past the end means the topic lost its history; Tansu's hint lags
-        # the true end, so a fetch measures it before the alarm (never "no records waiting").
-        suspects = {p: c for p, c in committed.items() if probes[p].end is None and probes[p].end_hint < c}
-        if suspects:
-            probes.update(probe_partitions(conf, topic, suspects, always_fetch=list(suspects), consumer=consumer))
+        # One fetch from every committed offset: each partition's exact end. An end below the
+        # committed offset (the fetch's own high watermark) means the topic lost its history.
+        probes = probe_committed(consumer, topic, committed)
         for p, pr in sorted(probes.items()):
             if pr.end is not None and pr.end < pr.committed:
                 low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)

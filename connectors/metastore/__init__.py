@@ -1,8 +1,15 @@
-"""The metastore: tables, engines and locks, and the `Metastore` that claims, commits and lists."""
+"""The metastore: which files are live, which offsets are committed, which hours are closed.
+
+tables (the schema batch readers may query) → db (engines, schema locks, retries) → records →
+claiming (one owner per unit of work) → store (`Metastore`: the commits and queries)."""
 
 from __future__ import annotations
 
 from connectors.leases import ClaimLostError
+from connectors.metastore.claiming import (
+    Claims,
+    own_claim,
+)
 from connectors.metastore.db import (
     SCHEMA_LOCK_WAIT_S,
     create_missing_tables,
@@ -11,18 +18,20 @@ from connectors.metastore.db import (
     retrying,
     schema_lock,
 )
-from connectors.metastore.store import (
+from connectors.metastore.records import (
     ClaimHeldError,
     CommitConflictError,
     FileRecord,
     FileStats,
     HourRecord,
-    Metastore,
     OffsetState,
     ReplayRecord,
     Takeover,
     hour_resource,
     landing_resource,
+)
+from connectors.metastore.store import (
+    Metastore,
 )
 from connectors.metastore.tables import (
     claims,
@@ -38,6 +47,7 @@ from connectors.metastore.tables import (
 __all__ = [
     "ClaimHeldError",
     "ClaimLostError",
+    "Claims",
     "CommitConflictError",
     "FileRecord",
     "FileStats",
@@ -59,6 +69,7 @@ __all__ = [
     "markers",
     "metadata",
     "offsets",
+    "own_claim",
     "replays",
     "retrying",
     "schema_lock",

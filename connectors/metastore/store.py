@@ -1,3 +1,4 @@
+# Over 400 lines: the commit transactions (landing, swap, replay) share file and hour updates; claims are in claiming.py.
 """The metastore: which files are live, which offsets are committed, which hours are closed.
 
 SQL tables through SQLAlchemy Core (SQLite by default, PostgreSQL in production). It holds
@@ -21,8 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import (
     and_,
@@ -33,10 +33,20 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from connectors.leases import SYSTEM_CLOCK, ClaimLostError, Clock
+from connectors.metastore.claiming import Claims, own_claim
 from connectors.metastore.db import insert_ignore, make_engine, retrying, schema_lock
+from connectors.metastore.records import (
+    CommitConflictError,
+    FileRecord,
+    FileStats,
+    HourRecord,
+    OffsetState,
+    ReplayRecord,
+    hour_resource,
+    landing_resource,
+)
 from connectors.metastore.tables import (
     claims,
     files,
@@ -51,109 +61,9 @@ from connectors.metastore.tables import (
 log = logging.getLogger(__name__)
 
 
-class ClaimHeldError(RuntimeError):
-    """Another live run owns this unit of work."""
-
-    def __init__(self, product: str, resource: str, run_id: str, lease_left: float):
-        self.product, self.resource, self.run_id = product, resource, run_id
-        super().__init__(
-            f"{product}: {resource} is claimed by run {run_id} (lease {lease_left:.0f}s left); "
-            "this run writes nothing for it"
-        )
 
 
-class CommitConflictError(RuntimeError):
-    """The committed offset moved under us: someone else committed this range."""
-
-
-@dataclass(frozen=True)
-class OffsetState:
-    partition: int
-    next_offset: int
-    at_eof: bool
-    run_id: str
-    updated_at: float
-    topic: str = ""  # the topic these offsets were read from
-
-
-@dataclass(frozen=True)
-class Takeover:
-    """What taking a claim found: the previous owner's run, and the pending files it deleted."""
-
-    previous_run_id: str | None
-    pending_files: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class FileStats:
-    path: str
-    rows: int
-    bytes: int
-    end_offset: int | None = None
-    min_offset: int | None = None
-    max_offset: int | None = None
-    ranges: dict[int, list[list[int]]] | None = None
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    path: str
-    product: str
-    kind: str
-    hour: str
-    state: str
-    partition: int | None
-    start_offset: int | None
-    end_offset: int | None
-    rows: int
-    bytes: int
-    generation: int
-    ranges: dict[int, list[list[int]]] | None
-    min_offset: int | None
-    max_offset: int | None
-    run_id: str
-    committed_at: float | None
-
-
-@dataclass(frozen=True)
-class HourRecord:
-    product: str
-    hour: str
-    state: str
-    generation: int
-    landed_rows: int
-    quarantined_rows: int
-    first_landed_at: float | None
-    last_landed_at: float | None
-    compacted_at: float | None
-    compacted_rows: int | None
-    reopened_at: float | None
-    blocked_reason: str | None = None
-    blocked_at: float | None = None
-
-
-@dataclass(frozen=True)
-class ReplayRecord:
-    id: int
-    product: str
-    path: str
-    hour: str
-    partition: int
-    min_offset: int
-    max_offset: int
-    rows: int
-
-
-def landing_resource(partition: int, start: int) -> str:
-    return f"partition/{int(partition)}/{int(start)}"
-
-
-def hour_resource(hour: str) -> str:
-    return f"hour/{hour}"
-
-
-
-class Metastore:
+class Metastore(Claims):
     """`clock` (seconds, like time.time) decides when a claim's lease runs out; a test that
     needs a dead claim gives a clock that runs ahead instead of sleeping out the lease."""
 
@@ -210,99 +120,6 @@ class Metastore:
                 )
 
         retrying(tx)
-
-    # --- claims -------------------------------------------------------------------------
-
-    def claim(
-        self,
-        product: str,
-        resource: str,
-        owner: str,
-        run_id: str,
-        lease_s: float,
-        is_dead: Callable[[str], bool] | None = None,
-        on_delete: Callable[[str], None] | None = None,
-    ) -> Takeover:
-        """Claim a unit of work, taking over a dead claim. Raises ClaimHeldError if live.
-
-        `is_dead(run_id)` lets the orchestrator say a run failed before its lease ran out.
-        `on_delete(path)` deletes a pending file of the previous owner from the lake; the
-        file's row is forgotten only after that succeeded.
-        """
-        now = self.clock()
-
-        def try_insert() -> bool:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(
-                        insert(claims).values(
-                            product=product, resource=resource, owner=owner, run_id=run_id,
-                            lease_until=now + lease_s, created_at=now,
-                        )
-                    )
-                return True
-            except IntegrityError:
-                return False
-
-        if retrying(try_insert):
-            previous = None
-        else:
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(claims).where(and_(claims.c.product == product, claims.c.resource == resource))
-                ).mappings().first()
-            if row is None:  # released in between: try once more from scratch
-                return self.claim(product, resource, owner, run_id, lease_s, is_dead, on_delete)
-            if row["owner"] == owner:
-                previous = None
-            else:
-                alive = row["lease_until"] > now and not (is_dead and row["run_id"] != run_id and is_dead(row["run_id"]))
-                if alive:
-                    raise ClaimHeldError(product, resource, row["run_id"], row["lease_until"] - now)
-
-                def take() -> int:
-                    with self.engine.begin() as conn:
-                        return conn.execute(
-                            update(claims)
-                            .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == row["owner"]))
-                            .values(owner=owner, run_id=run_id, lease_until=self.clock() + lease_s)
-                        ).rowcount
-
-                if retrying(take) != 1:
-                    raise ClaimHeldError(product, resource, "another run (taken over concurrently)", lease_s)
-                previous = row["run_id"]
-        # Whoever held this claim before may have left pending files: delete them first.
-        stale = self.pending_files(product, resource)
-        for path in stale:
-            if on_delete is not None:
-                on_delete(path)
-        if stale:
-            self.forget_files(stale, only_pending=True)
-        return Takeover(previous_run_id=previous, pending_files=stale)
-
-    def renew(self, product: str, resource: str, owner: str, lease_s: float) -> bool:
-        def tx() -> int:
-            with self.engine.begin() as conn:
-                return conn.execute(
-                    update(claims)
-                    .where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
-                    .values(lease_until=self.clock() + lease_s)
-                ).rowcount
-
-        return retrying(tx) == 1
-
-    def release(self, product: str, resource: str, owner: str) -> None:
-        def tx() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    delete(claims).where(and_(claims.c.product == product, claims.c.resource == resource, claims.c.owner == owner))
-                )
-
-        retrying(tx)
-
-    def claims_of(self, product: str) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(claims).where(claims.c.product == product)).mappings()]
 
     # --- files --------------------------------------------------------------------------
 
@@ -415,7 +232,7 @@ class Metastore:
         def tx() -> list[str]:
             now = time.time()
             with self.engine.begin() as conn:
-                _own_claim(conn, product, resource, owner, "claim")
+                own_claim(conn, product, resource, owner, "claim")
                 current = conn.execute(
                     select(offsets.c.next_offset)
                     .where(and_(offsets.c.product == product, offsets.c.partition == partition))
@@ -513,7 +330,7 @@ class Metastore:
         def tx() -> None:
             now = time.time()
             with self.engine.begin() as conn:
-                _own_claim(conn, product, resource, owner, "compaction claim")
+                own_claim(conn, product, resource, owner, "compaction claim")
                 for chunk in _chunks(list(replaced), 500):
                     n = conn.execute(
                         update(files)
@@ -607,7 +424,7 @@ class Metastore:
         def tx() -> list[str]:
             now = time.time()
             with self.engine.begin() as conn:
-                _own_claim(conn, product, claim, owner, "replay claim")
+                own_claim(conn, product, claim, owner, "replay claim")
                 old = conn.execute(
                     select(files.c.hour, files.c.rows)
                     .where(and_(files.c.path == quarantine_file, files.c.state == "committed",
@@ -680,15 +497,6 @@ class Metastore:
                 select(landings.c.committed_at).where(landings.c.product == product).order_by(landings.c.committed_at.desc()).limit(1)
             ).first()
         return rows[0] if rows else None
-
-
-def _own_claim(conn: Connection, product: str, resource: str, owner: str, what: str) -> None:
-    """Inside a commit: the claim is still ours (locked until the transaction ends)."""
-    row = conn.execute(
-        select(claims.c.owner).where(and_(claims.c.product == product, claims.c.resource == resource)).with_for_update()
-    ).first()
-    if row is None or row.owner != owner:
-        raise ClaimLostError(f"{product}: {what} {resource} was taken over (lease expired); nothing committed")
 
 
 def _make_live(conn: Connection, product: str, resource: str, stats: Iterable[FileStats], now: float) -> None:

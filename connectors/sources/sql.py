@@ -1,3 +1,4 @@
+# Over 400 lines: a source connector's spec, cursor table and publish loop are one exactly-once protocol.
 """Query-based source connector: publishes the rows of a legacy SQL table to a topic.
 
 The role of Kafka Connect's JDBC source, for any SQLAlchemy URL. Each run selects the rows

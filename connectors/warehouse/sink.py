@@ -1,3 +1,4 @@
+# Over 400 lines: one table's schema management and guarded batch write; databases differ in dialects/.
 """The warehouse sink: keeps one table per data product current, exactly once, by UPSERT.
 
 What it syncs is the lake's *committed* rows (the metastore's live files), never Kafka: the
@@ -32,7 +33,7 @@ Dialects (SQLAlchemy Core)
     to count inserts and updates. Fast path for tables without tombstones: while batches hold
     only new keys, the batch is COPYed straight into the table inside a savepoint; the
     primary key refuses it at the first existing key and the batch takes the staging path
-    (`_copy_direct`). MariaDB/MySQL: multi-row INSERT into a temporary staging
+    (`PostgresDialect.write_direct` in dialects/postgres.py). MariaDB/MySQL: multi-row INSERT into a temporary staging
     table, then `INSERT … SELECT … ON DUPLICATE KEY UPDATE col = IF(<newer>, VALUES(col), col)`
     with the version columns assigned last (MySQL evaluates assignments left to right, so the
     guard must still see the old version). SQLite: `INSERT … SELECT … ON CONFLICT DO UPDATE
@@ -52,32 +53,27 @@ Secrets: URLs are rendered with the password hidden, and driver errors are re-ra
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import Connection, Engine
 
 from connectors.faults import crash_point
-from connectors.formats import lake_schema
 from connectors.metastore import (
-    FileRecord,
-    Metastore,
     create_missing_tables,
     make_engine,
     schema_lock,
 )
-from connectors.spec import DataProductSpec, FieldSpec
+from connectors.spec import DataProductSpec
 from connectors.warehouse.cdc import by_unchanged, carry_unchanged, split_at_truncate
+from connectors.warehouse.dialects import STAGE_TABLE, dialect_for
+from connectors.warehouse.reduce import POSITION, reduce_latest, version_columns
+from connectors.warehouse.results import BatchCounts
+from connectors.warehouse.types import SQL_NAMES, column_type, family, render_type
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +82,6 @@ OFFSETS_TABLE = "flowsuite_sink_offsets"
 # replay to apply (Metastore.replays_since): replayed records keep their original offsets,
 # below the partitions' sink offsets, so they are followed by replay id instead.
 REPLAY_SLOT = -1
-POSITION = ("_partition", "_offset")  # Kafka position columns every warehouse row carries
-STAGE_TABLE = "flowsuite_stage"
-READ_RETRIES = 5  # a file swapped away by a concurrent compaction: re-list and read again
 
 
 class WarehouseError(RuntimeError):
@@ -101,176 +94,6 @@ class WarehouseSchemaError(WarehouseError):
 
 class ConcurrentSyncError(WarehouseError):
     """The sink offsets moved under this batch: another sync of the product committed it."""
-
-
-# --- types: the one mapping from spec types to SQL types --------------------------------------
-
-# Length of string/bytes columns that are part of a MySQL primary key (or have max_length):
-# InnoDB indexes at most 3072 bytes, so 255 utf8mb4 characters leave room for composite keys.
-MYSQL_KEY_LENGTH = 255
-
-
-def column_type(f: FieldSpec, dialect: str, in_key: bool) -> sa.types.TypeEngine:
-    """The SQL type of a spec field in a dialect ('postgresql', 'mysql', 'sqlite')."""
-    t = f.type
-    if t == "string":
-        if dialect == "mysql":
-            if in_key or (f.max_length is not None and f.max_length <= 16_000):
-                return sa.String(f.max_length or MYSQL_KEY_LENGTH)
-            return mysql_types.LONGTEXT()
-        return sa.Text()
-    if t == "bytes":
-        if dialect == "mysql":
-            if in_key or (f.max_length is not None and f.max_length <= 16_000):
-                return mysql_types.VARBINARY(f.max_length or MYSQL_KEY_LENGTH)
-            return mysql_types.LONGBLOB()
-        return sa.LargeBinary()
-    if t == "int32":
-        return sa.Integer()
-    if t == "int64":
-        return sa.BigInteger()
-    if t == "float64":
-        return sa.Double()
-    if t == "boolean":
-        return sa.Boolean()
-    if t == "timestamp":
-        # PostgreSQL keeps the zone (timestamptz); MariaDB and SQLite store UTC wall time.
-        return mysql_types.DATETIME(fsp=6) if dialect == "mysql" else sa.DateTime(timezone=True)
-    if t == "date":
-        return sa.Date()
-    raise ValueError(f"no SQL type for spec type {t!r}")  # pragma: no cover - spec validates
-
-
-# What a reflected column type is, compared with a spec type ("family").
-_SQL_NAMES = {"int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "boolean": "BOOLEAN",
-              "timestamp": "TIMESTAMP", "date": "DATE", "string": "TEXT", "bytes": "BINARY"}
-
-
-def _family(sql_type: sa.types.TypeEngine, dialect: str) -> str | None:
-    if isinstance(sql_type, sa.Boolean) or (dialect == "mysql" and isinstance(sql_type, mysql_types.TINYINT)):
-        return "boolean"
-    if isinstance(sql_type, sa.BigInteger):
-        return "int64"
-    if isinstance(sql_type, sa.Integer):
-        name = type(sql_type).__name__.upper()
-        return "int64" if "BIG" in name else "int32"
-    if isinstance(sql_type, sa.Float | sa.Numeric):
-        return "float64"
-    if isinstance(sql_type, sa.DateTime):
-        return "timestamp"
-    if isinstance(sql_type, sa.Date):
-        return "date"
-    if isinstance(sql_type, sa.String):
-        return "string"
-    if isinstance(sql_type, sa.LargeBinary | sa.types._Binary):
-        return "bytes"
-    return None
-
-
-def _render_type(sql_type: sa.types.TypeEngine, engine: Engine) -> str:
-    try:
-        return sql_type.compile(dialect=engine.dialect)
-    except Exception:  # pragma: no cover - exotic reflected types
-        return type(sql_type).__name__.upper()
-
-
-# --- results ----------------------------------------------------------------------------------
-
-
-@dataclass
-class BatchCounts:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped_stale: int = 0
-    reduced: int = 0  # records dropped by the per-key reduction (an older record of a key in the batch)
-    skipped_null_key: int = 0  # records whose key has a null; they cannot address a row
-
-    def add(self, other: BatchCounts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class SyncResult:
-    product: str
-    table: str
-    dialect: str
-    url: str  # password hidden
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped_stale: int = 0
-    reduced: int = 0
-    skipped_null_key: int = 0
-    rows_read: int = 0
-    batches: int = 0
-    offsets_before: dict[int, int] = field(default_factory=dict)
-    offsets_after: dict[int, int] = field(default_factory=dict)
-    target_offsets: dict[int, int] = field(default_factory=dict)  # the committed snapshot synced to
-    added_columns: list[str] = field(default_factory=list)
-    blocked_hours: list[str] = field(default_factory=list)  # hours a blocking check stopped
-    replays_applied: int = 0  # quarantine replays brought in (their records carry old offsets)
-    table_rows: int | None = None
-    duration_s: float = 0.0
-
-    @property
-    def counts(self) -> BatchCounts:
-        return BatchCounts(self.inserted, self.updated, self.deleted, self.skipped_stale,
-                           self.reduced, self.skipped_null_key)
-
-    def add_counts(self, counts: BatchCounts) -> None:
-        for name in BatchCounts.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(counts, name))
-
-    def lines(self) -> list[str]:
-        """What `flowsuite warehouse sync` and the demo print about this sync."""
-        offsets = ", ".join(f"p{p}: {self.offsets_before.get(p, 0):,} → {n:,}" for p, n in sorted(self.offsets_after.items()))
-        lines = [
-            f"table {self.table} in {self.url}: {self.table_rows:,} rows",
-            f"this sync: {self.inserted:,} inserted, {self.updated:,} updated, {self.deleted:,} deleted, "
-            f"{self.skipped_stale:,} stale skipped ({self.rows_read:,} rows read in {self.batches} batch(es), "
-            f"{self.duration_s:.2f}s)",
-            f"sink offsets (kept in the warehouse): {offsets or 'none yet'}",
-        ]
-        if self.added_columns:
-            lines.append(f"added columns: {', '.join(self.added_columns)}")
-        if self.blocked_hours:
-            lines.append(f"stopped before hours blocked by a quality check: {', '.join(self.blocked_hours)}")
-        return lines
-
-
-# --- the per-key reduction (vectorized) -------------------------------------------------------
-
-
-def version_columns(spec: DataProductSpec) -> list[str]:
-    """The columns that order versions of a key, most significant first."""
-    db = spec.sinks.database
-    version = db.version if db else "offset"
-    return [*([version] if version != "offset" else []), *POSITION]
-
-
-def reduce_latest(spec: DataProductSpec, rows: pa.Table) -> tuple[pa.Table, int]:
-    """Keep only the latest record per key (by version columns); returns (rows, null-key count).
-
-    Sort by the version columns (nulls first, i.e. oldest), number the rows in that order,
-    and keep each key's highest number with a hash group-by: no per-row Python.
-    """
-    keys = list(spec.key)
-    null_key = None
-    for k in keys:
-        m = pc.is_null(rows.column(k))
-        null_key = m if null_key is None else pc.or_(null_key, m)
-    n_null = int(pc.sum(null_key).as_py() or 0) if null_key is not None and rows.num_rows else 0
-    if n_null:
-        rows = rows.filter(pc.invert(null_key))
-    if rows.num_rows <= 1:
-        return rows, n_null
-    order = pc.sort_indices(rows, sort_keys=[(c, "ascending", "at_start") for c in version_columns(spec)])
-    ranked = pa.table({**{k: rows.column(k).take(order) for k in keys}, "__rank": pa.array(range(rows.num_rows), pa.int64())})
-    latest = ranked.group_by(keys, use_threads=False).aggregate([("__rank", "max")]).column("__rank_max")
-    picked = pc.take(order, pc.take(latest, pc.sort_indices(latest)))  # back in version order
-    return rows.take(picked), n_null
 
 
 # --- the sink ---------------------------------------------------------------------------------
@@ -307,7 +130,11 @@ class WarehouseSink:
             for f in spec.fields
         ]
         cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
-        self.table = sa.Table(self.table_name, self.metadata, *cols)
+        db = spec.sinks.database
+        # PostgreSQL: sinks.database.fillfactor leaves room on each page for HOT updates.
+        table_options = ({"postgresql_with": {"fillfactor": db.fillfactor}}
+                         if self.dialect == "postgresql" and db is not None and db.fillfactor else {})
+        self.table = sa.Table(self.table_name, self.metadata, *cols, **table_options)
         self.offsets = sa.Table(
             OFFSETS_TABLE, self.metadata,
             sa.Column("product", sa.String(128), primary_key=True),
@@ -326,9 +153,7 @@ class WarehouseSink:
             tomb_cols += [sa.Column("_partition", sa.Integer(), nullable=False), sa.Column("_offset", sa.BigInteger(), nullable=False)]
             self.tombstones = sa.Table(tombstone_table_name(self.table_name), self.metadata, *tomb_cols)
         self._ready = False
-        # PostgreSQL: try COPY straight into the table (`_copy_direct`) while batches hold only
-        # new keys; a batch that met existing keys turns it off until a batch is all inserts.
-        self._try_direct = True
+        self.sql = dialect_for(self)  # what differs between databases (connectors/warehouse/dialects/)
 
     # --- presentation -------------------------------------------------------------------
 
@@ -405,11 +230,10 @@ class WarehouseSink:
             col = existing.get(f.name)
             if col is None:
                 continue
-            family = _family(col["type"], self.dialect)
-            if family != f.type:
+            if family(col["type"], self.dialect) != f.type:
                 problems.append(
-                    f"column {f.name} is {_render_type(col['type'], self.engine)} in the warehouse but the spec says "
-                    f"{f.type}; migrate the column to {_SQL_NAMES[f.type]} (or rename the field in the spec)"
+                    f"column {f.name} is {render_type(col['type'], self.engine)} in the warehouse but the spec says "
+                    f"{f.type}; migrate the column to {SQL_NAMES[f.type]} (or rename the field in the spec)"
                 )
         if problems:
             raise WarehouseSchemaError(f"{self.spec.name}: table {t} does not fit the spec: " + "; ".join(problems))
@@ -501,9 +325,8 @@ class WarehouseSink:
                     counts.deleted += conn.execute(sa.delete(self.table)).rowcount
                     if self.tombstones is not None:
                         conn.execute(sa.delete(self.tombstones))
-                for i, (keep, part) in enumerate(by_unchanged(reduced) if reduced.num_rows else ()):
-                    if i and self.dialect == "postgresql":  # the stage drops on commit; a 2nd group in one txn
-                        conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{STAGE_TABLE}")
+                # One write per set of unchanged TOAST columns (usually one); each closes its stage.
+                for keep, part in by_unchanged(reduced) if reduced.num_rows else ():
                     self._write(conn, part, counts, keep)
                 crash_point("sink_rows_written")
                 if advance_to:
@@ -523,7 +346,7 @@ class WarehouseSink:
                                                  kafka_partition=p, next_offset=int(nxt), updated_at=now))
 
     # The version order, as SQL: is `a` newer than `b`? (a, b: column collections)
-    def _newer(self, a, b) -> sa.ColumnElement[bool]:
+    def newer(self, a, b) -> sa.ColumnElement[bool]:
         pos = sa.or_(a["_partition"] > b["_partition"], sa.and_(a["_partition"] == b["_partition"], a["_offset"] > b["_offset"]))
         v = self.version_field
         if v is None:
@@ -538,39 +361,42 @@ class WarehouseSink:
     def _delete_newer(self, s, t) -> sa.ColumnElement[bool]:
         """Does tombstone `s` delete row `t`? A tombstone without a version value goes by position."""
         if self.version_field is None:
-            return self._newer(s, t)
+            return self.newer(s, t)
         pos = sa.or_(s["_partition"] > t["_partition"], sa.and_(s["_partition"] == t["_partition"], s["_offset"] > t["_offset"]))
         return sa.or_(sa.and_(s[self.version_field].is_(None), pos),
-                      sa.and_(s[self.version_field].is_not(None), self._newer(s, t)))
+                      sa.and_(s[self.version_field].is_not(None), self.newer(s, t)))
 
-    def _key_match(self, a, b) -> sa.ColumnElement[bool]:
+    def key_match(self, a, b) -> sa.ColumnElement[bool]:
         return sa.and_(*[a[k] == b[k] for k in self.spec.key])
 
     def _stage_table(self) -> sa.Table:
         md = sa.MetaData()
         cols = [sa.Column(c.name, c.type, nullable=True) for c in self.table.columns]
         cols.append(sa.Column("_deleted", sa.Boolean(), nullable=False))
-        prefixes = ["TEMPORARY"]
-        kw = {"postgresql_on_commit": "DROP"} if self.dialect == "postgresql" else {}
-        return sa.Table(STAGE_TABLE, md, *cols, prefixes=prefixes, **kw)
+        return sa.Table(STAGE_TABLE, md, *cols, prefixes=["TEMPORARY"], **self.sql.stage_table_kwargs())
+
+    def update_order(self, names: list[str]) -> list[str]:
+        """Columns a newer record overwrites: non-key columns first, version columns last (MySQL
+        assigns left to right and the guard must see the old version; `_offset` before `_partition`)."""
+        key = list(self.spec.key)
+        order = [c for c in names if c not in key and c not in self.versions]
+        order += [c for c in ("_offset", "_partition") if c in names]
+        if self.version_field and self.version_field in names and self.version_field not in key:
+            order.append(self.version_field)
+        return order
 
     def _write(self, conn: Connection, rows: pa.Table, counts: BatchCounts, keep: tuple[str, ...] = ()) -> None:
         """`keep`: columns the rows did not send (unchanged TOAST): the upsert leaves them alone."""
-        names = [c.name for c in self.table.columns if c.name not in keep]
-        if (self.dialect == "postgresql" and self.tombstones is None and self._try_direct and not keep
-                and ("_deleted" not in rows.column_names or not pc.any(rows.column("_deleted")).as_py())):
-            if self._copy_direct(conn, rows.select(names)):
-                counts.inserted += rows.num_rows
-                return
-            self._try_direct = False
+        if not keep and self.sql.write_direct(conn, rows):
+            counts.inserted += rows.num_rows
+            return
         stage = self._stage_table()
-        if self.dialect != "postgresql":
-            conn.execute(sa.text(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE IF EXISTS {STAGE_TABLE}"))
-        stage.create(conn)
+        self.sql.open_stage(conn, stage)
+        names = [c.name for c in self.table.columns if c.name not in keep]
         deleted = (pc.fill_null(rows.column("_deleted"), False) if "_deleted" in rows.column_names
                    else pa.array([False] * rows.num_rows, pa.bool_()))
         data = rows.select(names).append_column("_deleted", deleted)
-        self._load_stage(conn, stage, data)
+        self.sql.load_stage(conn, stage, data)
         s, t = stage.c, self.table.c
         n_deletes = int(pc.sum(deleted).as_py() or 0) if rows.num_rows else 0
         n_records = rows.num_rows - n_deletes
@@ -588,19 +414,19 @@ class WarehouseSink:
                     exprs.append(s[c])
             sel = (
                 sa.select(*exprs)
-                .select_from(stage.outerjoin(self.table, self._key_match(s, t)))
+                .select_from(stage.outerjoin(self.table, self.key_match(s, t)))
                 .where(sa.and_(s["_deleted"] == sa.true(),
                                sa.or_(t[self.spec.key[0]].is_(None), self._delete_newer(s, t))))
             )
-            self._upsert_select(conn, tomb, tomb_cols, sel)
+            self.sql.upsert_select(conn, tomb, tomb_cols, sel, self.update_order(tomb_cols))
             stale_tombs = conn.execute(
-                sa.select(sa.func.count()).select_from(stage.join(self.table, self._key_match(s, t)))
+                sa.select(sa.func.count()).select_from(stage.join(self.table, self.key_match(s, t)))
                 .where(sa.and_(s["_deleted"] == sa.true(), sa.not_(self._delete_newer(s, t))))
             ).scalar_one()
             counts.skipped_stale += int(stale_tombs)
             gone = sa.delete(self.table).where(
                 sa.exists(sa.select(sa.literal(1)).select_from(stage).where(
-                    sa.and_(s["_deleted"] == sa.true(), self._key_match(s, t), self._delete_newer(s, t))
+                    sa.and_(s["_deleted"] == sa.true(), self.key_match(s, t), self._delete_newer(s, t))
                 ))
             )
             counts.deleted += conn.execute(gone).rowcount
@@ -611,131 +437,20 @@ class WarehouseSink:
             if tomb is not None:
                 tb = tomb.c
                 where = sa.and_(where, sa.not_(sa.exists(sa.select(sa.literal(1)).select_from(tomb).where(
-                    sa.and_(self._key_match(s, tb), sa.not_(self._newer(s, tb)))))))
+                    sa.and_(self.key_match(s, tb), sa.not_(self.newer(s, tb)))))))
             sel = sa.select(*[s[c] for c in names]).select_from(stage).where(where)
-            if self.dialect == "postgresql":
-                inserted, changed = self._upsert_select(conn, self.table, names, sel, count=True)
-                self._try_direct = inserted == n_records  # all new keys: the next batch may be too
-                counts.inserted += inserted
-                counts.updated += changed - inserted
-                counts.skipped_stale += n_records - changed
-            else:
-                on_row = sa.select(
-                    sa.func.count(sa.case((self._newer(s, t), 1))),
-                    sa.func.count(),
-                ).select_from(stage.join(self.table, self._key_match(s, t))).where(s["_deleted"] == sa.false())
-                updates, existing = conn.execute(on_row).one()
-                blocked = 0
-                if tomb is not None:
-                    tb = tomb.c
-                    blocked = conn.execute(
-                        sa.select(sa.func.count()).select_from(stage.join(tomb, self._key_match(s, tb)))
-                        .where(sa.and_(s["_deleted"] == sa.false(), sa.not_(self._newer(s, tb))))
-                    ).scalar_one()
-                self._upsert_select(conn, self.table, names, sel)
-                counts.updated += int(updates)
-                counts.skipped_stale += int(existing) - int(updates) + int(blocked)
-                counts.inserted += n_records - int(existing) - int(blocked)
+            self.sql.upsert_records(conn, stage, sel, names, n_records, counts)
             if tomb is not None:
                 # A record newer than a tombstone brought its key back: the row guards it now.
                 tb = tomb.c
                 conn.execute(sa.delete(tomb).where(sa.and_(
                     sa.exists(sa.select(sa.literal(1)).select_from(stage).where(
-                        sa.and_(s["_deleted"] == sa.false(), self._key_match(s, tb)))),
-                    sa.exists(sa.select(sa.literal(1)).select_from(self.table).where(self._key_match(t, tb))),
+                        sa.and_(s["_deleted"] == sa.false(), self.key_match(s, tb)))),
+                    sa.exists(sa.select(sa.literal(1)).select_from(self.table).where(self.key_match(t, tb))),
                 )))
-        if self.dialect != "postgresql":
-            # `DROP TEMPORARY TABLE`, never plain DROP TABLE: on MySQL that commits implicitly,
-            # which would commit the rows without the offsets.
-            conn.exec_driver_sql(f"DROP {'TEMPORARY ' if self.dialect == 'mysql' else ''}TABLE {STAGE_TABLE}")
-
-    def _upsert_select(self, conn: Connection, target: sa.Table, names: list[str], sel, count: bool = False):
-        """INSERT INTO target SELECT … with the per-dialect guarded conflict clause."""
-        key = list(self.spec.key)
-        # Non-key columns first, version columns last (MySQL assigns left to right and the
-        # guard must see the old version; for (partition, offset), _offset before _partition).
-        order = [c for c in names if c not in key and c not in self.versions]
-        order += [c for c in ("_offset", "_partition") if c in names]
-        if self.version_field and self.version_field in names and self.version_field not in key:
-            order.append(self.version_field)
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            ins = pg_insert(target).from_select(names, sel)
-            ins = ins.on_conflict_do_update(
-                index_elements=key,
-                set_={c: ins.excluded[c] for c in order},
-                where=self._newer(ins.excluded, target.c),
-            )
-            if not count:
-                conn.execute(ins)
-                return None
-            up = ins.returning(sa.literal_column("(xmax = 0)").label("inserted")).cte("up")
-            inserted, changed = conn.execute(
-                sa.select(sa.func.count().filter(up.c.inserted), sa.func.count()).select_from(up)
-            ).one()
-            return int(inserted), int(changed)
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            ins = sqlite_insert(target).from_select(names, sel)  # `sel` has a WHERE: no ON ambiguity
-            ins = ins.on_conflict_do_update(
-                index_elements=key,
-                set_={c: ins.excluded[c] for c in order},
-                where=self._newer(ins.excluded, target.c),
-            )
-            conn.execute(ins)
-            return None
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-        ins = mysql_insert(target).from_select(names, sel)
-        guard = self._newer(ins.inserted, target.c)
-        ins = ins.on_duplicate_key_update([(c, sa.case((guard, ins.inserted[c]), else_=target.c[c])) for c in order])
-        conn.execute(ins)
-        return None
-
-    def _load_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
-        if self.dialect == "postgresql":
-            self._copy_stage(conn, stage, data)
-            return
-        rows = _python_rows(data, self.dialect)
-        conn.execute(sa.insert(stage), rows)
-
-    def _copy_stage(self, conn: Connection, stage: sa.Table, data: pa.Table) -> None:
-        self._copy(conn, STAGE_TABLE, data)
-
-    def _copy(self, conn: Connection, table: str, data: pa.Table) -> None:
-        """COPY … FROM STDIN (CSV) with the CSV written by Arrow (`copy_csv_chunks`)."""
-        raw = conn.connection.driver_connection
-        preparer = self.engine.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(c) for c in data.column_names)
-        with raw.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            for chunk in copy_csv_chunks(data):
-                copy.write(chunk)
-
-    def _copy_direct(self, conn: Connection, data: pa.Table) -> bool:
-        """COPY the batch straight into the table when none of its keys is there yet.
-
-        Tried inside a savepoint: the primary key rejects the COPY at the first key that
-        exists (a row, or a row another transaction is inserting — the COPY waits for it),
-        and the savepoint undoes it; the caller then takes the staging path. When it
-        succeeds every record was a new key: no row to be newer than, so no version guard
-        applies and all are inserted. Only for tables without tombstones (`deletes` off):
-        a remembered tombstone must be able to block an older record.
-        """
-        import psycopg
-
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            cur.execute("SAVEPOINT flowsuite_direct")
-            try:
-                self._copy(conn, self.engine.dialect.identifier_preparer.quote(self.table_name), data)
-            except psycopg.errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT flowsuite_direct")
-                cur.execute("RELEASE SAVEPOINT flowsuite_direct")
-                return False
-            cur.execute("RELEASE SAVEPOINT flowsuite_direct")
-        return True
+        # MySQL: `DROP TEMPORARY TABLE`, never plain DROP TABLE, which commits implicitly and so
+        # would commit the rows without the offsets (dialects/mysql.py).
+        self.sql.close_stage(conn)
 
     # --- reading back -------------------------------------------------------------------
 
@@ -757,35 +472,6 @@ class WarehouseSink:
         return self._guarded("reading rows", run)  # type: ignore[return-value]
 
 
-COPY_CHUNK_ROWS = 65_536
-
-
-def copy_csv_chunks(data: pa.Table) -> Iterator[memoryview]:
-    """CSV for PostgreSQL's COPY, written by Arrow, in bounded chunks.
-
-    Time-zone-aware timestamps are rendered as UTC wall time with an explicit `+00`: Arrow's
-    CSV writer formats zoned timestamps value by value through the time-zone database
-    (~6 µs a value, most of the batch's CSV time); a cast to naive UTC and then to string
-    is vectorized, and the `+00` keeps the value independent of the session's TimeZone.
-    bytea's CSV form is hex text; bytes fields are rare, so a Python pass is fine.
-    """
-    cols = []
-    for name in data.column_names:
-        col = data.column(name)
-        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
-            naive = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
-            col = pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("+00"), "")
-        elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()], pa.string())
-        cols.append(col)
-    data = pa.table(cols, names=data.column_names)
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    for batch in data.to_batches(max_chunksize=COPY_CHUNK_ROWS):
-        buf = io.BytesIO()
-        pacsv.write_csv(pa.Table.from_batches([batch]), buf, options)
-        yield buf.getbuffer()
-
-
 def tombstone_table_name(table: str) -> str:
     """`<table>__deleted`, shortened with a hash when it would pass 63 characters."""
     name = f"{table}__deleted"
@@ -793,206 +479,3 @@ def tombstone_table_name(table: str) -> str:
         return name
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
     return f"{table[:45]}_{digest}__deleted"
-
-
-def _python_rows(data: pa.Table, dialect: str) -> list[dict]:
-    """Arrow → dicts for executemany (SQLite, MariaDB). Timestamps become naive UTC."""
-    columns = {}
-    for name in data.column_names:
-        col = data.column(name)
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.timestamp("us", tz="UTC"))
-            values = [None if v is None else v.astimezone(UTC).replace(tzinfo=None) for v in col.to_pylist()]
-        else:
-            values = col.to_pylist()
-        columns[name] = values
-    names = list(columns)
-    return [dict(zip(names, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
-
-
-# --- syncing from the lake --------------------------------------------------------------------
-
-
-def _file_covers(f: FileRecord, partition: int, lo: int, hi: int) -> bool:
-    """Can `f` hold rows of `partition` with offsets in [lo, hi)?"""
-    if f.ranges:
-        runs = f.ranges.get(partition) or f.ranges.get(str(partition))  # type: ignore[call-overload]
-        if not runs:
-            return False
-        return any(first < hi and last >= lo for first, last in runs)
-    if f.partition is not None and f.partition != partition:
-        return False
-    low = f.min_offset if f.min_offset is not None else f.start_offset
-    high = f.max_offset if f.max_offset is not None else (f.end_offset - 1 if f.end_offset is not None else None)
-    if low is not None and low >= hi:
-        return False
-    return not (high is not None and high < lo)
-
-
-def _partitions_of(f: FileRecord) -> set[int]:
-    if f.ranges:
-        return {int(p) for p in f.ranges}
-    return {f.partition} if f.partition is not None else set()
-
-
-def read_window(
-    spec: DataProductSpec, lake, files: list[FileRecord], window: dict[int, tuple[int, int]]
-) -> tuple[pa.Table, int]:
-    """Rows of the live files whose (partition, offset) falls in the window; (rows, files read).
-
-    Predicate pushdown: the filter on `_partition`/`_offset` lets Parquet skip row groups by
-    their statistics. Files written before a field was added get that column as nulls.
-    """
-    schema = lake_schema(spec)
-    pieces, n_files = [], 0
-    for f in files:
-        parts = [(p, lo, hi) for p, (lo, hi) in window.items() if _file_covers(f, p, lo, hi)]
-        if not parts:
-            continue
-        expr = None
-        for p, lo, hi in parts:
-            e = (pads.field("_partition") == p) & (pads.field("_offset") >= lo) & (pads.field("_offset") < hi)
-            expr = e if expr is None else expr | e
-        dataset = pads.dataset(lake.full(f.path), filesystem=lake.fs, format="parquet")
-        present = [n for n in schema.names if n in dataset.schema.names]
-        table = dataset.to_table(columns=present, filter=expr)
-        for name in schema.names:
-            if name not in present:
-                table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-        pieces.append(table.select(schema.names).cast(schema))
-        n_files += 1
-    if not pieces:
-        return schema.empty_table(), 0
-    return pa.concat_tables(pieces), n_files
-
-
-def plan_windows(
-    start: dict[int, int], target: dict[int, int], batch_rows: int
-) -> Iterator[dict[int, tuple[int, int]]]:
-    """Offset windows per partition of at most `batch_rows` offsets in total.
-
-    An offset holds at most one row (quarantined offsets hold none), so a window of N
-    offsets never holds more than N rows: memory per batch is bounded without counting.
-    """
-    pos = dict(start)
-    while True:
-        active = sorted(p for p in target if pos.get(p, 0) < target[p])
-        if not active:
-            return
-        width = max(1, batch_rows // len(active))
-        yield {p: (pos.get(p, 0), min(target[p], pos.get(p, 0) + width)) for p in active}
-        for p in active:
-            pos[p] = min(target[p], pos.get(p, 0) + width)
-
-
-def _read_live_window(spec, lake, metastore: Metastore, window: dict[int, tuple[int, int]],
-                      hour: str | None = None) -> pa.Table:
-    """The committed rows of `window` (per partition [lo, hi)) from the live files, of one
-    hour when given. A concurrent compaction may swap a file away between listing and
-    reading: then the files are listed again."""
-    for attempt in range(READ_RETRIES):
-        files = metastore.live_files(spec.name, hour=hour)
-        try:
-            return read_window(spec, lake, files, window)[0]
-        except (FileNotFoundError, OSError) as exc:
-            if attempt + 1 == READ_RETRIES:
-                raise WarehouseError(f"{spec.name}: lake files kept changing while reading: {exc}") from None
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _apply_replays(spec, lake, metastore: Metastore, sink: WarehouseSink, current: dict[int, int],
-                   blocked: set[str], result: SyncResult) -> None:
-    """Bring in quarantine replays since the sink's replay watermark, one transaction each.
-
-    A replay's records carry their original offsets; those below the partition's sink offset
-    never come with the offset windows, so the replay's offset span is read from the live
-    files of its hour. Rows in that span that were synced before are applied again, which the
-    version guard makes a no-op (counted as stale); records at or above the sink offset come
-    with the windows. A replay into a blocked hour waits, and so do the replays after it.
-    """
-    slot = sink.replay_watermark()
-    for replay in metastore.replays_since(spec.name, slot or 0):
-        if replay.hour in blocked:
-            break
-        lo, hi = replay.min_offset, min(replay.max_offset + 1, current.get(replay.partition, 0))
-        rows = lake_schema(spec).empty_table()
-        if hi > lo:
-            rows = _read_live_window(spec, lake, metastore, {replay.partition: (lo, hi)}, hour=replay.hour)
-        counts = sink.apply(rows, advance_to={REPLAY_SLOT: replay.id + 1}, expected={REPLAY_SLOT: slot})
-        slot = replay.id + 1
-        result.replays_applied += 1
-        result.rows_read += rows.num_rows
-        result.add_counts(counts)
-
-
-def sync(
-    spec: DataProductSpec,
-    *,
-    lake,
-    metastore: Metastore,
-    sink: WarehouseSink | None = None,
-    url: str | None = None,
-    batch_rows: int | None = None,
-    progress: Callable[[SyncResult], None] | None = None,
-) -> SyncResult:
-    """Bring the product's warehouse table up to the lake's committed offsets.
-
-    Snapshots `Metastore.committed_offsets` first (a landing committing meanwhile is left
-    for the next sync, never half-applied), then works through offset windows from the
-    sink's offsets to that snapshot, one warehouse transaction per window. Hours a blocking
-    quality check stopped (`blocked_reason` in the metastore) are a wall: each partition
-    stops at the first offset of a blocked hour until the owner clears it.
-    """
-    started = time.monotonic()
-    own = sink is None
-    if sink is None:
-        if url is None:
-            raise ValueError("give a warehouse url or a sink")
-        sink = WarehouseSink(spec, url)
-    db = spec.sinks.database
-    batch_rows = batch_rows or (db.batch_rows if db else 50_000)
-    result = SyncResult(product=spec.name, table=sink.table_name, dialect=sink.dialect, url=sink.safe_url)
-    try:
-        result.added_columns = sink.ensure_table()
-        before = sink.sink_offsets()
-        result.offsets_before = dict(before)
-        target = {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
-        # A blocked hour stops each partition at its first offset in that hour.
-        blocked = [h.hour for h in metastore.hours(spec.name) if h.blocked_reason]
-        if blocked:
-            result.blocked_hours = blocked
-            walls: dict[int, int] = {}
-            for f in metastore.live_files(spec.name):
-                if f.hour not in blocked:
-                    continue
-                for p in _partitions_of(f):
-                    first = (min(r[0] for r in f.ranges[p]) if f.ranges and p in f.ranges
-                             else f.min_offset if f.min_offset is not None else f.start_offset)
-                    if first is not None:
-                        walls[p] = min(walls.get(p, first), first)
-            target = {p: min(n, walls.get(p, n)) for p, n in target.items()}
-        result.target_offsets = dict(target)
-        for p, n in before.items():
-            if p in target and n > target[p] and not blocked:
-                log.warning("%s: sink offset of partition %d (%d) is past the lake's committed offset (%d); "
-                            "the lake's history was reset? nothing is synced for it", spec.name, p, n, target[p])
-        current = dict(before)
-        for window in plan_windows(before, target, batch_rows):
-            rows = _read_live_window(spec, lake, metastore, window)
-            advance = {p: hi for p, (_lo, hi) in window.items()}
-            counts = sink.apply(rows, advance_to=advance, expected={p: current.get(p) for p in advance})
-            current.update(advance)
-            result.rows_read += rows.num_rows
-            result.batches += 1
-            result.add_counts(counts)
-            if progress:
-                progress(result)
-        _apply_replays(spec, lake, metastore, sink, current, set(blocked), result)
-        result.offsets_after = dict(current)
-        result.table_rows = sink.row_count()
-    finally:
-        result.duration_s = time.monotonic() - started
-        if own:
-            sink.dispose()
-    return result

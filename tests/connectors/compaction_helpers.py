@@ -3,6 +3,10 @@ clicks through the real broker, several small ones, so each hour holds many smal
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from connectors.flows import land
-from connectors.lake import Lake
+from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec, parse_spec_file
@@ -62,3 +66,39 @@ def sorted_rows(table: pa.Table) -> pa.Table:
     """The rows in (partition, offset) order, as one chunk; compare with `==` (Table.equals:
     byte-exact, so it also holds for strings that are not valid UTF-8)."""
     return table.sort_by([("_partition", "ascending"), ("_offset", "ascending")]).combine_chunks()
+
+
+_CHILD = """
+import sys
+from datetime import datetime, UTC
+from connectors.flows import compact_hour
+from connectors.lake import Lake, hour_dir
+from connectors.metastore import Metastore
+from tests.connectors.compaction_helpers import clicks_spec
+spec = clicks_spec(sys.argv[1])
+for h in sys.argv[4:]:
+    compact_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), run_id="child",
+                 now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0, target_file_bytes=int(sys.argv[0] == "" or 20000))
+"""
+
+
+def compaction_child(spec, lake, meta_url, hours, crash_at=None):
+    env = dict(os.environ)
+    env.pop("FLOWSUITE_CRASH_AT", None)
+    if crash_at:
+        env["FLOWSUITE_CRASH_AT"] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, spec.topic, lake.url, meta_url, *hours],
+        env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def assert_exactly_once(spec, lake, metastore, expected):
+    live = metastore.live_files(spec.name)
+    paths = [f.path for f in live]
+    assert len(paths) == len(set(paths)), "the metastore lists a file twice"
+    rows = hour_rows(lake, metastore, spec.name)
+    assert Counter(pairs(rows)) == Counter(expected), "a record is missing or live twice"
+    on_disk = {p for h in HOURS for p in lake.list_files(hour_dir(spec.name, h)) if p.endswith(".parquet")}
+    assert on_disk == set(paths), f"orphans on disk: {sorted(on_disk - set(paths))}"
+    assert metastore.files_in_states(spec.name, ["pending", "replaced"]) == []

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -28,7 +26,9 @@ from tests.connectors.compaction_helpers import (
     HOURS,
     LATER,
     NOW,
+    assert_exactly_once,
     clicks_spec,
+    compaction_child,
     hour_rows,
     land_in_rounds,
     pairs,
@@ -152,42 +152,6 @@ def test_blocked_hour_is_refused_with_its_reason(landed):
 
 # --- crash safety ---------------------------------------------------------------------------
 
-_CHILD = """
-import sys
-from datetime import datetime, UTC
-from connectors.flows import compact_hour
-from connectors.lake import Lake
-from connectors.metastore import Metastore
-from tests.connectors.compaction_helpers import clicks_spec
-spec = clicks_spec(sys.argv[1])
-for h in sys.argv[4:]:
-    compact_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), run_id="child",
-                 now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0, target_file_bytes=int(sys.argv[0] == "" or 20000))
-"""
-
-
-def _child(spec, lake, meta_url, hours, crash_at=None):
-    env = dict(os.environ)
-    env.pop("FLOWSUITE_CRASH_AT", None)
-    if crash_at:
-        env["FLOWSUITE_CRASH_AT"] = crash_at
-    return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, spec.topic, lake.url, meta_url, *hours],
-        env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-
-
-def _assert_exactly_once(spec, lake, metastore, expected):
-    live = metastore.live_files(spec.name)
-    paths = [f.path for f in live]
-    assert len(paths) == len(set(paths)), "the metastore lists a file twice"
-    rows = hour_rows(lake, metastore, spec.name)
-    assert Counter(pairs(rows)) == Counter(expected), "a record is missing or live twice"
-    on_disk = {p for h in HOURS for p in lake.list_files(hour_dir(spec.name, h)) if p.endswith(".parquet")}
-    assert on_disk == set(paths), f"orphans on disk: {sorted(on_disk - set(paths))}"
-    assert metastore.files_in_states(spec.name, ["pending", "replaced"]) == []
-
-
 @pytest.mark.parametrize(
     "crash_at",
     ["compact_after_register", "compact_after_write:2", "compact_before_swap", "compact_during_delete", "compact_before_marker"],
@@ -196,7 +160,7 @@ def test_crash_at_each_point_then_rerun_is_exactly_once(landed, crash_at, tmp_pa
     spec, lake, metastore, _ = landed
     expected = pairs(hour_rows(lake, metastore, spec.name))
     meta_url = str(metastore.engine.url)
-    proc = _child(spec, lake, meta_url, HOURS, crash_at)
+    proc = compaction_child(spec, lake, meta_url, HOURS, crash_at)
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     metastore.clock = lambda: time.time() + 1.2  # the dead child's lease (1 s) has run out, without waiting
@@ -206,7 +170,7 @@ def test_crash_at_each_point_then_rerun_is_exactly_once(landed, crash_at, tmp_pa
         compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
         assert read_marker(lake, spec.name, h) is not None
         assert metastore.hour(spec.name, h).state == "compacted"
-    _assert_exactly_once(spec, lake, metastore, expected)
+    assert_exactly_once(spec, lake, metastore, expected)
 
 
 @pytest.mark.parametrize("kills", [50 if FULL else 3])
@@ -217,7 +181,7 @@ def test_random_sigkills_during_compaction(landed, kills):
     rng = random.Random(7)
     killed = 0
     for _ in range(kills * 3):
-        proc = _child(spec, lake, meta_url, HOURS)
+        proc = compaction_child(spec, lake, meta_url, HOURS)
         time.sleep(rng.uniform(0.3, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -231,9 +195,9 @@ def test_random_sigkills_during_compaction(landed, kills):
         if killed >= kills:
             break
     assert killed >= 1
-    proc = _child(spec, lake, meta_url, HOURS)
+    proc = compaction_child(spec, lake, meta_url, HOURS)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
-    _assert_exactly_once(spec, lake, metastore, expected)
+    assert_exactly_once(spec, lake, metastore, expected)
     from tests.reliability.table import record  # the reliability table (tests/reliability)
 
     record("compaction: SIGKILL (random)", killed, len(expected), 0, 0, killed)

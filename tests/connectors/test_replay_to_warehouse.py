@@ -9,15 +9,15 @@ from __future__ import annotations
 from connectors.flows import replay_quarantine
 from connectors.spec import DataProductSpec
 from connectors.warehouse import WarehouseSink, sync
-from tests.connectors.test_quarantine import N_GOOD, N_HIGH, landed, spec_data  # noqa: F401 - fixture
+from tests.support.quarantine import N_GOOD, N_HIGH, land_quarantine_demo, spec_data
 
 
 def _event_ids(sink: WarehouseSink) -> list[str]:
     return sorted(row["event_id"] for row in sink.read_rows())
 
 
-def test_replayed_records_reach_the_warehouse_once(landed, tmp_path):  # noqa: F811 - the fixture
-    topic, lake, metastore = landed
+def test_replayed_records_reach_the_warehouse_once(kafka_bootstrap, make_topic, tmp_path):
+    topic, lake, metastore = land_quarantine_demo(kafka_bootstrap, make_topic, tmp_path)
     narrow = DataProductSpec.model_validate(spec_data(topic))
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     first = sync(narrow, lake=lake, metastore=metastore, url=url)

@@ -21,8 +21,15 @@ from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from examples.demo_data import generate_clicks, produce
 from orchestration.cli import main
-from tests.connectors.compaction_helpers import HOURS, LATER, NOW, clicks_spec, land_in_rounds
-from tests.connectors.test_compaction import _assert_exactly_once, _child
+from tests.connectors.compaction_helpers import (
+    HOURS,
+    LATER,
+    NOW,
+    assert_exactly_once,
+    clicks_spec,
+    compaction_child,
+    land_in_rounds,
+)
 from tests.s3_faults import FaultyS3Proxy
 from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY, list_lake_files, read_lake
 from tests.support import positions, read_topic
@@ -130,13 +137,13 @@ def test_compaction_crash_then_rerun_is_exactly_once_on_s3(kafka_bootstrap, topi
     lake, metastore = Lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     land_in_rounds(spec, kafka_bootstrap, lake, metastore, rounds=2, per_round=400)
     expected = sorted(positions(read_lake(s3_lake_url, "clicks")).elements())
-    proc = _child(spec, lake, str(metastore.engine.url), HOURS, crash_at)  # S3 env is inherited
+    proc = compaction_child(spec, lake, str(metastore.engine.url), HOURS, crash_at)  # S3 env is inherited
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     metastore.clock = lambda: time.time() + 1.2  # the dead child's lease (1 s) has run out, without waiting
     _, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
     assert not skipped, skipped
-    _assert_exactly_once(spec, lake, metastore, expected)
+    assert_exactly_once(spec, lake, metastore, expected)
     assert positions(read_lake(s3_lake_url, "clicks")) == Counter(expected)  # the bucket, read from outside
 
 

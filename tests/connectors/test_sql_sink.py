@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,10 +34,9 @@ from connectors.warehouse import (
     reduce_latest,
     sync,
 )
-from examples.demo_data import produce
+from tests.support.warehouse import T0, expected_state, make_spec, produce_accounts, state
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
-T0 = datetime(2026, 11, 26, 10, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 RELIABILITY_FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 
@@ -46,37 +45,6 @@ RELIABILITY_FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 def warehouse_url(request: pytest.FixtureRequest) -> str:
     name = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param]
     return request.getfixturevalue(name)
-
-
-def make_spec(
-    topic: str = "accounts",
-    *,
-    deletes: bool = True,
-    version: str = "offset",
-    extra_fields: list[dict] | None = None,
-    key: list[str] | None = None,
-    amount_type: str = "int64",
-    table: str | None = None,
-) -> DataProductSpec:
-    name = f"acct_{uuid.uuid4().hex[:8]}"
-    return DataProductSpec.model_validate(
-        {
-            "name": name,
-            "owner": "team:billing",
-            "topic": topic,
-            "key": key or ["id"],
-            "fields": [
-                {"name": "id", "type": "string", "max_length": 32},
-                {"name": "amount", "type": amount_type},
-                {"name": "ts", "type": "timestamp"},
-                *(extra_fields or []),
-            ],
-            "event_time": {"field": "ts", "fallback": "kafka_timestamp"},
-            "partitioning": {"start": "2026-11-01T00:00:00Z"},
-            "sinks": {"database": {"table": table or name, "deletes": "tombstone" if deletes else "none",
-                                   "version": version, "batch_rows": 100}},
-        }
-    )
 
 
 def batch(spec: DataProductSpec, records: list[tuple]) -> pa.Table:
@@ -94,10 +62,6 @@ def batch(spec: DataProductSpec, records: list[tuple]) -> pa.Table:
             row["_deleted"] = deleted
         rows.append({n: row.get(n) for n in schema.names})
     return pa.Table.from_pylist(rows, schema=schema)
-
-
-def state(sink: WarehouseSink) -> dict:
-    return {r["id"]: (r["amount"], r["_partition"], r["_offset"]) for r in sink.read_rows()}
 
 
 # --- the per-key reduction ---------------------------------------------------------------
@@ -302,35 +266,6 @@ def test_passwords_never_appear_in_errors():
 # --- from the lake: end to end and crashes -----------------------------------------------
 
 
-def produce_accounts(bootstrap: str, topic: str, n: int, keys: int, seed: int, delete_rate: float = 0.08):
-    """Produce n JSON records over `keys` keys (some tombstones); return them in order."""
-    rng = random.Random(seed)
-    produced = []
-    for i in range(n):
-        k = f"k{rng.randrange(keys)}"
-        if rng.random() < delete_rate:
-            produced.append((k.encode(), None, True))
-        else:
-            ts = (T0 + timedelta(minutes=rng.randrange(180))).isoformat().replace("+00:00", "Z")
-            value = json.dumps({"id": k, "amount": i, "ts": ts}).encode()
-            produced.append((k.encode(), value, True))
-    report = produce(bootstrap, topic, produced)
-    assert report.produced == n
-    return produced
-
-
-def expected_state(produced) -> dict[str, int]:
-    """Latest per key from the produced records (a key stays in one partition, so its
-    records' order in the topic is the produce order)."""
-    latest: dict[str, int] = {}
-    for key, value, _ in produced:
-        if value is None:
-            latest.pop(key.decode(), None)
-        else:
-            latest[key.decode()] = json.loads(value)["amount"]
-    return latest
-
-
 def land_all(spec, lake, metastore, bootstrap):
     result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=5.0)
     assert result.quarantined == 0
@@ -446,14 +381,14 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     """A compaction that swaps an hour between the sync's listing and its read: the read of the
     stale listing fails for real (the file is gone), the sync lists the live files again and
     reads the compacted files (several partitions per file, found through their `ranges`)."""
-    import connectors.warehouse.sink as sql_sink
+    import connectors.warehouse.lake_sync as lake_sync
     from connectors.flows import compact_hour
 
     spec = make_spec(topic)
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     produced = produce_accounts(kafka_bootstrap, topic, 500, keys=50, seed=8)
     land_all(spec, lake, metastore, kafka_bootstrap)
-    real_read, failures = sql_sink.read_window, []
+    real_read, failures = lake_sync.read_window, []
 
     def compact_then_read(spec_, lake_, files, window):
         if not failures:
@@ -466,7 +401,7 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
                 raise
         return real_read(spec_, lake_, files, window)
 
-    monkeypatch.setattr(sql_sink, "read_window", compact_then_read)
+    monkeypatch.setattr(lake_sync, "read_window", compact_then_read)
     result = sync(spec, lake=lake, metastore=metastore, url=sqlite_url, batch_rows=10_000)
     assert len(failures) == 1 and result.rows_read == 500
     assert {f.kind for f in metastore.live_files(spec.name)} == {"compacted"}
@@ -485,19 +420,19 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         first = sink.apply(batch(spec, [("a", 1, 0, 0, False, 7), ("b", 2, 0, 1, False, 8), ("a", 3, 0, 2, False, 9)]),
                            advance_to={0: 3}, expected={})
         assert (first.inserted, first.updated, first.skipped_stale, first.reduced) == (2, 0, 0, 1)
-        assert sink._try_direct  # the COPY went straight in
+        assert sink.sql.try_direct  # the COPY went straight in
         # "a" exists (older: updated), "b" exists and is newer than the record (stale), "c" is new.
         mixed = sink.apply(batch(spec, [("a", 30, 0, 5, False, 1), ("b", 20, 0, 0, False, 2), ("c", 4, 1, 0, False, 3)]),
                            advance_to={0: 6, 1: 1}, expected={0: 3, 1: None})
         assert (mixed.inserted, mixed.updated, mixed.skipped_stale) == (1, 1, 1)
-        assert not sink._try_direct  # the direct COPY was refused and undone
+        assert not sink.sql.try_direct  # the direct COPY was refused and undone
         assert state(sink) == {"a": (30, 0, 5), "b": (2, 0, 1), "c": (4, 1, 0)}
         assert sink.sink_offsets() == {0: 6, 1: 1}
         ts = {r["id"]: r["ts"] for r in sink.read_rows()}
         assert ts == {"a": T0 + timedelta(minutes=1), "b": T0 + timedelta(minutes=8), "c": T0 + timedelta(minutes=3)}
         # An all-new batch through the staging path turns the direct path back on.
         fresh = sink.apply(batch(spec, [("d", 5, 1, 1)]), advance_to={1: 2}, expected={1: 1})
-        assert (fresh.inserted, fresh.updated) == (1, 0) and sink._try_direct
+        assert (fresh.inserted, fresh.updated) == (1, 0) and sink.sql.try_direct
         again = sink.apply(batch(spec, [("e", 6, 1, 2)]), advance_to={1: 3}, expected={1: 2})
         assert again.inserted == 1 and sink.row_count() == 5
     finally:

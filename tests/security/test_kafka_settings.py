@@ -4,9 +4,11 @@ make a read an exact range cannot be overridden by them."""
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer
+import pytest
+from confluent_kafka import Consumer, KafkaException
 
 from connectors.kafka import consumer_config
+from connectors.settings import load_settings
 from orchestration.resources import KAFKA_ENV_SETTINGS, FlowsuiteResource, kafka_config_from_env
 
 SECURITY = {
@@ -64,7 +66,9 @@ def test_resource_adds_its_secrets_to_the_settings():
 
 
 def test_librdkafka_accepts_the_passed_through_settings():
-    # SASL_PLAINTEXT needs no certificate files: the client is built with the settings as given.
+    """librdkafka checks every property when a client is built, so building one proves the
+    passed-through names and values are ones it accepts; a misspelt name is refused (checked
+    below, so the first construction is not vacuous). SASL_PLAINTEXT needs no certificate files."""
     conf = consumer_config(
         "127.0.0.1:1",
         "g",
@@ -76,3 +80,12 @@ def test_librdkafka_accepts_the_passed_through_settings():
         },
     )
     Consumer(conf).close()
+    with pytest.raises(KafkaException, match="sasl.mechanismz"):
+        Consumer({**conf, "sasl.mechanismz": "PLAIN"})
+
+
+def test_settings_hide_kafka_and_aws_secrets_when_printed():
+    settings = load_settings({"FLOWSUITE_KAFKA_SASL_PASSWORD": "pw-passthrough", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+    shown = f"{settings!r} {settings}"
+    assert "pw-passthrough" not in shown and "s3cr3t" not in shown
+    assert settings.kafka_client_config() == {"sasl.password": "pw-passthrough"}

@@ -208,7 +208,8 @@ def test_sensor_and_schedule_listed_and_startable(page, ui_stack: UiStack, kind:
 
     open_ui(page, f"{ui_stack.url}/automation", ui_stack)
     page.get_by_text(name, exact=True).first.wait_for()
-    time.sleep(2)  # the list loads each toggle's state after the names
+    # The list loads each toggle's state after the names: wait for the one just turned on.
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=checkbox]')].some(c => c.checked)")
     shot(page, f"automation-after-{name}")
 
 

@@ -1,38 +1,52 @@
-"""Compaction of closed hours into few sorted files, verified row for row (hours.py says how)."""
+"""Compaction of closed hours into few sorted files, verified row for row.
+
+ranges (offset runs a file holds) → verify (row fingerprints) → rewrite (read, sort, write) →
+hours (claim an hour, rewrite, swap in the metastore, mark `_SUCCESS`; which hours are due)."""
 
 from __future__ import annotations
 
 from connectors.flows.compaction.hours import (
     DEFAULT_LEASE_S,
-    MAX_RANGES_PER_PARTITION,
-    MIN_ROW_GROUP_ROWS,
-    READ_BATCH_ROWS,
     CompactionResult,
     DueHour,
-    Fingerprint,
     HourBlockedError,
     SkippedHour,
-    Source,
-    VerificationError,
     compact_closed_hours,
     compact_hour,
-    compacted_file_name,
-    conform,
     hour_closes_at,
     hour_is_closed,
     hours_due,
+    read_marker,
+)
+from connectors.flows.compaction.ranges import (
+    MAX_RANGES_PER_PARTITION,
     merge_ranges,
     offset_ranges,
     ranges_of_sorted,
-    read_marker,
+    sorted_pairs,
+)
+from connectors.flows.compaction.rewrite import (
+    MIN_ROW_GROUP_ROWS,
+    READ_BATCH_ROWS,
+    Output,
+    RewriteJob,
+    Rewritten,
+    Source,
+    compacted_file_name,
+    conform,
     rewrite_hour,
     sort_columns,
-    sorted_pairs,
     sources_of,
+)
+from connectors.flows.compaction.verify import (
+    Fingerprint,
+    VerificationError,
     verify_same_rows,
 )
 
 __all__ = [
+    "RewriteJob",
+    "Rewritten",
     "CompactionResult",
     "DEFAULT_LEASE_S",
     "DueHour",
@@ -40,6 +54,7 @@ __all__ = [
     "HourBlockedError",
     "MAX_RANGES_PER_PARTITION",
     "MIN_ROW_GROUP_ROWS",
+    "Output",
     "READ_BATCH_ROWS",
     "SkippedHour",
     "Source",

@@ -1,3 +1,4 @@
+# Over 400 lines: compact_hour's claim → rewrite → verify → swap → mark sequence, and which hours are due.
 """Hourly compaction: rewrite an hour's small files into few large ones, checked, then swap.
 
 `compact_hour` turns the live files of one event-time hour (the landed ones and the previous
@@ -39,30 +40,25 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-
 from connectors.faults import crash_point
-from connectors.formats import lake_schema
+from connectors.flows.compaction.ranges import merge_ranges
+from connectors.flows.compaction.rewrite import (
+    MIN_ROW_GROUP_ROWS,
+    Output,
+    RewriteJob,
+    Rewritten,
+    sources_of,
+)
 from connectors.lake import SUCCESS, Lake, hour_dir, normalize_hour, parse_hour_key
 from connectors.leases import LeaseKeeper
 from connectors.metastore import (
     FileRecord,
-    FileStats,
     HourRecord,
     Metastore,
     hour_resource,
@@ -72,9 +68,6 @@ from connectors.spec import DataProductSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
-MIN_ROW_GROUP_ROWS = 100_000
-MAX_RANGES_PER_PARTITION = 1000  # beyond this, the smallest gaps are bridged (ranges then cover)
-READ_BATCH_ROWS = 65_536
 
 
 class HourBlockedError(RuntimeError):
@@ -88,10 +81,6 @@ class HourBlockedError(RuntimeError):
         )
 
 
-class VerificationError(RuntimeError):
-    """The rewritten files do not hold exactly the input rows: nothing was swapped."""
-
-
 # --- small helpers other modules share ------------------------------------------------------
 
 
@@ -102,85 +91,6 @@ def hour_closes_at(spec: DataProductSpec, hour: str) -> datetime:
 
 def hour_is_closed(spec: DataProductSpec, hour: str, now: datetime | None = None) -> bool:
     return (now or datetime.now(UTC)) >= hour_closes_at(spec, hour)
-
-
-def compacted_file_name(generation: int, n: int) -> str:
-    return f"part-g{int(generation)}-{int(n)}.parquet"
-
-
-def offset_ranges(partitions: np.ndarray, offsets: np.ndarray, max_runs: int = MAX_RANGES_PER_PARTITION) -> dict[int, list[list[int]]]:
-    """{partition: [[first, last], ...]}: contiguous runs of the offsets given (inclusive).
-
-    Exact while a partition has at most `max_runs` runs; beyond that the smallest gaps are
-    bridged, so the ranges still cover every offset but may span offsets not in the set.
-    """
-    if len(offsets) == 0:
-        return {}
-    parts, offs = sorted_pairs(np.asarray(partitions, np.int64), np.asarray(offsets, np.int64))
-    return ranges_of_sorted(parts, offs, max_runs)
-
-
-def sorted_pairs(partitions: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(partition, offset) pairs in ascending order, duplicates kept (a multiset, exactly).
-
-    Packs each pair into one int64 (partition << 40 | offset) and sorts that when every pair
-    fits — one numeric sort instead of a two-key lexsort; otherwise lexsort.
-    """
-    if len(offsets) == 0:
-        return partitions.astype(np.int64), offsets.astype(np.int64)
-    if partitions.min() >= 0 and partitions.max() < (1 << 22) and offsets.min() >= 0 and offsets.max() < (1 << 40):
-        packed = np.sort((partitions.astype(np.int64) << 40) | offsets.astype(np.int64))
-        return packed >> 40, packed & ((1 << 40) - 1)
-    order = np.lexsort((offsets, partitions))
-    return partitions[order].astype(np.int64), offsets[order].astype(np.int64)
-
-
-def ranges_of_sorted(parts: np.ndarray, offs: np.ndarray, max_runs: int = MAX_RANGES_PER_PARTITION) -> dict[int, list[list[int]]]:
-    """`offset_ranges` of pairs already in ascending (partition, offset) order (no hashing)."""
-    result: dict[int, list[list[int]]] = {}
-    if len(offs) == 0:
-        return result
-    bounds = np.flatnonzero(np.diff(parts)) + 1
-    for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(parts)])), strict=True):
-        o = offs[lo:hi]
-        o = o[np.concatenate(([True], np.diff(o) != 0))]  # unique (sorted)
-        breaks = np.nonzero(np.diff(o) != 1)[0]
-        if len(breaks) + 1 > max_runs:
-            gaps = o[breaks + 1] - o[breaks]
-            breaks = np.sort(breaks[np.argsort(-gaps, kind="stable")[: max_runs - 1]])
-        starts = np.concatenate(([0], breaks + 1))
-        ends = np.concatenate((breaks, [len(o) - 1]))
-        result[int(parts[lo])] = [[int(o[s]), int(o[e])] for s, e in zip(starts, ends, strict=True)]
-    return result
-
-
-def merge_ranges(per_file: Iterable[dict[int, list[list[int]]] | None]) -> dict[int, list[list[int]]]:
-    """Per partition, the offset runs of several files merged into sorted, non-adjacent [first, last] spans."""
-    merged: dict[int, list[list[int]]] = {}
-    for ranges in per_file:
-        for p, runs in (ranges or {}).items():
-            merged.setdefault(int(p), []).extend([list(r) for r in runs])
-    out: dict[int, list[list[int]]] = {}
-    for p, runs in sorted(merged.items()):
-        runs.sort()
-        acc: list[list[int]] = []
-        for a, b in runs:
-            if acc and a <= acc[-1][1] + 1:
-                acc[-1][1] = max(acc[-1][1], b)
-            else:
-                acc.append([a, b])
-        out[p] = acc
-    return out
-
-
-def sort_columns(spec: DataProductSpec, schema: pa.Schema) -> list[str]:
-    """Event time, then key, then (partition, offset): a total, deterministic order."""
-    names = set(schema.names)
-    et = spec.event_time.field if spec.event_time.source == "field" else None
-    cols = [et if et and et in names else "_timestamp"]
-    keys = [k for k in spec.key if k in names] or (["_key"] if "_key" in names else [])
-    cols += [k for k in keys if k not in cols]
-    return cols + ["_partition", "_offset"]
 
 
 # --- results --------------------------------------------------------------------------------
@@ -222,263 +132,7 @@ class CompactionResult:
         )
 
 
-@dataclass
-class _Output:
-    path: str
-    rows: int
-    bytes: int
-    ranges: dict[int, list[list[int]]]
-    min_offset: int | None
-    max_offset: int | None
-
-    def stats(self) -> FileStats:
-        return FileStats(
-            path=self.path, rows=self.rows, bytes=self.bytes, min_offset=self.min_offset,
-            max_offset=self.max_offset, ranges=self.ranges,
-        )
-
-
-# --- fingerprints ---------------------------------------------------------------------------
-
-
-class Fingerprint:
-    """Row count, an order-free checksum of all values, and the (partition, offset) pairs."""
-
-    def __init__(self, columns: Sequence[str]):
-        self.columns = list(columns)
-        self.rows = 0
-        self.checksum = 0
-        self._parts: list[np.ndarray] = []
-        self._offs: list[np.ndarray] = []
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
-        self._con = duckdb.connect()
-        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
-        self._sql = f"SELECT count(*), coalesce(sum(hash({cols})), 0)::HUGEINT FROM fingerprint_rows"
-
-    def add(self, table: pa.Table | pa.RecordBatch) -> None:
-        if table.num_rows == 0:
-            return
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        self._con.register("fingerprint_rows", table.select(self.columns))
-        ((n, s),) = self._con.execute(self._sql).fetchall()
-        self._con.unregister("fingerprint_rows")
-        self.rows += int(n)
-        self.checksum = (self.checksum + int(s)) % (1 << 128)
-        self._parts.append(table.column("_partition").to_numpy().astype(np.int64))
-        self._offs.append(table.column("_offset").to_numpy().astype(np.int64))
-        self._sorted = None
-
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (partition, offset) multiset, sorted (computed once)."""
-        if self._sorted is None:
-            parts = np.concatenate(self._parts) if self._parts else np.empty(0, np.int64)
-            offs = np.concatenate(self._offs) if self._offs else np.empty(0, np.int64)
-            self._sorted = sorted_pairs(parts, offs)
-        return self._sorted
-
-    def close(self) -> None:
-        self._con.close()
-
-
-def verify_same_rows(inputs: Fingerprint, outputs: Fingerprint, what: str) -> None:
-    """Raise VerificationError unless the two sides hold exactly the same rows."""
-    if inputs.rows != outputs.rows:
-        raise VerificationError(f"{what}: {outputs.rows} rows written for {inputs.rows} read; nothing swapped")
-    ip, io = inputs.pairs()
-    op, oo = outputs.pairs()
-    if not (np.array_equal(ip, op) and np.array_equal(io, oo)):
-        raise VerificationError(f"{what}: the (partition, offset) multiset changed; nothing swapped")
-    if inputs.checksum != outputs.checksum:
-        raise VerificationError(f"{what}: the values checksum changed; nothing swapped")
-
-
-# --- the rewrite core -----------------------------------------------------------------------
-
-Source = tuple[pafs.FileSystem, str, int]  # filesystem, full path, size in bytes
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The product's lake schema; columns missing in an older file become nulls."""
-    if table.schema.equals(schema):
-        return table
-    cols = [
-        table.column(f.name).cast(f.type) if f.name in table.schema.names else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
-    fs, path, _ = src
-    return pq.read_table(path, filesystem=fs, columns=columns)
-
-
-def _iter_source(src: Source, schema: pa.Schema) -> Iterable[pa.Table]:
-    fs, path, _ = src
-    with fs.open_input_file(path) as f:
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS):
-            yield conform(pa.Table.from_batches([batch]), schema)
-
-
-def _row_groups(rows: int, target: int) -> int:
-    """Rows per row group so that every group holds ≥ target when the file has that many."""
-    groups = max(1, rows // target)
-    return math.ceil(rows / groups) if rows else target
-
-
-def rewrite_hour(
-    spec: DataProductSpec,
-    hour: str,
-    sources: Sequence[Source],
-    *,
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str,
-    generation: int,
-    target_file_bytes: int,
-    row_group_rows: int,
-    keeper: LeaseKeeper | None = None,
-    spill_dir: str | None = None,
-) -> tuple[list[_Output], Fingerprint]:
-    """Write the rows of `sources` sorted into pending `part-g<generation>-<n>` files of the
-    hour, and verify them; returns the outputs and the inputs' fingerprint."""
-    schema = lake_schema(spec)
-    order_by = [(c, "ascending") for c in sort_columns(spec, schema)]
-    inputs = Fingerprint(schema.names)
-    outputs = Fingerprint(schema.names)
-    written: list[_Output] = []
-    folder = hour_dir(spec.name, hour)
-    resource = hour_resource(hour)
-    total_bytes = sum(s[2] for s in sources)
-    n_out = max(1, math.ceil(total_bytes / max(1, target_file_bytes)))
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact-fingerprint")
-    pending: list[Future] = []
-
-    def fingerprint_later(fp: Fingerprint, table: pa.Table) -> None:
-        # DuckDB's checksum releases the GIL: it runs beside the sort or the Parquet write.
-        # One at a time per fingerprint (each has one DuckDB connection), in submission order.
-        pending.append(pool.submit(fp.add, table))
-
-    def wait_fingerprints() -> None:
-        while pending:
-            pending.pop(0).result()
-
-    def write_output(n: int, table: pa.Table) -> None:
-        """Write one sorted output and check the file: what is durable equals `table` exactly.
-
-        `table`'s own fingerprint (rows, (partition, offset) multiset, values checksum) is
-        what `verify_same_rows` compares with the inputs'; the file read back from the lake
-        must equal `table` value for value, in order (`Table.equals`), which is exact where
-        a checksum of the read-back file was only probabilistic.
-        """
-        if keeper is not None:
-            keeper.check()
-        fingerprint_later(outputs, table)
-        path = f"{folder}/{compacted_file_name(generation, n)}"
-        metastore.register_pending(
-            path, product=spec.name, kind="compacted", hour=hour, claim=resource, run_id=run_id, generation=generation,
-        )
-        crash_point("compact_after_register")
-        rg = _row_groups(table.num_rows, row_group_rows)
-        with lake.open_parquet_writer(path, schema) as writer:
-            for start in range(0, table.num_rows, rg):
-                writer.write(table.slice(start, rg), rg)
-        crash_point("compact_after_write")
-        back = lake.read_table(path)  # verify what is durable, not what was in memory
-        if back.num_rows != table.num_rows or not back.equals(table):
-            raise VerificationError(
-                f"{spec.name} {hour} generation {generation}: {path} read back from the lake differs from the rows "
-                f"written ({back.num_rows} rows read for {table.num_rows}); nothing swapped"
-            )
-        del back
-        parts, offs = sorted_pairs(table.column("_partition").to_numpy().astype(np.int64),
-                                   table.column("_offset").to_numpy().astype(np.int64))
-        written.append(
-            _Output(
-                path=path, rows=table.num_rows, bytes=writer.bytes, ranges=ranges_of_sorted(parts, offs),
-                min_offset=int(offs.min()) if len(offs) else None, max_offset=int(offs.max()) if len(offs) else None,
-            )
-        )
-        wait_fingerprints()
-
-    try:
-        if n_out == 1:
-            tables = []
-            for src in sources:
-                tables.append(conform(_read_source(src), schema))
-            table = pa.concat_tables(tables) if tables else schema.empty_table()
-            del tables
-            fingerprint_later(inputs, table)  # one checksum query for the hour, beside the sort
-            write_output(0, table.sort_by(order_by) if table.num_rows else table)
-            del table
-        else:
-            _rewrite_spilled(sources, schema, order_by, n_out, inputs, write_output, keeper, spill_dir)
-        wait_fingerprints()
-        verify_same_rows(inputs, outputs, f"{spec.name} {hour} generation {generation}")
-    finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True)  # no checksum may still use a connection being closed
-        outputs.close()
-        inputs.close()
-    return written, inputs
-
-
-def _rewrite_spilled(sources, schema, order_by, n_out, inputs, write_output, keeper, spill_dir) -> None:
-    """The big-hour path: rank by the sort columns, spill per output, sort each output alone."""
-    key_cols = [c for c, _ in order_by]
-    key_tables = [_conform_keys(_read_source(src, key_cols), schema, key_cols) for src in sources]
-    sizes = [t.num_rows for t in key_tables]
-    keys = pa.concat_tables(key_tables)
-    del key_tables
-    total = keys.num_rows
-    order = pc.sort_indices(keys, sort_keys=order_by).to_numpy()
-    del keys
-    rows_per_file = max(1, math.ceil(total / n_out))
-    bucket_of = np.empty(total, np.int64)
-    bucket_of[order] = np.arange(total, dtype=np.int64) // rows_per_file
-    del order
-    with tempfile.TemporaryDirectory(prefix="flowsuite-compact-", dir=spill_dir) as tmp:
-        spills: dict[int, pq.ParquetWriter] = {}
-        base = 0
-        for src, size in zip(sources, sizes, strict=True):
-            pos = base
-            for chunk in _iter_source(src, schema):
-                if keeper is not None:
-                    keeper.check()
-                inputs.add(chunk)
-                buckets = bucket_of[pos : pos + chunk.num_rows]
-                pos += chunk.num_rows
-                for b in np.unique(buckets):
-                    part = chunk.filter(pa.array(buckets == b))
-                    w = spills.get(int(b))
-                    if w is None:
-                        w = spills[int(b)] = pq.ParquetWriter(os.path.join(tmp, f"{int(b)}.parquet"), schema, compression="none")
-                    w.write_table(part)
-            if pos - base != size:
-                raise VerificationError(f"{src[1]} changed while it was compacted ({size} then {pos - base} rows)")
-            base += size
-        for w in spills.values():
-            w.close()
-        for n, b in enumerate(sorted(spills)):
-            table = pq.read_table(os.path.join(tmp, f"{b}.parquet"))
-            write_output(n, table.sort_by(order_by))
-            del table
-            os.unlink(os.path.join(tmp, f"{b}.parquet"))
-
-
-def _conform_keys(table: pa.Table, schema: pa.Schema, key_cols: list[str]) -> pa.Table:
-    return conform(table, pa.schema([schema.field(c) for c in key_cols]))
-
-
 # --- compaction of one hour -----------------------------------------------------------------
-
-
-def sources_of(lake: Lake, files: Sequence[FileRecord]) -> list[Source]:
-    return [(lake.fs, lake.full(f.path), int(f.bytes or 0)) for f in files]
 
 
 def compact_hour(
@@ -494,7 +148,7 @@ def compact_hour(
     lease_s: float = DEFAULT_LEASE_S,
     target_file_bytes: int | None = None,
     spill_dir: str | None = None,
-    rebuild: Callable[..., tuple[list[_Output], Fingerprint, str, str]] | None = None,
+    rebuild: Callable[[RewriteJob, list[FileRecord]], Rewritten] | None = None,
 ) -> CompactionResult:
     """Compact one hour (see the module docstring). Idempotent: an hour already compacted with
     no new files is a no-op that says so (and finishes an interrupted tail, marker included).
@@ -506,7 +160,8 @@ def compact_hour(
         now: the clock deciding whether the hour is closed (tests); default the real time.
         force: write a new generation even when nothing changed (a rebuild).
         target_file_bytes: size of output files (default the spec's target_file_size_mb).
-        rebuild: replaces "read the live files" as the source of rows (replay uses it).
+        rebuild: `rebuild(job, live_files)` replaces "rewrite the live files" as the source of
+            rows (replay uses it); it returns `job.rewrite(...)`'s `Rewritten`.
     Raises:
         HourBlockedError: a quality gate blocked the hour. ClaimHeldError: another live run
         compacts it. VerificationError: the rewrite did not hold exactly the input rows.
@@ -570,18 +225,10 @@ def compact_hour(
             generation = max([record.generation if record else 0, *(f.generation for f in live)]) + 1
             target = target_file_bytes or spec.sinks.lake.target_file_size_mb * 1024 * 1024
             row_group_rows = max(MIN_ROW_GROUP_ROWS, spec.sinks.lake.row_group_rows)
-            if rebuild is not None:
-                outputs, fingerprint, source, note = rebuild(
-                    live=live, generation=generation, keeper=keeper, target_file_bytes=target,
-                    row_group_rows=row_group_rows, run_id=run_id,
-                )
-                result.source, result.note = source, note
-            else:
-                outputs, fingerprint = rewrite_hour(
-                    spec, hour, sources_of(lake, live), lake=lake, metastore=metastore, run_id=run_id,
-                    generation=generation, target_file_bytes=target, row_group_rows=row_group_rows,
-                    keeper=keeper, spill_dir=spill_dir,
-                )
+            job = RewriteJob(spec, hour, lake, metastore, run_id, generation, target, row_group_rows, keeper, spill_dir)
+            done = rebuild(job, live) if rebuild is not None else job.rewrite(sources_of(lake, live))
+            outputs, fingerprint = done.outputs, done.fingerprint
+            result.source, result.note = done.source, done.note
             keeper.check()
             crash_point("compact_before_swap")
             metastore.swap_hour(
@@ -649,7 +296,7 @@ def _finish_tail(
     metastore: Metastore,
     result: CompactionResult,
     *,
-    outputs: Sequence[_Output] | None = None,
+    outputs: Sequence[Output] | None = None,
     live_records: Sequence[FileRecord] | None = None,
     now: datetime | None = None,
     generation: int,
