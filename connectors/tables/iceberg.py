@@ -22,10 +22,12 @@ own loop (`connectors.tables.publish`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
 import pyarrow as pa
+import sqlalchemy
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -112,10 +114,21 @@ class IcebergTables:
     @property
     def catalog(self) -> SqlCatalog:
         if self._catalog is None:
-            self._catalog = SqlCatalog(
-                CATALOG_NAME, uri=self.url, warehouse=self.lake_uri(""), pool_pre_ping="true",
-                init_catalog_tables=str(not self.read_only).lower(), **self.io_properties(),
-            )
+            for attempt in range(5):
+                try:
+                    self._catalog = SqlCatalog(
+                        CATALOG_NAME, uri=self.url, warehouse=self.lake_uri(""), pool_pre_ping="true",
+                        init_catalog_tables=str(not self.read_only).lower(), **self.io_properties(),
+                    )
+                    break
+                except sqlalchemy.exc.DatabaseError as exc:
+                    # Two processes opening a fresh catalog both CREATE its tables: the loser is
+                    # told "already exists" (SQLite) or a unique violation (PostgreSQL's pg_type);
+                    # the next attempt finds them made.
+                    text = str(exc).lower()
+                    if attempt == 4 or ("already exists" not in text and "unique" not in text):
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
             if not self.read_only:
                 try:
                     self._catalog.create_namespace(NAMESPACE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,8 @@ def products_with_failing_check(target: Path) -> Path:
             assert "  expectations:\n" in text, "clicks.yaml has no quality.expectations list"
             text = text.replace("  expectations:\n", "  expectations:" + FAILING_EXPECTATION, 1)
         (target / spec.name).write_text(text)
+    for folder in ("schemas", "sources"):  # avro/protobuf writer schemas, source connectors
+        shutil.copytree(REPO / "dataproducts" / folder, target / folder)
     return target
 
 
