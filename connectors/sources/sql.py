@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,7 +58,8 @@ from connectors.faults import crash_point
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
-from connectors.settings import load_settings
+from connectors.sources.common import expand_vars as _expand_vars
+from connectors.sources.common import idempotent_producer, resolve_connection_url, send
 from connectors.spec import (
     IDENTIFIER,
     DataProductSpec,
@@ -77,7 +76,6 @@ Mode = Literal["incrementing", "timestamp", "timestamp+incrementing"]
 CURSOR_TABLE = "fs_source_cursors"
 CLAIM_PRODUCT = "source:{name}"
 CLAIM_RESOURCE = "publish"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
 
 
 # --- the declaration ----------------------------------------------------------------------------
@@ -156,22 +154,12 @@ class SourceSpec(SpecModel):
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
         """The connection URL with ${VAR} / ${VAR:-default} filled in (FLOWSUITE_HOME defaults
         to the settings' home)."""
-        env = dict(os.environ if env is None else env)
-        if "FLOWSUITE_HOME" not in env:
-            env["FLOWSUITE_HOME"] = str(load_settings(env).home)
-        return expand_vars(self.connection.url, env)
+        return resolve_connection_url(self.connection.url, env, SourceError)
 
 
 def expand_vars(text: str, env: Mapping[str, str]) -> str:
-    def sub(m: re.Match) -> str:
-        name, default = m.group(1), m.group(2)
-        if env.get(name):
-            return env[name]
-        if default is not None:
-            return expand_vars(default, env)
-        raise SourceError(f"environment variable {name} is not set (needed by the source connection URL)")
-
-    return _VAR.sub(sub, text)
+    """`text` with ${VAR} / ${VAR:-default} filled in; an unset variable raises SourceError."""
+    return _expand_vars(text, env, SourceError)
 
 
 class SourceError(RuntimeError):
@@ -372,7 +360,7 @@ def publish(
             sent = 0
             for row in rows:
                 key, value, headers = _event(source, row)
-                _send(producer, product.topic, key, value, headers)
+                send(producer, product.topic, key, value, headers)
                 sent += 1
             remaining = producer.flush(60)
             failures, delivered = delivery.take()
@@ -502,43 +490,5 @@ def _event(source: SourceSpec, row: dict) -> tuple[bytes, bytes, list[tuple[str,
     return key_text.encode(), value, headers
 
 
-class _Deliveries:
-    def __init__(self) -> None:
-        self.failures: list[Any] = []
-        self.delivered: Counter[int] = Counter()
-
-    def __call__(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.delivered[msg.partition()] += 1
-        else:
-            self.failures.append(err)
-
-    def take(self) -> tuple[list[Any], Counter[int]]:
-        out = (self.failures, self.delivered)
-        self.failures, self.delivered = [], Counter()
-        return out
-
-
 def _producer(bootstrap: str, kafka_config: Mapping[str, Any] | None):
-    from confluent_kafka import Producer
-
-    delivery = _Deliveries()
-    producer = Producer({
-        **(kafka_config or {}),
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,  # retries never duplicate or reorder within a partition
-        "acks": "all",
-        "linger.ms": 10,
-        "partitioner": "murmur2_random",  # the Java clients' partitioner: a key stays in one partition
-        "on_delivery": delivery,
-    })
-    return producer, delivery
-
-
-def _send(producer, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-            return
-        except BufferError:  # the local queue is full: let deliveries drain
-            producer.poll(0.05)
+    return idempotent_producer(bootstrap, kafka_config, **{"linger.ms": 10})

@@ -16,7 +16,6 @@ max_retained_wal: 1GB                # the Dagster check fails above this
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -24,29 +23,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from connectors.settings import load_settings
+from connectors.sources.common import resolve_connection_url
 from connectors.spec import IDENTIFIER, SpecModel, parse_duration
 
 
 class CdcError(RuntimeError):
     """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
-
-
-# The same ${VAR} / ${VAR:-default} syntax as the query-based source (connectors/sources/sql.py,
-# which dispatches `mode: cdc` declarations here, so this module does not import it back).
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
-
-
-def expand_vars(text: str, env: Mapping[str, str]) -> str:
-    def sub(m: re.Match) -> str:
-        name, default = m.group(1), m.group(2)
-        if env.get(name):
-            return env[name]
-        if default is not None:
-            return expand_vars(default, env)
-        raise CdcError(f"environment variable {name} is not set (needed by the source connection URL)")
-
-    return _VAR.sub(sub, text)
 
 
 class CdcConnectionSpec(SpecModel):
@@ -152,7 +134,4 @@ class CdcSourceSpec(SpecModel):
 
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
         """The connection URL with ${VAR} / ${VAR:-default} filled in from the environment."""
-        env = dict(os.environ if env is None else env)
-        if "FLOWSUITE_HOME" not in env:
-            env["FLOWSUITE_HOME"] = str(load_settings(env).home)
-        return expand_vars(self.connection.url, env)
+        return resolve_connection_url(self.connection.url, env, CdcError)

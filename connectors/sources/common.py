@@ -1,0 +1,90 @@
+"""Pieces both source connectors use: the query-based one (connectors/sources/sql.py) and change
+data capture (connectors/sources/cdc). They live here because sql.py dispatches `mode: cdc`
+declarations to cdc, so cdc cannot import sql.py back without a cycle.
+
+Each connector raises its own error type: the functions that can fail take it as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.settings import load_settings
+
+# ${VAR} or ${VAR:-default}; a default may itself hold ${VAR}.
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
+
+
+def expand_vars(text: str, env: Mapping[str, str], error: type[Exception] = RuntimeError) -> str:
+    """`text` with ${VAR} / ${VAR:-default} filled in from `env`; a variable that is unset (or
+    empty) and has no default raises `error`."""
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return expand_vars(default, env, error)
+        raise error(f"environment variable {name} is not set (needed by the source connection URL)")
+
+    return VAR.sub(sub, text)
+
+
+def resolve_connection_url(url: str, env: Mapping[str, str] | None, error: type[Exception] = RuntimeError) -> str:
+    """A connection URL with ${VAR} / ${VAR:-default} filled in from `env` (default: the process
+    environment); FLOWSUITE_HOME defaults to the settings' home."""
+    env = dict(os.environ if env is None else env)
+    if "FLOWSUITE_HOME" not in env:
+        env["FLOWSUITE_HOME"] = str(load_settings(env).home)
+    return expand_vars(url, env, error)
+
+
+class Deliveries:
+    """Delivery reports of the producer: failures, and acknowledgements per partition."""
+
+    def __init__(self) -> None:
+        self.failures: list[Any] = []
+        self.delivered: Counter[int] = Counter()
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.delivered[msg.partition()] += 1
+        else:
+            self.failures.append(err)
+
+    def take(self) -> tuple[list[Any], Counter[int]]:
+        out = (self.failures, self.delivered)
+        self.failures, self.delivered = [], Counter()
+        return out
+
+
+def idempotent_producer(bootstrap: str, kafka_config: Mapping[str, Any] | None, **settings: Any):
+    """(producer, its Deliveries): idempotent, `acks=all`, the Java clients' partitioner; `settings`
+    add librdkafka options under their dotted names, e.g. `**{"linger.ms": 10}`."""
+    from confluent_kafka import Producer
+
+    delivery = Deliveries()
+    producer = Producer({
+        **(kafka_config or {}),
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # retries never duplicate or reorder within a partition
+        "acks": "all",
+        **settings,
+        "partitioner": "murmur2_random",  # the Java clients' partitioner: a key stays in one partition
+        "on_delivery": delivery,
+    })
+    return producer, delivery
+
+
+def send(producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    """Produce one message, polling while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:  # the local queue is full: let deliveries drain
+            producer.poll(0.05)
