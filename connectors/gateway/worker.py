@@ -271,13 +271,17 @@ class PartitionDelivery(threading.Thread):
         (self.consumer.resume if on else self.consumer.pause)([self.tp])
         self.paused = not on
 
-    def _events(self, records: list) -> list[FlowEvent]:
-        """The records that pass the product's record-level validation — decided by the
-        landing's own decoder and rules, so subscribers get what the lake gets — as events."""
-        decoded = self.decoder.decode(Batch(
+    def _decode(self, records: list):
+        """The records decoded and validated by the landing's own decoder and rules."""
+        return self.decoder.decode(Batch(
             self.partition, [m.value() for m in records], [m.key() for m in records],
             [m.offset() for m in records], [m.timestamp()[1] for m in records],
         ))
+
+    def _events(self, records: list) -> list[FlowEvent]:
+        """The records that pass the product's record-level validation — decided by the
+        landing's own decoder and rules, so subscribers get what the lake gets — as events."""
+        decoded = self._decode(records)
         return events_from_batch(self.spec, self.partition, {m.offset(): m for m in records}, decoded.valid)
 
     def _filter(self):
@@ -287,33 +291,12 @@ class PartitionDelivery(threading.Thread):
             self._keep = (sub, event_filter(self.spec, sub.org, sub.body))
         return self._keep[1]
 
-    def _flush(self) -> None:
-        """Commit the position through everything delivered (or skipped) so far."""
-        with self.count_lock:
-            through, clear = self.done_through, self.clear_not_before
-        if through > self.position:
-            self._commit(through, clear_not_before=clear)
-            if clear:
-                with self.count_lock:
-                    self.stored_not_before, self.clear_not_before = None, False
-
-    def _fetching(self, on: bool) -> None:
-        """Pause the partition in the consumer while a receiver is failing, so nothing more is
-        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
-        if self.consumer is None or on != self.paused:
-            return
-        (self.consumer.resume if on else self.consumer.pause)([self.tp])
-        self.paused = not on
-
     def _valid_offsets(self, records: list) -> set[int]:
         """Offsets of the records that pass the product's record-level validation, decided by
         the landing's own decoder and rules: subscribers get what the lake gets."""
         if not records:
             return set()
-        decoded = self.decoder.decode(Batch(
-            self.partition, [m.value() for m in records], [m.key() for m in records],
-            [m.offset() for m in records], [m.timestamp()[1] for m in records],
-        ))
+        decoded = self._decode(records)
         return set(decoded.valid.column("_offset").to_pylist())
 
     def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
