@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from confluent_kafka import Producer
 
@@ -146,6 +147,14 @@ class Receiver:
             self.server.shutdown()
             self.server.server_close()
 
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A started Receiver, stopped after the test (offered to the gateway tests by conftest.py)."""
+    r = Receiver().start()
+    yield r
+    r.stop()
 
 def test_settings(**kw: Any) -> GatewaySettings:
     base = dict(allow_http=True, allow_sinks=(ipaddress.ip_network("127.0.0.1/32"),), lease_s=2.0,

@@ -16,13 +16,6 @@ from tests.connectors.gateway.flow_support import (
 
 
 @pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def flow(tmp_path, kafka_bootstrap, make_topic):
     with flow_env(tmp_path, kafka_bootstrap, make_topic(partitions=2)) as f:
         yield f

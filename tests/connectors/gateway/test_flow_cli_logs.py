@@ -13,18 +13,10 @@ from orchestration.cli import main
 from orchestration.cli.flow import flow_status, group
 from tests.connectors.gateway.flow_support import (
     OWNER,
-    Receiver,
     flow_env,
     produce_clicks,
     wait_for,
 )
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

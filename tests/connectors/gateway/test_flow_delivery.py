@@ -28,13 +28,6 @@ from tests.connectors.gateway.flow_support import (
 
 
 @pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def topic2(make_topic):
     return make_topic(partitions=2)
 

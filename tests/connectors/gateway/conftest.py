@@ -1,0 +1,5 @@
+"""Fixtures of the gateway tests, defined in flow_support.py (test modules do not import each other)."""
+
+from __future__ import annotations
+
+from tests.connectors.gateway.flow_support import receiver  # noqa: F401 - a fixture, found here by pytest
