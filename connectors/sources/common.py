@@ -13,7 +13,10 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import field_validator
+
 from connectors.settings import load_settings
+from connectors.spec import IDENTIFIER, SpecModel
 
 # ${VAR} or ${VAR:-default}; a default may itself hold ${VAR}.
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
@@ -41,6 +44,33 @@ def resolve_connection_url(url: str, env: Mapping[str, str] | None, error: type[
     if "FLOWSUITE_HOME" not in env:
         env["FLOWSUITE_HOME"] = str(load_settings(env).home)
     return expand_vars(url, env, error)
+
+
+SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def sql_name(v: str | None) -> str | None:
+    """A plain SQL identifier (or None), else ValueError."""
+    if v is not None and not SQL_NAME.match(v):
+        raise ValueError(f"{v!r} is not a plain SQL identifier")
+    return v
+
+
+class SourceSpecModel(SpecModel):
+    """The checks both source declarations make alike; declares no fields, so each subclass keeps
+    its own fields in its own order."""
+
+    @field_validator("name", "product", check_fields=False)
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+    @field_validator("key", mode="before", check_fields=False)
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
 class Deliveries:

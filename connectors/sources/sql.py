@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -58,10 +57,15 @@ from connectors.faults import crash_point
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
+from connectors.sources.common import (
+    SourceSpecModel,
+    idempotent_producer,
+    resolve_connection_url,
+    send,
+    sql_name,
+)
 from connectors.sources.common import expand_vars as _expand_vars
-from connectors.sources.common import idempotent_producer, resolve_connection_url, send
 from connectors.spec import (
-    IDENTIFIER,
     DataProductSpec,
     SpecError,
     SpecModel,
@@ -90,7 +94,7 @@ class SourceCloudEventsSpec(SpecModel):
     type: str | None = None  # ce_type; default flowsuite.source.<table>.row
 
 
-class SourceSpec(SpecModel):
+class SourceSpec(SourceSpecModel):
     """One query-based source connector: a table, how to find new rows, and the product it feeds."""
 
     name: str
@@ -109,24 +113,10 @@ class SourceSpec(SpecModel):
     poll_interval: timedelta = timedelta(seconds=30)
     cloudevents: SourceCloudEventsSpec = SourceCloudEventsSpec()
 
-    @field_validator("name", "product")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        if not IDENTIFIER.match(v):
-            raise ValueError(f"{v!r} must match {IDENTIFIER.pattern}")
-        return v
-
     @field_validator("table", "incrementing_column", "timestamp_column")
     @classmethod
     def _sql_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$", v):
-            raise ValueError(f"{v!r} is not a plain SQL identifier")
-        return v
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+        return sql_name(v)
 
     @field_validator("timestamp_delay", "poll_interval", mode="before")
     @classmethod

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from connectors.sources.common import resolve_connection_url
-from connectors.spec import IDENTIFIER, SpecModel, parse_duration
+from connectors.sources.common import SourceSpecModel, resolve_connection_url, sql_name
+from connectors.spec import SpecModel, parse_duration
 
 
 class CdcError(RuntimeError):
@@ -39,7 +39,6 @@ class CdcCloudEventsSpec(SpecModel):
     source: str | None = None  # ce_source; default /flowsuite/cdc/<name>
     type: str | None = None  # ce_type; default flowsuite.cdc.<table>.change
 
-_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # what PostgreSQL allows for a replication slot
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
@@ -55,7 +54,7 @@ def parse_size(value: Any) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
 
 
-class CdcSourceSpec(SpecModel):
+class CdcSourceSpec(SourceSpecModel):
     """Change data capture of one PostgreSQL table into one CloudEvents data product."""
 
     name: str
@@ -76,19 +75,10 @@ class CdcSourceSpec(SpecModel):
     topic_partitions: int = Field(default=1, ge=1, le=1)  # one: a truncate orders against every key
     cloudevents: CdcCloudEventsSpec = CdcCloudEventsSpec()
 
-    @field_validator("name", "product")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        if not IDENTIFIER.match(v):
-            raise ValueError(f"{v!r} must match {IDENTIFIER.pattern}")
-        return v
-
     @field_validator("table", "table_schema", "publication")
     @classmethod
     def _sql_name(cls, v: str | None) -> str | None:
-        if v is not None and not _SQL_NAME.match(v):
-            raise ValueError(f"{v!r} is not a plain SQL identifier")
-        return v
+        return sql_name(v)
 
     @field_validator("slot")
     @classmethod
@@ -96,11 +86,6 @@ class CdcSourceSpec(SpecModel):
         if v is not None and not _SLOT_NAME.match(v):
             raise ValueError(f"slot name {v!r} may hold only lower-case letters, digits and underscores (1-63)")
         return v
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _key_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     @field_validator("idle_feedback", "poll_interval", mode="before")
     @classmethod
