@@ -17,6 +17,7 @@ from connectors.formats import decoder_for
 from connectors.formats.avro import AvroDecoder
 from connectors.formats.registry import FileSchemas, SchemaUnavailableError
 from tests.connectors.formats.avro_support import avro_spec, batch, wire, write_schemas
+from tests.connectors.formats.fields_support import DEVICE_FIELDS, SCALAR_FIELDS
 
 TS = datetime(2026, 11, 30, 10, 15, 30, 123456, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
@@ -49,13 +50,7 @@ ALL_TYPES = {
     ],
 }
 ALL_FIELDS = [
-    {"name": "s", "type": "string", "required": True},
-    {"name": "i", "type": "int32"},
-    {"name": "l", "type": "int64"},
-    {"name": "d", "type": "float64"},
-    {"name": "f", "type": "float64"},
-    {"name": "b", "type": "boolean"},
-    {"name": "raw", "type": "bytes"},
+    *SCALAR_FIELDS,
     {"name": "fx", "type": "bytes"},
     {"name": "color", "type": "string"},
     {"name": "ts_ms", "type": "timestamp"},
@@ -64,8 +59,7 @@ ALL_FIELDS = [
     {"name": "price", "type": "string"},
     {"name": "id", "type": "string"},
     {"name": "maybe", "type": "int64"},
-    {"name": "os", "type": "string", "path": "device.os"},
-    {"name": "screen_w", "type": "int32", "path": "device.screen.w"},
+    *DEVICE_FIELDS,
     {"name": "tod_ms", "type": "int32"},
     {"name": "tod_us", "type": "int64"},
     {"name": "event_time", "type": "timestamp", "required": True},

@@ -19,6 +19,7 @@ from connectors.formats.protobuf import (
 from connectors.formats.registry import SchemaUnavailableError, WriterSchema
 from connectors.spec import DataProductSpec
 from tests.connectors.formats.avro_support import batch
+from tests.connectors.formats.fields_support import DEVICE_FIELDS, SCALAR_FIELDS
 
 TS = datetime(2026, 11, 30, 10, 15, 30, 123456, tzinfo=UTC)
 
@@ -70,20 +71,13 @@ message Everything {
 PROTO_BAD = PROTO_V2.replace("string s = 1;", "int64 s = 1;")
 
 FIELDS = [
-    {"name": "s", "type": "string", "required": True},
-    {"name": "i", "type": "int32"},
-    {"name": "l", "type": "int64"},
-    {"name": "d", "type": "float64"},
-    {"name": "f", "type": "float64"},
-    {"name": "b", "type": "boolean"},
-    {"name": "raw", "type": "bytes"},
+    *SCALAR_FIELDS,
     {"name": "color", "type": "string"},
     {"name": "ts", "type": "timestamp"},
     {"name": "maybe", "type": "int64"},
     {"name": "note", "type": "string"},
     {"name": "opt", "type": "int64"},
-    {"name": "os", "type": "string", "path": "device.os"},
-    {"name": "screen_w", "type": "int32", "path": "device.screen.w"},
+    *DEVICE_FIELDS,
     {"name": "z", "type": "int64"},
     {"name": "u", "type": "int64"},
     {"name": "sfx", "type": "int64"},
