@@ -291,14 +291,6 @@ class PartitionDelivery(threading.Thread):
             self._keep = (sub, event_filter(self.spec, sub.org, sub.body))
         return self._keep[1]
 
-    def _valid_offsets(self, records: list) -> set[int]:
-        """Offsets of the records that pass the product's record-level validation, decided by
-        the landing's own decoder and rules: subscribers get what the lake gets."""
-        if not records:
-            return set()
-        decoded = self._decode(records)
-        return set(decoded.valid.column("_offset").to_pylist())
-
     def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
         """Move the position (only forward, only while the claim is ours)."""
         with self.commit_lock:

@@ -16,7 +16,19 @@ import pytest
 from connectors.formats import decoder_for
 from connectors.formats.avro import AvroDecoder
 from connectors.formats.registry import FileSchemas, SchemaUnavailableError
-from tests.connectors.formats.avro_support import avro_spec, batch, wire, write_schemas
+from tests.connectors.formats.avro_support import (
+    CLICK_FIELDS,
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    avro_spec,
+    batch,
+    click,
+    wire,
+    write_schemas,
+)
 from tests.connectors.formats.fields_support import DEVICE_FIELDS, SCALAR_FIELDS
 
 TS = datetime(2026, 11, 30, 10, 15, 30, 123456, tzinfo=UTC)
@@ -111,58 +123,6 @@ def test_timestamp_millis_into_an_int64_field_stays_epoch_milliseconds(tmp_path)
     spec = avro_spec("t", write_schemas(tmp_path, {1: schema}), [{"name": "event_time", "type": "int64"}])
     decoded = decoder_for(spec).decode(batch([wire(1, schema, {"event_time": TS})]))
     assert decoded.valid.column("event_time").to_pylist() == [int(TS.timestamp() * 1000)]
-
-
-V1 = {"type": "record", "name": "Click", "fields": [
-    {"name": "event_id", "type": "string"},
-    {"name": "kind", "type": ["null", "string"], "default": None},
-    {"name": "cost", "type": "int"},
-    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]}
-# v2 adds `country` with a default and promotes cost int → long.
-V2 = {"type": "record", "name": "Click", "fields": [
-    {"name": "event_id", "type": "string"},
-    {"name": "kind", "type": ["null", "string"], "default": None},
-    {"name": "cost", "type": "long"},
-    {"name": "country", "type": "string", "default": "unknown"},
-    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]}
-# v3 removes the optional `kind`.
-V3 = {"type": "record", "name": "Click", "fields": [
-    {"name": "event_id", "type": "string"},
-    {"name": "cost", "type": "long"},
-    {"name": "country", "type": "string", "default": "unknown"},
-    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]}
-# v4 changes cost to a string: incompatible with the spec's int64.
-V4 = {"type": "record", "name": "Click", "fields": [
-    {"name": "event_id", "type": "string"},
-    {"name": "cost", "type": "string"},
-    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]}
-# v5 drops the required event_id: nothing to read it from, no default.
-V5 = {"type": "record", "name": "Click", "fields": [
-    {"name": "cost", "type": "long"},
-    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]}
-CLICK_FIELDS = [
-    {"name": "event_id", "type": "string", "required": True},
-    {"name": "kind", "type": "string"},
-    {"name": "cost", "type": "int64", "required": True},
-    {"name": "country", "type": "string"},
-    {"name": "event_time", "type": "timestamp", "required": True},
-]
-
-
-def click(k: int, version: int) -> dict:
-    r = {"event_id": f"e-{k}", "kind": "click", "cost": k, "country": "NL", "event_time": TS.replace(microsecond=0)}
-    if version in (3, 5):
-        r.pop("kind")
-    if version == 4:
-        r = {"event_id": f"e-{k}", "cost": str(k), "event_time": r["event_time"]}
-    if version == 5:
-        r.pop("event_id")
-    return r
 
 
 def test_evolution_added_field_removed_optional_field_promotion_and_incompatible_changes(tmp_path):

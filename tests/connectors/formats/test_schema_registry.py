@@ -27,8 +27,15 @@ from connectors.formats.registry import (
     registry_config,
     schema_source,
 )
-from tests.connectors.formats.avro_support import avro_spec, batch, wire
-from tests.connectors.formats.test_avro import CLICK_FIELDS, V1, V2, click
+from tests.connectors.formats.avro_support import (
+    CLICK_FIELDS,
+    V1,
+    V2,
+    avro_spec,
+    batch,
+    click,
+    wire,
+)
 from tests.connectors.formats.test_protobuf import PROTO_V1, classes, everything, proto_spec
 
 TS = datetime(2026, 11, 30, 10, 15, 30, tzinfo=UTC)
