@@ -22,17 +22,10 @@ import pytest
 
 from connectors.kafka import ensure_topic
 from orchestration.services.broker import running_broker
+from tests.support.services import unavailable
 
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306
-
-
-def _unavailable(message: str) -> None:
-    """Skip locally; fail under CI, where every service must be up."""
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: services must be running; see .ci/run)", pytrace=False)
-    pytest.skip(message)
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -92,7 +85,7 @@ def pg_url() -> Iterator[str]:
             connect_timeout=3,
         )
     except psycopg.Error as exc:
-        _unavailable(
+        unavailable(
             f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {' '.join(str(exc).split())}"
         )
     with admin:
@@ -147,7 +140,7 @@ def mariadb_url() -> Iterator[str]:
     try:
         admin = connect()
     except pymysql.MySQLError as exc:
-        _unavailable(f"MariaDB not reachable at {MARIADB_HOST}:{MARIADB_PORT}: {exc}")
+        unavailable(f"MariaDB not reachable at {MARIADB_HOST}:{MARIADB_PORT}: {exc}")
     with admin, admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
     try:

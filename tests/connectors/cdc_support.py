@@ -5,7 +5,6 @@ the `orders` product and source declarations, and a reader of the topic's events
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.spec import DataProductSpec
 from orchestration.services.pg_cluster import ClusterError, PgCluster, find_bin_dir
+from tests.support.services import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
-
-
-def _unavailable(message: str) -> None:
-    """Skip locally; fail under CI (as tests/conftest.py does; imported by it, so not from it)."""
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: services must be running; see .ci/run)", pytrace=False)
-    pytest.skip(message)
 
 ORDERS_DDL = """
 CREATE TABLE orders (
@@ -48,12 +40,12 @@ def pg_logical() -> Iterator[PgCluster]:
     """A PostgreSQL cluster with wal_level=logical for the whole session."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin")
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin")
     cluster = PgCluster(bin_dir)
     try:
         cluster.start()
     except ClusterError as exc:
-        _unavailable(f"cannot start a throwaway PostgreSQL cluster: {exc}")
+        unavailable(f"cannot start a throwaway PostgreSQL cluster: {exc}")
     try:
         yield cluster
     finally:

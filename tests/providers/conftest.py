@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _unavailable
 from tests.providers import airflow_support as af
+from tests.support.services import unavailable
 
 
 @pytest.fixture(scope="session")
 def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reason = af.missing_reason()
     if reason:
-        _unavailable(reason)
+        unavailable(reason)
     home = tmp_path_factory.mktemp("airflow-template")
     af.migrate(home)
     return home

@@ -103,9 +103,9 @@ def test_hour_status_follows_the_metastore(tmp_path, kafka_bootstrap, make_topic
 def test_airflow_registers_the_provider_and_checks_flowsuite_uris():
     reason = af.missing_reason()
     if reason:
-        from tests.conftest import _unavailable
+        from tests.support.services import unavailable
 
-        _unavailable(reason)
+        unavailable(reason)
     code = """
 import json
 from airflow.providers_manager import ProvidersManager

@@ -14,9 +14,9 @@ import pytest
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
-from tests.conftest import _unavailable
 from tests.connectors.compaction_helpers import hour_rows, pairs
 from tests.connectors.tables.iceberg_helpers import HOURS, seal
+from tests.support.services import unavailable
 
 REPO = Path(__file__).resolve().parents[3]
 READER_PY = REPO / ".venv-duckdb-iceberg" / "bin" / "python"
@@ -26,7 +26,7 @@ READER = Path(__file__).with_name("duckdb_iceberg_reader.py")
 @pytest.fixture
 def duckdb_reader():
     if not (READER_PY.parent.parent / ".installed").exists():
-        _unavailable(f"the DuckDB Iceberg reader venv is missing: run `make duckdb-iceberg` (builds {READER_PY.parent.parent.name})")
+        unavailable(f"the DuckDB Iceberg reader venv is missing: run `make duckdb-iceberg` (builds {READER_PY.parent.parent.name})")
     return READER_PY
 
 
