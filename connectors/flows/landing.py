@@ -42,6 +42,7 @@ from connectors.kafka import (
     commit_group_offsets,
     consumer_config,
     partitions_of,
+    relaxed_gc,
     run_ahead,
 )
 from connectors.lake import (
@@ -307,7 +308,7 @@ def land(
     conf = consumer_config(bootstrap, spec.consumer_group, kafka_config)
     # One consumer for the run: its metadata, its reads and its group commit share one
     # connection (a fresh consumer costs a metadata round trip, ~50 ms on the embedded broker).
-    with contextlib.closing(Consumer(conf)) as consumer:
+    with relaxed_gc(), contextlib.closing(Consumer(conf)) as consumer:
         return _land(
             spec, lake=lake, metastore=metastore, consumer=consumer, conf=conf, run_id=run_id,
             partitions=partitions, max_records=max_records, is_dead=is_dead, lease_s=lease_s,

@@ -36,6 +36,7 @@ from connectors.kafka.stages import (
     StageCancelledError,
     StageDiedError,
     T,
+    relaxed_gc,
     run_ahead,
 )
 from connectors.kafka.waiting import CommittedState, TopicUnavailableError, Waiting, probe_waiting
@@ -73,6 +74,7 @@ __all__ = [
     "original_key",
     "partitions_of",
     "probe_partitions",
+    "relaxed_gc",
     "run_ahead",
     "topic_partitions",
 ]

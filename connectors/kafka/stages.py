@@ -17,6 +17,8 @@ consumer, so an error in one stage is always the error the caller sees.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import queue
 import threading
@@ -109,3 +111,42 @@ def run_ahead(
         thread.join(timeout=JOIN_TIMEOUT_S)
         if thread.is_alive():
             log.warning("stage %s still running %.0f s after its consumer stopped", name, JOIN_TIMEOUT_S)
+
+
+# --- the cyclic garbage collector during a pipeline run -----------------------------------
+
+GC_YOUNG_THRESHOLD = 50_000  # container allocations between two young collections (Python's default: 700)
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def relaxed_gc() -> Iterator[None]:
+    """Run a pipeline with the cyclic garbage collector out of the hot loop.
+
+    Every Kafka message is a GC-tracked object, and a run allocates tens of thousands per
+    batch, so with Python's defaults the collector runs every 700 allocations and, every few
+    of those, walks every object of the process — a Dagster step process holds ~190k. Measured
+    on 300k clicks landed in a process that imported Dagster: 0.87-1.0 s with the defaults,
+    0.59-0.64 s inside this block. Inside it the objects that existed before are frozen (moved
+    to the permanent generation, not scanned) and young collections run every 50,000
+    allocations instead of 700; reference counting still frees everything that is not in a
+    cycle, and cycles made during the run are still collected, just less often. Restored when
+    the last concurrent user leaves."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
+                _gc_saved = None

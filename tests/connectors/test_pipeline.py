@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -138,3 +139,45 @@ def test_an_error_in_a_middle_stage_is_the_error_the_caller_sees():
     with pytest.raises(ValueError, match="cannot decode item 1"):
         list(_chain(inner_closed, middle_fails_at=1))
     assert inner_closed.wait(5)
+
+
+def test_relaxed_gc_restores_the_collector_after_the_last_concurrent_user():
+    import gc
+
+    from connectors.kafka import relaxed_gc
+    from connectors.kafka.stages import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with relaxed_gc():
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # what existed before the run is not scanned during it
+        with relaxed_gc():  # a second run in the same process (another thread)
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # the first run is still going
+        # A cycle made during the run is still collected.
+        class Node:
+            pass
+
+        node = Node()
+        node.self = node
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        assert gone() is None
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_relaxed_gc_restores_the_collector_when_the_run_fails():
+    import gc
+
+    from connectors.kafka import relaxed_gc
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError, match="boom"):
+        with relaxed_gc():
+            raise RuntimeError("boom")
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
