@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
+# Rows wait in memory until their file has a full row group (spec row_group_rows); past this
+# many Arrow bytes buffered across a run's open files, the largest buffers are encoded early
+# as smaller row groups, so a backlog spanning many hours and partitions stays bounded.
+MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
 
 
@@ -167,6 +171,9 @@ class HourFiles:
         self.spec, self.lake, self.metastore, self.run_id = spec, lake, metastore, run_id
         self.row_group_rows = spec.sinks.lake.row_group_rows
         self.open: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
+        self.max_buffered_bytes = MAX_BUFFERED_BYTES
+        self.batches_routed = 0
+        self.early_flushes = 0  # row groups encoded early to stay under max_buffered_bytes
         self.written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
 
     def route(self, table: pa.Table, hours: pa.Array, kind: str, partition: int, start: int, resource: str) -> None:
@@ -182,6 +189,25 @@ class HourFiles:
             f.rows += rows.num_rows
             f.min_offset = lo if f.min_offset is None else min(f.min_offset, lo)
             f.max_offset = hi if f.max_offset is None else max(f.max_offset, hi)
+        self._bound_memory()
+
+    def _bound_memory(self) -> None:
+        """Encode the largest buffers early once the run holds more than max_buffered_bytes
+        (checked every 16 batches: a batch is at most batch_size records, so the overshoot is
+        at most 16 batches' worth)."""
+        self.batches_routed += 1
+        if self.batches_routed % 16:  # summing every buffer is cheap, but not free
+            return
+        sizes = sorted(((f.writer.buffered_bytes, key) for key, f in self.open.items()), reverse=True)
+        total = sum(size for size, _ in sizes)
+        if total <= self.max_buffered_bytes:
+            return
+        for size, key in sizes:  # down to half the budget, so this does not run on every check
+            if total <= self.max_buffered_bytes // 2:
+                break
+            self.open[key].writer.flush()
+            self.early_flushes += 1
+            total -= size
 
     def _open_files(
         self, hours: list, kind: str, partition: int, start: int, resource: str, schema: pa.Schema

@@ -245,6 +245,15 @@ class ParquetFileWriter:
         if self._pending_rows >= row_group_rows:
             self._flush(row_group_rows)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Arrow bytes waiting for their row group to be encoded."""
+        return sum(t.nbytes for t in self._pending)
+
+    def flush(self) -> None:
+        """Encode what is buffered as a row group now, however small (memory pressure)."""
+        self._flush(1)
+
     def _flush(self, row_group_rows: int) -> None:
         if not self._pending:
             return

@@ -163,3 +163,34 @@ def test_history_lost_stops_with_a_clear_message(kafka_bootstrap, topic, tmp_pat
     assert "lost its history" in message
     assert "flowsuite offsets reset" in message and "--to end" in message
     assert len(metastore.live_files(spec.name)) > 0  # nothing committed, nothing deleted
+
+
+def test_buffered_rows_past_the_memory_budget_are_encoded_early_and_nothing_is_lost(
+    kafka_bootstrap, topic, tmp_path, sqlite_url, monkeypatch
+):
+    """A run's open files buffer rows until a full row group; past MAX_BUFFERED_BYTES the largest
+    buffers become row groups early, so memory does not grow with the hours a backlog spans."""
+    import pyarrow.parquet as pq
+
+    from connectors.flows import landing
+
+    records, report = produce_clicks(kafka_bootstrap, topic, 6000, invalid_rate=0.0)
+    spec = clicks_spec(topic)
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(sqlite_url)
+    monkeypatch.setattr(landing, "MAX_BUFFERED_BYTES", 64 * 1024)
+    flushes = []
+    real_bound = landing.HourFiles._bound_memory
+
+    def counted(self):
+        real_bound(self)
+        flushes.append(self.early_flushes)
+
+    monkeypatch.setattr(landing.HourFiles, "_bound_memory", counted)
+
+    result = land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, run_id="run-1", batch_size=100)
+
+    assert flushes and flushes[-1] > 0  # the budget was exceeded and buffers were encoded early
+    landed, _ = read_back(tmp_path / "lake", spec.name)
+    assert sorted(r["event_id"] for r in landed) == sorted(k.decode() for k, _, _ in records)
+    row_groups = [pq.ParquetFile(tmp_path / "lake" / path).metadata.num_row_groups for path in result.files]
+    assert max(row_groups) > 1  # smaller row groups, written before the file's end
