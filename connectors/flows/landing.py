@@ -69,9 +69,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 30.0
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
 # Rows wait in memory until their file has a full row group (spec row_group_rows); past this
-# many Arrow bytes buffered across a run's open files, the largest buffers are encoded early
-# as smaller row groups, so a backlog spanning many hours and partitions stays bounded.
-MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+# many Arrow bytes buffered across a run's open files, the files with the largest buffers are
+# finished early, so a backlog spanning many hours and partitions stays bounded.
+MAX_BUFFERED_BYTES = 128 * 1024 * 1024
 CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
 
 
@@ -171,17 +171,18 @@ class HourFiles:
         self.spec, self.lake, self.metastore, self.run_id = spec, lake, metastore, run_id
         self.row_group_rows = spec.sinks.lake.row_group_rows
         self.open: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
+        self.parts: dict[tuple[str, int, str], int] = {}  # files opened per key in this run
+        self.finished: list[tuple[tuple[str, int, str], _OpenFile, int]] = []  # closed early: (key, file, bytes)
         self.max_buffered_bytes = MAX_BUFFERED_BYTES
         self.batches_routed = 0
-        self.early_flushes = 0  # row groups encoded early to stay under max_buffered_bytes
         self.written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
 
     def route(self, table: pa.Table, hours: pa.Array, kind: str, partition: int, start: int, resource: str) -> None:
         """Append each hour's rows of a batch to that hour's file for this partition and range."""
         unique = sorted(pc.unique(hours).to_pylist())
-        self._open_files(unique, kind, partition, start, resource, table.schema)
-        for h in unique:
-            rows = table if len(unique) == 1 else table.filter(pc.equal(hours, h))
+        by_hour = [(h, table if len(unique) == 1 else table.filter(pc.equal(hours, h))) for h in unique]
+        self._open_files(by_hour, kind, partition, start, resource)
+        for h, rows in by_hour:
             f = self.open[(kind, partition, hour_key(h))]
             f.writer.write(rows, self.row_group_rows)
             offsets = rows.column("_offset")
@@ -192,9 +193,11 @@ class HourFiles:
         self._bound_memory()
 
     def _bound_memory(self) -> None:
-        """Encode the largest buffers early once the run holds more than max_buffered_bytes
-        (checked every 16 batches: a batch is at most batch_size records, so the overshoot is
-        at most 16 batches' worth)."""
+        """Finish the files with the largest buffers early once the run holds more than
+        max_buffered_bytes, down to half of it (checked every 16 batches: the overshoot is at
+        most 16 batches' worth). Finishing, not flushing a row group: a Parquet writer keeps
+        ~0.75x of its last row group's size in buffers until it is closed, so flushed-but-open
+        files would hold the memory anyway. Later rows of that hour go to a new file."""
         self.batches_routed += 1
         if self.batches_routed % 16:  # summing every buffer is cheap, but not free
             return
@@ -202,34 +205,42 @@ class HourFiles:
         total = sum(size for size, _ in sizes)
         if total <= self.max_buffered_bytes:
             return
-        for size, key in sizes:  # down to half the budget, so this does not run on every check
+        for size, key in sizes:
             if total <= self.max_buffered_bytes // 2:
                 break
-            self.open[key].writer.flush()
-            self.early_flushes += 1
+            f = self.open.pop(key)
+            self.finished.append((key, f, f.writer.close()))
             total -= size
 
     def _open_files(
-        self, hours: list, kind: str, partition: int, start: int, resource: str, schema: pa.Schema
+        self, by_hour: list[tuple[int, pa.Table]], kind: str, partition: int, start: int, resource: str
     ) -> None:
         """Open the files this batch's hours need: all registered pending in one metastore
-        transaction (one fsync, not one per hour), before any byte of them is written."""
+        transaction (one fsync, not one per hour), before any byte of them is written.
+
+        A run's first file of an hour is `<topic>+<p>+<start>.parquet` (Kafka Connect's naming:
+        a retry from the same start replaces it); one opened after the memory bound finished
+        that hour's file early is named by the first offset it holds."""
         spec = self.spec
         new = []
-        for h in hours:
-            if (kind, partition, hour_key(h)) not in self.open:
-                folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
-                new.append((f"{folder}/{landed_file_name(spec.topic, partition, start)}", hour_key(h)))
+        for h, rows in by_hour:
+            key = (kind, partition, hour_key(h))
+            if key in self.open:
+                continue
+            first = start if key not in self.parts else pc.min(rows.column("_offset")).as_py()
+            folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
+            new.append((key, f"{folder}/{landed_file_name(spec.topic, partition, first)}", rows.schema))
         if not new:
             return
         self.metastore.register_pending_files(
-            new, product=spec.name, kind=kind, claim=resource, run_id=self.run_id,
-            partition=partition, start_offset=start,
+            [(path, key[2]) for key, path, _ in new], product=spec.name, kind=kind, claim=resource,
+            run_id=self.run_id, partition=partition, start_offset=start,
         )
-        self.written += [(path, resource) for path, _ in new]
+        self.written += [(path, resource) for _, path, _ in new]
         crash_point("after_register")
-        for path, hour in new:
-            self.open[(kind, partition, hour)] = _OpenFile(self.lake.open_parquet_writer(path, schema), hour)
+        for key, path, schema in new:
+            self.open[key] = _OpenFile(self.lake.open_parquet_writer(path, schema), key[2])
+            self.parts[key] = self.parts.get(key, 0) + 1
 
     def committed(self, resource: str) -> None:
         """The claim's files are live: a later failure must not delete them."""
@@ -240,14 +251,14 @@ class HourFiles:
         pyarrow's writer releases the GIL, and at the end of a run the fetching and decoding
         threads are done, so the cores are free. Each file that closed leaves `open`; if
         any failed, the first error is raised once all have finished, and the rest stay there
-        for the clean-up to abort."""
+        for the clean-up to abort. Files finished early (the memory bound) come first."""
         items = list(self.open.items())
         if not items:
-            return []
+            return list(self.finished)
         with ThreadPoolExecutor(min(len(items), CLOSE_THREADS), thread_name_prefix="close") as pool:
             futures = [(key, f, pool.submit(f.writer.close)) for key, f in items]
             wait([fut for _, _, fut in futures])
-        closed, failure = [], None
+        closed, failure = list(self.finished), None
         for key, f, fut in futures:
             if fut.exception() is None:
                 del self.open[key]

@@ -250,10 +250,6 @@ class ParquetFileWriter:
         """Arrow bytes waiting for their row group to be encoded."""
         return sum(t.nbytes for t in self._pending)
 
-    def flush(self) -> None:
-        """Encode what is buffered as a row group now, however small (memory pressure)."""
-        self._flush(1)
-
     def _flush(self, row_group_rows: int) -> None:
         if not self._pending:
             return

@@ -165,32 +165,66 @@ def test_history_lost_stops_with_a_clear_message(kafka_bootstrap, topic, tmp_pat
     assert len(metastore.live_files(spec.name)) > 0  # nothing committed, nothing deleted
 
 
-def test_buffered_rows_past_the_memory_budget_are_encoded_early_and_nothing_is_lost(
+def test_past_the_memory_budget_files_are_finished_early_and_nothing_is_lost(
     kafka_bootstrap, topic, tmp_path, sqlite_url, monkeypatch
 ):
-    """A run's open files buffer rows until a full row group; past MAX_BUFFERED_BYTES the largest
-    buffers become row groups early, so memory does not grow with the hours a backlog spans."""
-    import pyarrow.parquet as pq
-
+    """A run's open files buffer rows until a full row group; past MAX_BUFFERED_BYTES the files
+    with the largest buffers are finished early and that hour continues in a new file named by
+    its first offset, so memory does not grow with the hours a backlog spans."""
     from connectors.flows import landing
 
     records, report = produce_clicks(kafka_bootstrap, topic, 6000, invalid_rate=0.0)
     spec = clicks_spec(topic)
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(sqlite_url)
     monkeypatch.setattr(landing, "MAX_BUFFERED_BYTES", 64 * 1024)
-    flushes = []
-    real_bound = landing.HourFiles._bound_memory
-
-    def counted(self):
-        real_bound(self)
-        flushes.append(self.early_flushes)
-
-    monkeypatch.setattr(landing.HourFiles, "_bound_memory", counted)
 
     result = land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, run_id="run-1", batch_size=100)
 
-    assert flushes and flushes[-1] > 0  # the budget was exceeded and buffers were encoded early
+    per_hour_partition: dict[tuple[str, str], list[str]] = {}
+    for path in result.files:
+        folder, name = path.rsplit("/", 1)
+        per_hour_partition.setdefault((folder, name.split("+")[1]), []).append(name)
+    assert max(len(names) for names in per_hour_partition.values()) > 1  # finished early, continued
+    assert len(set(result.files)) == len(result.files)
+    # Every record exactly once, and the metastore's live files are exactly the run's files.
     landed, _ = read_back(tmp_path / "lake", spec.name)
     assert sorted(r["event_id"] for r in landed) == sorted(k.decode() for k, _, _ in records)
-    row_groups = [pq.ParquetFile(tmp_path / "lake" / path).metadata.num_row_groups for path in result.files]
-    assert max(row_groups) > 1  # smaller row groups, written before the file's end
+    assert {f.path for f in metastore.live_files(spec.name)} == set(result.files)
+    positions = sorted((r["_partition"], r["_offset"]) for r in landed)
+    assert positions == sorted((p, o) for p, n in report.per_partition.items() for o in range(n))
+    # A later file of an hour is named by the first offset it holds.
+    for path in result.files:
+        name = path.rsplit("/", 1)[1]
+        partition, first = int(name.split("+")[1]), int(name.split("+")[2].split(".")[0])
+        held = [r["_offset"] for r in ds.dataset(tmp_path / "lake" / path, format="parquet").to_table().to_pylist()]
+        assert first == 0 or first == min(held), (path, first, min(held))
+        assert all(r["_partition"] == partition for r in ds.dataset(tmp_path / "lake" / path).to_table().to_pylist())
+
+
+def test_a_run_failing_after_files_were_finished_early_leaves_nothing_and_the_retry_lands_all_once(
+    kafka_bootstrap, topic, tmp_path, sqlite_url, monkeypatch
+):
+    from connectors.flows import landing
+
+    records, _ = produce_clicks(kafka_bootstrap, topic, 6000, invalid_rate=0.0)
+    spec = clicks_spec(topic)
+    lake, metastore = Lake(str(tmp_path / "lake")), Metastore(sqlite_url)
+    monkeypatch.setattr(landing, "MAX_BUFFERED_BYTES", 64 * 1024)
+    finished_before_failure = []
+    real_close_all = landing.HourFiles.close_all
+
+    def fail_at_the_end(self):
+        finished_before_failure.append(len(self.finished))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(landing.HourFiles, "close_all", fail_at_the_end)
+    with pytest.raises(OSError, match="disk full"):
+        land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, run_id="run-1", batch_size=100)
+    assert finished_before_failure[0] > 0  # published files existed when the run failed
+    assert not list((tmp_path / "lake").rglob("*.parquet"))  # the failed run left none behind
+    assert metastore.live_files(spec.name) == []
+
+    monkeypatch.setattr(landing.HourFiles, "close_all", real_close_all)
+    land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, run_id="run-2", batch_size=100)
+    landed, _ = read_back(tmp_path / "lake", spec.name)
+    assert sorted(r["event_id"] for r in landed) == sorted(k.decode() for k, _, _ in records)
