@@ -302,7 +302,7 @@ from connectors.spec import DataProductSpec
 from connectors.warehouse import sync
 spec = DataProductSpec.model_validate(json.loads(sys.argv[1]))
 print("ready", flush=True)
-sync(spec, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), url=sys.argv[4], batch_rows=100)
+sync(spec, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), url=sys.argv[4], batch_rows=25)
 print("done", flush=True)
 """
 
