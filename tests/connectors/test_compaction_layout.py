@@ -111,3 +111,47 @@ def test_one_scan_read_fails_on_an_uncastable_column_as_conform_does(tmp_path) -
         _read_all([(lake.fs, str(tmp_path / "bad.parquet"), 1)], schema)
     with pytest.raises(pa.ArrowInvalid):
         conform(pq.read_table(str(tmp_path / "bad.parquet")), schema)
+
+
+def _rewrite(tmp_path, lake, metastore, tables):
+    spec = clicks_spec("clicks")
+    paths = []
+    for i, t in enumerate(tables):
+        paths.append(str(tmp_path / f"in{i}.parquet"))
+        pq.write_table(t, paths[-1])
+    return rewrite_hour(
+        spec, "2026-01-10-11", [(lake.fs, p, 1) for p in paths], lake=lake, metastore=metastore, run_id="t",
+        generation=1, target_file_bytes=1 << 30, row_group_rows=4000,
+    )
+
+
+def test_a_durable_file_that_differs_from_the_rows_written_is_refused(tmp_path, monkeypatch) -> None:
+    """The read-back check compares each durable row group with the rows written into it."""
+    from connectors.flows.compaction.verify import VerificationError
+    from connectors.lake.store import ParquetFileWriter
+
+    schema = lake_schema(clicks_spec("clicks"))
+    lake = Lake(str(tmp_path / "lake"))
+    metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    write = ParquetFileWriter.write
+    calls = []
+
+    def corrupt_second_group(self, table, row_group_rows=131_072):
+        calls.append(table.num_rows)
+        if len(calls) == 2:  # one value of the second row group changes on its way to disk
+            cost = table.column("cost_micros").to_pylist()
+            cost[-1] += 1
+            table = table.set_column(table.schema.get_field_index("cost_micros"), "cost_micros",
+                                     pa.array(cost, pa.int64()))
+        return write(self, table, row_group_rows)
+
+    monkeypatch.setattr(ParquetFileWriter, "write", corrupt_second_group)
+    try:
+        with pytest.raises(VerificationError, match="read back from the lake differs"):
+            _rewrite(tmp_path, lake, metastore, [hour_table(schema, 9000, 0, 0)])
+        assert len(calls) >= 2
+        monkeypatch.setattr(ParquetFileWriter, "write", write)
+        outputs, _ = _rewrite(tmp_path, lake, metastore, [schema.empty_table()])
+        assert [o.rows for o in outputs] == [0]
+    finally:
+        metastore.dispose()
