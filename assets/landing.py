@@ -27,7 +27,6 @@ import quality.checks as quality_checks
 from assets.metadata import landing_links
 from assets.runs import dead_run_checker
 from connectors.flows import InvalidRecordsError, LandingResult, land
-from connectors.formats import lake_schema
 from connectors.kafka import (
     HistoryLostError,
     KafkaReadError,
@@ -229,7 +228,7 @@ def finish_landing(
     metadata.update(landing_links(spec, lake, result.hours))  # lake path, related assets
     check_results: list[dg.AssetCheckResult] = []
     if check_specs:
-        table = lake.read_tables(result.files) if result.files else lake_schema(spec).empty_table()
+        table = quality_checks.landed_table(lake, result, spec)
         check_results = list(quality_checks.landing_check_results(spec, table, result, metastore))
     return dg.MaterializeResult(metadata=metadata, check_results=check_results or None)
 

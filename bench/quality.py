@@ -64,7 +64,7 @@ def main() -> int:
                 landed_s = time.perf_counter() - started
                 checks = []
                 if mode == "suite":
-                    checks = landing_check_results(spec, landed_table(lake, result), result, metastore)
+                    checks = landing_check_results(spec, landed_table(lake, result, spec), result, metastore)
                 total = time.perf_counter() - started
                 rows.append({
                     "round": i, "mode": mode, "consumed": result.consumed, "landed": result.landed,

@@ -28,7 +28,7 @@ import dagster as dg
 import pyarrow as pa
 
 from connectors.spec import DataProductSpec
-from quality.expectations import ExpectationOutcome, check_names, run_suite
+from quality.expectations import ExpectationOutcome, check_names, run_suite, suite_columns
 
 if TYPE_CHECKING:
     from connectors.flows import LandingResult
@@ -79,11 +79,18 @@ def landing_check_specs(spec: DataProductSpec) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def landed_table(lake: Lake, result: LandingResult) -> pa.Table:
-    """The rows a landing committed (its landed files), for the suite to validate."""
+def landed_table(lake: Lake, result: LandingResult, spec: DataProductSpec | None = None) -> pa.Table:
+    """The rows a landing committed (its landed files), for the suite to validate.
+
+    Given the spec, only the columns its suite reads (`suite_columns`); a run writes all its
+    files with the product's one lake schema, so each of them has every one of those columns.
+    """
     if not result.files:
         return pa.table({})
-    return lake.read_tables(result.files)
+    columns = suite_columns(spec) if spec is not None else None
+    if columns == []:  # no expectations: nothing to read
+        return pa.table({})
+    return lake.read_tables(result.files, columns)
 
 
 def _metadata(outcome: ExpectationOutcome, blocked: str | None) -> dict[str, Any]:

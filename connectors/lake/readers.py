@@ -51,7 +51,9 @@ def read_rows(lake: Lake, files: list[FileRecord], limit: int | None = None, eng
             sql = "SELECT * FROM read_parquet($paths, union_by_name = true, hive_partitioning = false)"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            return con.execute(sql, {"paths": paths}).to_arrow_table()
+            # `con.sql(...)`, not `con.execute(...)`: Arrow out of a DB-API result is an extra
+            # copy of every row (DuckDB warns); an hour of 500k clicks reads in ~half the time.
+            return con.sql(sql, params={"paths": paths}).to_arrow_table()
         finally:
             con.close()
     tables, n = [], 0

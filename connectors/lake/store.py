@@ -112,8 +112,17 @@ class Lake:
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_parquet_writer(self, rel: str, schema: pa.Schema) -> ParquetFileWriter:
-        return ParquetFileWriter(self, rel, schema)
+    def open_parquet_writer(
+        self,
+        rel: str,
+        schema: pa.Schema,
+        *,
+        use_dictionary: bool | list[str] = True,
+        column_encoding: dict[str, str] | None = None,
+    ) -> ParquetFileWriter:
+        """A writer of one file; `use_dictionary` and `column_encoding` as pyarrow's ParquetWriter
+        takes them (compaction sets them per column, landing keeps the defaults)."""
+        return ParquetFileWriter(self, rel, schema, use_dictionary=use_dictionary, column_encoding=column_encoding)
 
     def write_parquet(self, rel: str, table: pa.Table, row_group_rows: int = 131_072) -> int:
         """Write a whole table as one file, atomically; returns its size in bytes."""
@@ -210,7 +219,15 @@ class Lake:
 class ParquetFileWriter:
     """Streams row groups into one Parquet file that appears only when closed successfully."""
 
-    def __init__(self, lake: Lake, rel: str, schema: pa.Schema):
+    def __init__(
+        self,
+        lake: Lake,
+        rel: str,
+        schema: pa.Schema,
+        *,
+        use_dictionary: bool | list[str] = True,
+        column_encoding: dict[str, str] | None = None,
+    ):
         self.lake, self.rel, self.schema = lake, rel, schema
         self.final = lake.full(rel)
         self.rows = 0
@@ -231,7 +248,8 @@ class ParquetFileWriter:
             schema,
             compression="zstd",
             compression_level=1,
-            use_dictionary=True,
+            use_dictionary=use_dictionary,
+            column_encoding=column_encoding,
             write_statistics=True,
         )
 

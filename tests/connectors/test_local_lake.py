@@ -69,3 +69,28 @@ def test_an_aborted_writer_leaves_nothing_and_delete_is_idempotent(tmp_path):
     lake.write_parquet(rel, pa.table({"x": [1]}, schema=schema))
     assert lake.delete(rel) is True
     assert lake.delete(rel) is False
+
+
+def test_read_rows_with_duckdb_and_pyarrow_agree_and_limit(tmp_path) -> None:
+    import warnings
+
+    from connectors.lake.readers import read_rows
+    from connectors.metastore.records import FileRecord
+
+    lake = Lake(str(tmp_path / "lake"))
+    records = []
+    for i in range(2):
+        rel = f"p/{hour_dir('p', '2026-11-26-10').split('/', 1)[1]}/f{i}.parquet"
+        size = lake.write_parquet(rel, pa.table({"id": pa.array([i * 10 + j for j in range(5)], pa.int64()),
+                                                 "name": [f"n{i}{j}" for j in range(5)]}))
+        records.append(FileRecord(path=rel, product="p", kind="landed", hour="2026-11-26-10", state="committed",
+                                  partition=0, start_offset=i * 5, end_offset=i * 5 + 5, rows=5, bytes=size,
+                                  generation=0, ranges=None, min_offset=None, max_offset=None, run_id="t",
+                                  committed_at=None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DuckDB warns when Arrow output costs an extra copy
+        by_duckdb = read_rows(lake, records, engine="duckdb")
+        limited = read_rows(lake, records, limit=3, engine="duckdb")
+    by_pyarrow = read_rows(lake, records, engine="pyarrow")
+    assert by_duckdb.sort_by("id").equals(by_pyarrow.sort_by("id"))
+    assert by_duckdb.num_rows == 10 and limited.num_rows == 3

@@ -20,6 +20,7 @@ from quality.expectations import (
     expectation_problems,
     register_spec_checks,
     run_suite,
+    suite_columns,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -369,3 +370,28 @@ def test_runtime_error_is_a_failed_outcome(tmp_path: Path, monkeypatch: pytest.M
 def test_no_expectations_runs_nothing(tmp_path: Path, suites_dir: Path) -> None:
     spec = parse_spec_file(write_spec(tmp_path, []))
     assert run_suite(spec, batch(), suites_dir) == []
+
+
+def test_suite_columns_are_what_column_expectations_read(tmp_path: Path, suites_dir: Path) -> None:
+    # Only these columns are read, converted and fingerprinted by GX; in lake order.
+    spec = parse_spec_file(write_spec(tmp_path, GOOD))
+    assert suite_columns(spec, suites_dir) == ["event_id", "user_id", "kind", "cost_micros"]
+    pair = {"type": "expect_column_pair_values_to_be_equal", "kwargs": {"column_A": "user_id", "column_B": "kind"}}
+    spec = parse_spec_file(write_spec(tmp_path, [pair]))
+    assert suite_columns(spec, suites_dir) == ["user_id", "kind"]
+
+
+@pytest.mark.parametrize(
+    "whole_batch",
+    [
+        {"type": "expect_table_column_count_to_equal", "kwargs": {"value": 5}},
+        {"type": "expect_column_to_exist", "kwargs": {"column": "kind", "column_index": 2}},
+        {"type": "expect_column_values_to_not_be_null",
+         "kwargs": {"column": "user_id", "row_condition": 'kind=="click"', "condition_parser": "pandas"}},
+    ],
+)
+def test_table_level_expectations_see_the_whole_batch(tmp_path: Path, suites_dir: Path, whole_batch) -> None:
+    spec = parse_spec_file(write_spec(tmp_path, [*GOOD, whole_batch]))
+    assert suite_columns(spec, suites_dir) is None
+    outcomes = run_suite(spec, batch(), suites_dir)
+    assert all(o.success for o in outcomes), outcomes

