@@ -68,9 +68,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
-# Rows wait in memory until their file has a full row group (spec row_group_rows); past this
-# many Arrow bytes buffered across a run's open files, the files with the largest buffers are
-# finished early, so a backlog spanning many hours and partitions stays bounded.
+# Rows wait in memory until their file has a full row group (spec row_group_rows), and a Parquet
+# writer keeps buffers the size of its row groups until it is closed; past this many bytes held
+# across a run's open files, the files holding the most are finished early, so a backlog spanning
+# many hours and partitions stays bounded.
 MAX_BUFFERED_BYTES = 128 * 1024 * 1024
 CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
 
@@ -193,15 +194,16 @@ class HourFiles:
         self._bound_memory()
 
     def _bound_memory(self) -> None:
-        """Finish the files with the largest buffers early once the run holds more than
-        max_buffered_bytes, down to half of it (checked every 16 batches: the overshoot is at
-        most 16 batches' worth). Finishing, not flushing a row group: a Parquet writer keeps
-        ~0.75x of its last row group's size in buffers until it is closed, so flushed-but-open
-        files would hold the memory anyway. Later rows of that hour go to a new file."""
+        """Finish the files holding the most memory early once the run's open files hold more
+        than max_buffered_bytes (rows waiting for a row group, and the buffers a Parquet writer
+        keeps after one), down to half of it; checked every 16 batches, so the overshoot is at
+        most 16 batches' worth. Finishing, not flushing a row group: a writer keeps ~0.75x of
+        its largest row group in buffers until it is closed, so flushed-but-open files would
+        hold the memory anyway. Later rows of that hour go to a new file."""
         self.batches_routed += 1
         if self.batches_routed % 16:  # summing every buffer is cheap, but not free
             return
-        sizes = sorted(((f.writer.buffered_bytes, key) for key, f in self.open.items()), reverse=True)
+        sizes = sorted(((f.writer.held_bytes, key) for key, f in self.open.items()), reverse=True)
         total = sum(size for size, _ in sizes)
         if total <= self.max_buffered_bytes:
             return

@@ -234,6 +234,7 @@ class ParquetFileWriter:
         self.bytes = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._largest_group = 0  # Arrow bytes of the largest row group written so far
         if lake.is_s3:
             # Built in memory and put in one go on close: an exception or a kill before then
             # publishes nothing (pyarrow's S3 stream would complete a partial upload on close).
@@ -264,15 +265,18 @@ class ParquetFileWriter:
             self._flush(row_group_rows)
 
     @property
-    def buffered_bytes(self) -> int:
-        """Arrow bytes waiting for their row group to be encoded."""
-        return sum(t.nbytes for t in self._pending)
+    def held_bytes(self) -> int:
+        """Memory this open file holds: the Arrow bytes waiting for their row group, plus the
+        size of its largest written row group (the Parquet writer keeps its column buffers,
+        ~0.75x of that, until it is closed; counted whole, to err high)."""
+        return sum(t.nbytes for t in self._pending) + self._largest_group
 
     def _flush(self, row_group_rows: int) -> None:
         if not self._pending:
             return
         combined = pa.concat_tables(self._pending).cast(self.schema)
         self._pending, self._pending_rows = [], 0
+        self._largest_group = max(self._largest_group, combined.nbytes)
         self._writer.write_table(combined, row_group_size=max(row_group_rows, combined.num_rows))
 
     def close(self) -> int:

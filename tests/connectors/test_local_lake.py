@@ -57,6 +57,21 @@ def test_a_file_is_visible_only_when_whole_and_reads_back(tmp_path):
     assert lake.read_tables([rel, rel]).num_rows == 2000
 
 
+def test_an_open_writer_counts_buffered_rows_and_its_written_row_groups_as_held(tmp_path):
+    """Landing's memory bound sums held_bytes: rows waiting for a row group, and the buffers the
+    Parquet writer keeps after writing one (until the file is closed)."""
+    lake = Lake(str(tmp_path / "lake"))
+    table = pa.table({"x": pa.array(range(3000), pa.int64())})
+    with lake.open_parquet_writer(f"{hour_dir('clicks', T)}/{landed_file_name('clicks', 0, 0)}", table.schema) as writer:
+        assert writer.held_bytes == 0
+        writer.write(table.slice(0, 500), row_group_rows=1000)
+        assert writer.held_bytes == table.slice(0, 500).nbytes  # waiting for a full row group
+        writer.write(table.slice(500, 1000), row_group_rows=1000)  # 1,500 rows: one group written
+        assert writer.held_bytes == table.slice(0, 1500).nbytes  # nothing waits; the group's buffers stay
+        writer.write(table.slice(1500, 100), row_group_rows=1000)
+        assert writer.held_bytes == table.slice(0, 1500).nbytes + table.slice(1500, 100).nbytes
+
+
 def test_an_aborted_writer_leaves_nothing_and_delete_is_idempotent(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     rel = f"{hour_dir('clicks', T)}/part.parquet"
