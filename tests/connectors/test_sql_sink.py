@@ -108,6 +108,17 @@ def test_reduce_latest_by_version_field_then_position():
     assert {r["id"]: r["amount"] for r in out.to_pylist()} == {"a": 1, "b": 5}
 
 
+def test_reduce_latest_leaves_a_batch_of_distinct_keys_as_it_is():
+    spec = make_spec()
+    rows = batch(spec, [("c", 1, 0, 5), ("a", 2, 1, 9), ("b", 3, 0, 7), (None, 4, 0, 8)])
+    out, n_null = reduce_latest(spec, rows)
+    assert n_null == 1 and out.equals(rows.slice(0, 3))
+    two = make_spec(key=["id", "amount"])
+    rows = batch(two, [("a", 1, 0, 1), ("a", 2, 0, 2), ("a", 1, 0, 3)])
+    out, _ = reduce_latest(two, rows)
+    assert sorted((r["id"], r["amount"], r["_offset"]) for r in out.to_pylist()) == [("a", 1, 3), ("a", 2, 2)]
+
+
 # --- batch semantics on every dialect ------------------------------------------------------
 
 
