@@ -450,7 +450,7 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         mixed = sink.apply(batch(spec, [("a", 30, 0, 5, False, 1), ("b", 20, 0, 0, False, 2), ("c", 4, 1, 0, False, 3)]),
                            advance_to={0: 6, 1: 1}, expected={0: 3, 1: None})
         assert (mixed.inserted, mixed.updated, mixed.skipped_stale) == (1, 1, 1)
-        assert not sink.sql.try_direct  # the direct COPY was refused and undone
+        assert not sink.sql.try_direct  # existing keys: the staging path
         assert state(sink) == {"a": (30, 0, 5), "b": (2, 0, 1), "c": (4, 1, 0)}
         assert sink.sink_offsets() == {0: 6, 1: 1}
         ts = {r["id"]: r["ts"] for r in sink.read_rows()}
@@ -460,6 +460,34 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         assert (fresh.inserted, fresh.updated) == (1, 0) and sink.sql.try_direct
         again = sink.apply(batch(spec, [("e", 6, 1, 2)]), advance_to={1: 3}, expected={1: 2})
         assert again.inserted == 1 and sink.row_count() == 5
+        # The probe of 8 of 10 keys (first, last, evenly between) misses "c" at index 2: the
+        # COPY is tried, the key index refuses it, the savepoint undoes it, the stage takes it.
+        assert sink.sql.try_direct
+        rows = [(f"n{i}", i, 1, 10 + i) for i in range(10)]
+        rows[2] = ("c", 40, 1, 12)
+        hidden = sink.apply(batch(spec, rows), advance_to={1: 20}, expected={1: 3})
+        assert (hidden.inserted, hidden.updated, hidden.skipped_stale) == (9, 1, 0)
+        assert not sink.sql.try_direct and sink.row_count() == 14 and state(sink)["c"] == (40, 1, 12)
+    finally:
+        sink.dispose()
+
+
+def test_postgres_probe_of_a_few_keys_skips_a_direct_copy_that_would_fail(pg_url, monkeypatch):
+    """A new sink (one per sync) facing a batch of existing keys does not try the direct COPY."""
+    spec = make_spec(deletes=False)
+    first = WarehouseSink(spec, pg_url)
+    try:
+        first.apply(batch(spec, [(f"k{i}", i, 0, i) for i in range(20)]))
+    finally:
+        first.dispose()
+    sink = WarehouseSink(spec, pg_url)
+    copies = []
+    monkeypatch.setattr(PostgresDialect, "copy", lambda self, conn, table, data, _copy=PostgresDialect.copy:
+                        (copies.append(table), _copy(self, conn, table, data))[1])
+    try:
+        again = sink.apply(batch(spec, [(f"k{i}", i * 10, 0, 100 + i) for i in range(20)]))
+        assert (again.inserted, again.updated) == (0, 20)
+        assert copies == ["flowsuite_stage"]  # straight to the stage, no COPY into the table
     finally:
         sink.dispose()
 
