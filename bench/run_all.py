@@ -173,7 +173,7 @@ def collect() -> list[dict]:
                     r["what"],
                     r["figure"],
                     r["ceiling"],
-                    r["goal"] if isinstance(r["goal"], str) else f">= {r['goal']}",
+                    r["goal"] if isinstance(r["goal"], str) or r["goal"] is None else f">= {r['goal']}",
                     "rows/s",
                     r.get("machine"),
                     r.get("ratio"),

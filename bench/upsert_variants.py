@@ -175,7 +175,7 @@ def my_stage(cur, data: pa.Table, load: str) -> None:
     if load == "infile":
         my_load(cur, "stage", data)
     elif load == "values":
-        from connectors.warehouse.mysql_values import insert_statements
+        from connectors.warehouse.dialects.mysql_values import insert_statements
 
         for sql in insert_statements("stage", data, lambda c: f"`{c}`"):
             cur.execute(sql)
@@ -320,6 +320,7 @@ def run_db(kind: str, args) -> None:
             "odku (today)": (my_odku, {}, {}),
             "odku, LOAD DATA stage": (my_odku, {}, {"load": "infile"}),
             "odku, Arrow VALUES stage": (my_odku, {}, {"load": "values"}),
+            "update+insert, Arrow VALUES stage": (my_update_insert, {}, {"load": "values"}),
             "executemany": (my_executemany, {}, {}),
         }
 

@@ -28,7 +28,9 @@ Deletes (`deletes: tombstone`)
     higher version brings the key back.
 
 Dialects (SQLAlchemy Core)
-    PostgreSQL: COPY (CSV written by Arrow) into a temporary staging table, then
+    PostgreSQL: COPY (CSV written by Arrow) into a temporary staging table, then one
+    `MERGE … WHEN MATCHED AND <newer> THEN UPDATE … WHEN NOT MATCHED THEN INSERT` (15+; inserts
+    and updates counted from the transaction's table statistics), or before 15
     `INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE <newer>` with `RETURNING (xmax = 0)`
     to count inserts and updates. Fast path for tables without tombstones: while batches hold
     only new keys, the batch is COPYed straight into the table inside a savepoint; the

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 from connectors.flows import land
 from connectors.formats import lake_schema
@@ -34,6 +35,7 @@ from connectors.warehouse import (
     reduce_latest,
     sync,
 )
+from connectors.warehouse.dialects import PostgresDialect
 from tests.support.warehouse import T0, expected_state, make_spec, produce_accounts, state
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
@@ -41,10 +43,22 @@ REPO = Path(__file__).resolve().parents[2]
 RELIABILITY_FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 
 
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+
+
 @pytest.fixture(params=DIALECTS)
 def warehouse_url(request: pytest.FixtureRequest) -> str:
-    name = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param]
-    return request.getfixturevalue(name)
+    return request.getfixturevalue(URL_FIXTURES[request.param])
+
+
+@pytest.fixture(params=[*DIALECTS, "postgresql-on-conflict"])
+def batch_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The batch-level tests run on PostgreSQL twice: with MERGE (15+, what this server runs)
+    and with INSERT … ON CONFLICT, the way for servers before 15."""
+    if request.param == "postgresql-on-conflict":
+        monkeypatch.setattr(PostgresDialect, "_merge_available", staticmethod(lambda conn: False))
+        return request.getfixturevalue("pg_url")
+    return request.getfixturevalue(URL_FIXTURES[request.param])
 
 
 def batch(spec: DataProductSpec, records: list[tuple]) -> pa.Table:
@@ -94,12 +108,23 @@ def test_reduce_latest_by_version_field_then_position():
     assert {r["id"]: r["amount"] for r in out.to_pylist()} == {"a": 1, "b": 5}
 
 
+def test_reduce_latest_leaves_a_batch_of_distinct_keys_as_it_is():
+    spec = make_spec()
+    rows = batch(spec, [("c", 1, 0, 5), ("a", 2, 1, 9), ("b", 3, 0, 7), (None, 4, 0, 8)])
+    out, n_null = reduce_latest(spec, rows)
+    assert n_null == 1 and out.equals(rows.slice(0, 3))
+    two = make_spec(key=["id", "amount"])
+    rows = batch(two, [("a", 1, 0, 1), ("a", 2, 0, 2), ("a", 1, 0, 3)])
+    out, _ = reduce_latest(two, rows)
+    assert sorted((r["id"], r["amount"], r["_offset"]) for r in out.to_pylist()) == [("a", 1, 3), ("a", 2, 2)]
+
+
 # --- batch semantics on every dialect ------------------------------------------------------
 
 
-def test_same_batch_twice_leaves_the_table_unchanged(warehouse_url):
+def test_same_batch_twice_leaves_the_table_unchanged(batch_url):
     spec = make_spec()
-    sink = WarehouseSink(spec, warehouse_url)
+    sink = WarehouseSink(spec, batch_url)
     try:
         b = batch(spec, [("a", 1, 0, 0), ("b", 2, 0, 1), ("a", 3, 0, 2), ("c", 4, 1, 0)])
         first = sink.apply(b)
@@ -112,7 +137,7 @@ def test_same_batch_twice_leaves_the_table_unchanged(warehouse_url):
         sink.dispose()
 
 
-def test_out_of_order_batches_end_in_the_same_table(warehouse_url):
+def test_out_of_order_batches_end_in_the_same_table(batch_url):
     rng = random.Random(11)
     keys = [f"k{i}" for i in range(30)]
     records, offsets = [], {0: 0, 1: 0}
@@ -125,7 +150,7 @@ def test_out_of_order_batches_end_in_the_same_table(warehouse_url):
     chunks = [records[i : i + 37] for i in range(0, len(records), 37)]
     spec_in = make_spec()
     spec_shuffled = make_spec()
-    sink_in, sink_shuffled = WarehouseSink(spec_in, warehouse_url), WarehouseSink(spec_shuffled, warehouse_url)
+    sink_in, sink_shuffled = WarehouseSink(spec_in, batch_url), WarehouseSink(spec_shuffled, batch_url)
     try:
         for c in chunks:
             sink_in.apply(batch(spec_in, c))
@@ -148,9 +173,9 @@ def test_out_of_order_batches_end_in_the_same_table(warehouse_url):
         sink_shuffled.dispose()
 
 
-def test_tombstones_delete_and_older_replays_do_not_bring_rows_back(warehouse_url):
+def test_tombstones_delete_and_older_replays_do_not_bring_rows_back(batch_url):
     spec = make_spec()
-    sink = WarehouseSink(spec, warehouse_url)
+    sink = WarehouseSink(spec, batch_url)
     try:
         sink.apply(batch(spec, [("a", 1, 0, 0), ("b", 2, 0, 1)]))
         c = sink.apply(batch(spec, [("a", None, 0, 2, True)]))
@@ -172,9 +197,9 @@ def test_tombstones_delete_and_older_replays_do_not_bring_rows_back(warehouse_ur
         sink.dispose()
 
 
-def test_stale_records_are_skipped(warehouse_url):
+def test_stale_records_are_skipped(batch_url):
     spec = make_spec(deletes=False)
-    sink = WarehouseSink(spec, warehouse_url)
+    sink = WarehouseSink(spec, batch_url)
     try:
         sink.apply(batch(spec, [("a", 10, 0, 10), ("b", 20, 1, 5)]))
         c = sink.apply(batch(spec, [("a", 1, 0, 3), ("b", 2, 1, 4), ("c", 3, 0, 11)]))
@@ -186,7 +211,7 @@ def test_stale_records_are_skipped(warehouse_url):
         sink.dispose()
 
 
-def test_version_field_orders_rows_not_arrival(warehouse_url):
+def test_version_field_orders_rows_not_arrival(batch_url):
     spec = make_spec(version="seq", extra_fields=[{"name": "seq", "type": "int64"}])
     schema = lake_schema(spec)
 
@@ -194,7 +219,7 @@ def test_version_field_orders_rows_not_arrival(warehouse_url):
         return {"id": k, "amount": amount, "seq": seq, "ts": T0, "_topic": "t", "_partition": 0, "_offset": o,
                 "_timestamp": T0, "_key": k, "_deleted": deleted}
 
-    sink = WarehouseSink(spec, warehouse_url)
+    sink = WarehouseSink(spec, batch_url)
     try:
         sink.apply(pa.Table.from_pylist([rec("a", 1, 5, 0)], schema=schema))
         older = sink.apply(pa.Table.from_pylist([rec("a", 2, 4, 1)], schema=schema))  # later offset, lower version
@@ -324,6 +349,15 @@ def _consistent_with_offsets(spec, lake, metastore, sink) -> None:
     assert {k: v[0] for k, v in state(sink).items()} == latest, f"table and offsets {offsets} disagree"
 
 
+def _forget_the_sync(sink: WarehouseSink) -> None:
+    with sink.engine.begin() as conn:
+        conn.execute(sa.delete(sink.offsets).where(sink.offsets.c.product == sink.spec.name))
+        for table in (sink.table, sink.tombstones):
+            if table is not None:
+                table.drop(conn)
+    sink._ready = False  # the next read re-creates the tables
+
+
 def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap, topic, tmp_path, warehouse_url):
     spec = make_spec(topic)
     lake, metastore = Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
@@ -361,6 +395,10 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
             else:
                 assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
             _consistent_with_offsets(spec, lake, metastore, sink)
+            if proc.returncode == 0:
+                # The sync finished before its kill: start the next plan from an empty warehouse
+                # table, or every later plan (the crash points too) would find nothing to do.
+                _forget_the_sync(sink)
         assert killed >= 5, f"only {killed} of {len(plans)} syncs were killed mid-way"
         final = sync(spec, lake=lake, metastore=metastore, url=warehouse_url)
         assert final.offsets_after == {p: s.next_offset for p, s in metastore.committed_offsets(spec.name).items()}
@@ -425,7 +463,7 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         mixed = sink.apply(batch(spec, [("a", 30, 0, 5, False, 1), ("b", 20, 0, 0, False, 2), ("c", 4, 1, 0, False, 3)]),
                            advance_to={0: 6, 1: 1}, expected={0: 3, 1: None})
         assert (mixed.inserted, mixed.updated, mixed.skipped_stale) == (1, 1, 1)
-        assert not sink.sql.try_direct  # the direct COPY was refused and undone
+        assert not sink.sql.try_direct  # existing keys: the staging path
         assert state(sink) == {"a": (30, 0, 5), "b": (2, 0, 1), "c": (4, 1, 0)}
         assert sink.sink_offsets() == {0: 6, 1: 1}
         ts = {r["id"]: r["ts"] for r in sink.read_rows()}
@@ -435,6 +473,61 @@ def test_postgres_direct_copy_of_new_keys_and_fallback_on_existing_ones(pg_url):
         assert (fresh.inserted, fresh.updated) == (1, 0) and sink.sql.try_direct
         again = sink.apply(batch(spec, [("e", 6, 1, 2)]), advance_to={1: 3}, expected={1: 2})
         assert again.inserted == 1 and sink.row_count() == 5
+        # The probe of 8 of 10 keys (first, last, evenly between) misses "c" at index 2: the
+        # COPY is tried, the key index refuses it, the savepoint undoes it, the stage takes it.
+        assert sink.sql.try_direct
+        rows = [(f"n{i}", i, 1, 10 + i) for i in range(10)]
+        rows[2] = ("c", 40, 1, 12)
+        hidden = sink.apply(batch(spec, rows), advance_to={1: 20}, expected={1: 3})
+        assert (hidden.inserted, hidden.updated, hidden.skipped_stale) == (9, 1, 0)
+        assert not sink.sql.try_direct and sink.row_count() == 14 and state(sink)["c"] == (40, 1, 12)
+    finally:
+        sink.dispose()
+
+
+def test_postgres_probe_of_a_few_keys_skips_a_direct_copy_that_would_fail(pg_url, monkeypatch):
+    """A new sink (one per sync) facing a batch of existing keys does not try the direct COPY."""
+    spec = make_spec(deletes=False)
+    first = WarehouseSink(spec, pg_url)
+    try:
+        first.apply(batch(spec, [(f"k{i}", i, 0, i) for i in range(20)]))
+    finally:
+        first.dispose()
+    sink = WarehouseSink(spec, pg_url)
+    copies = []
+    monkeypatch.setattr(PostgresDialect, "copy", lambda self, conn, table, data, _copy=PostgresDialect.copy:
+                        (copies.append(table), _copy(self, conn, table, data))[1])
+    try:
+        again = sink.apply(batch(spec, [(f"k{i}", i * 10, 0, 100 + i) for i in range(20)]))
+        assert (again.inserted, again.updated) == (0, 20)
+        assert copies == ["flowsuite_stage"]  # straight to the stage, no COPY into the table
+    finally:
+        sink.dispose()
+
+
+def test_postgres_merge_counts_and_its_fallback_when_statistics_are_off(pg_url, caplog):
+    """PostgreSQL 15+ upserts with MERGE and reads inserts/updates from the transaction's table
+    statistics. With track_counts off in the session (statistics that do not add up), the batch
+    is still written right, and later batches use INSERT … ON CONFLICT."""
+    spec = make_spec(deletes=False)
+    sink = WarehouseSink(spec, pg_url)
+    try:
+        with sink.engine.connect() as conn:
+            version = conn.exec_driver_sql("SELECT current_setting('server_version_num')::int").scalar_one()
+        if version < 150000:
+            pytest.skip(f"MERGE needs PostgreSQL 15 (server {version})")
+        sink.apply(batch(spec, [("a", 1, 0, 0), ("b", 2, 0, 1)]))
+        mixed = sink.apply(batch(spec, [("a", 10, 0, 5), ("b", 20, 0, 0), ("c", 3, 1, 0)]))
+        assert (mixed.inserted, mixed.updated, mixed.skipped_stale) == (1, 1, 1)
+        assert sink.sql.use_merge is True
+        sa.event.listen(sink.engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("SET track_counts = off"))
+        sink.engine.dispose()  # new connections, with the statistics off
+        blind = sink.apply(batch(spec, [("a", 11, 0, 6), ("d", 4, 1, 1)]))
+        assert blind.inserted + blind.updated == 2 and sink.sql.use_merge is False
+        assert "do not count this MERGE" in caplog.text
+        after = sink.apply(batch(spec, [("a", 12, 0, 7), ("e", 5, 1, 2), ("b", 0, 0, 0)]))
+        assert (after.inserted, after.updated, after.skipped_stale) == (1, 1, 1)
+        assert state(sink) == {"a": (12, 0, 7), "b": (2, 0, 1), "c": (3, 1, 0), "d": (4, 1, 1), "e": (5, 1, 2)}
     finally:
         sink.dispose()
 
