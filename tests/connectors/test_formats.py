@@ -98,22 +98,3 @@ def test_record_violations_name_the_first_failing_rule(override, reason):
     violations = record_violations(CLICKS, rows).to_pylist()
     assert violations[0] is None
     assert violations[1] is not None and reason in violations[1], violations[1]
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        [],
-        [None],
-        [b""],
-        [None, b"a", b"", None, b"\x00\xff", "é".encode()],
-        [bytes([i % 256]) * (i % 37) if i % 5 else None for i in range(10_001)],
-    ],
-    ids=["empty", "one-null", "one-empty", "mixed", "10k-with-nulls"],
-)
-def test_binary_array_equals_arrows_own_conversion(values):
-    from connectors.formats.base import binary_array
-
-    built = binary_array(values)
-    built.validate(full=True)
-    assert built.equals(pa.array(values, pa.binary()))
