@@ -42,7 +42,7 @@ def reduce_latest(spec: DataProductSpec, rows: pa.Table) -> tuple[pa.Table, int]
     if distinct == rows.num_rows:
         return rows, n_null
     order = pc.sort_indices(rows, sort_keys=[(c, "ascending", "at_start") for c in version_columns(spec)])
-    ranked = pa.table({**{k: rows.column(k).take(order) for k in keys}, "__rank": pa.array(range(rows.num_rows), pa.int64())})
+    ranked = pa.table({**{k: rows.column(k).take(order) for k in keys}, "__rank": pa.arange(0, rows.num_rows)})
     latest = ranked.group_by(keys, use_threads=False).aggregate([("__rank", "max")]).column("__rank_max")
     picked = pc.take(order, pc.take(latest, pc.sort_indices(latest)))  # back in version order
     return rows.take(picked), n_null
