@@ -172,10 +172,10 @@ class HourFiles:
         self.spec, self.lake, self.metastore, self.run_id = spec, lake, metastore, run_id
         self.row_group_rows = spec.sinks.lake.row_group_rows
         self.open: dict[tuple[str, int, str], _OpenFile] = {}  # (kind, partition, hour) → file
-        self.parts: dict[tuple[str, int, str], int] = {}  # files opened per key in this run
+        self.had_file: set[tuple[str, int, str]] = set()  # keys that had a file in this run
         self.finished: list[tuple[tuple[str, int, str], _OpenFile, int]] = []  # closed early: (key, file, bytes)
         self.max_buffered_bytes = MAX_BUFFERED_BYTES
-        self.batches_routed = 0
+        self.routed = 0  # route() calls, to check the memory bound every 16th
         self.written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
 
     def route(self, table: pa.Table, hours: pa.Array, kind: str, partition: int, start: int, resource: str) -> None:
@@ -196,12 +196,12 @@ class HourFiles:
     def _bound_memory(self) -> None:
         """Finish the files holding the most memory early once the run's open files hold more
         than max_buffered_bytes (rows waiting for a row group, and the buffers a Parquet writer
-        keeps after one), down to half of it; checked every 16 batches, so the overshoot is at
-        most 16 batches' worth. Finishing, not flushing a row group: a writer keeps ~0.75x of
+        keeps after one), down to half of it; checked on every 16th route(), so the overshoot is
+        at most 16 tables' worth. Finishing, not flushing a row group: a writer keeps ~0.75x of
         its largest row group in buffers until it is closed, so flushed-but-open files would
         hold the memory anyway. Later rows of that hour go to a new file."""
-        self.batches_routed += 1
-        if self.batches_routed % 16:  # summing every buffer is cheap, but not free
+        self.routed += 1
+        if self.routed % 16:  # summing every buffer is cheap, but not free
             return
         sizes = sorted(((f.writer.held_bytes, key) for key, f in self.open.items()), reverse=True)
         total = sum(size for size, _ in sizes)
@@ -229,7 +229,7 @@ class HourFiles:
             key = (kind, partition, hour_key(h))
             if key in self.open:
                 continue
-            first = start if key not in self.parts else pc.min(rows.column("_offset")).as_py()
+            first = start if key not in self.had_file else pc.min(rows.column("_offset")).as_py()
             folder = hour_dir(spec.name, h) if kind == "landed" else quarantine_dir(spec.name, h)
             new.append((key, f"{folder}/{landed_file_name(spec.topic, partition, first)}", rows.schema))
         if not new:
@@ -242,7 +242,7 @@ class HourFiles:
         crash_point("after_register")
         for key, path, schema in new:
             self.open[key] = _OpenFile(self.lake.open_parquet_writer(path, schema), key[2])
-            self.parts[key] = self.parts.get(key, 0) + 1
+            self.had_file.add(key)
 
     def committed(self, resource: str) -> None:
         """The claim's files are live: a later failure must not delete them."""
