@@ -9,6 +9,7 @@ mid-run; the group `flowsuite.<product>` only receives commits, so lag tools see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -243,23 +244,32 @@ class RangeReader:
         )
 
 
+@contextlib.contextmanager
+def _borrowed(conf: dict[str, Any], consumer: Consumer | None) -> Iterator[Consumer]:
+    """The caller's consumer, left open; or a fresh one, closed afterwards."""
+    if consumer is not None:
+        yield consumer
+        return
+    own = Consumer(conf)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
 def partitions_of(
     conf: dict[str, Any], topic: str, timeout: float = 10.0, consumer: Consumer | None = None
 ) -> list[int]:
     """The topic's partitions; a caller's `consumer` is used and left open."""
-    own = consumer is None
-    consumer = Consumer(conf) if own else consumer
-    try:
-        md = consumer.list_topics(timeout=timeout)  # never by name (Tansu auto-creates it)
+    with _borrowed(conf, consumer) as consumer:
+        try:
+            md = consumer.list_topics(timeout=timeout)  # never by name (Tansu auto-creates it)
+        except KafkaException as exc:
+            raise KafkaReadError(f"cannot reach the Kafka broker for topic {topic!r}: {exc}") from exc
         tmd = md.topics.get(topic)
         if tmd is None or tmd.error is not None:
             raise KafkaReadError(f"topic {topic!r} does not exist on the broker")
         return sorted(tmd.partitions)
-    except KafkaException as exc:
-        raise KafkaReadError(f"cannot reach the Kafka broker for topic {topic!r}: {exc}") from exc
-    finally:
-        if own:
-            consumer.close()
 
 
 @dataclass(frozen=True)
@@ -293,9 +303,7 @@ def probe_partitions(
     landing stopped before EOF) are fetched whatever the hint says. A caller's `consumer`
     (e.g. a sensor's one consumer per tick) is used and left open.
     """
-    own = consumer is None
-    consumer = Consumer(conf) if consumer is None else consumer
-    try:
+    with _borrowed(conf, consumer) as consumer:
         hints: dict[int, int] = {}
         for p in committed:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
@@ -324,9 +332,6 @@ def probe_partitions(
         return {
             p: PartitionProbe(p, c, hints[p], exact.get(p), oldest.get(p)) for p, c in committed.items()
         }
-    finally:
-        if own:
-            consumer.close()
 
 
 def commit_group_offsets(
@@ -336,12 +341,5 @@ def commit_group_offsets(
     A caller's `consumer` (of that group) is used and left open."""
     if not offsets:
         return
-    own = consumer is None
-    consumer = Consumer(conf) if own else consumer
-    try:
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-        )
-    finally:
-        if own:
-            consumer.close()
+    with _borrowed(conf, consumer) as consumer:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
