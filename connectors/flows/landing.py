@@ -175,7 +175,6 @@ class HourFiles:
         self.had_file: set[tuple[str, int, str]] = set()  # keys that had a file in this run
         self.finished: list[tuple[tuple[str, int, str], _OpenFile, int]] = []  # closed early: (key, file, bytes)
         self.max_buffered_bytes = MAX_BUFFERED_BYTES
-        self.routed = 0  # route() calls, to check the memory bound every 16th
         self.written: list[tuple[str, str]] = []  # (path, claim) registered as pending by this run
 
     def route(self, table: pa.Table, hours: pa.Array, kind: str, partition: int, start: int, resource: str) -> None:
@@ -196,18 +195,14 @@ class HourFiles:
     def _bound_memory(self) -> None:
         """Finish the files holding the most memory early once the run's open files hold more
         than max_buffered_bytes (rows waiting for a row group, and the buffers a Parquet writer
-        keeps after one), down to half of it; checked on every 16th route(), so the overshoot is
-        at most 16 tables' worth. Finishing, not flushing a row group: a writer keeps ~0.75x of
+        keeps after one), down to half of it; checked after every route(), so the overshoot is
+        at most one batch. Finishing, not flushing a row group: a writer keeps ~0.75x of
         its largest row group in buffers until it is closed, so flushed-but-open files would
         hold the memory anyway. Later rows of that hour go to a new file."""
-        self.routed += 1
-        if self.routed % 16:  # summing every buffer is cheap, but not free
-            return
-        sizes = sorted(((f.writer.held_bytes, key) for key, f in self.open.items()), reverse=True)
-        total = sum(size for size, _ in sizes)
+        total = sum(f.writer.held_bytes for f in self.open.values())
         if total <= self.max_buffered_bytes:
             return
-        for size, key in sizes:
+        for size, key in sorted(((f.writer.held_bytes, key) for key, f in self.open.items()), reverse=True):
             if total <= self.max_buffered_bytes // 2:
                 break
             f = self.open.pop(key)

@@ -234,6 +234,7 @@ class ParquetFileWriter:
         self.bytes = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._pending_bytes = 0  # Arrow bytes of _pending
         self._largest_group = 0  # Arrow bytes of the largest row group written so far
         if lake.is_s3:
             # Built in memory and put in one go on close: an exception or a kill before then
@@ -260,6 +261,7 @@ class ParquetFileWriter:
             return
         self._pending.append(table)
         self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
         self.rows += table.num_rows
         if self._pending_rows >= row_group_rows:
             self._flush(row_group_rows)
@@ -269,13 +271,13 @@ class ParquetFileWriter:
         """Memory this open file holds: the Arrow bytes waiting for their row group, plus the
         size of its largest written row group (the Parquet writer keeps its column buffers,
         ~0.75x of that, until it is closed; counted whole, to err high)."""
-        return sum(t.nbytes for t in self._pending) + self._largest_group
+        return self._pending_bytes + self._largest_group
 
     def _flush(self, row_group_rows: int) -> None:
         if not self._pending:
             return
         combined = pa.concat_tables(self._pending).cast(self.schema)
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         self._largest_group = max(self._largest_group, combined.nbytes)
         self._writer.write_table(combined, row_group_size=max(row_group_rows, combined.num_rows))
 

@@ -1,7 +1,7 @@
 """Runs one landing in its own process, for the crash tests to SIGKILL.
 
     python tests/workers/land_worker.py SPEC_JSON LAKE_URL METASTORE_URL BOOTSTRAP
-        [--max-records N] [--lease S] [--batch-size N]
+        [--max-records N] [--lease S] [--batch-size N] [--max-buffered-bytes N]
 
 FLOWSUITE_CRASH_AT=<point>[:<n>] in the environment kills it at a named point
 (connectors.faults.crash_point); the tests also kill it at random times.
@@ -29,7 +29,13 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--run-id", default=None)
+    parser.add_argument("--max-buffered-bytes", type=int, default=None,
+                        help="landing's memory bound (tiny: files are finished early and hours continue in new files)")
     args = parser.parse_args()
+    if args.max_buffered_bytes is not None:
+        from connectors.flows import landing
+
+        landing.MAX_BUFFERED_BYTES = args.max_buffered_bytes
     spec = DataProductSpec.model_validate_json(args.spec_json)
     result = land(
         spec,
