@@ -2,7 +2,7 @@
 
 connectors/ is a stack of layers; a module imports only from its own layer or the ones below:
 
-    0  spec, faults, leases, settings      (top-level modules)
+    0  spec, faults, leases, settings, errors   (top-level modules)
     1  formats
     2  kafka, lake, metastore, tables (open table formats over the lake and the metastore)
     3  flows, warehouse, gateway
@@ -28,6 +28,7 @@ LAYERS = {
     "connectors.faults": 0,
     "connectors.leases": 0,
     "connectors.settings": 0,
+    "connectors.errors": 0,
     "connectors.formats": 1,
     "connectors.kafka": 2,
     "connectors.lake": 2,
