@@ -26,6 +26,7 @@ STRUCTURED = "application/cloudevents"
 BATCH = "application/cloudevents-batch"
 REQUIRED = ("specversion", "id", "source", "type")
 ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,64}\Z")  # lower-case letters and digits (SHOULD be ≤ 20)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
@@ -135,15 +136,19 @@ def _structured(obj: Any, index: int) -> InboundEvent:
         raise RequestRefused(400, f"event {index} is not a JSON object", [EventProblem(index, None, "not a JSON object")])
     attributes: dict[str, str] = {}
     for name, value in obj.items():
-        if name in ("data", "data_base64"):
+        if type(value) is str:  # the common case, first
+            attributes[name] = value
+            continue
+        if name in ("data", "data_base64") or value is None:
             continue
         text = _canonical(value)
-        if text is None and value is not None:
+        if text is None:
             problem = EventProblem(index, _canonical(obj.get("id")), f"attribute {name!r} is a {type(value).__name__}, "
                                    "not a CloudEvents attribute type (string, integer, boolean)")
             raise RequestRefused(400, f"event {index}: {problem.reason}", [problem])
-        if text is not None:
-            attributes[name] = text
+        attributes[name] = text
+    attributes.pop("data", None)  # a string `data` is data, not an attribute
+    attributes.pop("data_base64", None)
     if "data" in obj and "data_base64" in obj:
         problem = EventProblem(index, attributes.get("id"), "both data and data_base64")
         raise RequestRefused(400, f"event {index}: {problem.reason}", [problem])
@@ -161,7 +166,7 @@ def _structured(obj: Any, index: int) -> InboundEvent:
         if isinstance(value, str) and not is_json:
             data = value.encode("utf-8")
         else:
-            data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            data = _COMPACT(value).encode("utf-8")
     return InboundEvent(attributes, data)
 
 
