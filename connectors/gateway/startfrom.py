@@ -18,34 +18,39 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.errors import TerminalError
 from connectors.kafka import consumer_config, probe_partitions
 from connectors.lake import hour_key
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 
 
-class StartFromError(ValueError):
+class StartFromError(TerminalError, ValueError):
     pass
 
 
-def parse_startfrom(value: Any) -> str | dict[int, int] | datetime:
-    """Validate `config.startfrom`; raises StartFromError naming what is wrong."""
+def parse_startfrom(value: Any, now: datetime | None = None, where: str = "config.startfrom") -> str | dict[int, int] | datetime:
+    """Validate `config.startfrom`; raises StartFromError naming what is wrong. With `now` (a
+    request), a time after it is refused: it would skip every event until then while the
+    positions move past them, so "start with the next event" is `latest`."""
     if value is None or value == "latest":
         return "latest"
     if value == "earliest":
         return "earliest"
+    if isinstance(value, datetime):  # parsed before (a typed request)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str) and value.strip().startswith("{"):
         try:
             value = json.loads(value)  # config values may arrive as strings (the OpenAPI says so)
         except ValueError:
-            raise StartFromError("config.startfrom: not valid JSON") from None
+            raise StartFromError(f"{where}: not valid JSON") from None
     if isinstance(value, dict):
         try:
             offsets = {int(p): int(o) for p, o in value.items()}
         except (TypeError, ValueError):
-            raise StartFromError("config.startfrom: expected {partition: offset} with integers") from None
+            raise StartFromError(f"{where}: expected {{partition: offset}} with integers") from None
         if any(p < 0 or o < 0 for p, o in offsets.items()):
-            raise StartFromError("config.startfrom: partitions and offsets are not negative")
+            raise StartFromError(f"{where}: partitions and offsets are not negative")
         return offsets
     if isinstance(value, str):
         try:
@@ -53,9 +58,15 @@ def parse_startfrom(value: Any) -> str | dict[int, int] | datetime:
         except ValueError:
             pass
         else:
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            if now is not None and when > now:
+                raise StartFromError(
+                    f"{where}: {value!r} is in the future (now {now.isoformat(timespec='seconds')}); "
+                    'to start with the next event, use "latest"'
+                )
+            return when
     raise StartFromError(
-        "config.startfrom must be 'latest', 'earliest', {partition: offset} or an ISO-8601 time"
+        f"{where} must be 'latest', 'earliest', {{partition: offset}} or an ISO-8601 time"
     )
 
 
