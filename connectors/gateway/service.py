@@ -64,11 +64,10 @@ def _now() -> datetime:
 
 class FlowService:
     def __init__(self, store: GatewayStore, specs: list[DataProductSpec], settings: GatewaySettings,
-                 bootstrap: str, kafka_config: dict[str, Any] | None = None, lake=None):
+                 bootstrap: str, kafka_config: dict[str, Any] | None = None):
         self.store, self.settings, self.bootstrap = store, settings, bootstrap
         self.kafka_config = kafka_config or {}
         self.specs = {s.name: s for s in specs}
-        self.lake = lake  # where history beyond the broker's retention is read (startfrom), if given
 
     # --- who sees what --------------------------------------------------------------------
 

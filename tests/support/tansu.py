@@ -20,7 +20,7 @@ import contextlib
 import json
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,25 +69,29 @@ class S3Broker:
                 for o in page.get("Contents", [])]
         return sorted(int(k.rsplit("/", 1)[1].removesuffix(".batch")) for k in keys if k.endswith(".batch"))
 
-    def truncate(self, topic: str, partition: int, below: int) -> int:
-        """Delete the partition's batches that end at or before `below` and make the first kept
-        batch's base offset the low watermark; restart the broker. Returns the new low watermark
-        (`below` itself when it is a batch boundary: produce with a flush per batch to make it one)."""
-        prefix = self._partition_prefix(topic, partition)
+    def truncate(self, topic: str, below: Mapping[int, int]) -> dict[int, int]:
+        """Per partition, delete the batches that end at or before `below[p]` and make the first
+        kept batch's base offset the low watermark; then restart the broker (once). Returns the
+        new low watermarks (`below[p]` itself where it is a batch boundary: produce with a
+        flush per batch to make it one)."""
         client = self.s3.boto3()
-        watermark = json.loads(client.get_object(Bucket=self.bucket, Key=prefix + "watermark.json")["Body"].read())
-        bases = self.batches(topic, partition)
-        ends = [*bases[1:], watermark["high"]]
-        doomed = [base for base, end in zip(bases, ends, strict=True) if end is not None and end <= below]
-        kept = [base for base in bases if base not in doomed]
-        low = kept[0] if kept else watermark["high"]
-        self.stop()  # a running broker would write its own watermark back
-        for base in doomed:
-            client.delete_object(Bucket=self.bucket, Key=f"{prefix}records/{base:020d}.batch")
-        watermark["low"] = low
-        client.put_object(Bucket=self.bucket, Key=prefix + "watermark.json", Body=json.dumps(watermark).encode())
+        plans = {}
+        for p, limit in below.items():
+            prefix = self._partition_prefix(topic, p)
+            watermark = json.loads(client.get_object(Bucket=self.bucket, Key=prefix + "watermark.json")["Body"].read())
+            bases = self.batches(topic, p)
+            ends = [*bases[1:], watermark["high"]]
+            doomed = [base for base, end in zip(bases, ends, strict=True) if end is not None and end <= limit]
+            kept = [base for base in bases if base not in doomed]
+            watermark["low"] = kept[0] if kept else watermark["high"]
+            plans[p] = (prefix, doomed, watermark)
+        self.stop()  # a running broker would write its own watermarks back
+        for prefix, doomed, watermark in plans.values():
+            for base in doomed:
+                client.delete_object(Bucket=self.bucket, Key=f"{prefix}records/{base:020d}.batch")
+            client.put_object(Bucket=self.bucket, Key=prefix + "watermark.json", Body=json.dumps(watermark).encode())
         self.start()
-        return low
+        return {p: watermark["low"] for p, (_, _, watermark) in plans.items()}
 
 
 @contextlib.contextmanager

@@ -5,66 +5,30 @@ the files under the read, and for a topic whose early offsets the broker no long
 
 from __future__ import annotations
 
-import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from connectors.flows import compact_hour, land
+from connectors.flows import compact_hour
 from connectors.formats import Batch, decoder_for
 from connectors.gateway.history import HistoryError, LakeSpan, lake_span, read_history
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from tests.connectors.gateway.flow_support import T0, clicks_flow_spec
-from tests.support.tansu import S3Broker, s3_broker
+from tests.connectors.gateway.flow_support import (
+    clicks_flow_spec,
+    decode_from_kafka,
+    land_all,
+    produce_history,
+)
+from tests.support.tansu import S3Broker
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)  # every hour of the test is closed by then
-
-
-def produce_history(bootstrap: str, topic: str, n: int, partitions: int = 2, seed: int = 7, chunk: int = 10) -> None:
-    """n clicks over three hours (event times a little out of order, so one partition's files of
-    neighbouring hours interleave), about 1 in 40 invalid (quarantined by the landing), flushed
-    every `chunk` records per partition so batch boundaries fall on multiples of it."""
-    rng = random.Random(seed)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for i in range(n):
-        p = i % partitions
-        when = T0 + timedelta(seconds=i * 10_800 / n + rng.uniform(-300, 300))
-        rec = {"event_id": f"e{i}", "partner_id": f"p-{i % 5:03d}", "kind": rng.choice(["click", "impression"]),
-               "event_time": when.isoformat().replace("+00:00", "Z")}
-        if rng.random() < 0.025:
-            del rec["partner_id"]  # required: quarantined
-        producer.produce(topic, key=f"e{i}".encode(), value=json.dumps(rec).encode(), partition=p)
-        if (i // partitions) % chunk == chunk - 1 and p == partitions - 1:
-            assert producer.flush(30) == 0
-    assert producer.flush(30) == 0
-
-
-def decode_from_kafka(bootstrap: str, spec, partition: int, start: int = 0) -> pa.Table:
-    """The landing decoder's `valid` table of everything in the partition from `start` on."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-history", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    msgs = []
-    try:
-        consumer.assign([TopicPartition(spec.topic, partition, start)])
-        while True:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
-            if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF for m in batch):
-                msgs += [m for m in batch if not m.error()]
-                break
-            msgs += [m for m in batch if not m.error()]
-    finally:
-        consumer.close()
-    return decoder_for(spec).decode(Batch(
-        partition, [m.value() for m in msgs], [m.key() for m in msgs], [m.offset() for m in msgs],
-        [m.timestamp()[1] for m in msgs],
-    )).valid
 
 
 def window(table: pa.Table, start: int, end: int) -> pa.Table:
@@ -87,15 +51,6 @@ def assert_same(got: pa.Table, expected: pa.Table) -> None:
     assert got.schema == expected.schema, f"{got.schema}\n!=\n{expected.schema}"
     assert got.num_rows == expected.num_rows
     assert got.equals(expected.combine_chunks()), "rows differ"
-
-
-def land_all(spec, lake, metastore, bootstrap: str, runs_of: int) -> None:
-    for run in range(50):
-        result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, run_id=f"run-{run}",
-                      max_records=runs_of, idle_timeout_s=2, batch_size=runs_of)
-        if result.consumed == 0:
-            return
-    raise AssertionError("the landing did not drain the topic")
 
 
 def compact_all(spec, lake, metastore) -> None:
@@ -184,12 +139,6 @@ def test_lake_span_ends_where_the_landing_commits_stop_being_unbroken(landed, ka
 # --- a topic whose early offsets the broker no longer has ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def broker(s3_server):
-    with s3_broker(s3_server) as b:
-        yield b
-
-
 def test_truncated_topic_is_served_from_the_lake_then_kafka_without_gap_or_double(broker: S3Broker, tmp_path,
                                                                                  s3_lake_url):
     topic = f"test.history.{random.randrange(1 << 30):x}"
@@ -201,7 +150,7 @@ def test_truncated_topic_is_served_from_the_lake_then_kafka_without_gap_or_doubl
     lake, metastore = Lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")  # the lake on S3 too
     land_all(spec, lake, metastore, broker.bootstrap, runs_of=70)
 
-    low = broker.truncate(topic, 0, 50)
+    low = broker.truncate(topic, {0: 50})[0]
     assert low == 50
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "t"})
     try:
