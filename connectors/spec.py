@@ -324,7 +324,9 @@ class FlowSpec(SpecModel):
 
     `attributes` maps fields to CloudEvents extension attributes subscribers filter on;
     `require` lists filters every subscription must carry ("{org}" is the subscriber's org);
-    `auto_approve` names organisations whose subscriptions need no owner approval.
+    `auto_approve` names organisations whose subscriptions need no owner approval;
+    `max_rate` caps the requests per minute any one subscription is sent (a subscriber's
+    `config.rate` above it is capped, and its status says so).
     """
 
     enabled: bool = False
@@ -332,6 +334,7 @@ class FlowSpec(SpecModel):
     attributes: dict[str, str] = Field(default_factory=dict)
     require: list[dict[str, Any]] = Field(default_factory=list)
     auto_approve: list[str] = Field(default_factory=list)
+    max_rate: int | None = Field(default=None, ge=1)  # requests per minute per subscription; None: no cap
 
     @field_validator("attributes")
     @classmethod
@@ -554,8 +557,6 @@ class DataProductSpec(SpecModel):
                 raise ValueError(
                     f"sinks.database.version {db.version!r} must be 'offset' or a declared field"
                 )
-        if self.flow.enabled and self.format != "json":
-            raise ValueError("flow.enabled: the flow gateway serves format json products (for now)")
         for field_name in self.flow.attributes:
             if field_name not in names:
                 raise ValueError(f"flow.attributes: {field_name!r} is not declared in fields")

@@ -81,14 +81,7 @@ def _handler(fn):
 
 
 def _sub_json(service: FlowService, sub) -> dict[str, Any]:
-    out = sub.public()
-    out["status"] = {
-        "delivered": sub.delivered, "deadlettered": sub.dead_lettered, "failures": sub.failures,
-        "lastoutcome": sub.last_outcome, "lastattempt": sub.last_attempt_at, "lastsuccess": sub.last_success_at,
-        "ratelimit": sub.rate_per_min,
-        "positions": {str(p): o for p, (o, _) in service.store.positions(sub.id).items()},
-    }
-    return out
+    return {**sub.public(), "status": service.status(sub)}
 
 
 @_handler
@@ -149,9 +142,7 @@ async def rotate_secret(request: Request, service: FlowService) -> Response:
 async def replay(request: Request, service: FlowService) -> Response:
     org = await _org(request)
     body = await _json_body(request)
-    if not isinstance(body, dict) or "startfrom" not in body:
-        raise FlowError(400, 'the body is {"startfrom": "earliest" | "latest" | {partition: offset} | ISO-8601 time}')
-    sub = await run_in_threadpool(service.replay, org, request.path_params["id"], body["startfrom"])
+    sub = await run_in_threadpool(service.replay, org, request.path_params["id"], body)
     return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
 
 

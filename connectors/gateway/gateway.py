@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, claim_product, claim_resource
@@ -97,7 +98,7 @@ class Gateway:
                 continue
             worker = PartitionDelivery(
                 self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
-                self._limiter(sub.id, sub.rate_per_min), owner, self.gateway_id, self.kafka_config,
+                self._limiter(sub.id, rate_limit(spec, sub).per_minute), owner, self.gateway_id, self.kafka_config,
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()

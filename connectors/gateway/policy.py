@@ -10,11 +10,15 @@ outside the policy is never sent even if a subscription slipped past or the poli
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from connectors.gateway.events import FlowEvent, product_source, product_type
 from connectors.gateway.filters import matches
 from connectors.spec import DataProductSpec
+
+if TYPE_CHECKING:
+    from connectors.gateway.store import Subscription
 
 
 class PolicyError(ValueError):
@@ -93,3 +97,34 @@ def deliverable(spec: DataProductSpec, org: str, body: dict[str, Any], event: Fl
     if types and attrs.get("type") not in types:
         return False
     return matches(required_filters(spec, org), attrs) and matches(body.get("filters") or [], attrs)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per minute one subscription is sent at most (shared by its partitions): the
+    lowest of the receiver's `WebHook-Allowed-Rate`, the subscriber's `config.rate` and the
+    owner's `flow.max_rate`; None when none of the three is set."""
+
+    per_minute: int | None
+    receiver: int | None
+    subscriber: int | None
+    owner: int | None
+
+    @property
+    def capped(self) -> bool:
+        """The subscriber asked for more than the owner allows (and gets the owner's cap)."""
+        return self.subscriber is not None and self.owner is not None and self.subscriber > self.owner
+
+    def notes(self) -> list[str]:
+        if not self.capped:
+            return []
+        return [f"config.rate {self.subscriber} is above the owner's cap (flow.max_rate {self.owner} requests "
+                f"per minute): delivering at most {self.owner}"]
+
+
+def rate_limit(spec: DataProductSpec, sub: Subscription) -> RateLimit:
+    """The rate a subscription is delivered at. A `config.rate` above the owner's cap is capped,
+    not refused: the owner may lower the cap after subscriptions exist, and they keep working."""
+    receiver, subscriber, owner = sub.rate_per_min, sub.options.rate, spec.flow.max_rate
+    given = [r for r in (receiver, subscriber, owner) if r is not None]
+    return RateLimit(min(given) if given else None, receiver, subscriber, owner)

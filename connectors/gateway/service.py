@@ -14,35 +14,52 @@ the product auto-approves) → `active` ⇄ `paused` → `retired` (the receiver
 
 from __future__ import annotations
 
-import re
+from datetime import UTC, datetime
 from typing import Any
 
+from connectors.errors import FlowsuiteError
 from connectors.gateway.events import product_source
-from connectors.gateway.filters import FilterError, validate_filters
 from connectors.gateway.handshake import handshake
-from connectors.gateway.policy import PolicyError, auto_approved, check_subscription
+from connectors.gateway.models import ProtocolSettings, RequestError, parse_replay, parse_request
+from connectors.gateway.policy import PolicyError, auto_approved, check_subscription, rate_limit
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.ssrf import SinkRefused, check_sink
-from connectors.gateway.startfrom import StartFromError, parse_startfrom, resolve_startfrom
+from connectors.gateway.startfrom import StartFromError, resolve_startfrom
 from connectors.gateway.store import GatewayStore, Subscription
 from connectors.kafka import topic_partitions
-from connectors.spec import DataProductSpec, parse_duration
+from connectors.spec import DataProductSpec
 
-FIELDS = {"id", "source", "types", "config", "filters", "sink", "protocol", "protocolsettings", "sinkcredential"}
-CONFIG_KEYS = {"startfrom", "ordered", "mode", "maxbatch", "maxinflight", "ttl"}
-MODES = ("binary", "structured", "batched")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
-FORBIDDEN_HEADER = re.compile(r"^(ce-|webhook-|content-|host$|connection$|transfer-encoding$)", re.IGNORECASE)
+# What the gateway sets and a request cannot: the answer to GET carries them, so a PUT may
+# repeat them (a GET → PUT round trip) but not change them.
+READ_ONLY = ("id", "state", "reason", "org", "product", "status")
+STATUS_KEYS = ("delivered", "deadlettered", "failures", "lastoutcome", "lastattempt", "lastsuccess",
+               "ratelimit", "ratelimits", "notes", "positions")
+HOW_TO_CHANGE = {
+    "id": "it is assigned by the gateway and named by the URL",
+    "state": "the owner approves, rejects, pauses and resumes (POST /subscriptions/{id}/approve|reject|pause|resume); "
+             "the subscriber deletes (DELETE /subscriptions/{id})",
+    "reason": "the gateway records why the subscription is in its state",
+    "org": "it is the organisation of the bearer token",
+    "product": "it follows from `source`: delete this subscription and create another",
+}
 
 
-class FlowError(Exception):
+class FlowError(FlowsuiteError):
+    """An answer of the Subscriptions API other than success: its HTTP status and a message
+    naming the problem (4xx: the request must change; 503: try again later)."""
+
     def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+        self.status = status
+        self.transient = status >= 500
         super().__init__(message)
 
 
 def _bad(message: str) -> FlowError:
     return FlowError(400, message)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class FlowService:
@@ -70,103 +87,73 @@ class FlowService:
             raise FlowError(404, f"no subscription {sub_id!r}")
         return sub
 
+    def status(self, sub: Subscription) -> dict[str, Any]:
+        """The gateway's report on a subscription (`status` in the API's answers)."""
+        spec = self.specs.get(sub.product)
+        limit = rate_limit(spec, sub) if spec is not None else None
+        return {
+            "delivered": sub.delivered, "deadlettered": sub.dead_lettered, "failures": sub.failures,
+            "lastoutcome": sub.last_outcome, "lastattempt": sub.last_attempt_at, "lastsuccess": sub.last_success_at,
+            "ratelimit": limit.per_minute if limit else sub.rate_per_min,
+            "ratelimits": {"receiver": sub.rate_per_min, "subscriber": limit.subscriber if limit else None,
+                           "owner": limit.owner if limit else None},
+            "notes": limit.notes() if limit else [],
+            "positions": {str(p): o for p, (o, _) in self.store.positions(sub.id).items()},
+        }
+
     # --- validation -----------------------------------------------------------------------
 
-    def _spec_for(self, source: Any) -> DataProductSpec:
-        if not isinstance(source, str) or not source:
-            raise _bad("source is required: the `source` of a product listed by GET /products")
+    def _spec_for(self, source: str) -> DataProductSpec:
         for spec in self.products():
             if product_source(spec) == source:
                 return spec
         raise _bad(f"source {source!r} is not a product that allows subscriptions (see GET /products)")
 
-    def validate(self, org: str, body: Any) -> tuple[DataProductSpec, dict[str, Any]]:
-        if not isinstance(body, dict):
-            raise _bad("the request body must be a JSON object (a CloudEvents subscription)")
-        unknown = sorted(set(body) - FIELDS - {"state", "reason", "org", "product"})
-        if unknown:
-            raise _bad(f"unknown subscription properties: {', '.join(unknown)}")
-        if "sinkcredential" in body:
-            raise _bad("sinkcredential is not supported: put the sink's Authorization header in protocolsettings.headers")
-        if "protocol" not in body:
-            raise _bad("protocol is required (HTTP)")
-        if body["protocol"] != "HTTP":
-            raise _bad(f"protocol {body['protocol']!r} is not supported: only HTTP")
-        spec = self._spec_for(body.get("source"))
-        types = body.get("types")
-        if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) and t for t in types)):
-            raise _bad("types must be an array of non-empty strings")
+    def _read_only(self, org: str, body: dict[str, Any], current: Subscription | None) -> dict[str, Any]:
+        """`body` without the fields the gateway sets. A new subscription may name its own org
+        (and product); a PUT may repeat any of them as the subscription has it now. Anything
+        else is a 400 naming the field, never a silent ignore."""
+        rest = {k: v for k, v in body.items() if k not in READ_ONLY}
+        for field in READ_ONLY:
+            if body.get(field) is None:
+                continue  # null: as if left out
+            value = body[field]
+            if field == "status":
+                if not isinstance(value, dict) or set(value) - set(STATUS_KEYS):
+                    raise _bad("status cannot be set: it is the gateway's report (a PUT may send back the "
+                               "status a GET returned; it is not compared, its counts and positions move)")
+                continue
+            if current is None:
+                if field == "org" and value == org or field == "product":
+                    continue  # product: checked against source once the source is known
+                raise _bad(f"{field} is set by the gateway: leave it out of a new subscription")
+            now = getattr(current, field)
+            if value != now:
+                how = HOW_TO_CHANGE[field].replace("{id}", current.id)
+                raise _bad(f"{field} cannot be changed with PUT (it is {now!r}, the body says {value!r}): {how}")
+        return rest
+
+    def validate(self, org: str, body: Any, current: Subscription | None = None) -> tuple[DataProductSpec, dict[str, Any]]:
+        """The request checked (typed, inside the policy and the sink rules) and the body to
+        store; `current` is the subscription a PUT replaces."""
+        rest = self._read_only(org, body, current) if isinstance(body, dict) else body
         try:
-            filters = validate_filters(body.get("filters"))
-        except FilterError as exc:
-            raise _bad(str(exc)) from None
-        config = self._config(body.get("config"))
-        settings = self._protocolsettings(body.get("protocolsettings"))
-        sink = body.get("sink")
-        if not isinstance(sink, str) or not sink:
-            raise _bad("sink is required: the URL events are delivered to")
+            request = parse_request(rest, now=_now())
+        except RequestError as exc:
+            raise _bad(exc.message) from None
+        spec = self._spec_for(request.source)
+        if isinstance(body, dict) and current is None and body.get("product") not in (None, spec.name):
+            raise _bad(f"product {body['product']!r} does not match source {request.source!r} (product {spec.name!r})")
         try:
-            check_sink(sink, self.settings)
+            check_sink(request.sink, self.settings)
         except SinkRefused as exc:
             raise _bad(f"sink refused: {exc}") from None
-        clean = {"source": body["source"], "sink": sink, "protocol": "HTTP", "config": config,
-                 "filters": filters, "protocolsettings": settings}
-        if types is not None:
-            clean["types"] = types
+        clean = request.stored(rest.get("config"))
         try:
             check_subscription(spec, org, clean)
         except PolicyError as exc:
             raise _bad(str(exc)) from None
         return spec, clean
-
-    def _config(self, config: Any) -> dict[str, Any]:
-        if config is None:
-            return {}
-        if not isinstance(config, dict):
-            raise _bad("config must be an object")
-        unknown = sorted(set(config) - CONFIG_KEYS)
-        if unknown:
-            raise _bad(f"config keys not supported: {', '.join(unknown)} (supported: {', '.join(sorted(CONFIG_KEYS))})")
-        try:
-            parse_startfrom(config.get("startfrom"))
-        except StartFromError as exc:
-            raise _bad(str(exc)) from None
-        if config.get("mode", "binary") not in MODES:
-            raise _bad(f"config.mode must be one of {', '.join(MODES)}")
-        for key, top in (("maxbatch", 1000), ("maxinflight", 64)):
-            if key in config:
-                try:
-                    n = int(config[key])
-                except (TypeError, ValueError):
-                    n = 0
-                if not 1 <= n <= top:
-                    raise _bad(f"config.{key} must be an integer from 1 to {top}")
-        if "ordered" in config and str(config["ordered"]).lower() not in ("true", "false"):
-            raise _bad("config.ordered must be true or false")
-        if "ttl" in config:
-            try:
-                parse_duration(config["ttl"])
-            except ValueError as exc:
-                raise _bad(f"config.ttl: {exc}") from None
-        return dict(config)
-
-    def _protocolsettings(self, ps: Any) -> dict[str, Any]:
-        if ps is None:
-            return {}
-        if not isinstance(ps, dict) or set(ps) - {"headers", "method"}:
-            raise _bad("protocolsettings (HTTP) may carry only headers and method")
-        method = ps.get("method", "POST")
-        if method not in ("POST", "PUT"):
-            raise _bad("protocolsettings.method must be POST or PUT")
-        headers = ps.get("headers") or {}
-        if not isinstance(headers, dict) or len(headers) > 20:
-            raise _bad("protocolsettings.headers must be an object of at most 20 headers")
-        for name, value in headers.items():
-            if not HEADER_NAME.match(str(name)) or FORBIDDEN_HEADER.match(str(name)):
-                raise _bad(f"protocolsettings.headers: {name!r} may not be set")
-            if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\r\n\0"):
-                raise _bad(f"protocolsettings.headers.{name}: a header value is a single-line string")
-        return {"headers": dict(headers), "method": method}
 
     # --- operations -----------------------------------------------------------------------
 
@@ -176,12 +163,13 @@ class FlowService:
             raise FlowError(400, f"handshake refused: {consent.detail}")
         return consent.rate_per_min
 
-    def _positions(self, spec: DataProductSpec, sub_id: str, config: dict[str, Any]) -> None:
+    def _positions(self, spec: DataProductSpec, sub_id: str, startfrom: Any) -> None:
+        """Move every partition's position to `startfrom` (parsed, or as the subscriber wrote it)."""
         partitions = topic_partitions(self.bootstrap, spec.topic, self.kafka_config)
         if not partitions:
             raise FlowError(503, f"the topic of {spec.name!r} is not available on the broker right now")
         try:
-            start, not_before = resolve_startfrom(config.get("startfrom"), spec, partitions, self.bootstrap,
+            start, not_before = resolve_startfrom(startfrom, spec, partitions, self.bootstrap,
                                                   self.store.metastore, self.kafka_config)
         except StartFromError as exc:
             raise _bad(str(exc)) from None
@@ -191,7 +179,7 @@ class FlowService:
         spec, clean = self.validate(org, body)
         sub, secret = self.store.create(org, spec.name, clean)
         try:
-            self._positions(spec, sub.id, clean["config"])
+            self._positions(spec, sub.id, clean["config"].get("startfrom"))
             rate = self._consent(sub.id, clean)
         except FlowError as exc:
             self.store.transition(sub.id, "failed", ["requested"], exc.message)
@@ -205,19 +193,19 @@ class FlowService:
         sub = self.get(org, sub_id)
         if sub.org != org:
             raise FlowError(403, "only the subscriber changes its subscription")
-        if isinstance(body, dict) and body.get("id") not in (None, sub_id):
-            raise _bad("id in the body does not match the URL")
-        spec, clean = self.validate(org, body)
+        spec, clean = self.validate(org, body, current=sub)
         if spec.name != sub.product:
             raise _bad("source cannot change: delete this subscription and create another")
         if sub.state in ("retired", "failed", "rejected"):
             raise FlowError(409, f"subscription is {sub.state}; create a new one")
         values: dict[str, Any] = {}
-        if clean["sink"] != sub.body["sink"] or clean.get("protocolsettings") != sub.body.get("protocolsettings"):
+        before = ProtocolSettings.model_validate(sub.body.get("protocolsettings") or {})
+        if clean["sink"] != sub.body["sink"] or ProtocolSettings.model_validate(clean["protocolsettings"]) != before:
             values["rate_per_min"] = self._consent(sub_id, clean)
         self.store.update_body(sub_id, clean, **values)
-        if clean["config"].get("startfrom") != sub.config.get("startfrom") and "startfrom" in clean["config"]:
-            self._positions(spec, sub_id, clean["config"])  # a replay: the deliveries move there
+        startfrom = clean["config"].get("startfrom")
+        if startfrom is not None and startfrom != sub.config.get("startfrom"):
+            self._positions(spec, sub_id, startfrom)  # a replay: the deliveries move there
         return self.store.get(sub_id)
 
     def delete(self, org: str, sub_id: str) -> Subscription:
@@ -227,19 +215,19 @@ class FlowService:
         self.store.transition(sub_id, "deleted", [s for s in ("requested", "pending_approval", "active", "paused", "retired", "failed", "rejected")], "deleted by the subscriber")
         return self.store.get(sub_id)
 
-    def replay(self, org: str, sub_id: str, startfrom: Any) -> Subscription:
-        """Move every partition's position to `startfrom` (an offset map, a time, earliest or
-        latest): the gateway delivers from there again, in order. The subscriber's call."""
+    def replay(self, org: str, sub_id: str, body: Any) -> Subscription:
+        """Move every partition's position to `body["startfrom"]` (an offset map, a past time,
+        earliest or latest): the gateway delivers from there again, in order. The subscriber's call."""
         sub = self.get(org, sub_id)
         if sub.org != org:
             raise FlowError(403, "only the subscriber replays its subscription")
         if sub.state not in ("active", "paused", "pending_approval"):
             raise FlowError(409, f"subscription is {sub.state}")
         try:
-            parse_startfrom(startfrom)
-        except StartFromError as exc:
-            raise _bad(str(exc)) from None
-        self._positions(self.specs[sub.product], sub_id, {"startfrom": startfrom})
+            request = parse_replay(body, now=_now())
+        except RequestError as exc:
+            raise _bad(exc.message) from None
+        self._positions(self.specs[sub.product], sub_id, request.startfrom)
         return self.store.get(sub_id)
 
     def rotate_secret(self, org: str, sub_id: str, grace_s: float) -> str:

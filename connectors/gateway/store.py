@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 
+from connectors.gateway.models import SubscriptionOptions, parse_options
 from connectors.metastore import Metastore, claims, create_missing_tables, retrying
 
 md = MetaData()
@@ -131,7 +133,13 @@ class Subscription:
 
     @property
     def config(self) -> dict[str, Any]:
+        """`config` as the subscriber wrote it (values may be strings); delivery reads `options`."""
         return self.body.get("config") or {}
+
+    @cached_property
+    def options(self) -> SubscriptionOptions:
+        """`config` typed and checked (connectors/gateway/models.py), parsed once per object."""
+        return parse_options(self.config)
 
     def public(self) -> dict[str, Any]:
         """The subscription object as the API returns it: no secrets, plus its state."""

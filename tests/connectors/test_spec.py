@@ -87,6 +87,10 @@ def _bad_owner(s):
     s["owner"] = "the ads team"
 
 
+def _zero_rate_cap(s):
+    s["flow"]["max_rate"] = 0
+
+
 @pytest.mark.parametrize(
     ("mutate", "location", "expected"),
     [
@@ -110,6 +114,7 @@ def _bad_owner(s):
         (_bad_regex, "fields[2](partner_id).pattern", "is not a valid regular expression"),
         (_reserved_column, "fields[7](_offset).name", "reserved for the provenance column"),
         (_bad_owner, "owner", "must be an e-mail address or 'team:<name>'"),
+        (_zero_rate_cap, "flow.max_rate", "greater than or equal to 1"),
     ],
     ids=lambda v: v.__name__.strip("_") if callable(v) else None,
 )
@@ -193,3 +198,16 @@ def test_relative_partition_start_rolls_and_an_explicit_one_stays(tmp_path):
     s["partitioning"]["start"] = "2026-11-01T00:00:00Z"
     path.write_text(yaml.safe_dump(s))
     assert parse_spec_file(path).partitioning.start == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_every_format_may_allow_flow_with_an_owners_rate_cap(tmp_path):
+    """The flow gateway decodes with the landing's decoder, so avro/protobuf/cloudevents products
+    may be subscribed to like json ones; `flow.max_rate` caps each subscription's requests/min."""
+    for name in ("clicks_avro", "clicks_proto"):
+        spec = yaml.safe_load((SHIPPED / f"{name}.yaml").read_text())
+        spec["flow"] = {"enabled": True, "attributes": {"partner_id": "partnerid"}, "max_rate": 600}
+        write_spec(tmp_path, spec)
+    (tmp_path / "schemas").symlink_to(SHIPPED / "schemas")
+    specs = {s.name: s for s in load_specs(tmp_path)}
+    assert specs["clicks_avro"].flow.enabled and specs["clicks_proto"].flow.max_rate == 600
+    assert next(s for s in load_specs(SHIPPED) if s.name == "clicks").flow.max_rate is None  # no cap unless set

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.connectors.gateway.flow_support import receiver  # noqa: F401 - a fixture, found here by pytest
+from tests.connectors.gateway.flow_support import broker, receiver  # noqa: F401 - fixtures, found here by pytest

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import random
 import socket
 import threading
 import time
@@ -18,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 import uvicorn
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from connectors.flows import land
+from connectors.formats import Batch, decoder_for
 from connectors.gateway import FlowService, GatewaySettings, GatewayStore
 from connectors.gateway.api import create_app
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from tests.support.tansu import S3Broker, s3_broker
 
 OWNER = "team:ads"
 SOURCE = "/flowsuite/products/clicks"
@@ -59,6 +64,56 @@ def produce_clicks(bootstrap: str, topic: str, n: int, partners: tuple[str, ...]
         kwargs = {"partition": partition} if partition is not None else {}
         producer.produce(topic, key=f"e{i}".encode(), value=json.dumps(rec).encode(), **kwargs)
     assert producer.flush(30) == 0
+
+
+def produce_history(bootstrap: str, topic: str, n: int, partitions: int = 2, seed: int = 7, chunk: int = 10) -> None:
+    """n clicks over three hours (event times a little out of order, so one partition's files of
+    neighbouring hours interleave), about 1 in 40 invalid (quarantined by the landing), flushed
+    every `chunk` records per partition so batch boundaries fall on multiples of it."""
+    rng = random.Random(seed)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(n):
+        p = i % partitions
+        when = T0 + timedelta(seconds=i * 10_800 / n + rng.uniform(-300, 300))
+        rec = {"event_id": f"e{i}", "partner_id": f"p-{i % 5:03d}", "kind": rng.choice(["click", "impression"]),
+               "event_time": when.isoformat().replace("+00:00", "Z")}
+        if rng.random() < 0.025:
+            del rec["partner_id"]  # required: quarantined
+        producer.produce(topic, key=f"e{i}".encode(), value=json.dumps(rec).encode(), partition=p)
+        if (i // partitions) % chunk == chunk - 1 and p == partitions - 1:
+            assert producer.flush(30) == 0
+    assert producer.flush(30) == 0
+
+
+def decode_from_kafka(bootstrap: str, spec, partition: int, start: int = 0) -> pa.Table:
+    """The landing decoder's `valid` table of everything in the partition from `start` on."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-history", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    msgs = []
+    try:
+        consumer.assign([TopicPartition(spec.topic, partition, start)])
+        while True:
+            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF for m in batch):
+                msgs += [m for m in batch if not m.error()]
+                break
+            msgs += [m for m in batch if not m.error()]
+    finally:
+        consumer.close()
+    return decoder_for(spec).decode(Batch(
+        partition, [m.value() for m in msgs], [m.key() for m in msgs], [m.offset() for m in msgs],
+        [m.timestamp()[1] for m in msgs],
+    )).valid
+
+
+def land_all(spec, lake, metastore, bootstrap: str, runs_of: int, partitions: list[int] | None = None) -> None:
+    """Land the topic in runs of `runs_of` records until it is drained (several files per hour)."""
+    for run in range(50):
+        result = land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, run_id=f"run-{run}",
+                      max_records=runs_of, idle_timeout_s=2, batch_size=runs_of, partitions=partitions)
+        if result.consumed == 0:
+            return
+    raise AssertionError("the landing did not drain the topic")
 
 
 @dataclass
@@ -155,6 +210,14 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
+
+@pytest.fixture(scope="module")
+def broker(s3_server) -> Iterator[S3Broker]:
+    """A Tansu broker on S3 storage whose topics can lose their early offsets (tests/support/tansu.py);
+    one per test module: a truncation restarts it, so read `broker.bootstrap` after one."""
+    with s3_broker(s3_server) as b:
+        yield b
+
 
 def test_settings(**kw: Any) -> GatewaySettings:
     base = dict(allow_http=True, allow_sinks=(ipaddress.ip_network("127.0.0.1/32"),), lease_s=2.0,

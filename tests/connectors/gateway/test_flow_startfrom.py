@@ -1,15 +1,25 @@
 """`config.startfrom` as a time, resolved through the metastore's landed files (the embedded
-broker cannot answer offsets_for_times), and its validation."""
+broker cannot answer offsets_for_times), reaching into the lake below the broker's low
+watermark, and its validation."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from connectors.gateway.startfrom import StartFromError, parse_startfrom, resolve_startfrom
+from connectors.kafka import ensure_topic
+from connectors.lake import Lake
 from connectors.metastore import FileStats, Metastore, landing_resource
-from tests.connectors.gateway.flow_support import clicks_flow_spec, produce_clicks
+from tests.connectors.gateway.flow_support import (
+    clicks_flow_spec,
+    flow_env,
+    land_all,
+    produce_clicks,
+    produce_history,
+)
 
 
 def _land(ms: Metastore, product: str, topic: str, partition: int, start: int, end: int, hour: str) -> None:
@@ -52,3 +62,41 @@ def test_a_time_starts_at_the_first_file_of_its_hour(tmp_path, kafka_bootstrap, 
 def test_bad_startfrom_values(bad):
     with pytest.raises(StartFromError):
         parse_startfrom(bad)
+
+
+def test_startfrom_reaches_back_as_far_as_the_lake(tmp_path, broker, receiver):
+    """Partition 0 was landed before the broker lost offsets 0..49, partition 1 was not: the lake
+    serves 0's history, 1 starts at the broker's low watermark."""
+    topic = f"test.startfrom.{uuid.uuid4().hex[:8]}"
+    ensure_topic(broker.bootstrap, topic, 2)
+    spec = clicks_flow_spec(topic)
+    produce_history(broker.bootstrap, topic, 240)  # 120 per partition, a batch per 10
+    ms = Metastore(f"sqlite:///{tmp_path / 'metastore.db'}")
+    land_all(spec, Lake(str(tmp_path / "lake")), ms, broker.bootstrap, runs_of=80, partitions=[0])
+    assert broker.truncate(topic, {0: 50, 1: 50}) == {0: 50, 1: 50}
+
+    def resolve(value):
+        return resolve_startfrom(value, spec, [0, 1], broker.bootstrap, ms)
+
+    assert resolve("earliest") == ({0: 0, 1: 50}, None)
+    assert resolve({"0": 10, "1": 60})[0] == {0: 10, 1: 60}
+    with pytest.raises(StartFromError, match=r"offset 10 of partition 1 is outside the range available, 50\.\.120 "
+                                             r"\(the broker holds 50\.\.120; the lake holds none of it\)"):
+        resolve({"1": 10})
+    with pytest.raises(StartFromError, match=r"offset 121 of partition 0 is outside the range available, 0\.\.120"):
+        resolve({"0": 121})
+    # a time below the low watermark: through the metastore's hours, into the lake
+    start, not_before = resolve("2026-11-30T09:00:00Z")
+    in_hour = [f.min_offset for f in ms.live_files(spec.name) if f.partition == 0 and f.hour >= "2026-11-30-09"]
+    assert start == {0: min(in_hour), 1: 50} and 0 < start[0] < 50
+    assert not_before == int(datetime(2026, 11, 30, 9, tzinfo=UTC).timestamp() * 1000)
+    ms.dispose()
+
+    with flow_env(tmp_path, broker.bootstrap, topic) as flow:  # the same metastore, through the API
+        created = flow.subscribe("p-001", receiver.url, config={"startfrom": "earliest"})
+        assert created["status"]["positions"] == {"0": 0, "1": 50}
+        with flow.client("p-001") as c:
+            resp = c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": {"0": 5, "1": 5}})
+            assert resp.status_code == 400 and "50..120" in resp.json()["error"], resp.text
+            resp = c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": {"0": 5, "1": 55}})
+            assert resp.status_code == 200 and resp.json()["status"]["positions"] == {"0": 5, "1": 55}
