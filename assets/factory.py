@@ -13,6 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.hourly import build_hourly_definitions
+from assets.inbound import build_inbound_definitions, inbound_key
 from assets.landing import build_landing_definitions, landed_key
 from assets.sources import build_source_definitions
 from assets.table import build_table_definitions
@@ -47,11 +48,13 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
     parts.append(build_table_definitions(spec))  # sealed hours as an Iceberg table
     parts.append(build_quality_definitions(spec))  # freshness and volume checks
     parts.append(build_source_definitions(spec))  # a legacy table published to the topic
+    parts.append(build_inbound_definitions(spec))  # other organisations push to the topic
 
-    # A source connector's <P>/published writes the topic: it is drawn as the landing's parent.
+    # What writes the topic — a source connector's <P>/published, or the organisations pushing
+    # to <P>/inbound — is drawn as the landing's parent.
     keys = set().union(*(_asset_keys(d) for d in parts))
-    writer = dg.AssetKey([spec.name, "published"])
-    parts.append(build_landing_definitions(spec, upstream=writer if writer in keys else None))
+    writer = next((k for k in (dg.AssetKey([spec.name, "published"]), inbound_key(spec)) if k in keys), None)
+    parts.append(build_landing_definitions(spec, upstream=writer))
     keys.add(landed_key(spec))
     ingest_keys = [k for k in (landed_key(spec), warehouse_key(spec)) if k in keys]
     job = ingest_job(spec, ingest_keys)

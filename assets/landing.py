@@ -101,6 +101,8 @@ def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | Non
         (spec.description.strip() or f"Records of topic {spec.topic}, landed as hourly Parquet.")
         + f"\n\nTopic `{spec.topic}` landed as hourly Parquet under `<lake>/{spec.name}/dt=…/hour=…/`,"
         " one step per Kafka partition."
+        + (f"\n\nPushed by {', '.join(s.org for s in spec.inbound.senders)} (other organisations) through "
+           f"`POST /inbound/{spec.name}`: see `{spec.name}/inbound`." if spec.inbound else "")
     )
     base = landed_key(spec).to_python_identifier()  # "clicks__landed"
     check_outs = {s.get_python_identifier(): dg.Out(is_required=False) for s in check_specs}

@@ -343,6 +343,115 @@ class FlowSpec(SpecModel):
             if not re.match(r"^[a-z0-9]{1,20}\Z", attr):
                 raise ValueError(f"extension attribute {attr!r} must be 1-20 lower-case letters or digits")
         return v
+class InboundSenderSpec(SpecModel):
+    """One organisation that may push CloudEvents to the product (`POST /inbound/<product>`).
+
+    Its Standard Webhooks secret (`whsec_...`) is never in the YAML: `secret_env` names the
+    environment variable that holds it; during a rotation `previous_secret_env` holds the old
+    one, accepted until `previous_until`.
+    """
+
+    org: str  # the sending organisation, as its lineage shows it
+    secret_env: str
+    previous_secret_env: str | None = None
+    previous_until: datetime | None = None  # end of the rotation's grace (UTC)
+    origins: list[str]  # its WebHook-Request-Origin values (the handshake consents to these only)
+    sources: list[str]  # CloudEvents `source`s accepted from it; a trailing * matches a prefix
+    rate: int | None = Field(default=None, ge=1)  # requests per minute (WebHook-Allowed-Rate); none: no limit
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = sorted(k for k in data if k in ("secret", "previous_secret", "webhooksecret"))
+            if inline:
+                raise ValueError(
+                    f"{', '.join(inline)}: a secret never goes in the spec; put it in an environment "
+                    "variable and name the variable in secret_env (previous_secret_env for the old one)"
+                )
+        return data
+
+    @field_validator("org")
+    @classmethod
+    def _org(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z", v):
+            raise ValueError(f"org {v!r} must be 1-128 letters, digits, '_', '.', ':' or '-'")
+        return v
+
+    @field_validator("secret_env", "previous_secret_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Z_][A-Z0-9_]{0,127}\Z", v):
+            raise ValueError(f"{v!r} is not an environment variable name (upper case, digits, underscore)")
+        return v
+
+    @field_validator("previous_until")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v if v is None or v.tzinfo else v.replace(tzinfo=UTC)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("origins must list at least one WebHook-Request-Origin (a DNS name such as ads.example.com)")
+        for origin in v:
+            if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})\Z", origin):
+                raise ValueError(f"origin {origin!r} must be a DNS name, as WebHook-Request-Origin carries it")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("sources must list at least one CloudEvents source accepted from this organisation")
+        for source in v:
+            if not source or "*" in source[:-1]:
+                raise ValueError(f"source {source!r}: a non-empty URI-reference, with * only at its end (a prefix)")
+        return v
+
+    @model_validator(mode="after")
+    def _rotation(self) -> InboundSenderSpec:
+        if (self.previous_secret_env is None) != (self.previous_until is None):
+            raise ValueError("previous_secret_env and previous_until go together: the old secret and when its grace ends")
+        if self.previous_secret_env is not None and self.previous_secret_env == self.secret_env:
+            raise ValueError("previous_secret_env must name another variable than secret_env")
+        return self
+
+
+class InboundSpec(SpecModel):
+    """Other organisations push signed CloudEvents to the product (docs/flow.md, "Inbound")."""
+
+    senders: list[InboundSenderSpec]
+    types: list[str] = Field(default_factory=list)  # CloudEvents `type`s accepted; empty: any
+    tolerance: timedelta = Field(default=timedelta(minutes=5))  # webhook-timestamp this close to now
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    remember: timedelta = Field(default=timedelta(days=7))  # how long a webhook-id is known (retries)
+    partitions: int = Field(default=2, ge=1, le=1000)  # of the topic, when the gateway creates it
+
+    @field_validator("tolerance", "remember", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _senders(self) -> InboundSpec:
+        if not self.senders:
+            raise ValueError("senders must list at least one organisation")
+        orgs = [s.org for s in self.senders]
+        dupes = sorted({o for o in orgs if orgs.count(o) > 1})
+        if dupes:
+            raise ValueError(f"senders: organisation(s) listed twice: {', '.join(dupes)}")
+        if self.tolerance < timedelta(seconds=1):
+            raise ValueError("tolerance must be at least 1s")
+        if self.remember < self.tolerance:
+            raise ValueError("remember must be at least the tolerance: a replay inside it must still be known")
+        return self
+
+    def sender(self, org: str) -> InboundSenderSpec | None:
+        return next((s for s in self.senders if s.org == org), None)
+
+
 class SchemaSpec(SpecModel):
     """Where the writer schemas of an avro/protobuf product come from (docs/formats.md).
 
@@ -384,6 +493,7 @@ class DataProductSpec(SpecModel):
     quality: QualitySpec = QualitySpec()
     cloudevents: CloudEventsSpec = CloudEventsSpec()
     flow: FlowSpec = FlowSpec()
+    inbound: InboundSpec | None = None  # other organisations push CloudEvents to it (docs/flow.md)
     schemas: SchemaSpec | None = None  # avro/protobuf: where the writer schemas come from
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -450,6 +560,14 @@ class DataProductSpec(SpecModel):
         for field_name in self.flow.attributes:
             if field_name not in names:
                 raise ValueError(f"flow.attributes: {field_name!r} is not declared in fields")
+        if self.inbound is not None:
+            if self.format != "cloudevents":
+                raise ValueError("inbound: events pushed by other organisations land as format: cloudevents")
+            if not self.cloudevents.dedupe_on_id:
+                raise ValueError(
+                    "inbound needs cloudevents.dedupe_on_id: true: a sender retries, and its copies of an "
+                    "event must land once"
+                )
         if self.format in ("avro", "protobuf") and self.schemas is None:
             raise ValueError(f"format: {self.format} needs a `schemas` section (schemas.source: registry or files)")
         if self.format not in ("avro", "protobuf"):

@@ -6,6 +6,8 @@ CloudEvents Subscriptions API (subscriptions-openapi.yaml): `GET|POST|OPTIONS /s
 and the subscriber's `POST /subscriptions/{id}/secret` (rotation: the new `whsec_` secret is in
 the answer, the old one keeps signing for `?grace=` seconds, default a day) and
 `POST /subscriptions/{id}/replay` (`{"startfrom": ...}`: deliver again from there).
+Inbound flow (connectors/gateway/inbound/http.py): `OPTIONS|POST /inbound/{product}`, signed by
+Standard Webhooks instead of a bearer token.
 
 Every call but OPTIONS carries `Authorization: Bearer <token>` (401 without a valid one).
 Bodies are JSON, at most `max_body_bytes`; every bad request gets a 4xx naming the problem.
@@ -151,8 +153,13 @@ async def products(request: Request, service: FlowService) -> Response:
     return JSONResponse(products_document(service.products(), base, org))
 
 
-def create_app(service: FlowService) -> Starlette:
+def create_app(service: FlowService, inbound=None) -> Starlette:
+    """The gateway's app; `inbound` (a connectors.gateway.inbound.InboundService) adds
+    `OPTIONS|POST /inbound/{product}` for the products other organisations push to."""
+    from connectors.gateway.inbound.http import ROUTES as INBOUND_ROUTES
+
     app = Starlette(routes=[
+        *INBOUND_ROUTES,
         Route("/products", products, methods=["GET"]),
         Route("/subscriptions", subscriptions, methods=["GET", "POST", "OPTIONS"]),
         Route("/subscriptions/{id}", subscription, methods=["GET", "PUT", "DELETE", "OPTIONS"]),
@@ -161,4 +168,5 @@ def create_app(service: FlowService) -> Starlette:
         Route("/subscriptions/{id}/{action}", owner_action, methods=["POST"]),
     ])
     app.state.service = service
+    app.state.inbound = inbound
     return app

@@ -1,6 +1,6 @@
 """`flowsuite flow ...`: run the gateway and decide on subscriptions, as the owner (a click group).
 
-    flowsuite flow serve [--host 127.0.0.1] [--port 8787]   the API and the delivery workers
+    flowsuite flow serve [--host 127.0.0.1] [--port 8787]   the API, inbound and the delivery workers
     flowsuite flow list | show ID                           state, lag per partition, failures
     flowsuite flow approve|reject|pause|resume ID           the owner's decisions
     flowsuite flow token create --org NAME                  a bearer token, printed once
@@ -72,7 +72,7 @@ def group() -> None:
     pass
 
 
-@group.command(help="run the Subscriptions API and the delivery workers")
+@group.command(help="run the Subscriptions API, inbound (POST /inbound/<product>) and the delivery workers")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=int)
 @click.option("--no-deliver", is_flag=True, help="only the API (delivery runs elsewhere)")
@@ -85,16 +85,43 @@ def serve(settings: Settings, host: str, port: int, no_deliver: bool) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = _service(settings)
+    inbound = _inbound(settings, service)
     gateway = None
     if not no_deliver:
         gateway = Gateway(service.store, list(service.specs.values()), service.bootstrap, service.settings,
                           service.kafka_config).start()
-    click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin {service.settings.origin})", err=True)
+    products = ", ".join(sorted(inbound.products)) if inbound else "none"
+    click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin "
+               f"{service.settings.origin}, inbound: {products})", err=True)
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="info", access_log=True)
+        uvicorn.run(create_app(service, inbound), host=host, port=port, log_level="info", access_log=True)
     finally:
         if gateway is not None:
             gateway.stop()
+        if inbound is not None:
+            inbound.close()
+
+
+def _inbound(settings: Settings, service):
+    """The inbound side when a product declares `inbound:`; its senders' secrets come from this
+    process's environment (the variables the spec names), its topics are created if missing."""
+    import os
+
+    from connectors.gateway.inbound import InboundService
+    from connectors.metastore import Metastore
+
+    specs = [s for s in service.specs.values() if s.inbound is not None]
+    if not specs:
+        return None
+    wanted = {v for s in specs for snd in s.inbound.senders for v in (snd.secret_env, snd.previous_secret_env) if v}
+    env = {k: v for k, v in os.environ.items() if k in wanted}
+    inbound = InboundService(specs, env, Metastore(settings.metastore_url), settings.kafka_bootstrap,
+                             settings.kafka_client_config())
+    for warning in inbound.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for topic in inbound.ensure_topics():
+        click.echo(f"created topic {topic} for inbound events", err=True)
+    return inbound
 
 
 @group.command(name="list", help="every subscription: state, delivered, failures, lag")

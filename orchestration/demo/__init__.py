@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from connectors.settings import Settings
-from orchestration.demo import cdc, flow, formats, gateway, sections, table
+from orchestration.demo import cdc, federation, flow, formats, gateway, sections, table
 from orchestration.demo.ingest import (
     LOCAL_DAGSTER_YAML,
     QUIET_LOGGERS,
@@ -43,6 +43,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("clicks_avro: Avro in three schema versions → lake", formats.avro_section),
     ("orders: PostgreSQL change data capture → lake and warehouse", cdc.orders_section),
     ("world wide flow: partner p-001 subscribes to its clicks", gateway.gateway_section),
+    ("federation: p-001's own flowsuite lands its clicks, pushed by ads, exactly once", federation.federation_section),
     ("hourly compaction of closed hours", sections.compaction_section),
     ("warehouse", sections.warehouse_section),
     ("iceberg: the sealed hours as the table flowsuite.clicks", table.iceberg_section),

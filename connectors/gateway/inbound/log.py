@@ -1,0 +1,94 @@
+"""The webhook-ids an inbound product already answered, in the metastore's database.
+
+Table `fs_inbound_deliveries`: one row per (product, sending organisation, webhook-id), written
+only after the broker acknowledged the request's records, with the status and answer it got.
+A retry of the same webhook-id (Standard Webhooks: the idempotency key, the same on every
+attempt) gets that answer again and produces nothing. Rows older than the product's
+`inbound.remember` are pruned as new ones come.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    select,
+)
+
+from connectors.metastore import Metastore, create_missing_tables, insert_ignore, retrying
+
+md = MetaData()
+
+deliveries = Table(
+    "fs_inbound_deliveries",
+    md,
+    Column("product", String(128), primary_key=True),
+    Column("org", String(128), primary_key=True),
+    Column("webhook_id", String(255), primary_key=True),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("status", Integer, nullable=False),
+    Column("events", BigInteger, nullable=False),  # produced to the topic
+    Column("answer", Text, nullable=False),  # the JSON answer (no secrets: ids, counts, reasons)
+)
+
+PRUNE_EVERY = 500  # inserts between two prunes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    status: int
+    answer: dict[str, Any]
+    received_at: float
+
+
+class DeliveryLog:
+    def __init__(self, metastore: Metastore):
+        self.engine = metastore.engine
+        create_missing_tables(self.engine, md, "flowsuite.inbound")
+        self._inserts = 0
+
+    def get(self, product: str, org: str, webhook_id: str) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deliveries.c.status, deliveries.c.answer, deliveries.c.received_at).where(and_(
+                deliveries.c.product == product, deliveries.c.org == org, deliveries.c.webhook_id == webhook_id,
+            ))).first()
+        return None if row is None else Delivery(row.status, json.loads(row.answer), row.received_at)
+
+    def record(self, product: str, org: str, webhook_id: str, status: int, events: int, answer: dict[str, Any],
+               remember_s: float) -> None:
+        now = time.time()
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                insert_ignore(conn, deliveries, {
+                    "product": product, "org": org, "webhook_id": webhook_id, "received_at": now,
+                    "status": status, "events": events, "answer": json.dumps(answer, separators=(",", ":")),
+                })
+                if self._inserts % PRUNE_EVERY == 0:
+                    conn.execute(delete(deliveries).where(and_(
+                        deliveries.c.product == product, deliveries.c.received_at < now - remember_s)))
+
+        retrying(write)
+        self._inserts += 1
+
+    def totals(self, product: str) -> dict[str, int]:
+        """Requests answered and events produced per sending organisation (the demo, the tests)."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(deliveries.c.org, func.count(), func.coalesce(func.sum(deliveries.c.events), 0))
+                                .where(deliveries.c.product == product).group_by(deliveries.c.org)).all()
+        return {org: int(events) for org, _, events in rows}
