@@ -134,6 +134,11 @@ class IcebergTables:
                     self._catalog.create_namespace(NAMESPACE)
                 except NamespaceAlreadyExistsError:
                     pass
+                except sqlalchemy.exc.IntegrityError:
+                    # Two processes creating the namespace at once: both saw it missing, the
+                    # loser's INSERT hits the unique key. It exists now, which is all we need.
+                    if not self._catalog.namespace_exists(NAMESPACE):
+                        raise
         return self._catalog
 
     def dispose(self) -> None:
