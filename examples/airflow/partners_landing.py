@@ -3,8 +3,9 @@
 Every 10 minutes the land task consumes the topic from the committed offsets, the compact
 task rewrites each closed hour that is due (new, reopened by late records, unmarked) and the
 sync task brings the warehouse table `partners` (latest version per partner) up to the lake;
-each updates its asset, `flowsuite://partners/landed`, `.../hourly`, `.../warehouse`, so the
-second DAG here runs on data, not on time: whenever hours of partners were compacted.
+each announces what it changed on its asset, `flowsuite://partners/landed`, `.../hourly`,
+`.../warehouse` (one event per changed hour, none when nothing changed), so the second DAG
+here runs on data, not on time: whenever hours of partners were compacted.
 
 `flowsuite_partners_replay`, triggered by hand, lands the quarantined records that pass once
 the spec was fixed. A retry or a second run at once is harmless: the metastore's claims let
@@ -57,7 +58,8 @@ with DAG(
     @task(inlets=[Asset("flowsuite://partners/hourly")])
     def announce(*, inlet_events=None) -> list[str]:
         events = inlet_events[Asset("flowsuite://partners/hourly")] if inlet_events else []
-        hours = sorted({h for e in events for h in (e.extra or {}).get("hours", [])})
+        # one event per hour compacted to a new generation: {"hour", "generation", "rows", "files"}
+        hours = sorted({(e.extra or {})["hour"] for e in events if (e.extra or {}).get("hour")})
         print(f"partners hours compacted: {hours}")
         return hours
 

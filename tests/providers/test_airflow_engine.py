@@ -26,9 +26,11 @@ sys.path.insert(0, str(ROOT / "providers" / "airflow"))  # the provider's packag
 
 from flowsuite_airflow.engine import (  # noqa: E402
     FlowsuiteConfig,
+    UnknownProductError,
     asset_uri,
     claim_run_id,
     hour_status,
+    task_hour,
     try_is_dead,
 )
 
@@ -59,6 +61,38 @@ def test_config_from_env_and_connection_extras(tmp_path):
     assert asset_uri("clicks", "hourly") == "flowsuite://clicks/hourly"
     with pytest.raises(ValueError):
         asset_uri("clicks", "files")
+
+
+def test_task_hours_on_the_hour_only_unless_truncation_is_asked_for():
+    for text in ("2026-12-07-03", "2026-12-07-03:00", "2026-12-07T03", "2026-12-07T03:00", "2026-12-07 03:00",
+                 "2026-12-07T03:00:00+00:00", "2026-12-07T04:00:00+01:00"):
+        assert task_hour(text) == "2026-12-07-03", text
+    assert task_hour(datetime(2026, 12, 7, 3, tzinfo=UTC)) == "2026-12-07-03"
+    with pytest.raises(ValueError) as garbage:
+        task_hour("yesterday")
+    assert str(garbage.value) == "'yesterday' is not an hour such as 2026-11-26-10 or 2026-11-26T10:00"
+    for text in ("2026-12-07T03:30", "2026-12-07-03:30", "2026-12-07 03:30", "2026-12-07T03:00:01",
+                 "2026-12-07T03:00:00.5+00:00", "2026-12-07T03:00:00+05:30"):
+        with pytest.raises(ValueError) as off:
+            task_hour(text)
+        assert str(off.value).startswith(f"{text!r} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00 ("), text
+        assert "truncate_to_hour=True" in str(off.value)
+    with pytest.raises(ValueError, match="30:00 past the hour"):
+        task_hour(datetime(2026, 12, 7, 3, 30, tzinfo=UTC))
+    assert task_hour("2026-12-07T03:30", truncate_to_hour=True) == "2026-12-07-03"
+    assert task_hour(datetime(2026, 12, 7, 3, 59, 59, tzinfo=UTC), truncate_to_hour=True) == "2026-12-07-03"
+    with pytest.raises(ValueError, match="is not an hour such as"):
+        task_hour("nonsense", truncate_to_hour=True)
+
+
+def test_an_unknown_product_names_the_known_ones(tmp_path):
+    config = FlowsuiteConfig.from_env({"FLOWSUITE_HOME": str(tmp_path), "FLOWSUITE_PRODUCTS_DIR": str(ROOT / "dataproducts")})
+    assert config.spec("clicks").name == "clicks"
+    with pytest.raises(UnknownProductError) as exc:
+        config.spec("no_such_product")
+    assert str(exc.value).startswith(f"no data product 'no_such_product' in {ROOT / 'dataproducts'} (known: ")
+    assert "clicks" in str(exc.value) and "partners" in str(exc.value)
+    assert isinstance(exc.value, ValueError)  # callers that caught ValueError still do
 
 
 def test_hour_status_follows_the_metastore(tmp_path, kafka_bootstrap, make_topic):

@@ -12,11 +12,12 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connectors.flows.compaction import merge_ranges
-from connectors.lake import Lake, S3Options, normalize_hour
+from connectors.lake import Lake, S3Options, hour_key, normalize_hour, parse_hour_key
 from connectors.metastore import Metastore
 from connectors.settings import load_settings
 from connectors.spec import DataProductSpec, load_specs
@@ -26,6 +27,11 @@ ASSETS = ("landed", "hourly", "warehouse")
 
 # Connection extras that replace the environment's settings (same meaning, lower case).
 CONFIG_KEYS = ("metastore_url", "lake_url", "warehouse_url", "kafka_bootstrap", "products_dir")
+
+
+class UnknownProductError(ValueError):
+    """No spec of that name in the products folder: the operators and the sensor fail at once
+    with this one message (retrying does not make a product appear)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class FlowsuiteConfig:
         specs = {s.name: s for s in load_specs(self.products_dir)}
         if product not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            raise ValueError(f"no data product {product!r} in {self.products_dir} (known: {known})")
+            raise UnknownProductError(f"no data product {product!r} in {self.products_dir} (known: {known})")
         return specs[product]
 
     def lake(self) -> Lake:
@@ -99,6 +105,51 @@ def asset_uri(product: str, asset: str) -> str:
     if asset not in ASSETS:
         raise ValueError(f"unknown flowsuite asset {asset!r} (one of {', '.join(ASSETS)})")
     return f"flowsuite://{product}/{asset}"
+
+
+def changes_alias(product: str, asset: str) -> str:
+    """The AssetAlias an operator announces changes of `flowsuite://<product>/<asset>` through."""
+    return f"flowsuite-changes:{product}/{asset}"
+
+
+# --- which hour a task was given ----------------------------------------------------------
+
+
+def task_hour(value: str | datetime, *, truncate_to_hour: bool = False) -> str:
+    """'2026-11-26-10' from what a sensor or compact operator was given (after templating).
+
+    The lake's hour parsing truncates ('…T03:30' is hour 03), which hides a wrong
+    `data_interval` in a DAG; here a time that is not on the hour is refused with the message
+    of a garbage hour, unless `truncate_to_hour` asks for the hour that contains it."""
+    text = value if isinstance(value, str) else None
+    try:
+        if isinstance(value, datetime):
+            dt = value.astimezone(UTC) if value.tzinfo else value
+        else:
+            dt = parse_hour_key(str(value))  # raises the garbage-hour message
+            dt = _exact_time(str(value)) or dt
+    except ValueError:
+        raise ValueError(f"{value!r} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00") from None
+    if not truncate_to_hour and (dt.minute, dt.second, dt.microsecond) != (0, 0, 0):
+        shown = text if text is not None else dt.isoformat()
+        raise ValueError(f"{shown!r} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00 "
+                         f"({dt:%M:%S} past the hour; truncate_to_hour=True takes the hour that contains it)")
+    return hour_key(dt) if isinstance(value, datetime) else normalize_hour(str(value))
+
+
+def _exact_time(text: str) -> datetime | None:
+    """The time `text` names, minutes and seconds kept (parse_hour_key drops them)."""
+    text = text.strip()
+    for fmt in ("%Y-%m-%d-%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt.astimezone(UTC) if dt.tzinfo else dt  # '+05:30' moves the minutes
 
 
 # --- is an hour whole? ------------------------------------------------------------------------

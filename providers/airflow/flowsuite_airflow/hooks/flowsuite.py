@@ -10,11 +10,14 @@ override them, field by field:
         "extra": {"metastore_url": "postgresql+psycopg://...", "lake_url": "s3://lake/prod",
                   "kafka_bootstrap": "broker:9092", "kafka": {"security.protocol": "SASL_SSL"}}}'
 
-login / password are the Kafka SASL credentials (Airflow masks the password in logs).
+login / password are the Kafka SASL credentials (Airflow masks the password in logs). The
+connection form (get_provider_info's `conn-fields`) has a field for each extra; keys of the
+older form's style (`extra__flowsuite__lake_url`) are read too.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -39,7 +42,13 @@ class FlowsuiteHook(BaseHook):
         config = FlowsuiteConfig.from_env()
         if conn is None:
             return config
-        return config.with_extras(conn.extra_dejson or {}, login=conn.login, password=conn.password)
+        extras = {k.removeprefix("extra__flowsuite__"): v for k, v in (conn.extra_dejson or {}).items()}
+        if isinstance(extras.get("kafka"), str) and extras["kafka"].strip():  # the form's JSON field, as text
+            try:
+                extras["kafka"] = json.loads(extras["kafka"])
+            except ValueError as exc:
+                raise ValueError(f"connection {conn.conn_id}: extra 'kafka' is not a JSON object: {exc}") from None
+        return config.with_extras(extras, login=conn.login, password=conn.password)
 
     def get_conn(self) -> FlowsuiteConfig:
         """The configuration: the connection when it exists, else the environment."""
@@ -60,17 +69,3 @@ class FlowsuiteHook(BaseHook):
                 conn = None
             self._config = self._apply(conn)
         return self._config
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: the settings go in extras; login/password are SASL's."""
-        return {
-            "hidden_fields": ["host", "port", "schema"],
-            "relabeling": {"login": "Kafka SASL username", "password": "Kafka SASL password"},
-            "placeholders": {
-                "extra": '{"metastore_url": "postgresql+psycopg://user:pw@db/flowsuite", '
-                         '"lake_url": "s3://bucket/lake", "warehouse_url": "...", '
-                         '"kafka_bootstrap": "broker:9092", "products_dir": "/opt/dataproducts", '
-                         '"kafka": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}}',
-            },
-        }

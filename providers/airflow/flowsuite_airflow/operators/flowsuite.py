@@ -5,7 +5,12 @@ exactly-once guarantees: work is claimed in the metastore and committed by compa
 so a retried try redoes only what the failed one left uncommitted (its claims are taken over
 at once: an earlier try of the same task instance is dead, `engine.try_is_dead`), and a
 doubled task (two DAG runs at once, or Dagster and Airflow) finds the claims held and writes
-nothing for them. Each declares the Airflow Asset `flowsuite://<product>/<asset>` it updates.
+nothing for them.
+
+Each announces what it changed on the Airflow Asset `flowsuite://<product>/<asset>`, through
+an AssetAlias outlet (`flowsuite-changes:<product>/<asset>`): one asset event per hour that
+changed (compact: per hour whose generation moved, naming it), none when nothing changed, so
+a doubled run does not reschedule the DAGs that consume the asset.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from flowsuite_airflow.engine import (
     FlowsuiteConfig,
+    UnknownProductError,
     asset_uri,
+    changes_alias,
     claim_run_id,
-    normalize_hour,
+    task_hour,
     try_is_dead,
 )
 from flowsuite_airflow.hooks.flowsuite import FlowsuiteHook
@@ -33,21 +40,37 @@ class _FlowsuiteOperator(BaseOperator):
     template_fields: Sequence[str] = ("product",)
 
     def __init__(self, *, product: str, flowsuite_conn_id: str = FlowsuiteHook.default_conn_name, **kwargs: Any):
-        kwargs.setdefault("outlets", [Asset(asset_uri(product, self.asset))])
+        # An alias, not the asset: a plain Asset outlet gets an event on every success,
+        # whether or not anything changed; through the alias, events are what `publish` adds.
+        kwargs.setdefault("outlets", [AssetAlias(changes_alias(product, self.asset))])
         super().__init__(**kwargs)
         self.product, self.flowsuite_conn_id = product, flowsuite_conn_id
 
     def config(self) -> FlowsuiteConfig:
         return FlowsuiteHook(self.flowsuite_conn_id).get_conn()
 
+    def spec(self, config: FlowsuiteConfig) -> Any:
+        """The product's spec; an unknown product fails the task without retries."""
+        try:
+            return config.spec(self.product)
+        except UnknownProductError as exc:
+            raise AirflowFailException(str(exc)) from None
+
     @staticmethod
     def run_id(context: Any) -> str:
         ti = context["ti"]
         return claim_run_id(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number)
 
-    def publish(self, context: Any, extra: dict[str, Any]) -> None:
-        """Attach what changed to the asset event downstream DAGs are scheduled on."""
-        context["outlet_events"][Asset(asset_uri(self.product, self.asset))].extra = extra
+    def publish(self, context: Any, changes: list[dict[str, Any]]) -> None:
+        """One event of the asset per change (its `extra`); no change, no event."""
+        alias = AssetAlias(changes_alias(self.product, self.asset))
+        if alias not in self.outlets:  # outlets replaced by the DAG's author: theirs to announce
+            return
+        asset = Asset(asset_uri(self.product, self.asset))
+        for extra in changes:
+            context["outlet_events"][alias].add(asset, extra=extra)
+        self.log.info("%s: %d asset event(s)%s", asset.uri, len(changes),
+                      "" if changes else " (nothing changed)")
 
 
 class FlowsuiteLandOperator(_FlowsuiteOperator):
@@ -75,7 +98,7 @@ class FlowsuiteLandOperator(_FlowsuiteOperator):
         run_id = self.run_id(context)
         self.log.info("landing %s as %s (try %s)", self.product, run_id, context["ti"].try_number)
         result = land(
-            config.spec(self.product), lake=config.lake(), metastore=config.metastore(),
+            self.spec(config), lake=config.lake(), metastore=config.metastore(),
             bootstrap=config.kafka_bootstrap, kafka_config=dict(config.kafka_config), run_id=run_id,
             partitions=self.partitions, max_records=self.max_records, is_dead=try_is_dead(run_id),
             lease_s=self.lease_s, batch_size=self.batch_size,
@@ -98,14 +121,23 @@ class FlowsuiteLandOperator(_FlowsuiteOperator):
                 self.log.warning("%s[%d]: %s", self.product, p, pl.skipped)
         self.log.info("%s: consumed %d, landed %d, quarantined %d in %.1fs", self.product, result.consumed,
                       result.landed, result.quarantined, result.duration_s)
-        self.publish(context, {"landed": result.landed, "hours": sorted(result.hours),
-                               "reopened_hours": result.reopened_hours})
+        metastore = config.metastore()
+        self.publish(context, [
+            {"hour": h, "rows": n, "generation": getattr(metastore.hour(self.product, h), "generation", 0),
+             "reopened": h in result.reopened_hours}
+            for h, n in sorted(result.hours.items()) if n
+        ])
         return summary
 
 
 class FlowsuiteCompactOperator(_FlowsuiteOperator):
     """Compact hours of `product`: `hours` (templated; '2026-11-26-10' strings), or by
-    default every closed hour that is due (new, reopened, unmarked or unfinished).
+    default every closed hour that is due (new, reopened, unmarked or unfinished). A named
+    hour that is not on the hour ('…T10:30') fails the task like a garbage hour, unless
+    `truncate_to_hour=True` (a templated time inside the hour).
+
+    Its asset events: one per hour compacted to a new generation, `{"hour", "generation",
+    "rows", "files"}`; an hour found already whole (a doubled run) announces nothing.
 
     A due hour that is blocked or being compacted elsewhere is skipped with its reason; an
     hour asked for by name that is blocked fails the task (after the others are done).
@@ -115,20 +147,25 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
     template_fields: Sequence[str] = ("product", "hours")
 
     def __init__(self, *, product: str, hours: str | list[str] | None = None, force: bool = False,
-                 lease_s: float = 30.0, **kwargs: Any):
+                 lease_s: float = 30.0, truncate_to_hour: bool = False, **kwargs: Any):
         super().__init__(product=product, **kwargs)
         self.hours, self.force, self.lease_s = hours, force, lease_s
+        self.truncate_to_hour = truncate_to_hour
 
     def execute(self, context: Any) -> dict[str, Any]:
         from connectors.flows import HourBlockedError, compact_hour, hours_due
         from connectors.metastore import ClaimHeldError
 
         config = self.config()
-        spec, lake, metastore = config.spec(self.product), config.lake(), config.metastore()
+        spec, lake, metastore = self.spec(config), config.lake(), config.metastore()
         run_id = self.run_id(context)
         named = self.hours is not None
         if named:
-            wanted = [normalize_hour(h) for h in ([self.hours] if isinstance(self.hours, str) else self.hours)]
+            try:
+                wanted = [task_hour(h, truncate_to_hour=self.truncate_to_hour)
+                          for h in ([self.hours] if isinstance(self.hours, str) else self.hours)]
+            except ValueError as exc:  # a wrong hour stays wrong: no retry
+                raise AirflowFailException(str(exc)) from None
             skipped: dict[str, str] = {}
         else:
             due, skip = hours_due(spec, metastore)
@@ -150,7 +187,8 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
                                "files": r.files_after, "marker_written": r.marker_written}
         for hour, reason in sorted(skipped.items()):
             self.log.warning("%s %s skipped: %s", self.product, hour, reason)
-        self.publish(context, {"hours": sorted(compacted)})
+        self.publish(context, [{"hour": h, "generation": c["generation"], "rows": c["rows"], "files": c["files"]}
+                               for h, c in sorted(compacted.items()) if c["status"] == "compacted"])
         if blocked:
             raise AirflowFailException("; ".join(blocked[h] for h in sorted(blocked)))
         return {"product": self.product, "run_id": run_id, "compacted": compacted, "skipped": skipped}
@@ -172,13 +210,15 @@ class FlowsuiteSyncOperator(_FlowsuiteOperator):
         from connectors.warehouse import sync
 
         config = self.config()
-        r = sync(config.spec(self.product), lake=config.lake(), metastore=config.metastore(),
+        r = sync(self.spec(config), lake=config.lake(), metastore=config.metastore(),
                  url=self.warehouse_url or config.warehouse_url)
         if r.blocked_hours:
             self.log.warning("%s: blocked hours stop the sync: %s", self.product, ", ".join(r.blocked_hours))
         self.log.info("%s → %s: %d rows read in %d batch(es), table holds %s rows", self.product, r.table,
                       r.rows_read, r.batches, r.table_rows)
-        self.publish(context, {"rows_read": r.rows_read, "table_rows": r.table_rows})
+        offsets = {str(p): n for p, n in (r.offsets_after or {}).items()}
+        self.publish(context, [{"rows_read": r.rows_read, "table_rows": r.table_rows, "offsets": offsets}]
+                     if r.rows_read else [])
         return {"product": self.product, "table": r.table, "rows_read": r.rows_read, "batches": r.batches,
                 "table_rows": r.table_rows, "blocked_hours": list(r.blocked_hours or []),
                 "offsets_after": {str(p): n for p, n in (r.offsets_after or {}).items()}}
@@ -200,11 +240,16 @@ class FlowsuiteReplayQuarantineOperator(_FlowsuiteOperator):
         from connectors.flows import replay_quarantine
 
         config = self.config()
-        r = replay_quarantine(config.spec(self.product), lake=config.lake(), metastore=config.metastore(),
+        r = replay_quarantine(self.spec(config), lake=config.lake(), metastore=config.metastore(),
                               run_id=self.run_id(context), dry_run=self.dry_run)
         self.log.info("%s: %d record(s) replayed, %d still quarantined%s", self.product, r.replayed,
                       r.still_quarantined, " (dry run)" if self.dry_run else "")
         if not self.dry_run:
-            self.publish(context, {"replayed": r.replayed, "hours": sorted(r.hours)})
+            metastore = config.metastore()
+            self.publish(context, [
+                {"hour": h, "rows": n, "generation": getattr(metastore.hour(self.product, h), "generation", 0),
+                 "reopened": h in r.reopened_hours}
+                for h, n in sorted(r.hours.items()) if n
+            ])
         return {"product": self.product, "replayed": r.replayed, "still_quarantined": r.still_quarantined,
                 "hours": r.hours, "reopened_hours": r.reopened_hours, "dry_run": self.dry_run}

@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from flowsuite_airflow.engine import hour_status, normalize_hour
+from flowsuite_airflow.engine import UnknownProductError, hour_status, task_hour
 from flowsuite_airflow.hooks.flowsuite import FlowsuiteHook
 from flowsuite_airflow.triggers.flowsuite import FlowsuiteHourTrigger
 
@@ -34,6 +34,10 @@ class FlowsuiteHourSensor(BaseSensorOperator):
     Deferrable by default: after one look it hands the wait to `FlowsuiteHourTrigger` and
     frees its worker slot. A blocked hour fails the task at once (no retry) with the reason;
     `timeout` (seconds, default 3 hours) bounds the whole wait.
+
+    Fails at once, before any wait, on a product with no spec in the products folder (the
+    land operator's message) and on an hour that is not one: `2026-11-26T10:30` is refused
+    like a garbage hour, unless `truncate_to_hour=True` (a templated time inside the hour).
     """
 
     template_fields: Sequence[str] = ("product", "hour")
@@ -42,9 +46,9 @@ class FlowsuiteHourSensor(BaseSensorOperator):
     def __init__(self, *, product: str, hour: str = PREVIOUS_HOUR,
                  flowsuite_conn_id: str = FlowsuiteHook.default_conn_name,
                  deferrable: bool = True, poke_interval: float = 60.0, timeout: float = 3 * 3600,
-                 **kwargs: Any):
+                 truncate_to_hour: bool = False, **kwargs: Any):
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
-        self.product, self.hour = product, hour
+        self.product, self.hour, self.truncate_to_hour = product, hour, truncate_to_hour
         self.flowsuite_conn_id, self.deferrable = flowsuite_conn_id, deferrable
 
     def _look(self) -> Any:
@@ -52,7 +56,19 @@ class FlowsuiteHourSensor(BaseSensorOperator):
         return hour_status(config.metastore(), config.lake(), self.product, self._hour())
 
     def _hour(self) -> str:
-        return normalize_hour(self.hour if isinstance(self.hour, str | datetime) else str(self.hour))
+        value = self.hour if isinstance(self.hour, str | datetime) else str(self.hour)
+        try:
+            return task_hour(value, truncate_to_hour=self.truncate_to_hour)
+        except ValueError as exc:  # a wrong hour stays wrong: no retry
+            raise AirflowFailException(str(exc)) from None
+
+    def _check(self) -> None:
+        """What no wait can fix, before the first look: an unknown product, a bad hour."""
+        self._hour()
+        try:
+            FlowsuiteHook(self.flowsuite_conn_id).get_conn().spec(self.product)
+        except UnknownProductError as exc:
+            raise AirflowFailException(str(exc)) from None
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         status = self._look()
@@ -62,6 +78,7 @@ class FlowsuiteHourSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=status.state == "ready", xcom_value=status.info)
 
     def execute(self, context: Any) -> Any:
+        self._check()
         if not self.deferrable:
             return super().execute(context)
         status = self._look()
