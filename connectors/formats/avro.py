@@ -21,7 +21,9 @@ is quarantined with its own reason. An unknown id stops the run (SchemaUnavailab
 Logical types are read as their underlying numbers and converted by Arrow, column at a time,
 without loss: timestamp-millis/micros → timestamp[us, UTC] (local-timestamp-* likewise, taken as
 UTC), date → date32, uuid → its canonical text, time-millis/micros → their number (int32/int64),
-decimal → its exact text (a `string` field) or a float (a `float64` field, by the owner's choice).
+decimal → its exact text (a `string` field; plain positional digits with the writer's scale,
+`0.000000000`, never exponent notation such as `0E-9`) or a float (a `float64` field, by the
+owner's choice).
 Named types of referenced schemas (the registry's `references`) are parsed before the schema.
 """
 
@@ -329,8 +331,8 @@ def _to_arrow(raw: list, kind, f: FieldSpec) -> pa.Array:
     if t == "date":
         return pa.array(raw, pa.int32()).cast(pa.date32())
     if t == "string":
-        if kind == "decimal":
-            raw = [None if v is None else str(v) for v in raw]
+        if kind == "decimal":  # positional, scale kept: str() would give 1.5E-7 or 0E-9
+            raw = [None if v is None else format(v, "f") for v in raw]
         elif kind == "bytes":
             raw = [None if v is None else v.decode("utf-8") for v in raw]
         return pa.array(raw, pa.string())
