@@ -14,7 +14,7 @@ import yaml
 from connectors.lake import hour_key
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks, produce
-from tests.providers import airflow_support as af
+from tests.support import airflow as af
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300

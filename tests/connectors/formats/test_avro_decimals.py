@@ -12,7 +12,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.warehouse import WarehouseSink, sync
 from examples.demo_data import produce
-from tests.connectors.formats.avro_support import avro_spec, batch, wire, write_schemas
+from tests.support.avro import avro_spec, batch, wire, write_schemas
 
 TS = datetime(2026, 11, 30, 10, 15, tzinfo=UTC)
 MONEY = {
