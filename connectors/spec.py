@@ -36,7 +36,10 @@ TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 PARTITION_COLUMNS = ("dt", "hour")
 RESERVED_COLUMNS = {"_topic", "_partition", "_offset", "_timestamp", "_key", "_deleted", "_error", "_raw"}
 
-FieldType = Literal["string", "int32", "int64", "float64", "boolean", "timestamp", "date", "bytes"]
+FieldType = Literal["string", "int32", "int64", "float64", "decimal", "boolean", "timestamp", "date", "bytes"]
+# `type: decimal` takes `precision` (total digits) and `scale` (digits after the point): Arrow's
+# decimal128, so 38 digits at most.
+MAX_DECIMAL_PRECISION = 38
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -91,6 +94,9 @@ class FieldSpec(SpecModel):
     max: float | None = None
     pattern: str | None = None
     max_length: int | None = Field(default=None, gt=0)
+    # type: decimal only: total digits (1..38) and digits after the point (0..precision).
+    precision: int | None = None
+    scale: int | None = None
     # avro/protobuf: a dotted path into nested records/messages (`device.os`), flattened into
     # this column; the field's own name by default.
     path: str | None = None
@@ -135,10 +141,26 @@ class FieldSpec(SpecModel):
         return v
 
     @model_validator(mode="after")
+    def _decimal_digits(self) -> FieldSpec:
+        if self.type != "decimal":
+            if self.precision is not None or self.scale is not None:
+                raise ValueError(f"precision/scale apply to type decimal, not to type {self.type!r}")
+            return self
+        p, sc = self.precision, self.scale
+        if p is None:
+            raise ValueError(f"type decimal needs precision: its total number of digits, 1 to {MAX_DECIMAL_PRECISION} "
+                             "(and scale: the digits after the point, default 0)")
+        if isinstance(p, bool) or not 1 <= p <= MAX_DECIMAL_PRECISION:
+            raise ValueError(f"precision must be 1 to {MAX_DECIMAL_PRECISION} (Arrow's decimal128), got {p!r}")
+        if sc is not None and (isinstance(sc, bool) or not 0 <= sc <= p):
+            raise ValueError(f"scale must be 0 to the precision ({p}), got {sc!r}")
+        return self
+
+    @model_validator(mode="after")
     def _rules_fit_type(self) -> FieldSpec:
         numeric = self.type in ("int32", "int64", "float64")
         if (self.min is not None or self.max is not None) and not numeric:
-            raise ValueError(f"min/max apply to numeric fields, not to type {self.type!r}")
+            raise ValueError(f"min/max apply to int32, int64 and float64 fields, not to type {self.type!r}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.pattern is not None or self.max_length is not None) and self.type not in ("string", "bytes"):
@@ -158,6 +180,8 @@ class FieldSpec(SpecModel):
 
     @property
     def arrow_type(self) -> pa.DataType:
+        if self.type == "decimal":
+            return pa.decimal128(self.precision or MAX_DECIMAL_PRECISION, self.scale or 0)
         return ARROW_TYPES[self.type]
 
 

@@ -33,6 +33,7 @@ import copy
 import io
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from operator import itemgetter
 
 import pyarrow as pa
@@ -51,6 +52,7 @@ _ACCEPTS: dict[str, set[str]] = {
     "timestamp": {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros"},
     "date": {"date"},
     "bytes": {"bytes", "fixed", "string"},
+    "decimal": {"decimal", "int", "long"},  # a value that needs more digits than the spec's is quarantined
 }
 # Logical types fastavro would turn into Python objects one by one: read as numbers instead.
 _READ_RAW = {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros",
@@ -338,6 +340,8 @@ def _to_arrow(raw: list, kind, f: FieldSpec) -> pa.Array:
         return pa.array(raw, pa.string())
     if t == "bytes" and kind == "string":
         raw = [None if v is None else v.encode("utf-8") for v in raw]
+    if t == "decimal":  # exact, or ArrowInvalid (a value's digits do not fit): that record is quarantined
+        return pa.array([None if v is None else Decimal(v) for v in raw], f.arrow_type)
     if t == "float64" and kind == "decimal":
         raw = [None if v is None else float(v) for v in raw]
     return pa.array(raw, f.arrow_type)

@@ -15,6 +15,7 @@ import io
 import json
 import re
 from datetime import UTC, date, datetime
+from decimal import ROUND_DOWN, Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -398,6 +399,20 @@ def _convert(field: FieldSpec, v: object) -> tuple[object, str | None]:
         if isinstance(v, bool) or not isinstance(v, int | float):
             return wrong()
         return float(v), None
+    if t == "decimal":  # a JSON string of decimal text, or a number
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            return wrong()
+        try:
+            d = Decimal(v if isinstance(v, str) else repr(v))
+        except ArithmeticError:
+            return None, f"field '{field.name}': {str(v)[:80]!r} is not a decimal number"
+        if not d.is_finite():
+            return None, f"field '{field.name}': {v!r} is not a finite decimal"
+        scale = field.scale or 0
+        if d != d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_DOWN) or \
+                len(d.quantize(Decimal(1).scaleb(-scale)).as_tuple().digits) > (field.precision or 38):
+            return None, f"field '{field.name}': {str(v)[:80]} does not fit decimal({field.precision},{scale})"
+        return d, None
     if t == "boolean":
         return (v, None) if isinstance(v, bool) else wrong()
     if t == "timestamp":

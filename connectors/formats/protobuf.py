@@ -56,6 +56,7 @@ _ACCEPTS: dict[str, set[str]] = {
     "timestamp": {"timestamp"},
     "date": set(),
     "bytes": {"bytes", "string"},
+    "decimal": set(),  # protobuf has no decimal scalar (google.type.Decimal is a message): not read
 }
 
 

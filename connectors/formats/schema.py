@@ -55,3 +55,9 @@ def payload_lake_schema(spec: DataProductSpec) -> pa.Schema:
     if spec.deletes_enabled:
         fields.append(pa.field("_deleted", pa.bool_()))
     return pa.schema(fields)
+
+
+def decimal_text(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A decimal column as plain positional text with its scale (`0.000000000`): Arrow's own
+    cast to string, like Python's str(), gives exponent forms such as `0E-9` and `1.50E-7`."""
+    return pa.array([None if v is None else format(v, "f") for v in arr.to_pylist()], pa.string())

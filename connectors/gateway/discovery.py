@@ -20,6 +20,7 @@ _JSON_TYPES = {
     "float64": {"type": "number"}, "boolean": {"type": "boolean"},
     "timestamp": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"},
     "bytes": {"type": "string", "contentEncoding": "base64"},
+    "decimal": {"type": ["string", "number"]},  # exact decimal text, or a JSON number
 }
 
 

@@ -75,7 +75,7 @@ from connectors.warehouse.cdc import by_unchanged, carry_unchanged, split_at_tru
 from connectors.warehouse.dialects import STAGE_TABLE, dialect_for
 from connectors.warehouse.reduce import POSITION, reduce_latest, version_columns
 from connectors.warehouse.results import BatchCounts
-from connectors.warehouse.types import SQL_NAMES, column_type, family, render_type
+from connectors.warehouse.types import SQL_NAMES, column_type, fits, render_type
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +232,11 @@ class WarehouseSink:
             col = existing.get(f.name)
             if col is None:
                 continue
-            if family(col["type"], self.dialect) != f.type:
+            if not fits(col["type"], self.dialect, f):
+                want = (f"decimal({f.precision},{f.scale or 0})" if f.type == "decimal" else f.type)
                 problems.append(
                     f"column {f.name} is {render_type(col['type'], self.engine)} in the warehouse but the spec says "
-                    f"{f.type}; migrate the column to {SQL_NAMES[f.type]} (or rename the field in the spec)"
+                    f"{want}; migrate the column to {SQL_NAMES[f.type]} (or rename the field in the spec)"
                 )
         if problems:
             raise WarehouseSchemaError(f"{self.spec.name}: table {t} does not fit the spec: " + "; ".join(problems))

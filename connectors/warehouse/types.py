@@ -34,6 +34,12 @@ def column_type(f: FieldSpec, dialect: str, in_key: bool) -> sa.types.TypeEngine
         return sa.BigInteger()
     if t == "float64":
         return sa.Double()
+    if t == "decimal":  # numeric(p,s) / DECIMAL(p,s); SQLite has no exact decimal: its plain text
+        if dialect == "sqlite":
+            return sa.Text()
+        if dialect == "mysql":
+            return mysql_types.DECIMAL(f.precision, f.scale or 0)
+        return sa.Numeric(f.precision, f.scale or 0)
     if t == "boolean":
         return sa.Boolean()
     if t == "timestamp":
@@ -46,7 +52,19 @@ def column_type(f: FieldSpec, dialect: str, in_key: bool) -> sa.types.TypeEngine
 
 # What a reflected column type is, compared with a spec type ("family").
 SQL_NAMES = {"int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "boolean": "BOOLEAN",
-              "timestamp": "TIMESTAMP", "date": "DATE", "string": "TEXT", "bytes": "BINARY"}
+              "timestamp": "TIMESTAMP", "date": "DATE", "string": "TEXT", "bytes": "BINARY",
+              "decimal": "NUMERIC(precision, scale)"}
+
+
+def fits(sql_type: sa.types.TypeEngine, dialect: str, f: FieldSpec) -> bool:
+    """Whether an existing column holds the spec field: its family, and for a decimal, an
+    exact NUMERIC/DECIMAL (SQLite: TEXT) of the spec's precision and scale."""
+    if f.type != "decimal":
+        return family(sql_type, dialect) == f.type
+    if dialect == "sqlite":
+        return isinstance(sql_type, sa.String)
+    return (isinstance(sql_type, sa.Numeric) and not isinstance(sql_type, sa.Float)
+            and (sql_type.precision, sql_type.scale or 0) == (f.precision, f.scale or 0))
 
 
 def family(sql_type: sa.types.TypeEngine, dialect: str) -> str | None:

@@ -17,6 +17,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from connectors.formats.schema import decimal_text
+
 STAGE_TABLE = "flowsuite_stage"
 
 
@@ -28,6 +30,8 @@ def python_rows(data: pa.Table) -> list[dict]:
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.timestamp("us", tz="UTC"))
             values = [None if v is None else v.astimezone(UTC).replace(tzinfo=None) for v in col.to_pylist()]
+        elif pa.types.is_decimal(col.type):  # text: exact in DECIMAL/NUMERIC, and SQLite's TEXT column
+            values = decimal_text(col).to_pylist()
         else:
             values = col.to_pylist()
         columns[name] = values

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.formats.schema import decimal_text
+
 _HEX = np.frombuffer(b"".join(f"{i:02X}".encode() for i in range(256)), dtype=np.uint8).reshape(256, 2)
 
 
@@ -63,6 +65,8 @@ def sql_literals(arr: pa.Array) -> pa.Array:
         lit = arr.cast(pa.int8()).cast(pa.large_string())
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
         lit = arr.cast(pa.large_string())
+    elif pa.types.is_decimal(t):  # an exact DECIMAL literal: plain digits (1.50E-7 would be a DOUBLE)
+        lit = decimal_text(arr)
     elif pa.types.is_timestamp(t):
         naive = arr.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us")) if t.tz else arr.cast(pa.timestamp("us"))
         lit = _quoted(naive.cast(pa.large_string()))
