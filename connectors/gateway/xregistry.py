@@ -110,6 +110,7 @@ class XRegistry:
         self.schemas_dir = schemas_dir
         self.registry_id = registry_id
         self.stamp = (loaded_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._trees: dict[tuple[str, str], dict[str, dict[str, Node]]] = {}  # per root URL: built once
 
     # --- the model -------------------------------------------------------------------------
 
@@ -136,6 +137,15 @@ class XRegistry:
         return {**attrs, "epoch": 1, "createdat": self.stamp, "modifiedat": self.stamp}
 
     def tree(self, base: str, subscriptions_url: str) -> dict[str, dict[str, Node]]:
+        """The entities (read-only: the specs and schema files as loaded), built once per root URL."""
+        key = (base, subscriptions_url)
+        if key not in self._trees:
+            if len(self._trees) > 16:  # Host headers vary; keep the memory bounded
+                self._trees.clear()
+            self._trees[key] = self._build(base, subscriptions_url)
+        return self._trees[key]
+
+    def _build(self, base: str, subscriptions_url: str) -> dict[str, dict[str, Node]]:
         endpoints, messagegroups, schemagroups = {}, {}, {}
         for spec in self.specs:
             endpoints[spec.name] = self._endpoint(spec, subscriptions_url)
