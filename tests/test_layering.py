@@ -5,7 +5,7 @@ connectors/ is a stack of layers; a module imports only from its own layer or th
     0  spec, faults, leases, settings, errors   (top-level modules)
     1  formats
     2  kafka, lake, metastore, tables (open table formats over the lake and the metastore)
-    3  flows, warehouse, gateway
+    3  flows, warehouse, gateway, contracts (ODCS data contracts)
     4  sources
 
 Within a layer imports may cross (lake.readers uses the metastore) as long as no circle forms.
@@ -37,6 +37,7 @@ LAYERS = {
     "connectors.flows": 3,
     "connectors.warehouse": 3,
     "connectors.gateway": 3,
+    "connectors.contracts": 3,
     "connectors.sources": 4,
 }
 FORBIDDEN = ("dagster", "airflow", "orchestration", "assets", "sensors", "quality", "examples")

@@ -6,6 +6,9 @@ CloudEvents Subscriptions API (subscriptions-openapi.yaml): `GET|POST|OPTIONS /s
 and the subscriber's `POST /subscriptions/{id}/secret` (rotation: the new `whsec_` secret is in
 the answer, the old one keeps signing for `?grace=` seconds, default a day) and
 `POST /subscriptions/{id}/replay` (`{"startfrom": ...}`: deliver again from there).
+Discovery (public, no token): the xRegistry document (connectors/gateway/xregistry.py) at
+`GET /`, `/model`, `/endpoints…`, `/messagegroups…`, `/schemagroups…`; and, with a token,
+`GET /products/{name}/contract` (the product's ODCS v3 data contract, JSON or YAML).
 Inbound flow (connectors/gateway/inbound/http.py): `OPTIONS|POST /inbound/{product}`, signed by
 Standard Webhooks instead of a bearer token.
 
@@ -27,6 +30,7 @@ from starlette.routing import Route
 
 from connectors.gateway.discovery import products_document
 from connectors.gateway.service import FlowError, FlowService
+from connectors.gateway.xregistry import Answer, Inline, XRegistry, XRegistryError, document_view
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +157,75 @@ async def products(request: Request, service: FlowService) -> Response:
     return JSONResponse(products_document(service.products(), base, org))
 
 
-def create_app(service: FlowService, inbound=None) -> Starlette:
+def _base(request: Request) -> str:
+    """The registry's root URL: FLOWSUITE_FLOW_PUBLIC_URL when the app was given one, else
+    the URL the request came to."""
+    return request.app.state.public_url or str(request.base_url).rstrip("/")
+
+
+async def xregistry(request: Request) -> Response:
+    registry: XRegistry = request.app.state.xregistry
+    base = _base(request)
+    link = {"Link": f"<{base}/>;rel=xregistry-root"}
+    try:
+        inline = Inline.parse(request.query_params.getlist("inline"))
+        answer = registry.lookup(request.url.path, base, f"{base}/subscriptions", inline)
+        if "doc" in request.query_params and answer.document is None and isinstance(answer.body, dict):
+            answer = Answer(document_view(answer.body), answer.headers)
+    except XRegistryError as exc:
+        return JSONResponse(exc.problem(), status_code=exc.status, headers=link,
+                            media_type="application/problem+json")
+    if answer.document is not None:
+        return Response(answer.document, media_type=answer.contenttype, headers={**answer.headers, **link})
+    return JSONResponse(answer.body, headers={**answer.headers, **link})
+
+
+@_handler
+async def product_contract(request: Request, service: FlowService) -> Response:
+    await _org(request)
+    from connectors.contracts.odcs import contract
+
+    name = request.path_params["name"]
+    spec = service.specs.get(name)
+    if spec is None or not spec.flow.enabled:
+        known = ", ".join(s.name for s in service.products()) or "none"
+        raise FlowError(404, f"no data product {name!r} offered here (known: {known})")
+    fmt = request.query_params.get("format")
+    if fmt is None:
+        fmt = "yaml" if "yaml" in request.headers.get("accept", "") else "json"
+    if fmt not in ("json", "yaml"):
+        raise FlowError(400, f"format {fmt!r}: json or yaml")
+    doc = contract(spec, **request.app.state.contract_settings)
+    if fmt == "yaml":
+        import yaml
+
+        return Response(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), media_type="application/yaml")
+    return JSONResponse(doc)
+
+
+def contract_settings(settings: Any) -> dict[str, Any]:
+    """The contract's server addresses from flowsuite's settings (connectors/settings.py)."""
+    from connectors.tables.iceberg import catalog_url
+
+    return {"kafka_bootstrap": settings.kafka_bootstrap, "lake_url": settings.lake_url,
+            "warehouse_url": settings.warehouse_url,
+            "iceberg_catalog_url": catalog_url(settings.metastore_url, settings.iceberg_catalog_url)}
+
+
+def create_app(service: FlowService, inbound=None, settings: Any = None, public_url: str | None = None) -> Starlette:
     """The gateway's app; `inbound` (a connectors.gateway.inbound.InboundService) adds
-    `OPTIONS|POST /inbound/{product}` for the products other organisations push to."""
+    `OPTIONS|POST /inbound/{product}` for the products other organisations push to.
+    `settings` (connectors.settings.Settings) gives discovery the writer schema files
+    (products_dir/schemas) and the contract's servers; `public_url` the registry's root URL."""
     from connectors.gateway.inbound.http import ROUTES as INBOUND_ROUTES
 
+    xreg_routes = [Route("/", xregistry, methods=["GET"]), Route("/model", xregistry, methods=["GET"])]
+    for group in ("endpoints", "messagegroups", "schemagroups"):
+        xreg_routes.append(Route("/" + group + "{rest:path}", xregistry, methods=["GET"]))
     app = Starlette(routes=[
         *INBOUND_ROUTES,
+        *xreg_routes,
+        Route("/products/{name}/contract", product_contract, methods=["GET"]),
         Route("/products", products, methods=["GET"]),
         Route("/subscriptions", subscriptions, methods=["GET", "POST", "OPTIONS"]),
         Route("/subscriptions/{id}", subscription, methods=["GET", "PUT", "DELETE", "OPTIONS"]),
@@ -169,4 +235,7 @@ def create_app(service: FlowService, inbound=None) -> Starlette:
     ])
     app.state.service = service
     app.state.inbound = inbound
+    app.state.public_url = public_url.rstrip("/") if public_url else None
+    app.state.xregistry = XRegistry(service.products(), settings.products_dir / "schemas" if settings else None)
+    app.state.contract_settings = contract_settings(settings) if settings is not None else {}
     return app

@@ -1,5 +1,8 @@
 """`GET /products`: the products that allow subscriptions, as xRegistry-style endpoints.
 
+The standard form is the xRegistry document (connectors/gateway/xregistry.py: `GET /`,
+`/endpoints`, `/messagegroups`, `/schemagroups`); each endpoint here links to it (`xregistry`).
+
 Shaped after the xRegistry endpoint model (`usage: subscriber`, a `config` with the protocol
 and the Subscriptions API's address, `envelope: CloudEvents/1.0` with its modes) with the
 messages each product emits (CloudEvents `source` and `type`, the data's JSON Schema built
@@ -13,36 +16,17 @@ from typing import Any
 from connectors.gateway.events import product_source, product_type
 from connectors.gateway.filters import SUPPORTED
 from connectors.gateway.policy import required_filters
+from connectors.gateway.xregistry import json_schema
 from connectors.spec import DataProductSpec
 
-_JSON_TYPES = {
-    "string": {"type": "string"}, "int32": {"type": "integer"}, "int64": {"type": "integer"},
-    "float64": {"type": "number"}, "boolean": {"type": "boolean"},
-    "timestamp": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"},
-    "bytes": {"type": "string", "contentEncoding": "base64"},
-    "decimal": {"type": ["string", "number"]},  # exact decimal text, or a JSON number
-}
-
-
-def json_schema(spec: DataProductSpec) -> dict[str, Any]:
-    props = {}
-    for f in spec.fields:
-        prop = dict(_JSON_TYPES[f.type])
-        if f.description:
-            prop["description"] = f.description
-        if f.enum:
-            prop["enum"] = list(f.enum)
-        if f.pattern:
-            prop["pattern"] = f.pattern
-        props[f.name] = prop
-    return {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": props,
-            "required": [f.name for f in spec.fields if f.required]}
-
+__all__ = ["endpoint", "json_schema", "products_document"]
 
 def endpoint(spec: DataProductSpec, base_url: str, org: str) -> dict[str, Any]:
     msg_type = product_type(spec)
     return {
         "endpointid": spec.name,
+        "xregistry": f"{base_url}/endpoints/{spec.name}",
+        "contract": f"{base_url}/products/{spec.name}/contract",
         "name": spec.name,
         "description": spec.description.strip(),
         "owner": spec.owner,

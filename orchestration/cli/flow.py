@@ -94,7 +94,8 @@ def serve(settings: Settings, host: str, port: int, no_deliver: bool) -> None:
     click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin "
                f"{service.settings.origin}, inbound: {products})", err=True)
     try:
-        uvicorn.run(create_app(service, inbound), host=host, port=port, log_level="info", access_log=True)
+        app = create_app(service, inbound, settings=settings, public_url=getattr(settings, "flow_public_url", None))
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
     finally:
         if gateway is not None:
             gateway.stop()

@@ -17,6 +17,7 @@ from connectors.settings import load_settings
 from orchestration.cli import (
     broker,
     cdc,
+    contract,
     demo,
     flow,
     lake,
@@ -84,6 +85,7 @@ cli.add_command(status.command)
 cli.add_command(flow.group)
 cli.add_command(table.group)
 cli.add_command(cdc.group)
+cli.add_command(contract.group)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ PRODUCT_COMMANDS = [
     ["quality", "blocked", "{p}"],
     ["quality", "unblock", "{p}"],
     ["warehouse", "sync", "{p}"],
+    ["contract", "export", "{p}"],
 ]
 
 

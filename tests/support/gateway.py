@@ -232,12 +232,12 @@ test_settings.__test__ = False  # a helper, not a test
 class ApiServer:
     """The Starlette app on uvicorn in a thread, on a free loopback port."""
 
-    def __init__(self, service: FlowService):
+    def __init__(self, service: FlowService, **app_kwargs: Any):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         sock.close()
-        config = uvicorn.Config(create_app(service), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(create_app(service, **app_kwargs), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
