@@ -26,6 +26,7 @@ from sqlalchemy import (
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -322,3 +323,30 @@ class GatewayStore:
                 return done
 
         return retrying(tx) == 1
+
+
+# --- pull delivery (connectors/gateway/pull.py) ----------------------------------------------
+
+pull_state = Table(
+    "fs_flow_pull",
+    md,
+    Column("subscription", String(40), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("read_through", BigInteger, nullable=False),  # first offset not yet handed out or skipped
+    Column("position", BigInteger, nullable=False),  # the fs_flow_positions value pull last wrote
+    Column("position_at", Float, nullable=False),  # and its updated_at: another value is a replay
+    Column("version", BigInteger, nullable=False),  # bumped by every change of the partition's locks
+)
+
+locks = Table(
+    "fs_flow_locks",
+    md,
+    Column("subscription", String(40), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("event_offset", BigInteger, primary_key=True),
+    Column("lock_token", String(64), nullable=False, unique=True),
+    Column("expires_at", Float, nullable=False),
+    Column("delivery_count", Integer, nullable=False),
+    Column("attributes", Text, nullable=False),  # the CloudEvent's attributes as JSON
+    Column("data", LargeBinary, nullable=False),  # its data, the record's bytes
+)
