@@ -21,14 +21,14 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
 from connectors.warehouse import WarehouseSink, sync
-from tests.connectors.cdc_support import (
+from tests.reliability.table import SEED, iterations, record
+from tests.support.cdc import (
     ORDERS_DDL,
     REPO,
     orders_product,
     orders_source,
     sql,
 )
-from tests.reliability.table import SEED, iterations, record
 
 
 class Writer(threading.Thread):

@@ -15,7 +15,7 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import CdcError, capture
 from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.position import read_position
-from tests.connectors.cdc_support import (
+from tests.support.cdc import (
     ORDERS_DDL,
     orders_product,
     orders_source,
@@ -172,7 +172,7 @@ def test_slot_creation_errors_are_clear(pg_logical, cdc_db, make_topic, tmp_path
         capture(orders_source(cdc_db, publication="elsewhere"), product, metastore=ms, bootstrap=kafka_bootstrap)
     sql(pg_logical.url, "DROP ROLE IF EXISTS plain_owner")
     # the machine's own server runs wal_level=replica: the message says what to change
-    from tests.conftest import PG_HOST, PG_PORT
+    from tests.support.services import PG_HOST, PG_PORT
     replica_url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
     try:
         sql(replica_url, "SELECT 1")
