@@ -13,14 +13,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.gateway.events import structured_request
 from connectors.gateway.worker import dlq_topic_of
-from tests.connectors.gateway.flow_support import (
-    OWNER,
-    SOURCE,
-    Flow,
-    flow_env,
-    produce_clicks,
-    wait_for,
-)
+from tests.support import wait_for
+from tests.support.gateway import OWNER, SOURCE, Flow, flow_env, produce_clicks
 
 
 def _pull_sub(flow: Flow, org: str = "p-001", **config: Any) -> str:
@@ -146,14 +140,14 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
     topic = make_topic(partitions=1)
     produce_clicks(kafka_bootstrap, topic, 6)
     with flow_env(tmp_path, kafka_bootstrap, topic) as flow:
-        sub_id = _pull_sub(flow, lockduration=2, ordered=False)
+        sub_id = _pull_sub(flow, lockduration=3, ordered=False)
         a, b, c = _receive(flow, sub_id, n=3)
         assert _settle(flow, sub_id, "release", _tokens([a])).status_code == 200
         again = _receive(flow, sub_id, n=10)
         assert [(i["event"]["id"], i["brokerProperties"]["deliveryCount"]) for i in again] == [(a["event"]["id"], 2)]
         # renewLock: the lock outlives its first duration
-        for _ in range(2):
-            time.sleep(1.2)
+        for _ in range(2):  # 4 s in all: past the first 3 s lock
+            time.sleep(2)
             renewed = _settle(flow, sub_id, "renewLock", _tokens([b, c, *again]))
             assert renewed.json()["succeededLockTokens"] == _tokens([b, c, *again])
         assert _settle(flow, sub_id, "acknowledge", _tokens([b])).status_code == 200
@@ -163,6 +157,7 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert [dict(m.headers())["ce_id"].decode() for m in dlq] == [c["event"]["id"]]
         assert json.loads(dlq[0].value()) == c["event"]["data"]
         # release with a delay: not handed out before it
+        assert _settle(flow, sub_id, "renewLock", _tokens(again)).status_code == 200  # the dead letter took a while
         assert _settle(flow, sub_id, "release", _tokens(again), releaseDelayInSeconds=10).status_code == 200
         assert _receive(flow, sub_id, n=10) == []
         bad = _settle(flow, sub_id, "release", _tokens(again), releaseDelayInSeconds=7)
