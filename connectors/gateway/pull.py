@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.formats import Batch, decoder_for
@@ -203,19 +203,22 @@ class PullService:
                     pull_state.c.version == st["version"])).values(
                     version=pull_state.c.version + 1, read_through=frontier)).rowcount != 1:
                 raise _Conflict()
-            for r in again:
-                token = _token()
+            if again:
+                new_rows = [{"k_offset": r["event_offset"], "k_token": _token(), "k_count": r["delivery_count"] + 1}
+                            for r in again]
                 conn.execute(update(locks).where(and_(
-                    locks.c.subscription == sub.id, locks.c.partition == p, locks.c.event_offset == r["event_offset"],
-                )).values(lock_token=token, expires_at=now + lock_s, delivery_count=r["delivery_count"] + 1))
-                ev = FlowEvent(p, r["event_offset"], json.loads(r["attributes"]), bytes(r["data"]), None)
-                out.append(Received(token, r["delivery_count"] + 1, ev))
-            for ev in fresh:
-                token = _token()
-                conn.execute(insert(locks).values(
-                    subscription=sub.id, partition=p, event_offset=ev.offset, lock_token=token,
-                    expires_at=now + lock_s, delivery_count=1, attributes=json.dumps(ev.attributes), data=ev.data))
-                out.append(Received(token, 1, ev))
+                    locks.c.subscription == sub.id, locks.c.partition == p, locks.c.event_offset == bindparam("k_offset"),
+                )).values(lock_token=bindparam("k_token"), expires_at=now + lock_s, delivery_count=bindparam("k_count")),
+                    new_rows)
+                for r, n in zip(again, new_rows, strict=True):
+                    ev = FlowEvent(p, r["event_offset"], json.loads(r["attributes"]), bytes(r["data"]), None)
+                    out.append(Received(n["k_token"], n["k_count"], ev))
+            if fresh:
+                values = [{"subscription": sub.id, "partition": p, "event_offset": ev.offset, "lock_token": _token(),
+                           "expires_at": now + lock_s, "delivery_count": 1, "attributes": json.dumps(ev.attributes),
+                           "data": ev.data} for ev in fresh]
+                conn.execute(insert(locks), values)
+                out += [Received(v["lock_token"], 1, ev) for v, ev in zip(values, fresh, strict=True)]
             lowest = [r["event_offset"] for r in rows] + [ev.offset for ev in fresh]
             self._move_position(conn, sub.id, p, pos, min(lowest) if lowest else frontier, cleared)
         return out
@@ -333,21 +336,30 @@ class PullService:
     def _settle_partition(self, sub: Subscription, spec, p: int, action: str, rs: list[dict[str, Any]],
                           delay_s: int, failed: list[dict[str, Any]]) -> list[str]:
         now = time.time()
-        done: list[str] = []
-        lost: list[str] = []
         with self.engine.begin() as conn:
             # the partition's row first: every change of its locks is serialised behind it
             conn.execute(update(pull_state).where(and_(pull_state.c.subscription == sub.id, pull_state.c.partition == p))
                          .values(version=pull_state.c.version + 1))
-            for r in rs:
-                mine = and_(locks.c.subscription == sub.id, locks.c.lock_token == r["lock_token"], locks.c.expires_at > now)
-                if action in ("acknowledge", "reject"):
-                    n = conn.execute(delete(locks).where(mine)).rowcount
-                elif action == "release":
-                    n = conn.execute(update(locks).where(mine).values(lock_token=_token(), expires_at=now + delay_s)).rowcount
-                else:
-                    n = conn.execute(update(locks).where(mine).values(expires_at=now + sub.options.lock_s)).rowcount
-                (done if n == 1 else lost).append(r["lock_token"])
+            wanted = [r["lock_token"] for r in rs]
+            live = conn.execute(select(locks.c.event_offset, locks.c.lock_token).where(and_(
+                locks.c.subscription == sub.id, locks.c.partition == p, locks.c.lock_token.in_(wanted),
+                locks.c.expires_at > now))).all()
+            offsets = [o for o, _ in live]
+            held = {t for _, t in live}
+            done = [t for t in wanted if t in held]  # in the order asked
+            lost = [t for t in wanted if t not in held]
+            these = and_(locks.c.subscription == sub.id, locks.c.partition == p, locks.c.event_offset.in_(offsets))
+            if not offsets:
+                pass
+            elif action in ("acknowledge", "reject"):
+                conn.execute(delete(locks).where(these))
+            elif action == "release":
+                conn.execute(update(locks).where(and_(
+                    locks.c.subscription == sub.id, locks.c.partition == p, locks.c.event_offset == bindparam("k_offset"),
+                )).values(lock_token=bindparam("k_token"), expires_at=now + delay_s),
+                    [{"k_offset": o, "k_token": _token()} for o in offsets])
+            else:
+                conn.execute(update(locks).where(these).values(expires_at=now + sub.options.lock_s))
             if action in ("acknowledge", "reject") and done:
                 pos = conn.execute(select(positions).where(
                     and_(positions.c.subscription == sub.id, positions.c.partition == p))).mappings().first()
