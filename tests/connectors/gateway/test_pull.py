@@ -9,12 +9,24 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from connectors.gateway import FlowService, GatewayStore
 from connectors.gateway.events import structured_request
+from connectors.gateway.pull import PullService
 from connectors.gateway.worker import dlq_topic_of
+from connectors.metastore import Metastore
 from tests.support import wait_for
-from tests.support.gateway import OWNER, SOURCE, Flow, flow_env, produce_clicks
+from tests.support.gateway import (
+    OWNER,
+    SOURCE,
+    Flow,
+    clicks_flow_spec,
+    flow_env,
+    produce_clicks,
+    test_settings,
+)
 
 
 def _pull_sub(flow: Flow, org: str = "p-001", **config: Any) -> str:
@@ -91,9 +103,7 @@ def test_structured_bytes_are_those_of_push(tmp_path, kafka_bootstrap, make_topi
         assert body.endswith(b',"event":' + structured_request(got[0].event)[1] + b"}")
 
 
-def _pull_service(flow: Flow):
-    from connectors.gateway.pull import PullService
-
+def _pull_service(flow: Flow) -> PullService:
     return PullService(flow.service)
 
 
@@ -185,29 +195,51 @@ def _read_all(bootstrap: str, topic: str) -> list:
     return out
 
 
-def test_two_pullers_never_hold_the_same_unexpired_lock(tmp_path, kafka_bootstrap, make_topic):
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_two_pullers_never_hold_the_same_unexpired_lock(db, ordered, request, tmp_path, kafka_bootstrap, make_topic):
+    """Two pull services (as two gateway processes: only the metastore is shared) receive and
+    acknowledge at once; no event is handed to both, none is lost."""
     topic = make_topic(partitions=2)
     produce_clicks(kafka_bootstrap, topic, 200)
-    with flow_env(tmp_path, kafka_bootstrap, topic) as flow:
-        sub_id = _pull_sub(flow, ordered=False)
+    url = f"sqlite:///{tmp_path / 'm.db'}" if db == "sqlite" else request.getfixturevalue("pg_fresh_url")
+    spec = clicks_flow_spec(topic, auto_approve=["p-001"])
+    metastore = Metastore(url)
+    try:
+        service = FlowService(GatewayStore(metastore), [spec], test_settings(), kafka_bootstrap)
+        sub, _ = service.create("p-001", {"source": SOURCE, "protocol": "HTTP", "filters": [{"exact": {"partnerid": "p-001"}}],
+                                          "config": {"delivery": "pull", "startfrom": "earliest", "ordered": ordered}})
+        assert sub.state == "active"
         got: dict[str, list[str]] = {"a": [], "b": []}
-        pullers = {name: _pull_service(flow) for name in got}  # two gateways' worth of state: only the metastore is shared
+        pullers = {name: PullService(service) for name in got}
+        errors: list[BaseException] = []
 
         def pull(name: str) -> None:
-            empty = 0
-            while empty < 3:
-                items = pullers[name].receive("p-001", sub_id, 7)
-                got[name] += [i.event.id for i in items]
-                empty = 0 if items else empty + 1
+            try:
+                empty = 0
+                while empty < 5:
+                    items = pullers[name].receive("p-001", sub.id, 7)
+                    got[name] += [i.event.id for i in items]
+                    empty = 0 if items else empty + 1
+                    if items:
+                        settled = pullers[name].settle("p-001", sub.id, "acknowledge", [i.token for i in items])
+                        assert not settled["failedLockTokens"], settled
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+                errors.append(exc)
 
         threads = [threading.Thread(target=pull, args=(n,)) for n in got]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(120)
+            t.join(180)
+        assert not errors, errors
         assert got["a"] and got["b"], got  # both took part
         assert set(got["a"]).isdisjoint(got["b"])
         assert len(got["a"]) + len(got["b"]) == len(set(got["a"]) | set(got["b"])) == 100
+        ends = {p: o for p, (o, _) in service.store.positions(sub.id).items()}
+        assert set(ends) == {0, 1} and sum(ends.values()) == 200  # every partition past its last record
+    finally:
+        metastore.dispose()
 
 
 def test_ordered_keeps_a_partition_to_one_batch_at_a_time_in_offset_order(tmp_path, kafka_bootstrap, make_topic):
