@@ -261,9 +261,15 @@ class PullService:
                         if err.code() == KafkaError._PARTITION_EOF:
                             eof = True
                             continue
+                        if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
+                            raise _gone(p, frontier, None)
                         raise FlowError(503, f"reading {spec.topic}[{p}] failed: {err}")
                     if m.offset() >= frontier:
                         records.append(m)
+                if records and frontier == start and records[0].offset() > start:
+                    low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=10, cached=False)
+                    if low > start:  # the broker lost the head of the log: an alarm, never a silent skip
+                        raise _gone(p, start, low)
                 if records:
                     decoded = decoder.decode(Batch(
                         p, [m.value() for m in records], [m.key() for m in records],
@@ -410,6 +416,13 @@ class PullService:
         if self._producer.flush(30) or errors:
             raise FlowError(503, f"the dead letter {topic} did not acknowledge the rejected events: {errors[:1]}; "
                                  "nothing was rejected, try again")
+
+
+def _gone(p: int, offset: int, low: int | None) -> FlowError:
+    holds = f" (it starts at {low} now)" if low is not None else ""
+    return FlowError(409, f"partition {p}: offset {offset} is no longer on the broker{holds}, and pull does not "
+                          "serve history from the lake yet; replay to an offset the broker holds "
+                          "(POST /subscriptions/{id}/replay)")
 
 
 def _failure(token: str, code: str, message: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from connectors.gateway import FlowService, GatewayStore
 from connectors.gateway.events import structured_request
 from connectors.gateway.pull import PullService
 from connectors.gateway.worker import dlq_topic_of
+from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore
 from tests.support import wait_for
 from tests.support.gateway import (
@@ -25,6 +27,7 @@ from tests.support.gateway import (
     clicks_flow_spec,
     flow_env,
     produce_clicks,
+    produce_history,
     test_settings,
 )
 
@@ -350,3 +353,25 @@ def test_the_push_engine_leaves_pull_subscriptions_alone(tmp_path, kafka_bootstr
         finally:
             gw.stop()
         assert len(_receive(flow, sub_id)) == 2
+
+
+def test_a_position_the_broker_no_longer_holds_is_a_clear_409(tmp_path, broker):
+    """The topic lost offsets 0..49 (tests/support/tansu.py): a pull from 0 says so and how to go
+    on (history from the lake is not served to pull yet); a replay to what the broker holds works."""
+    topic = f"test.pull.truncated.{uuid.uuid4().hex[:8]}"
+    ensure_topic(broker.bootstrap, topic, 1)
+    produce_history(broker.bootstrap, topic, 120, partitions=1)
+    with flow_env(tmp_path, broker.bootstrap, topic) as flow:
+        body = {"source": SOURCE, "protocol": "HTTP", "filters": [{"exact": {"partnerid": "p-001"}}],
+                "config": {"delivery": "pull", "startfrom": {"0": 0}}}
+        with flow.client("p-001") as c:
+            sub_id = c.post("/subscriptions", json=body).json()["id"]
+        flow.approve(sub_id)
+        assert broker.truncate(topic, {0: 50}) == {0: 50}
+        flow.service.bootstrap = broker.bootstrap  # the broker restarted (on another port, perhaps)
+        with flow.client("p-001") as c:
+            r = c.post(f"/subscriptions/{sub_id}:receive", params={"maxEvents": 10})
+            assert r.status_code == 409 and "offset 0 is no longer on the broker" in r.json()["error"], r.text
+            assert c.post(f"/subscriptions/{sub_id}/replay", json={"startfrom": {"0": 50}}).status_code == 200
+        items = _receive(flow, sub_id, n=1000)
+        assert items and min(int(i["event"]["sequence"]) for i in items) >= 50
