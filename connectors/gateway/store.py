@@ -1,11 +1,14 @@
 """Subscriptions, organisation tokens and delivery positions, in the metastore's database.
 
-Three tables next to the metastore's own (created under a schema lock of their own, like the
+Tables next to the metastore's own (created under a schema lock of their own, like the
 warehouse's): `fs_flow_tokens` (only a SHA-256 of each token's secret), `fs_flow_subscriptions`
 (the CloudEvents subscription object, its lifecycle state and the signing secrets) and
 `fs_flow_positions` (per subscription and Kafka partition, the first offset not yet delivered —
 it moves only after the receiver answered 2xx, as a compare-and-set that also checks the
-delivering gateway still holds its claim in `fs_claims`).
+delivering gateway still holds its claim in `fs_claims`). Pull delivery (pull.py) adds two:
+`fs_flow_pull` (per subscription and partition, how far events were handed out and a version
+every change bumps) and `fs_flow_locks` (each event handed out and not yet settled: its lock
+token, expiry, delivery count and the event itself).
 """
 
 from __future__ import annotations
