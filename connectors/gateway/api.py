@@ -9,6 +9,8 @@ the answer, the old one keeps signing for `?grace=` seconds, default a day) and
 Discovery (public, no token): the xRegistry document (connectors/gateway/xregistry.py) at
 `GET /`, `/model`, `/endpoints…`, `/messagegroups…`, `/schemagroups…`; and, with a token,
 `GET /products/{name}/contract` (the product's ODCS v3 data contract, JSON or YAML).
+Pull delivery (connectors/gateway/pull.py): `POST /subscriptions/{id}:receive` (`maxEvents`,
+`maxWaitTime`), `:acknowledge`, `:release` (`releaseDelayInSeconds`), `:reject`, `:renewLock`.
 Inbound flow (connectors/gateway/inbound/http.py): `OPTIONS|POST /inbound/{product}`, signed by
 Standard Webhooks instead of a bearer token.
 
@@ -18,6 +20,7 @@ Bodies are JSON, at most `max_body_bytes`; every bad request gets a 4xx naming t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -150,6 +153,52 @@ async def replay(request: Request, service: FlowService) -> Response:
     return JSONResponse(await run_in_threadpool(_sub_json, service, sub))
 
 
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise FlowError(400, f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+@_handler
+async def pull_action(request: Request, service: FlowService) -> Response:
+    """Pull delivery (connectors/gateway/pull.py): `POST /subscriptions/{id}:receive|acknowledge|
+    release|reject|renewLock`, Event Grid namespaces' shapes."""
+    from connectors.gateway import pull as pull_mod
+
+    org = await _org(request)
+    pull = request.app.state.pull
+    sub_id, action = request.path_params["id"], request.path_params["action"]
+    if action == "receive":
+        max_events = _int_param(request, "maxEvents", 1, 1, pull_mod.MAX_EVENTS)
+        max_wait = _int_param(request, "maxWaitTime", 0, 0, pull_mod.MAX_WAIT_S)
+        deadline = asyncio.get_running_loop().time() + max_wait
+        pause = 0.1
+        while True:  # long poll: answer as soon as there are events, or at maxWaitTime with none
+            items = await run_in_threadpool(pull.receive, org, sub_id, max_events)
+            left = deadline - asyncio.get_running_loop().time()
+            if items or left <= 0 or await request.is_disconnected():
+                return Response(pull_mod.answer_bytes(items), media_type="application/json")
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 1.5, 0.5)  # each look is a Kafka read per partition: fewer while idle
+    if action not in pull_mod.ACTIONS:
+        raise FlowError(404, f"no action {action!r} (receive, acknowledge, release, reject, renewLock)")
+    delay = 0
+    if action == "release":
+        delay = _int_param(request, "releaseDelayInSeconds", 0, 0, max(pull_mod.RELEASE_DELAYS))
+        if delay not in pull_mod.RELEASE_DELAYS:
+            raise FlowError(400, f"releaseDelayInSeconds must be one of {', '.join(map(str, pull_mod.RELEASE_DELAYS))}, got {delay}")
+    tokens = pull_mod.parse_tokens(await _json_body(request))
+    result = await run_in_threadpool(pull.settle, org, sub_id, action, tokens, delay)
+    if not result["succeededLockTokens"]:
+        first = result["failedLockTokens"][0]
+        message = f"no lock token was {action}d: lock token {first['lockToken']!r}: {first['error']['message']}"
+        return JSONResponse({"error": message, "status": 400, **result}, status_code=400)
+    return JSONResponse(result)
+
+
 @_handler
 async def products(request: Request, service: FlowService) -> Response:
     org = await _org(request)
@@ -218,6 +267,7 @@ def create_app(service: FlowService, inbound=None, settings: Any = None, public_
     `settings` (connectors.settings.Settings) gives discovery the writer schema files
     (products_dir/schemas) and the contract's servers; `public_url` the registry's root URL."""
     from connectors.gateway.inbound.http import ROUTES as INBOUND_ROUTES
+    from connectors.gateway.pull import PullService
 
     xreg_routes = [Route("/", xregistry, methods=["GET"]), Route("/model", xregistry, methods=["GET"])]
     for group in ("endpoints", "messagegroups", "schemagroups"):
@@ -226,6 +276,7 @@ def create_app(service: FlowService, inbound=None, settings: Any = None, public_
         *INBOUND_ROUTES,
         *xreg_routes,
         Route("/products/{name}/contract", product_contract, methods=["GET"]),
+        Route("/subscriptions/{id}:{action}", pull_action, methods=["POST"]),
         Route("/products", products, methods=["GET"]),
         Route("/subscriptions", subscriptions, methods=["GET", "POST", "OPTIONS"]),
         Route("/subscriptions/{id}", subscription, methods=["GET", "PUT", "DELETE", "OPTIONS"]),
@@ -234,6 +285,7 @@ def create_app(service: FlowService, inbound=None, settings: Any = None, public_
         Route("/subscriptions/{id}/{action}", owner_action, methods=["POST"]),
     ])
     app.state.service = service
+    app.state.pull = PullService(service)
     app.state.inbound = inbound
     app.state.public_url = public_url.rstrip("/") if public_url else None
     app.state.xregistry = XRegistry(service.products(), settings.products_dir / "schemas" if settings else None)

@@ -81,6 +81,8 @@ class Gateway:
             spec = self.specs.get(sub.product)
             if spec is None or not spec.flow.enabled:
                 continue
+            if sub.options.delivery == "pull":
+                continue  # the subscriber receives (connectors/gateway/pull.py): nothing to push
             units += [(sub, spec, p) for p in self._topic_partitions(spec.topic)]
         share = math.ceil(len(units) / self._live_gateways()) if units else 0
         for key in list(self.workers)[share:]:

@@ -45,7 +45,9 @@ FORBIDDEN_HEADER = re.compile(r"^(ce-|webhook-|content-|host$|connection$|transf
 MAX_HEADERS = 20
 
 REQUEST_FIELDS = ("source", "types", "config", "filters", "sink", "protocol", "protocolsettings")
-CONFIG_KEYS = ("delivery", "maxbatch", "maxinflight", "mode", "ordered", "rate", "startfrom", "ttl")
+CONFIG_KEYS = ("delivery", "lockduration", "maxbatch", "maxinflight", "mode", "ordered", "rate", "startfrom", "ttl")
+DEFAULT_LOCK_S = 60  # pull delivery: seconds a received event stays locked to its receiver (Event Grid's default)
+MAX_LOCK_S = 300  # and at most (Event Grid's maximum)
 
 
 class RequestError(TerminalError, ValueError):
@@ -84,7 +86,8 @@ class SubscriptionOptions(_Model):
     ttl: timedelta | None = None
     startfrom: Literal["latest", "earliest"] | dict[int, int] | datetime = "latest"
     rate: int | None = None  # requests per minute; the owner's flow.max_rate caps it
-    delivery: Literal["push"] = "push"
+    delivery: Literal["push", "pull"] = "push"
+    lockduration: int | None = None  # pull: seconds a received event is locked (default 60, at most 300)
 
     @model_validator(mode="before")
     @classmethod
@@ -149,14 +152,21 @@ class SubscriptionOptions(_Model):
     @field_validator("delivery", mode="before")
     @classmethod
     def _delivery(cls, v: Any) -> str:
-        if v == "push":
+        if v in ("push", "pull"):
             return v
-        if v == "pull":
-            raise ValueError(
-                "config.delivery: pull is not available yet (it is reserved for pull delivery between "
-                "organisations); use push, the default: events are sent to the sink"
-            )
-        raise ValueError(f"config.delivery must be push, got {v!r}")
+        raise ValueError(f"config.delivery must be push (the gateway sends to the sink) or pull "
+                         f"(the subscriber receives with POST /subscriptions/{{id}}:receive), got {v!r}")
+
+    @field_validator("lockduration", mode="before")
+    @classmethod
+    def _lockduration(cls, v: Any) -> int:
+        return _integer(v, "config.lockduration", MAX_LOCK_S, " (seconds)")
+
+    @model_validator(mode="after")
+    def _pull_only(self) -> SubscriptionOptions:
+        if self.delivery == "push" and self.lockduration is not None:
+            raise ValueError("config.lockduration applies only to config.delivery: pull")
+        return self
 
     # --- what delivery uses -----------------------------------------------------------------
 
@@ -169,6 +179,11 @@ class SubscriptionOptions(_Model):
     def requests_in_flight(self) -> int:
         """Requests at once per partition: one when ordered, else maxinflight (default 8)."""
         return 1 if self.ordered else (self.maxinflight or DEFAULT_IN_FLIGHT)
+
+    @property
+    def lock_s(self) -> int:
+        """Pull delivery: seconds a received event stays locked (lockduration, default 60)."""
+        return self.lockduration or DEFAULT_LOCK_S
 
     def ttl_s(self, default_s: float) -> float:
         """How long an event is retried before the dead letter (the gateway's default if unset)."""
@@ -216,7 +231,7 @@ class SubscriptionRequest(_Model):
 
     source: str
     protocol: Literal["HTTP"]
-    sink: str
+    sink: str | None = None  # None only for pull delivery (config.delivery: pull)
     types: list[str] | None = None
     filters: list[dict[str, Any]] = []
     config: SubscriptionOptions = SubscriptionOptions()
@@ -238,7 +253,12 @@ class SubscriptionRequest(_Model):
             raise ValueError(f"protocol {data['protocol']!r} is not supported: only HTTP")
         if not isinstance(data.get("source"), str) or not data["source"]:
             raise ValueError("source is required: the `source` of a product listed by GET /products")
-        if not isinstance(data.get("sink"), str) or not data["sink"]:
+        config = data.get("config")
+        pull = isinstance(config, dict) and config.get("delivery") == "pull"
+        if pull and data.get("sink") is not None:
+            raise ValueError("sink: a pull subscription (config.delivery: pull) has no sink: leave it out, "
+                             "the subscriber receives with POST /subscriptions/{id}:receive")
+        if not pull and (not isinstance(data.get("sink"), str) or not data["sink"]):
             raise ValueError("sink is required: the URL events are delivered to")
         return {k: v for k, v in data.items() if v is not None}
 
@@ -261,7 +281,7 @@ class SubscriptionRequest(_Model):
         """The body the store keeps: the validated fields, `config` as the subscriber wrote it
         (so a GET shows what was asked, and a GET → PUT round trip sends it back unchanged)."""
         body: dict[str, Any] = {
-            "source": self.source, "sink": self.sink, "protocol": self.protocol,
+            "source": self.source, **({"sink": self.sink} if self.sink is not None else {}), "protocol": self.protocol,
             "config": dict(raw_config or {}), "filters": self.filters,
             "protocolsettings": self.protocolsettings.model_dump(),
         }

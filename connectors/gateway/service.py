@@ -144,10 +144,13 @@ class FlowService:
         spec = self._spec_for(request.source)
         if isinstance(body, dict) and current is None and body.get("product") not in (None, spec.name):
             raise _bad(f"product {body['product']!r} does not match source {request.source!r} (product {spec.name!r})")
-        try:
-            check_sink(request.sink, self.settings)
-        except SinkRefused as exc:
-            raise _bad(f"sink refused: {exc}") from None
+        if current is not None and request.config.delivery != current.options.delivery:
+            raise _bad("config.delivery cannot change: delete this subscription and create another")
+        if request.sink is not None:  # None: pull delivery, nothing is sent anywhere
+            try:
+                check_sink(request.sink, self.settings)
+            except SinkRefused as exc:
+                raise _bad(f"sink refused: {exc}") from None
         clean = request.stored(rest.get("config"))
         try:
             check_subscription(spec, org, clean)
@@ -158,6 +161,8 @@ class FlowService:
     # --- operations -----------------------------------------------------------------------
 
     def _consent(self, sub_id: str, body: dict[str, Any]) -> int | None:
+        if body.get("sink") is None:
+            return None  # pull delivery: no sink to ask (connectors/gateway/pull.py)
         consent = handshake(body["sink"], self.settings, (body.get("protocolsettings") or {}).get("headers"))
         if not consent.granted:
             raise FlowError(400, f"handshake refused: {consent.detail}")
@@ -200,7 +205,7 @@ class FlowService:
             raise FlowError(409, f"subscription is {sub.state}; create a new one")
         values: dict[str, Any] = {}
         before = ProtocolSettings.model_validate(sub.body.get("protocolsettings") or {})
-        if clean["sink"] != sub.body["sink"] or ProtocolSettings.model_validate(clean["protocolsettings"]) != before:
+        if clean.get("sink") != sub.body.get("sink") or ProtocolSettings.model_validate(clean["protocolsettings"]) != before:
             values["rate_per_min"] = self._consent(sub_id, clean)
         self.store.update_body(sub_id, clean, **values)
         startfrom = clean["config"].get("startfrom")

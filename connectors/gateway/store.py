@@ -1,11 +1,14 @@
 """Subscriptions, organisation tokens and delivery positions, in the metastore's database.
 
-Three tables next to the metastore's own (created under a schema lock of their own, like the
+Tables next to the metastore's own (created under a schema lock of their own, like the
 warehouse's): `fs_flow_tokens` (only a SHA-256 of each token's secret), `fs_flow_subscriptions`
 (the CloudEvents subscription object, its lifecycle state and the signing secrets) and
 `fs_flow_positions` (per subscription and Kafka partition, the first offset not yet delivered —
 it moves only after the receiver answered 2xx, as a compare-and-set that also checks the
-delivering gateway still holds its claim in `fs_claims`).
+delivering gateway still holds its claim in `fs_claims`). Pull delivery (pull.py) adds two:
+`fs_flow_pull` (per subscription and partition, how far events were handed out and a version
+every change bumps) and `fs_flow_locks` (each event handed out and not yet settled: its lock
+token, expiry, delivery count and the event itself).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy import (
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -322,3 +326,30 @@ class GatewayStore:
                 return done
 
         return retrying(tx) == 1
+
+
+# --- pull delivery (connectors/gateway/pull.py) ----------------------------------------------
+
+pull_state = Table(
+    "fs_flow_pull",
+    md,
+    Column("subscription", String(40), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("read_through", BigInteger, nullable=False),  # first offset not yet handed out or skipped
+    Column("position", BigInteger, nullable=False),  # the fs_flow_positions value pull last wrote
+    Column("position_at", Float, nullable=False),  # and its updated_at: another value is a replay
+    Column("version", BigInteger, nullable=False),  # bumped by every change of the partition's locks
+)
+
+locks = Table(
+    "fs_flow_locks",
+    md,
+    Column("subscription", String(40), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("event_offset", BigInteger, primary_key=True),
+    Column("lock_token", String(64), nullable=False, unique=True),
+    Column("expires_at", Float, nullable=False),
+    Column("delivery_count", Integer, nullable=False),
+    Column("attributes", Text, nullable=False),  # the CloudEvent's attributes as JSON
+    Column("data", LargeBinary, nullable=False),  # its data, the record's bytes
+)

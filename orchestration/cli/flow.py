@@ -156,7 +156,7 @@ def _get(service, sub_id: str):
 def show(settings: Settings, sub_id: str) -> None:
     service = _service(settings)
     sub = _get(service, sub_id)
-    out = {**sub.public(), "sink": redact(sub.body["sink"]), "delivered": sub.delivered, "deadlettered": sub.dead_lettered,
+    out = {**sub.public(), "sink": redact(sub.body.get("sink") or "(pull)"), "delivered": sub.delivered, "deadlettered": sub.dead_lettered,
            "failures": sub.failures, "lastoutcome": sub.last_outcome, "lastattempt": _ago(sub.last_attempt_at),
            "lastsuccess": _ago(sub.last_success_at), "ratelimit": sub.rate_per_min,
            "partitions": {str(p): v for p, v in subscription_lag(service, sub).items()}}
