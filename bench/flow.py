@@ -11,7 +11,13 @@ process and the receivers (a small ASGI app on uvicorn, one path per subscriber)
 2. events/s to one subscriber from the start of a topic of `--events` records, binary and
    batched, against a bare confluent-kafka consumer reading the same topic in the same run;
    goal batched >= 0.5 of the bare consumer;
-3. 50 subscribers at once (batched) on the same topic: total events/s and the gateway's peak RSS.
+3. 50 subscribers at once (batched) on the same topic: total events/s and the gateway's peak RSS;
+4. failover: two gateways share two subscriptions (one claim each) while 500 events/s flow; one
+   is SIGKILLed; the figure is the longest pause in deliveries to any subscriber around the kill
+   (an upper bound of the time from the SIGKILL to the survivor's first delivery); goal <= 3 s.
+
+`--only latency,throughput,many,failover` runs a subset (quick checks while developing), written to
+bench/results/flow.partial.json so the full run's figures in flow.json stay one run.
 
 Writes bench/results/flow.json. Figures depend on the machine's load: say so when quoting.
 """
@@ -78,9 +84,14 @@ def receiver_app():
             stats.clear()
         else:
             ctype = dict(scope["headers"]).get(b"content-type", b"")
-            parsed = json.loads(body)
+            try:
+                parsed = json.loads(body)
+            except ValueError:  # a body cut short: its sender was SIGKILLed mid-request (the failover row)
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": b""})
+                return
             sent = [e["data"]["t"] for e in parsed] if ctype.startswith(b"application/cloudevents-batch") else [parsed["t"]]
-            s = stats.setdefault(path, {"count": 0, "lat": [], "first": now, "last": now})
+            s = stats.setdefault(path, {"count": 0, "lat": [], "first": now, "last": now, "first_n": len(sent)})
             s["count"] += len(sent)
             s["last"] = now
             s["lat"] += [now - t for t in sent if t > 0]
@@ -194,7 +205,7 @@ class Bench:
         self.metastore_url = f"sqlite:///{home / 'metastore.db'}"
         self.store = GatewayStore(Metastore(self.metastore_url))
         self.settings = GatewaySettings(allow_http=True, allow_sinks=(ipaddress.ip_network("127.0.0.1/32"),))
-        self.gateway: subprocess.Popen | None = None
+        self.gateways: list[subprocess.Popen] = []
         self.topic_n = 0
 
     def topic(self, partitions: int) -> tuple[str, DataProductSpec]:
@@ -222,18 +233,21 @@ class Bench:
                "FLOWSUITE_METASTORE_URL": self.metastore_url, "FLOWSUITE_KAFKA_BOOTSTRAP": self.bootstrap,
                "FLOWSUITE_FLOW_ALLOW_HTTP": "true", "FLOWSUITE_FLOW_ALLOW_SINKS": "127.0.0.1/32"}
         log = open(self.home / f"gateway{self.topic_n}.log", "wb")  # noqa: SIM115
-        self.gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", str(free_port())],
-                                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return psutil.Process(self.gateway.pid)
+        gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", str(free_port())],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.gateways.append(gateway)
+        return psutil.Process(gateway.pid)
 
     def stop_gateway(self) -> None:
-        if self.gateway is not None:
-            self.gateway.terminate()
+        for gateway in self.gateways:
+            if gateway.poll() is None:
+                gateway.terminate()
             try:
-                self.gateway.wait(20)
+                gateway.wait(20)
             except subprocess.TimeoutExpired:
-                self.gateway.kill()
-            self.gateway = None
+                gateway.kill()
+                gateway.wait(10)
+        self.gateways = []
         for sub in self.store.list(states=["active"]):
             self.store.transition(sub.id, "deleted", ["active"], "bench done")
 
@@ -250,9 +264,10 @@ class Bench:
                 except psutil.Error:
                     pass
             if sum(v["count"] for v in s.values()) >= total:
-                first = min(v["first"] for v in s.values())
+                starter = min(s.values(), key=lambda v: v["first"])
                 last = max(v["last"] for v in s.values())
-                return total / max(last - first, 1e-6), peak
+                # the first request's events arrived at `first`, not during the span: not counted
+                return (total - starter["first_n"]) / max(last - starter["first"], 1e-6), peak
             time.sleep(0.2)
         got = sum(v["count"] for k, v in self.stats().items() if k.startswith(prefix))
         raise RuntimeError(f"{prefix}: only {got} of {total} events arrived in {timeout} s")
@@ -294,6 +309,53 @@ def throughput(bench: Bench, events: int, mode: str, subscribers: int = 1) -> tu
     return rate, bare, peak
 
 
+def failover(bench: Bench, seconds: float) -> float:
+    """Seconds of the longest pause in deliveries to either of two subscriptions around the
+    SIGKILL of one of the two gateways sharing them (each holds one subscription's claim)."""
+    import signal
+    import threading
+
+    from connectors.gateway.store import claim_product
+
+    topic, spec = bench.topic(1)
+    ids = bench.subscribe(spec, 2)
+    bench.start_gateway()
+    bench.start_gateway()
+    producing = threading.Thread(target=produce_paced, args=(bench.bootstrap, topic, 500, seconds + 8), daemon=True)
+    producing.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # both gateways hold one claim each, and both paths receive
+        holders = {c["run_id"] for i in ids for c in bench.store.metastore.claims_of(claim_product(i))}
+        if len(holders) == 2 and len({k for k in bench.stats() if k.startswith(f"/s{bench.topic_n}-")}) == 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("the two gateways did not share the two subscriptions within 60 s")
+    time.sleep(1.0)
+    prefix = f"/s{bench.topic_n}-"
+    last: dict[str, int] = {}
+    moved: dict[str, list[float]] = {}
+    killed_at = None
+    end = time.monotonic() + seconds + 4
+    while time.monotonic() < end:
+        now = time.monotonic()
+        for path, v in bench.stats().items():
+            if path.startswith(prefix) and v["count"] != last.get(path):
+                last[path] = v["count"]
+                moved.setdefault(path, []).append(now)
+        if killed_at is None and now > end - seconds:
+            bench.gateways[0].send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+        time.sleep(0.05)
+    producing.join(30)
+    bench.stop_gateway()
+    gaps = [b - a for times in moved.values() for a, b in zip(times, times[1:], strict=False)
+            if b >= killed_at and a <= killed_at + 3.5]
+    if not gaps:
+        raise RuntimeError("no deliveries after the SIGKILL")
+    return max(gaps)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--receivers", type=int, help=argparse.SUPPRESS)
@@ -301,7 +363,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--binary-events", type=int, default=5_000)
     ap.add_argument("--many", type=int, default=50)
+    ap.add_argument("--only", default="latency,throughput,many,failover", help="rows to run, comma-separated")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     if args.receivers:
         run_receivers(args.receivers)
         return 0
@@ -310,30 +374,38 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, running_broker(port=free_port()) as broker:
         bench = Bench(broker.bootstrap, Path(tmp))
         try:
-            for subs, mode in ((1, "binary"), (1, "batched"), (10, "batched")):
+            for subs, mode in ((1, "binary"), (1, "batched"), (10, "batched")) if "latency" in only else ():
                 r = latency(bench, subs, mode, args.seconds)
                 print(f"latency {subs} subscriber(s) {mode}: p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms", flush=True)
                 for q in ("p50", "p95", "p99"):
                     rows.append({"what": f"push latency {q}, 1,000 events/s, {subs} subscriber(s), {mode}",
                                  "figure": r[q] * 1000, "ceiling": None, "ratio": None,
                                  "goal": "p99 <= 250 ms" if q == "p99" else "", "unit": "ms"})
-            for mode, n in (("binary", args.binary_events), ("batched", args.events)):
+            for mode, n in (("binary", args.binary_events), ("batched", args.events)) if "throughput" in only else ():
                 rate, bare, _ = throughput(bench, n, mode)
                 print(f"throughput {mode}: {rate:,.0f} events/s vs bare consumer {bare:,.0f} → {rate / bare:.3f}", flush=True)
                 rows.append({"what": f"events/s to one subscriber, {mode} ({n:,} events)", "figure": rate,
                              "ceiling": bare, "ratio": rate / bare, "goal": ">= 0.5" if mode == "batched" else "", "unit": "events/s"})
-            many_events = max(2_000, args.events // 10)
-            rate, bare, peak = throughput(bench, many_events, "batched", subscribers=args.many)
-            print(f"{args.many} subscribers: {rate:,.0f} events/s in total, gateway peak RSS {peak / 2**20:,.0f} MiB", flush=True)
-            rows.append({"what": f"{args.many} subscribers batched, total events/s ({many_events:,} events each)", "figure": rate,
-                         "ceiling": bare, "ratio": rate / bare, "goal": "", "unit": "events/s"})
-            rows.append({"what": f"{args.many} subscribers, gateway peak RSS", "figure": peak / 2**20,
-                         "ceiling": None, "ratio": None, "goal": "", "unit": "MiB"})
+            if "many" in only:
+                many_events = max(2_000, args.events // 10)
+                rate, bare, peak = throughput(bench, many_events, "batched", subscribers=args.many)
+                print(f"{args.many} subscribers: {rate:,.0f} events/s in total, gateway peak RSS {peak / 2**20:,.0f} MiB", flush=True)
+                rows.append({"what": f"{args.many} subscribers batched, total events/s ({many_events:,} events each)", "figure": rate,
+                             "ceiling": bare, "ratio": rate / bare, "goal": "", "unit": "events/s"})
+                rows.append({"what": f"{args.many} subscribers, gateway peak RSS", "figure": peak / 2**20,
+                             "ceiling": None, "ratio": None, "goal": "", "unit": "MiB"})
+            if "failover" in only:
+                gap = failover(bench, args.seconds)
+                print(f"failover: longest pause in deliveries around a SIGKILL {gap:.2f} s", flush=True)
+                rows.append({"what": "failover: SIGKILL of one of two gateways → deliveries resume (longest pause)",
+                             "figure": gap, "ceiling": None, "ratio": None, "goal": "<= 3 s", "unit": "s"})
         finally:
             bench.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    (RESULTS / "flow.json").write_text(json.dumps({"bench": "flow", "machine": machine, "rows": rows,
+    # a subset (--only) is written beside the full run's figures, never over them
+    out = RESULTS / ("flow.json" if only >= {"latency", "throughput", "many", "failover"} else "flow.partial.json")
+    out.write_text(json.dumps({"bench": "flow", "machine": machine, "rows": rows,
                                                    "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
     return 0

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     flow_origin: str = Field("flowsuite.local", validation_alias="FLOWSUITE_FLOW_ORIGIN")  # WebHook-Request-Origin
     flow_allow_http: bool = Field(False, validation_alias="FLOWSUITE_FLOW_ALLOW_HTTP")  # http:// sinks (tests, demo)
     flow_allow_sinks: str = Field("", validation_alias="FLOWSUITE_FLOW_ALLOW_SINKS")  # CIDRs allowed although not global
-    flow_lease_s: float = Field(15.0, validation_alias="FLOWSUITE_FLOW_LEASE_S")  # lease of a (subscription, partition) claim
+    flow_lease_s: float = Field(2.0, validation_alias="FLOWSUITE_FLOW_LEASE_S")  # lease of a (subscription, partition) claim, renewed every lease/4
     flow_retry_cap_s: float = Field(300.0, validation_alias="FLOWSUITE_FLOW_RETRY_CAP_S")  # longest pause between attempts
     flow_ttl_s: float = Field(86_400.0, validation_alias="FLOWSUITE_FLOW_TTL_S")  # retried this long, then the dead letter
     # --- Schema Registry of format: avro|protobuf products (docs/formats.md), passed through to

@@ -1,9 +1,11 @@
 """A gateway process's delivery side: find active subscriptions, claim their partitions, deliver.
 
 Every `poll_interval_s` the gateway lists the active subscriptions and tries to claim each
-(subscription, Kafka partition) it is not delivering yet (`fs_claims`, lease `lease_s`, as
-landing claims its ranges). A claim held live by another gateway is left alone; one whose
-lease ran out (its gateway was killed) is taken over. So several gateways share the work,
+(subscription, Kafka partition) it is not delivering yet (`fs_claims`, lease `lease_s`, 2 s by
+default, renewed every lease/4 as a heartbeat). A claim held live by another gateway is left
+alone; one whose lease ran out (its gateway was killed) is taken over; a gateway stopping
+(SIGTERM) releases its claims at once. Subscriptions with `config.delivery: pull` are skipped
+(`pushed`): their receivers fetch. So several gateways share the work,
 adding one adds throughput, and a killed one's partitions move within one lease.
 """
 
@@ -31,6 +33,16 @@ PARTITIONS_REFRESH_S = 30.0
 PRESENCE = "flow:gateways"  # fs_claims rows, one per live gateway: how many share the work
 
 
+def pushed(sub) -> bool:
+    """The push engine's share of the subscriptions: everything but `config.delivery: pull`,
+    which the receiver fetches itself (connectors/gateway/pull.py) — never sent from here.
+    A stored body whose config no longer parses is left to the API to report, not pushed."""
+    try:
+        return getattr(sub.options, "delivery", "push") != "pull"
+    except ValueError:
+        return str((sub.config or {}).get("delivery", "push")) != "pull"
+
+
 class Gateway:
     def __init__(self, store: GatewayStore, specs: list[DataProductSpec], bootstrap: str,
                  settings: GatewaySettings, kafka_config: dict[str, Any] | None = None):
@@ -42,6 +54,7 @@ class Gateway:
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
+        self.looks = 0  # looks for work done (tests and health wait for one instead of sleeping)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -79,7 +92,7 @@ class Gateway:
         units = []
         for sub in self.store.list(states=["active"]):
             spec = self.specs.get(sub.product)
-            if spec is None or not spec.flow.enabled:
+            if spec is None or not spec.flow.enabled or not pushed(sub):
                 continue
             if sub.options.delivery == "pull":
                 continue  # the subscriber receives (connectors/gateway/pull.py): nothing to push
@@ -110,6 +123,7 @@ class Gateway:
         while not self._stop.is_set():
             try:
                 self.tick()
+                self.looks += 1
             except Exception:  # noqa: BLE001 - the metastore or broker may be briefly away
                 log.exception("the gateway's look for work failed; trying again")
             self._stop.wait(self.settings.poll_interval_s)

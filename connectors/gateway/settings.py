@@ -5,7 +5,7 @@
 | `FLOWSUITE_FLOW_ORIGIN` | `flowsuite.local` | our `WebHook-Request-Origin` (a DNS name naming the sender) |
 | `FLOWSUITE_FLOW_ALLOW_HTTP` | `false` | accept `http://` sinks (tests, the demo); production sinks are `https://` |
 | `FLOWSUITE_FLOW_ALLOW_SINKS` | empty | CIDRs a sink may resolve into although not global, e.g. `127.0.0.1/32` |
-| `FLOWSUITE_FLOW_LEASE_S` | `15` | lease of a (subscription, partition) claim; a killed gateway's work moves after it |
+| `FLOWSUITE_FLOW_LEASE_S` | `2` | lease of a (subscription, partition) claim, renewed every lease/4 (a heartbeat); a killed gateway's work moves after it |
 | `FLOWSUITE_FLOW_RETRY_CAP_S` | `300` | longest pause between two attempts |
 | `FLOWSUITE_FLOW_TTL_S` | `86400` | how long an event is retried before it goes to the dead letter (per subscription: `config.ttl`) |
 """
@@ -23,14 +23,14 @@ class GatewaySettings:
     origin: str = "flowsuite.local"
     allow_http: bool = False
     allow_sinks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    lease_s: float = 15.0
+    lease_s: float = 2.0  # heartbeats every lease/4: a SIGKILLed gateway's work moves within ~3 s
     retry_base_s: float = 0.5
     retry_cap_s: float = 300.0
     ttl_s: float = 86_400.0
     request_timeout_s: float = 15.0  # Standard Webhooks: 15-30 s
     max_batch: int = 500  # events per batched request, and per read from Kafka
     max_body_bytes: int = 64 * 1024  # API request bodies
-    poll_interval_s: float = 1.0  # how often a gateway looks for work
+    poll_interval_s: float = 0.5  # how often a gateway looks for work (and takes over expired claims)
     extra: dict = field(default_factory=dict)
 
 

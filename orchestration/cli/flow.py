@@ -93,6 +93,14 @@ def serve(settings: Settings, host: str, port: int, no_deliver: bool) -> None:
     products = ", ".join(sorted(inbound.products)) if inbound else "none"
     click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin "
                f"{service.settings.origin}, inbound: {products})", err=True)
+    # uvicorn re-raises a captured SIGTERM after its shutdown; with the default handler that ends
+    # the process before `finally`, so the claims would wait out their lease. Ours exits through it.
+    import signal
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
     try:
         app = create_app(service, inbound, settings=settings, public_url=getattr(settings, "flow_public_url", None))
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)

@@ -70,7 +70,7 @@ def test_signed_binary_events_in_order_only_the_partners_own(flow, gateway, rece
     created = active_subscription(flow, receiver)
     gateway()
     wait_for(lambda: len(receiver.deliveries()) >= 30, what="30 deliveries")
-    time.sleep(0.5)
+    wait_for(lambda: sum(o for o, _ in flow.store.positions(created["id"]).values()) == 60, what="every record passed")
     got = receiver.deliveries()
     assert len(got) == 30  # p-002's 30 events never left
     hook = Webhook(created["webhooksecret"])
@@ -125,10 +125,10 @@ def test_receiver_failing_for_a_while_loses_nothing_and_keeps_order(flow, gatewa
 
     receiver.respond = flaky
     produce_clicks(kafka_bootstrap, topic2, 40)
-    active_subscription(flow, receiver)
+    created = active_subscription(flow, receiver)
     gateway()
     wait_for(lambda: len({r.headers["ce-id"] for r in receiver.deliveries()}) >= 20, what="all 20 after failures")
-    time.sleep(0.3)
+    wait_for(lambda: sum(o for o, _ in flow.store.positions(created["id"]).values()) == 40, what="every record passed")
     ok = [r for r in receiver.deliveries() if r.status == 200]
     assert len(ok) == 20 and len(receiver.deliveries()) == 26 and len({r.headers["ce-id"] for r in ok}) == 20
     for seqs in by_partition(ok).values():
@@ -158,9 +158,9 @@ def test_410_retires_the_subscription(flow, gateway, receiver, kafka_bootstrap, 
     receiver.respond = lambda _r: (410, {})
     produce_clicks(kafka_bootstrap, topic2, 20)
     created = active_subscription(flow, receiver)
-    gateway()
+    g = gateway()
     wait_for(lambda: flow.store.get(created["id"]).state == "retired", what="retired")
-    time.sleep(1.0)
+    wait_for(lambda: not any(w.is_alive() for w in list(g.workers.values())), what="every delivery stopped")
     assert len(receiver.deliveries()) <= 2  # at most one request per partition, then nothing
     assert "410" in flow.store.get(created["id"]).reason
 
@@ -214,12 +214,12 @@ def test_startfrom_offset_and_time(flow, gateway, kafka_bootstrap, topic2):
                    when=lambda i: T0 + timedelta(minutes=i))
     by_offset, by_time = Receiver().start(), Receiver().start()
     try:
-        active_subscription(flow, by_offset, startfrom={"0": 25})
+        a = active_subscription(flow, by_offset, startfrom={"0": 25})
         cutoff = (T0 + timedelta(minutes=33)).isoformat()
-        active_subscription(flow, by_time, startfrom=cutoff)
+        b = active_subscription(flow, by_time, startfrom=cutoff)
         gateway()
         wait_for(lambda: len(by_offset.deliveries()) >= 15 and len(by_time.deliveries()) >= 7, what="both")
-        time.sleep(0.5)
+        wait_for(lambda: all(flow.store.positions(s["id"])[0][0] == 40 for s in (a, b)), what="both passed offset 39")
         assert [int(r.headers["ce-sequence"]) for r in by_offset.deliveries()] == list(range(25, 40))
         assert [r.headers["ce-subject"] for r in by_time.deliveries()] == [f"e{i}" for i in range(33, 40)]
     finally:
@@ -231,27 +231,29 @@ def test_latest_starts_after_what_is_there(flow, gateway, receiver, kafka_bootst
     produce_clicks(kafka_bootstrap, topic2, 20)
     created = flow.subscribe("p-001", receiver.url)  # startfrom latest, the default
     flow.approve(created["id"])
-    gateway()
-    time.sleep(1.0)
+    g = gateway()
+    wait_for(lambda: len(g.workers) == 2, what="both partitions claimed")
     produce_clicks(kafka_bootstrap, topic2, 10, start=100)
     wait_for(lambda: len(receiver.deliveries()) >= 5, what="new events")
-    time.sleep(0.5)
+    wait_for(lambda: sum(o for o, _ in flow.store.positions(created["id"]).values()) == 30, what="every record passed")
     assert sorted(r.headers["ce-subject"] for r in receiver.deliveries()) == sorted(f"e{i}" for i in range(100, 110, 2))
 
 
 def test_nothing_is_sent_while_paused_or_pending(flow, gateway, receiver, kafka_bootstrap, topic2):
     created = flow.subscribe("p-001", receiver.url, config={"startfrom": "earliest"})
     produce_clicks(kafka_bootstrap, topic2, 10)
-    gateway()
-    time.sleep(1.5)
-    assert receiver.deliveries() == []  # pending approval
+    g = gateway()
+    wait_for(lambda: g.looks >= 3, what="a few looks for work")  # each saw the subscription and claimed nothing
+    assert receiver.deliveries() == [] and g.workers == {}  # pending approval
     flow.approve(created["id"])
     wait_for(lambda: len(receiver.deliveries()) == 5, what="first five")
     with flow.client(OWNER) as c:
         assert c.post(f"/subscriptions/{created['id']}/pause").status_code == 200
-    time.sleep(1.0)
+    wait_for(lambda: not any(w.is_alive() for w in list(g.workers.values())), what="the deliveries stopped")
     produce_clicks(kafka_bootstrap, topic2, 10, start=10)
-    time.sleep(1.5)
+    seen = g.looks
+    wait_for(lambda: g.looks >= seen + 3, what="a few looks for work")
+    assert not any(w.is_alive() for w in list(g.workers.values()))  # paused: nothing claimed again
     assert len(receiver.deliveries()) == 5
     with flow.client(OWNER) as c:
         assert c.post(f"/subscriptions/{created['id']}/resume").status_code == 200
@@ -322,6 +324,7 @@ def test_replay_from_an_offset_delivers_again_in_order(flow, gateway, receiver, 
     created = active_subscription(flow, receiver)
     gateway()
     wait_for(lambda: len(receiver.deliveries()) == 10, what="the first pass")
+    wait_for(lambda: flow.store.positions(created["id"])[0][0] == 10, what="the first pass committed")
     with flow.client("p-001") as c:
         resp = c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": {"0": 4}})
         assert resp.status_code == 200, resp.text
@@ -329,7 +332,7 @@ def test_replay_from_an_offset_delivers_again_in_order(flow, gateway, receiver, 
     with flow.client("p-002") as c:
         assert c.post(f"/subscriptions/{created['id']}/replay", json={"startfrom": "earliest"}).status_code == 404
     wait_for(lambda: len(receiver.deliveries()) == 16, what="the replay")
-    time.sleep(0.5)
+    wait_for(lambda: flow.store.positions(created["id"])[0][0] == 10, what="the replay committed")
     again = [int(r.headers["ce-sequence"]) for r in receiver.deliveries()[10:]]
     assert again == list(range(4, 10))
 
