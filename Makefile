@@ -65,12 +65,12 @@ test: install browsers duckdb-iceberg airflow-env
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
 # an hour, so the per-test timeout of make test is raised);
 # the crash tests of landing, warehouse sync and compaction live with their modules.
-RELIABILITY_TESTS := tests/connectors/test_landing_crash.py \
-	tests/connectors/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
-	tests/connectors/test_compaction.py::test_random_sigkills_during_compaction \
+RELIABILITY_TESTS := tests/connectors/flows/test_landing_crash.py \
+	tests/connectors/warehouse/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
+	tests/connectors/flows/compaction/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/connectors/gateway/test_flow_kill.py \
 	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
-	tests/connectors/test_cdc_crash.py \
+	tests/connectors/sources/cdc/test_cdc_crash.py \
 	tests/reliability
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)

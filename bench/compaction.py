@@ -40,7 +40,7 @@ from connectors.formats import Batch, Decoder, lake_schema
 from connectors.lake import Lake, hour_dir, landed_file_name
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks
-from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
+from tests.support.compaction import clicks_spec  # noqa: E402
 
 sys.path.append(str(Path(__file__).resolve().parent))  # bench/stats.py
 from stats import print_rows, ratio_row  # noqa: E402

@@ -38,7 +38,7 @@ from connectors.lake import Lake, hour_dir, hour_key, landed_file_name  # noqa: 
 from connectors.metastore import Metastore, files, hours  # noqa: E402
 from connectors.tables import IcebergTables, publish_sealed_hours  # noqa: E402
 from examples.demo_data import generate_clicks  # noqa: E402
-from tests.connectors.compaction_helpers import clicks_spec  # noqa: E402
+from tests.support.compaction import clicks_spec  # noqa: E402
 
 DAY = datetime(2026, 1, 10, tzinfo=UTC)
 LATER = DAY + timedelta(days=2)  # every hour closed

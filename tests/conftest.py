@@ -22,11 +22,7 @@ import pytest
 
 from connectors.kafka import ensure_topic
 from orchestration.services.broker import running_broker
-from tests.support.services import unavailable
-
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306
-
+from tests.support.services import MARIADB_HOST, MARIADB_PORT, PG_HOST, PG_PORT, unavailable
 
 # --- Kafka ---------------------------------------------------------------------------------
 
@@ -176,7 +172,7 @@ def flowsuite_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """A local S3 (moto's ThreadedMotoServer on a free port) with the bucket `flowsuite-test`."""
-    from tests.s3_support import start_s3_server
+    from tests.support.s3 import start_s3_server
 
     server = start_s3_server()
     try:
@@ -203,4 +199,4 @@ def lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # Change data capture: a throwaway PostgreSQL with wal_level=logical and a database per test.
-from tests.connectors.cdc_support import cdc_db, pg_logical  # noqa: E402, F401 - fixtures
+from tests.support.cdc import cdc_db, pg_logical  # noqa: E402, F401 - fixtures

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.cdc import RETAINED_WAL_CHECK, build_cdc_definitions
 from orchestration.resources import FlowsuiteResource
-from tests.connectors.cdc_support import ORDERS_DDL, orders_product, orders_source, sql
+from tests.support.cdc import ORDERS_DDL, orders_product, orders_source, sql
 
 
 def test_materialize_published_then_sensor(cdc_db, make_topic, tmp_path, kafka_bootstrap):

@@ -13,7 +13,7 @@ from connectors.gateway.store import GatewayStore
 from connectors.metastore import Metastore
 from orchestration.definitions import defs
 from orchestration.resources import FlowsuiteResource
-from tests.connectors.gateway.flow_support import SOURCE, clicks_flow_spec
+from tests.support.gateway import SOURCE, clicks_flow_spec
 
 
 def test_clicks_shows_its_subscriptions(flowsuite_home):

@@ -8,7 +8,7 @@ import pytest
 
 from assets.hourly import HourlyConfig, build_hourly_definitions, choose_mode
 from orchestration.resources import FlowsuiteResource
-from tests.connectors.compaction_helpers import (
+from tests.support.compaction import (
     HOURS,
     clicks_spec,
     hour_rows,

@@ -9,7 +9,7 @@ import pytest
 from assets.hourly import build_hourly_definitions, hourly_key
 from assets.table import build_table_definitions, iceberg_tables, table_key
 from orchestration.resources import FlowsuiteResource
-from tests.connectors.compaction_helpers import HOURS, clicks_spec, hour_rows, land_in_rounds, pairs
+from tests.support.compaction import HOURS, clicks_spec, hour_rows, land_in_rounds, pairs
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from connectors.settings import load_settings
 from connectors.sources.cdc.spec import CdcSourceSpec
 from orchestration.cli import cli
 from orchestration.definitions import defs
-from tests.connectors.cdc_support import ORDERS_DDL, sql
+from tests.support.cdc import ORDERS_DDL, sql
 
 
 def test_orders_lineage_job_sensor_and_check(flowsuite_home):

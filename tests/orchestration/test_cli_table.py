@@ -15,7 +15,7 @@ from orchestration.cli import main
 from orchestration.cli.root import cli
 from orchestration.resources import default_flowsuite_resource
 from orchestration.services.status import collect_status
-from tests.connectors.compaction_helpers import HOURS, LATER, hour_rows, land_in_rounds
+from tests.support.compaction import HOURS, LATER, hour_rows, land_in_rounds
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from assets.landing import build_landing_definitions
 from connectors.settings import REPO_ROOT
 from examples.demo_data import generate_clicks, produce
 from orchestration.resources import FlowsuiteResource
-from tests.connectors.compaction_helpers import HOURS, NOW, clicks_spec
+from tests.support.compaction import HOURS, NOW, clicks_spec
 
 PROFILE = Path(REPO_ROOT) / "deploy" / "dagster.yaml"
 

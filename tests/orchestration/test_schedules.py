@@ -12,7 +12,7 @@ from assets.table import build_table_definitions
 from connectors.flows import compact_hour
 from orchestration.resources import FlowsuiteResource
 from orchestration.schedules import build_schedules
-from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, land_in_rounds
+from tests.support.compaction import HOURS, LATER, clicks_spec, land_in_rounds
 
 
 @pytest.fixture

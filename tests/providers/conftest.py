@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.providers import airflow_support as af
+from tests.support import airflow as af
 from tests.support.services import unavailable
 
 

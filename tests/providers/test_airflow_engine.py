@@ -19,7 +19,7 @@ from connectors.lake import Lake, hour_key
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
-from tests.providers import airflow_support as af
+from tests.support import airflow as af
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "providers" / "airflow"))  # the provider's package, without Airflow

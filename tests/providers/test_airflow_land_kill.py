@@ -32,7 +32,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from connectors.warehouse import WarehouseSink
-from tests.providers import airflow_support as af
+from tests.support import airflow as af
 from tests.support import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]

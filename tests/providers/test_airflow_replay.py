@@ -19,7 +19,7 @@ from connectors.formats import binary_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
-from tests.providers import airflow_support as af
+from tests.support import airflow as af
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID, PLATINUM = 60, 7  # "platinum" is not a tier until the spec is fixed

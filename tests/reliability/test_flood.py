@@ -18,8 +18,8 @@ import time
 import psutil
 
 from examples.demo_data import generate_clicks, produce
-from tests.reliability.helpers import audit_lake, clicks, start_land_worker
 from tests.reliability.table import SEED, iterations, record
+from tests.support.reliability import audit_lake, clicks, start_land_worker
 
 USUAL = 10_000
 BOUND_MB = 600

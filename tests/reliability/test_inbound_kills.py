@@ -26,7 +26,8 @@ from connectors.settings import load_settings
 from connectors.spec import load_specs
 from orchestration.demo.federation import B_PRODUCTS_DIR, Serve, settings_env
 from orchestration.services.broker import free_port
-from tests.connectors.gateway.inbound_support import (
+from tests.reliability.table import SEED, iterations, record
+from tests.support.inbound import (
     ORIGIN,
     SECRET_ENV,
     Sender,
@@ -35,7 +36,6 @@ from tests.connectors.gateway.inbound_support import (
     new_secret,
     structured,
 )
-from tests.reliability.table import SEED, iterations, record
 
 
 def _products_dir(tmp_path: Path, topic: str) -> Path:

@@ -22,7 +22,8 @@ from collections import Counter
 from connectors.flows import read_marker, replay_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
-from tests.connectors.compaction_helpers import (
+from tests.reliability.table import SEED, iterations, record
+from tests.support.compaction import (
     HOURS,
     LATER,
     clicks_spec,
@@ -30,8 +31,7 @@ from tests.connectors.compaction_helpers import (
     land_in_rounds,
     pairs,
 )
-from tests.reliability.helpers import ROOT
-from tests.reliability.table import SEED, iterations, record
+from tests.support.reliability import ROOT
 
 _CHILD = """
 import sys
@@ -39,7 +39,7 @@ from datetime import datetime, UTC
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.flows import replay_hour
-from tests.connectors.compaction_helpers import clicks_spec
+from tests.support.compaction import clicks_spec
 spec = clicks_spec(sys.argv[1])
 for h in sys.argv[5:]:
     replay_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), bootstrap=sys.argv[4],

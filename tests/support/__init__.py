@@ -1,17 +1,37 @@
-"""Independent readers and expectations the integration tests share.
+"""What the tests share: waiting for a state, and independent readers of what was written.
 
-They never use the landing engine's own code paths: the lake is read as any batch job would
+`wait_for` polls a condition instead of sleeping a fixed time. The readers never use the
+landing engine's own code paths: the lake is read as any batch job would
 (pyarrow datasets over the hive layout, skipping hidden files), the topic with a plain consumer.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "the condition") -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail after `timeout`
+    seconds naming `what` (and the last value seen), never a silent fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
 
 
 def read_hive(root: Path, columns: list[str] | None = None) -> pa.Table:

@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306
+
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 

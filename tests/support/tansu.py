@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestration.services.broker import free_port, start_broker, stop_broker
-from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from connectors.formats import decoder_for
 from connectors.formats.avro import AvroDecoder
 from connectors.formats.registry import FileSchemas, SchemaUnavailableError
-from tests.connectors.formats.avro_support import (
+from tests.support.avro import (
     CLICK_FIELDS,
     V1,
     V2,
@@ -29,7 +29,7 @@ from tests.connectors.formats.avro_support import (
     wire,
     write_schemas,
 )
-from tests.connectors.formats.fields_support import DEVICE_FIELDS, SCALAR_FIELDS
+from tests.support.fields import DEVICE_FIELDS, SCALAR_FIELDS
 
 TS = datetime(2026, 11, 30, 10, 15, 30, 123456, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]

@@ -27,7 +27,7 @@ from connectors.formats.registry import (
     registry_config,
     schema_source,
 )
-from tests.connectors.formats.avro_support import (
+from tests.support.avro import (
     CLICK_FIELDS,
     V1,
     V2,
@@ -36,7 +36,7 @@ from tests.connectors.formats.avro_support import (
     click,
     wire,
 )
-from tests.connectors.formats.test_protobuf import PROTO_V1, classes, everything, proto_spec
+from tests.support.protobuf import PROTO_V1, classes, everything, proto_spec
 
 TS = datetime(2026, 11, 30, 10, 15, 30, tzinfo=UTC)
 

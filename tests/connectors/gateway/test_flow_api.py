@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.connectors.gateway.flow_support import (
+from tests.support.gateway import (
     OWNER,
     SOURCE,
     TYPE,

@@ -11,7 +11,7 @@ from connectors.gateway import Gateway
 from connectors.settings import load_settings
 from orchestration.cli import main
 from orchestration.cli.flow import flow_status, group
-from tests.connectors.gateway.flow_support import (
+from tests.support.gateway import (
     OWNER,
     flow_env,
     produce_clicks,

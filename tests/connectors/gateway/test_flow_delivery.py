@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 
 from connectors.gateway import Gateway
 from connectors.gateway.worker import dlq_topic_of
-from tests.connectors.gateway.flow_support import (
+from tests.support.gateway import (
     OWNER,
     T0,
     Receiver,

@@ -14,7 +14,7 @@ from connectors.gateway.filters import FilterError, matches, validate_filters
 from connectors.gateway.policy import PolicyError, check_subscription, deliverable
 from connectors.gateway.signing import webhook_headers
 from connectors.gateway.store import new_signing_secret
-from tests.connectors.gateway.flow_support import SOURCE, TYPE, clicks_flow_spec
+from tests.support.gateway import SOURCE, TYPE, clicks_flow_spec
 
 EVENT = {"type": "com.github.push", "subject": "https://github.com/cloudevents/spec", "partnerid": "p-001"}
 

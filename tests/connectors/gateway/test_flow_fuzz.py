@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.gateway.service import FlowError, FlowService
-from tests.connectors.gateway.flow_support import SOURCE, clicks_flow_spec, test_settings
+from tests.support.gateway import SOURCE, clicks_flow_spec, test_settings
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

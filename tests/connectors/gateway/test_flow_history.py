@@ -23,7 +23,7 @@ from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from connectors.spec import parse_spec_file
 from examples.demo_data import encode_clicks, generate_clicks, produce
-from tests.connectors.gateway.flow_support import (
+from tests.support.gateway import (
     clicks_flow_spec,
     decode_from_kafka,
     land_all,

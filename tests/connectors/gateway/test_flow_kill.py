@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from connectors.gateway.worker import READ_SIZE
-from tests.connectors.gateway.flow_support import Receiver, flow_env, produce_clicks, wait_for
 from tests.reliability.table import SEED, iterations, record
+from tests.support.gateway import Receiver, flow_env, produce_clicks, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -9,7 +9,7 @@ import pytest
 
 from connectors.gateway.settings import GatewaySettings, load_gateway_settings
 from connectors.gateway.ssrf import SinkRefused, check_sink
-from tests.connectors.gateway.flow_support import loopback_only
+from tests.support.gateway import loopback_only
 
 STRICT = GatewaySettings()
 TESTING = GatewaySettings(allow_http=True, allow_sinks=(ipaddress.ip_network("127.0.0.1/32"),))

@@ -13,7 +13,7 @@ from connectors.gateway.startfrom import StartFromError, parse_startfrom, resolv
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
 from connectors.metastore import FileStats, Metastore, landing_resource
-from tests.connectors.gateway.flow_support import (
+from tests.support.gateway import (
     clicks_flow_spec,
     flow_env,
     land_all,

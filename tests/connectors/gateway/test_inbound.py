@@ -15,7 +15,7 @@ import pytest
 
 from connectors.gateway.inbound import InboundSettings
 from connectors.gateway.signing import webhook_headers
-from tests.connectors.gateway.inbound_support import (
+from tests.support.inbound import (
     ORG,
     ORIGIN,
     SECRET_ENV,
@@ -129,8 +129,8 @@ def test_someone_elses_product_is_refused(tmp_path, kafka_bootstrap, make_topic)
     from connectors.gateway import FlowService, GatewayStore
     from connectors.gateway.inbound import InboundService
     from connectors.metastore import Metastore
-    from tests.connectors.gateway.flow_support import test_settings
-    from tests.connectors.gateway.inbound_support import InboundServer, Sender, topic_ce_ids
+    from tests.support.gateway import test_settings
+    from tests.support.inbound import InboundServer, Sender, topic_ce_ids
 
     secret, x_secret = new_secret(), new_secret()
     ms = Metastore(f"sqlite:///{tmp_path / 'm.db'}")
@@ -218,7 +218,7 @@ def test_invalid_data_is_quarantined_and_the_sender_is_told_which_and_why(tmp_pa
         result = ib.land()
         assert (result.landed, result.quarantined) == (2, 2)
         assert set(ib.lake_ids()) == {"clicks-0-0", "clicks-0-2"}
-        from tests.connectors.gateway.inbound_support import lake_ce_ids
+        from tests.support.inbound import lake_ce_ids
 
         assert lake_ce_ids(ib.lake, ib.metastore, ib.spec.name, kind="quarantine") == {"clicks-0-1": 1, "clicks-0-3": 1}
 

@@ -18,8 +18,8 @@ from connectors.settings import load_settings
 from connectors.spec import FieldSpec
 from connectors.tables import IcebergTables, catalog_url, publish_sealed_hours
 from connectors.tables.publish import HourMismatchError, data_files_of_hour
-from tests.connectors.compaction_helpers import clicks_spec
-from tests.connectors.tables.iceberg_helpers import (
+from tests.support.compaction import clicks_spec
+from tests.support.iceberg import (
     HOURS,
     LATER,
     assert_table_equals_metastore,

@@ -14,8 +14,8 @@ import pytest
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
-from tests.connectors.compaction_helpers import hour_rows, pairs
-from tests.connectors.tables.iceberg_helpers import HOURS, seal
+from tests.support.compaction import hour_rows, pairs
+from tests.support.iceberg import HOURS, seal
 from tests.support.services import unavailable
 
 REPO = Path(__file__).resolve().parents[3]

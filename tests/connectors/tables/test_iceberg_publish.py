@@ -19,8 +19,9 @@ from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
 from connectors.tables.publish import expire, publish_lag_hours
 from examples.demo_data import produce
-from tests.connectors.compaction_helpers import hour_rows, pairs
-from tests.connectors.tables.iceberg_helpers import (
+from tests.reliability.table import iterations, record
+from tests.support.compaction import hour_rows, pairs
+from tests.support.iceberg import (
     HOURS,
     LATER,
     assert_table_equals_metastore,
@@ -30,7 +31,6 @@ from tests.connectors.tables.iceberg_helpers import (
     seal,
     seqs_in_ancestry,
 )
-from tests.reliability.table import iterations, record
 
 LATE = (
     b"late-1",

@@ -30,7 +30,7 @@ from connectors.gateway.signing import webhook_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from tests.connectors.gateway.flow_support import test_settings
+from tests.support.gateway import test_settings
 
 ORG = "ads"
 ORIGIN = "ads.flowsuite.example"

@@ -74,7 +74,7 @@ from datetime import datetime, UTC
 from connectors.flows import compact_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
-from tests.connectors.compaction_helpers import clicks_spec
+from tests.support.compaction import clicks_spec
 spec = clicks_spec(sys.argv[1])
 for h in sys.argv[4:]:
     compact_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), run_id="child",

@@ -21,7 +21,7 @@ from connectors.formats import (
 from connectors.lake import epoch_hour
 from connectors.spec import parse_spec_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CLICKS = parse_spec_file(REPO / "dataproducts" / "clicks.yaml")
 T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 

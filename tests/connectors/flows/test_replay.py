@@ -7,7 +7,7 @@ import pytest
 from connectors.flows import compact_hour, read_marker, recorded_spans, replay_hour
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from tests.connectors.compaction_helpers import (
+from tests.support.compaction import (
     HOURS,
     LATER,
     clicks_spec,

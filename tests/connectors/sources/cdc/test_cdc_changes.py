@@ -15,11 +15,13 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import CdcError, capture
 from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.position import read_position
-from tests.connectors.cdc_support import (
+from tests.support import wait_for
+from tests.support.cdc import (
     ORDERS_DDL,
     orders_product,
     orders_source,
     read_events,
+    slot_streaming,
     sql,
 )
 
@@ -172,7 +174,7 @@ def test_slot_creation_errors_are_clear(pg_logical, cdc_db, make_topic, tmp_path
         capture(orders_source(cdc_db, publication="elsewhere"), product, metastore=ms, bootstrap=kafka_bootstrap)
     sql(pg_logical.url, "DROP ROLE IF EXISTS plain_owner")
     # the machine's own server runs wal_level=replica: the message says what to change
-    from tests.conftest import PG_HOST, PG_PORT
+    from tests.support.services import PG_HOST, PG_PORT
     replica_url = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
     try:
         sql(replica_url, "SELECT 1")
@@ -226,7 +228,7 @@ def test_idle_table_does_not_retain_wal(setup, kafka_bootstrap):
     follower = threading.Thread(target=run, kwargs={"follow": True, "stop": stop})
     follower.start()
     try:
-        time.sleep(2)
+        wait_for(lambda: slot_streaming(url), 30, what="the capture to stream from its slot")
         for _ in range(20):  # another table fills WAL (~40 MB); ours stays idle
             sql(url, "INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
         lag = None
@@ -261,7 +263,8 @@ def test_stop_while_changes_keep_coming_loses_nothing(setup, kafka_bootstrap):
     follower = threading.Thread(target=run, kwargs={"follow": True, "stop": stop})
     w.start()
     follower.start()
-    time.sleep(3)
+    wait_for(lambda: slot_streaming(url) and counter["n"] >= 1000, 30,
+             what="the capture streaming while the writer keeps writing")
     stop.set()
     stopped_at = time.monotonic()
     follower.join(20)

@@ -23,7 +23,7 @@ from connectors.metastore import Metastore
 from connectors.sources import SourceError, SourceSpec, load_sources, publish, read_cursor
 from connectors.spec import SpecError, parse_spec_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 

@@ -21,14 +21,17 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
 from connectors.warehouse import WarehouseSink, sync
-from tests.connectors.cdc_support import (
+from tests.reliability.table import SEED, iterations, record
+from tests.support import wait_for
+from tests.support.cdc import (
     ORDERS_DDL,
     REPO,
     orders_product,
     orders_source,
+    slot_caught_up,
+    slot_streaming,
     sql,
 )
-from tests.reliability.table import SEED, iterations, record
 
 
 class Writer(threading.Thread):
@@ -171,11 +174,12 @@ def test_postgres_restarted_mid_stream(pg_logical, cdc_db, make_topic, tmp_path,
         capture(source, product, metastore=ms, bootstrap=kafka_bootstrap, follow=True, stop=stop)))
     follower.start()
     try:
-        time.sleep(2)
+        wait_for(lambda: slot_streaming(cdc_db), 30, what="the capture to stream from its slot")
         sql(cdc_db, "INSERT INTO orders (id, customer) SELECT g, 'a' FROM generate_series(1, 100) g")
         pg_logical.restart()
         sql(cdc_db, "UPDATE orders SET status = 'after restart' WHERE id <= 50", "DELETE FROM orders WHERE id > 90")
-        time.sleep(4)
+        wait_for(lambda: slot_caught_up(cdc_db), 60, interval=0.2,
+                 what="the capture to reconnect and confirm every change")
     finally:
         stop.set()
         follower.join(60)

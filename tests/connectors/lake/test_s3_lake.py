@@ -21,7 +21,8 @@ from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from examples.demo_data import generate_clicks, produce
 from orchestration.cli import main
-from tests.connectors.compaction_helpers import (
+from tests.support import positions, read_topic
+from tests.support.compaction import (
     HOURS,
     LATER,
     NOW,
@@ -30,9 +31,8 @@ from tests.connectors.compaction_helpers import (
     compaction_child,
     land_in_rounds,
 )
-from tests.s3_faults import FaultyS3Proxy
-from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY, list_lake_files, read_lake
-from tests.support import positions, read_topic
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, list_lake_files, read_lake
+from tests.support.s3_faults import FaultyS3Proxy
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
 

@@ -13,7 +13,7 @@ from connectors.metastore import Metastore
 from connectors.sources.cdc import capture
 from connectors.warehouse import WarehouseSink, sync
 from connectors.warehouse.cdc import by_unchanged, carry_unchanged, split_at_truncate
-from tests.connectors.cdc_support import (
+from tests.support.cdc import (
     ORDERS_DDL,
     orders_product,
     orders_source,

@@ -20,7 +20,7 @@ from connectors.spec import DataProductSpec, parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from orchestration.services.broker import running_broker
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def clicks_spec(topic: str, **trigger) -> DataProductSpec:

@@ -13,7 +13,7 @@ from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.spec import CdcSourceSpec, parse_size
 from connectors.sources.cdc.types import to_json_value, type_name
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 PG_2026 = int((datetime(2026, 11, 30, 10, 0, tzinfo=UTC) - pgo.PG_EPOCH).total_seconds() * 1_000_000)
 
 

@@ -22,7 +22,7 @@ from connectors.flows import (
 from connectors.lake import SUCCESS, Lake, hour_dir
 from connectors.metastore import Metastore
 from examples.demo_data import produce
-from tests.connectors.compaction_helpers import (
+from tests.support.compaction import (
     HOURS,
     LATER,
     NOW,

@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 
 from connectors.metastore import Metastore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 OPENERS = 6
 ROUNDS = 30
 

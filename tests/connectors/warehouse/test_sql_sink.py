@@ -39,7 +39,7 @@ from connectors.warehouse.dialects import PostgresDialect
 from tests.support.warehouse import T0, expected_state, make_spec, produce_accounts, state
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RELIABILITY_FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 
 

@@ -20,7 +20,7 @@ from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.support import positions, read_hive, read_topic
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class LosesCommitAnswer(Metastore):

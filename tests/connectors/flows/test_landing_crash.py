@@ -30,10 +30,10 @@ from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.reliability.table import iterations
-from tests.s3_support import list_lake_files, read_lake
 from tests.support import positions, read_topic
+from tests.support.s3 import list_lake_files, read_lake
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WORKER = ROOT / "tests" / "workers" / "land_worker.py"
 # Named points of connectors/flows/landing.py, and None: a SIGKILL at a random moment.
 CRASH_POINTS = ["after_batch", "after_register", "before_commit", "after_commit", None, None]

@@ -91,6 +91,19 @@ def sql(url: str, *statements: str, args: tuple | None = None) -> list:
         conn.close()
 
 
+def slot_streaming(url: str, slot: str = "flowsuite_shop_orders") -> bool:
+    """The capture is connected and streaming from its slot (what a test waits for, not a sleep)."""
+    rows = sql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = %s", args=(slot,))
+    return bool(rows and rows[0][0])
+
+
+def slot_caught_up(url: str, slot: str = "flowsuite_shop_orders") -> bool:
+    """Streaming, and every change committed so far confirmed by the capture."""
+    rows = sql(url, "SELECT active, confirmed_flush_lsn >= pg_current_wal_insert_lsn() "
+                    "FROM pg_replication_slots WHERE slot_name = %s", args=(slot,))
+    return bool(rows and rows[0][0] and rows[0][1])
+
+
 def orders_product(topic: str, **changes) -> DataProductSpec:
     data = {
         "name": "orders", "owner": "team:shop", "topic": topic, "format": "cloudevents", "key": "id",

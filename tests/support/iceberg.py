@@ -15,7 +15,7 @@ from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables
 from connectors.tables.publish import SEQ_PROPERTY
-from tests.connectors.compaction_helpers import HOURS, LATER, clicks_spec, land_in_rounds, pairs
+from tests.support.compaction import HOURS, LATER, clicks_spec, land_in_rounds, pairs
 
 __all__ = ["HOURS", "LATER", "assert_table_equals_metastore", "child", "comparable", "seal", "seqs_in_ancestry"]
 
@@ -73,7 +73,7 @@ import sys
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
-from tests.connectors.compaction_helpers import clicks_spec
+from tests.support.compaction import clicks_spec
 spec = clicks_spec(sys.argv[1])
 lake, metastore = Lake(sys.argv[2]), Metastore(sys.argv[3])
 r = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=IcebergTables(sys.argv[3], lake))

@@ -24,7 +24,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_replay_holding_a_stale_listing_skips_and_deletes_nothing(tmp_path, kafka_bootstrap, make_topic,

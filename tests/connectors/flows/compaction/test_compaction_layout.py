@@ -12,7 +12,7 @@ from connectors.flows.compaction.rewrite import _read_all, compacted_layout, con
 from connectors.formats import lake_schema
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from tests.connectors.compaction_helpers import clicks_spec
+from tests.support.compaction import clicks_spec
 
 
 def hour_table(schema: pa.Schema, rows: int, partition: int, start: int) -> pa.Table:
