@@ -19,12 +19,14 @@ For a declaration with `mode: cdc` (connectors/sources/cdc) feeding the product 
 
 import dagster as dg
 
+from connectors.errors import FlowsuiteError
 from connectors.sources.cdc.checks import slot_report
 from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.server import CdcError
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.stream import capture
 from connectors.spec import DataProductSpec
+from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
 
 RETAINED_WAL_CHECK = "slot_retained_wal"
@@ -82,8 +84,8 @@ def build_cdc_definitions(spec: DataProductSpec, source: CdcSourceSpec, publishe
         try:
             r = capture(source, spec, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
                         kafka_config=flowsuite.kafka())
-        except CdcError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         for warning in r.warnings:
             context.log.warning(warning)
         slot = r.slot_after

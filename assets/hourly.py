@@ -25,10 +25,11 @@ import dagster as dg
 
 from assets.metadata import hourly_links
 from assets.runs import dead_run_checker
-from connectors.flows import CompactionResult, HourBlockedError, compact_hour, replay_hour
+from connectors.errors import FlowsuiteError
+from connectors.flows import CompactionResult, compact_hour, replay_hour
 from connectors.lake import normalize_hour
-from connectors.metastore import ClaimHeldError
 from connectors.spec import DataProductSpec
+from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
 
 MODE_TAG = "flowsuite/mode"
@@ -123,8 +124,8 @@ def materialize_hours(
                 )
             else:
                 r = compact_hour(spec, h, lake=lake, metastore=metastore, run_id=context.run_id, is_dead=is_dead)
-        except (HourBlockedError, ClaimHeldError) as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         context.log.info(r.summary() + (f" ({r.note})" if r.note else ""))
         results.append(r)
     return dg.MaterializeResult(

@@ -26,16 +26,16 @@ import dagster as dg
 import quality.checks as quality_checks
 from assets.metadata import landing_links
 from assets.runs import dead_run_checker
-from connectors.flows import InvalidRecordsError, LandingResult, land
+from connectors.errors import FlowsuiteError
+from connectors.flows import LandingResult, land
 from connectors.kafka import (
-    HistoryLostError,
-    KafkaReadError,
     consumer_config,
     partitions_of,
     probe_partitions,
 )
 from connectors.lake import HOUR_DIR
 from connectors.spec import DataProductSpec
+from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
 
 
@@ -114,8 +114,8 @@ def build_landing_definitions(spec: DataProductSpec, upstream: dg.AssetKey | Non
         conf = consumer_config(flowsuite.kafka_bootstrap, spec.consumer_group, flowsuite.kafka())
         try:
             available = partitions_of(conf, spec.topic)
-        except KafkaReadError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         steps = plan_landing_steps(spec, config, available)
         context.log.info(f"{spec.name}: {len(steps)} landing step(s) over partitions {available}")
         for step in steps:
@@ -194,10 +194,8 @@ def run_landing(
             is_dead=is_dead,
             on_invalid=on_invalid,
         )
-    except (HistoryLostError, InvalidRecordsError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except KafkaReadError as exc:
-        raise dg.Failure(description=str(exc)) from None
+    except FlowsuiteError as exc:
+        raise failure(exc) from None
     if result.consumed != result.landed + result.quarantined:
         raise dg.Failure(
             description=(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from connectors.errors import FlowsuiteError
 from connectors.sources import (
     SourceError,
     SourceSpec,
@@ -27,6 +28,7 @@ from connectors.sources import (
     rows_waiting,
 )
 from connectors.spec import DataProductSpec
+from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
 
 
@@ -90,8 +92,8 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
         try:
             r = publish(source, spec, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
                         kafka_config=flowsuite.kafka(), run_id=context.run_id)
-        except SourceError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         context.log.info(f"{source.name}: published {r.published} row(s) to {r.topic}; cursor {r.cursor_after.describe()}")
         return dg.MaterializeResult(metadata={
             "rows_published": r.published,

@@ -12,8 +12,10 @@ landed batch stops it (Dagster's blocking check semantics).
 import dagster as dg
 
 from assets.landing import landed_key
+from connectors.errors import FlowsuiteError
 from connectors.spec import DataProductSpec
-from connectors.warehouse import SyncResult, WarehouseError, WarehouseSink, sync
+from connectors.warehouse import SyncResult, WarehouseSink, sync
+from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
 
 
@@ -85,14 +87,14 @@ def build_warehouse_definitions(spec: DataProductSpec) -> dg.Definitions:
     def warehouse(context: dg.AssetExecutionContext, flowsuite: FlowsuiteResource) -> dg.MaterializeResult:
         try:
             sink = WarehouseSink(spec, flowsuite.warehouse_url)
-        except WarehouseError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         except Exception as exc:  # e.g. a malformed URL: never echo it, it may hold a password
             raise dg.Failure(description=f"{spec.name}: cannot open the warehouse: {type(exc).__name__}") from None
         try:
             result = sync(spec, lake=flowsuite.lake(), metastore=flowsuite.metastore(), sink=sink)
-        except WarehouseError as exc:
-            raise dg.Failure(description=str(exc)) from None
+        except FlowsuiteError as exc:
+            raise failure(exc) from None
         finally:
             sink.dispose()
         context.log.info(

@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from connectors.errors import TransientError
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 SYSTEM_CLOCK: Clock = time.time
 
 
-class ClaimLostError(RuntimeError):
+class ClaimLostError(TransientError, RuntimeError):
     """Our claim was taken over (its lease expired); the work must not be committed."""
 
 

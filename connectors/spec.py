@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from connectors.errors import TerminalError
+
 # Identifiers become SQL table/column names, file path segments and Dagster names, so they
 # are restricted to a portable, injection-free alphabet.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: "$" would accept a trailing newline
@@ -644,7 +646,7 @@ class SpecProblem:
         return f"{self.path}{where}: {self.message}"
 
 
-class SpecError(Exception):
+class SpecError(TerminalError):
     """One or more specs are invalid; str() lists every problem, one per line."""
 
     def __init__(self, problems: list[SpecProblem]):

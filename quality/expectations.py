@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 import connectors.spec as spec_module
+from connectors.errors import TerminalError
 from connectors.spec import DataProductSpec, ExpectationSpec
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -148,7 +149,7 @@ def known_expectation_types() -> list[str]:
 # --- the product's expectations ---------------------------------------------------------------
 
 
-class SuiteFileError(ValueError):
+class SuiteFileError(TerminalError, ValueError):
     """The suite file cannot be read as a GX 1.x suite; carries (location, message) pairs."""
 
     def __init__(self, problems: list[tuple[str, str]]):

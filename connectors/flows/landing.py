@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.errors import TerminalError
 from connectors.faults import crash_point
 from connectors.formats import DEFAULT_DEDUPE_LOOKBACK, Batch, Decoded, Decoder, decoder_for
 from connectors.kafka import (
@@ -76,7 +77,7 @@ MAX_BUFFERED_BYTES = 128 * 1024 * 1024
 CLOSE_THREADS = min(4, len(os.sched_getaffinity(0)))  # files finished at once at the end of a run
 
 
-class InvalidRecordsError(RuntimeError):
+class InvalidRecordsError(TerminalError, RuntimeError):
     """on_invalid: fail — the batch held invalid records, so the run commits nothing."""
 
 
@@ -85,6 +86,8 @@ class OffsetsOfAnotherTopicError(KafkaReadError):
 
     Offsets mean nothing across topics: applying them would silently skip or re-read records.
     """
+
+    transient = False  # retrying reads the same answer: a person must act
 
     def __init__(self, product: str, topic: str, old_topic: str, partitions: list[int]):
         super().__init__(

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from connectors.errors import TerminalError
 from connectors.flows.compaction import (
     DEFAULT_LEASE_S,
     CompactionResult,
@@ -54,7 +55,7 @@ from connectors.spec import DataProductSpec
 log = logging.getLogger(__name__)
 
 
-class ReplayMismatch(RuntimeError):
+class ReplayMismatch(TerminalError, RuntimeError):
     """The stream does not hold the recorded offsets of the hour (any more)."""
 
 

@@ -25,12 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.errors import TransientError
 from connectors.spec import DataProductSpec
 
 MAGIC = 0
 HEADER = 5
 
-class SchemaUnavailableError(RuntimeError):
+class SchemaUnavailableError(TransientError, RuntimeError):
     """A writer schema cannot be had (unknown id, registry down): the run must stop, commit nothing."""
 
 

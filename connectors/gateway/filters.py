@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.errors import TerminalError
+
 ATTRIBUTE_DIALECTS = ("exact", "prefix", "suffix")
 SUPPORTED = (*ATTRIBUTE_DIALECTS, "all", "any", "not")
 MAX_DEPTH = 8  # nesting of all/any/not; deeper is a 400, not a stack overflow
 
 
-class FilterError(ValueError):
+class FilterError(TerminalError, ValueError):
     """A filter is malformed or uses an unsupported dialect; the message names the place."""
 
 

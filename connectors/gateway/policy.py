@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from connectors.errors import TerminalError
 from connectors.gateway.events import FlowEvent, product_source, product_type
 from connectors.gateway.filters import matches
 from connectors.spec import DataProductSpec
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from connectors.gateway.store import Subscription
 
 
-class PolicyError(ValueError):
+class PolicyError(TerminalError, ValueError):
     """The subscription is outside what the product's owner allows; the message says what."""
 
 

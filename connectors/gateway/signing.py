@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import time
 
+from connectors.errors import TerminalError
+
 SECRET_PREFIX = "whsec_"
 
 
@@ -37,7 +39,7 @@ def webhook_headers(secrets: list[str], msg_id: str, body: bytes, timestamp: int
     }
 
 
-class SignatureError(ValueError):
+class SignatureError(TerminalError, ValueError):
     """A request's Standard Webhooks headers do not verify; the message says which check failed
     (never a secret or the expected signature)."""
 

@@ -16,12 +16,13 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from connectors.errors import TerminalError
 from connectors.gateway.settings import GatewaySettings
 
 METADATA_ADDRESS = ipaddress.ip_address("169.254.169.254")
 
 
-class SinkRefused(ValueError):
+class SinkRefused(TerminalError, ValueError):
     """The sink is not an address flowsuite will send to; the message says why."""
 
 

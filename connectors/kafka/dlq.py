@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.errors import TransientError
 from connectors.kafka.admin import ensure_topic, topic_partitions
 from connectors.spec import DataProductSpec
 
@@ -34,7 +35,7 @@ DLQ_SUFFIX = ".dlq"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(TransientError, RuntimeError):
     """Some quarantined records could not be published to the dead-letter topic."""
 
 

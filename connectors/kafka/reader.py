@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from connectors.errors import TransientError
 from connectors.formats.base import Batch
 from connectors.kafka.stages import run_ahead
 
@@ -52,7 +53,7 @@ CONSUME_TIMEOUT_S = 0.05
 PREFETCH_BATCHES = 4  # batches fetched ahead of the decoder: bounds memory
 
 
-class KafkaReadError(RuntimeError):
+class KafkaReadError(TransientError, RuntimeError):
     """The broker could not serve the range (unreachable, unknown topic, fatal error)."""
 
 
@@ -62,6 +63,8 @@ class HistoryLostError(KafkaReadError):
     Happens when a memory broker restarts, a topic is deleted and recreated, or retention
     removed records that were never landed. flowsuite stops rather than skip or re-read.
     """
+
+    transient = False  # retrying reads the same answer: a person must act
 
     def __init__(self, topic: str, partition: int, offset: int, low: int, high: int):
         self.topic, self.partition, self.offset, self.low, self.high = topic, partition, offset, low, high

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from connectors.errors import TerminalError
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class _Raised:
         self.exc = exc
 
 
-class StageDiedError(RuntimeError):
+class StageDiedError(TerminalError, RuntimeError):
     """A stage's thread ended without handing over its end or its error."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from connectors.errors import TerminalError
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_DIR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})")
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")  # \Z: "$" would accept a trailing newline
@@ -12,7 +14,7 @@ QUARANTINE_ROOT = "_quarantine"
 SUCCESS = "_SUCCESS"
 
 
-class LakePathError(ValueError):
+class LakePathError(TerminalError, ValueError):
     """A path segment would escape the lake or is not a plain name."""
 
 

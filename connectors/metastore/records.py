@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from connectors.errors import TerminalError, TransientError
 
-class ClaimHeldError(RuntimeError):
+
+class ClaimHeldError(TerminalError, RuntimeError):
     """Another live run owns this unit of work."""
 
     def __init__(self, product: str, resource: str, run_id: str, lease_left: float):
@@ -16,7 +18,7 @@ class ClaimHeldError(RuntimeError):
         )
 
 
-class CommitConflictError(RuntimeError):
+class CommitConflictError(TransientError, RuntimeError):
     """The committed offset moved under us: someone else committed this range."""
 
 

@@ -53,6 +53,7 @@ import sqlalchemy as sa
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from connectors.errors import TransientError
 from connectors.faults import crash_point
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
@@ -152,7 +153,7 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
     return _expand_vars(text, env, SourceError)
 
 
-class SourceError(RuntimeError):
+class SourceError(TransientError, RuntimeError):
     """The connector could not publish; the cursor did not move past anything unacknowledged."""
 
 

@@ -59,6 +59,7 @@ from sqlalchemy import (
 from sqlalchemy import Table as SqlTable
 from sqlalchemy.exc import IntegrityError
 
+from connectors.errors import TerminalError
 from connectors.faults import crash_point
 from connectors.lake import Lake, epoch_hour, parse_hour_key
 from connectors.metastore import FileRecord, Metastore, create_missing_tables
@@ -93,7 +94,7 @@ deferred = SqlTable(
 )
 
 
-class HourMismatchError(RuntimeError):
+class HourMismatchError(TerminalError, RuntimeError):
     """A file to publish does not hold exactly the hour it is published for."""
 
 

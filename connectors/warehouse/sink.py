@@ -64,6 +64,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from connectors.errors import TransientError
 from connectors.faults import crash_point
 from connectors.metastore import (
     create_missing_tables,
@@ -86,12 +87,14 @@ OFFSETS_TABLE = "flowsuite_sink_offsets"
 REPLAY_SLOT = -1
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(TransientError, RuntimeError):
     """A warehouse operation failed; the message never holds a password or row values."""
 
 
 class WarehouseSchemaError(WarehouseError):
     """The warehouse table does not fit the spec in a way the sink must not fix by itself."""
+
+    transient = False  # retrying reads the same answer: a person must act
 
 
 class ConcurrentSyncError(WarehouseError):

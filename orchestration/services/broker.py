@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+from connectors.errors import TerminalError
+
 DEFAULT_PORT = 9092
 DEFAULT_STORAGE = "memory://tansu/"
 READY_TIMEOUT_S = 15.0
@@ -45,7 +47,7 @@ _S3_ENV = (
 )
 
 
-class BrokerError(RuntimeError):
+class BrokerError(TerminalError, RuntimeError):
     """The broker could not be started or stopped; the message says why, in one line."""
 
 

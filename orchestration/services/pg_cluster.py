@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.errors import TerminalError
+
 SERVER_SETTINGS = {
     "wal_level": "logical",
     "max_replication_slots": "16",
@@ -39,7 +41,7 @@ SERVER_SETTINGS = {
 }
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TerminalError, RuntimeError):
     """The throwaway cluster could not be started (the reason is in the message)."""
 
 

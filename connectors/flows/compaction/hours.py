@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from connectors.errors import TerminalError
 from connectors.faults import crash_point
 from connectors.flows.compaction.ranges import merge_ranges
 from connectors.flows.compaction.rewrite import (
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 30.0
 
 
-class HourBlockedError(RuntimeError):
+class HourBlockedError(TerminalError, RuntimeError):
     """A blocking quality check failed on data of this hour: compaction leaves it alone."""
 
     def __init__(self, product: str, hour: str, reason: str):

@@ -8,10 +8,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from connectors.errors import TerminalError
 from connectors.flows.compaction.ranges import sorted_pairs
 
 
-class VerificationError(RuntimeError):
+class VerificationError(TerminalError, RuntimeError):
     """The rewritten files do not hold exactly the input rows: nothing was swapped."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from connectors.errors import TerminalError
+
 SPECVERSION = "1.0"
 STRUCTURED = "application/cloudevents"
 BATCH = "application/cloudevents-batch"
@@ -50,7 +52,7 @@ class EventProblem:
         return {"index": self.index, "id": self.id, "reason": self.reason}
 
 
-class RequestRefused(ValueError):
+class RequestRefused(TerminalError, ValueError):
     """The request as a whole cannot be taken: the HTTP status, a message, the events at fault."""
 
     def __init__(self, status: int, message: str, events: list[EventProblem] | None = None):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from connectors.errors import TerminalError
 from connectors.gateway.signing import SignatureError, valid_secret, verify
 from connectors.spec import DataProductSpec, InboundSenderSpec
 
@@ -67,7 +68,7 @@ class RateLimit:
             return (1 - self.tokens) / self.per_s
 
 
-class Unverified(ValueError):
+class Unverified(TerminalError, ValueError):
     """The request is not signed by a sender of the product (401)."""
 
 

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from connectors.errors import TerminalError
+
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -30,7 +32,7 @@ class _Unchanged:
 UNCHANGED_TOAST = _Unchanged()
 
 
-class DecodeError(ValueError):
+class DecodeError(TerminalError, ValueError):
     """A message that does not follow the pgoutput format."""
 
 

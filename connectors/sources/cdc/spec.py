@@ -23,11 +23,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from connectors.errors import TransientError
 from connectors.sources.common import SourceSpecModel, resolve_connection_url, sql_name
 from connectors.spec import SpecModel, parse_duration
 
 
-class CdcError(RuntimeError):
+class CdcError(TransientError, RuntimeError):
     """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
 
 

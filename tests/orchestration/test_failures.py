@@ -1,0 +1,19 @@
+"""The Dagster face of the error family: one mapping, retries only for transient errors."""
+
+from connectors.flows import InvalidRecordsError
+from connectors.kafka import HistoryLostError, KafkaReadError
+from orchestration.failures import failure
+
+
+def test_transient_error_may_be_retried_and_keeps_its_message():
+    f = failure(KafkaReadError("clicks: broker at 127.0.0.1:1 did not answer"))
+    assert f.description == "clicks: broker at 127.0.0.1:1 did not answer"
+    assert f.allow_retries is True
+    assert f.metadata["flowsuite/error"].value == "KafkaReadError"
+
+
+def test_terminal_errors_are_not_retried():
+    lost = HistoryLostError("clicks", 0, 5, 10, 20)
+    assert failure(lost).allow_retries is False  # a KafkaReadError subclass, terminal all the same
+    assert failure(lost).description == str(lost)
+    assert failure(InvalidRecordsError("clicks: 3 invalid")).allow_retries is False
