@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export FLOWSUITE_HOME ?= $(CURDIR)/.flowsuite
 export DAGSTER_HOME ?= $(FLOWSUITE_HOME)/dagster
 
-.PHONY: install demo dev test reliability bench lint lock browsers duckdb-iceberg airflow-env clean
+.PHONY: install demo dev test reliability bench lint lock browsers duckdb-iceberg airflow-env peers-env clean
 
 install: $(STAMP)
 
@@ -75,8 +75,20 @@ RELIABILITY_TESTS := tests/connectors/flows/test_landing_crash.py \
 reliability: install
 	FLOWSUITE_RELIABILITY=$${FLOWSUITE_RELIABILITY:-full} $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3600 $(RELIABILITY_TESTS)
 
-bench: install
-	$(BIN)/python bench/run_all.py
+# The peer tools bench/peers.py compares flowsuite with (quixstreams, dlt) have pins of their own:
+# a venv of their own, built once (stamped) from requirements-peers.txt.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+peers-env: $(PEERS_STAMP)
+
+$(PEERS_STAMP): requirements-peers.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r requirements-peers.txt
+	@touch $@
+
+bench: install peers-env
+	$(BIN)/python -m bench.run_all
 
 lint: install
 	$(BIN)/ruff check .

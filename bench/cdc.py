@@ -1,6 +1,6 @@
 """Change data capture: throughput of a bulk update and commit → Kafka latency.
 
-    python bench/cdc.py [--rows 200000] [--rate 1000] [--seconds 20]
+    python -m bench.cdc [--rows 200000] [--rate 1000] [--seconds 20]
 
 On a throwaway PostgreSQL cluster (wal_level=logical) and the embedded broker:
 
@@ -30,18 +30,17 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.metastore import Metastore
+from connectors.sources.cdc import capture
+from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.spec import DataProductSpec
+from orchestration.services.broker import running_broker
+from orchestration.services.pg_cluster import running_cluster
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import psycopg2  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-
-from connectors.metastore import Metastore  # noqa: E402
-from connectors.sources.cdc import capture  # noqa: E402
-from connectors.sources.cdc.spec import CdcSourceSpec  # noqa: E402
-from connectors.spec import DataProductSpec  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
-from orchestration.services.pg_cluster import running_cluster  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -13,7 +13,7 @@ rounds; each round times the ceiling and the compaction back to back on its own 
 page-cache state), and the figures are the medians over rounds. CPU seconds (all threads of
 this process) are reported beside wall time, and the load average is recorded.
 
-    .venv/bin/python bench/compaction.py [--files 200] [--rows-per-file 2500] [--repeat 3]
+    .venv/bin/python -m bench.compaction [--files 200] [--rows-per-file 2500] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -33,17 +33,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.stats import print_rows, ratio_row
 from connectors.flows import compact_hour
 from connectors.formats import Batch, Decoder, lake_schema
 from connectors.lake import Lake, hour_dir, landed_file_name
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks
-from tests.support.compaction import clicks_spec  # noqa: E402
-
-sys.path.append(str(Path(__file__).resolve().parent))  # bench/stats.py
-from stats import print_rows, ratio_row  # noqa: E402
+from tests.support.compaction import clicks_spec
 
 HOUR = "2026-01-10-11"
 

@@ -1,7 +1,7 @@
 """Avro in the Confluent wire format: decoding against fastavro alone, landing against the bare
 consume loop, over the same payloads and the same topic in the same run.
 
-    python bench/formats.py [--events 300000] [--repeat 2]
+    python -m bench.formats [--events 300000] [--repeat 2]
 
 - decode (CPU time of this process, interleaved, best of 3: a loaded machine's other work
   does not count): `AvroDecoder.decode` over batches of 10,000 values (header, schema id, fastavro,
@@ -23,22 +23,19 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.landing import _machine, bare_consume, land_once
+from bench.stats import print_rows, ratio_row
+from connectors.formats import Batch
+from connectors.formats.avro import AvroDecoder
+from connectors.spec import parse_spec_file
+from examples.demo_data import encode_clicks, generate_clicks, produce
+from orchestration.services.broker import running_broker
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from landing import _machine, bare_consume, land_once  # noqa: E402
-from stats import print_rows, ratio_row  # noqa: E402
-
-from connectors.formats import Batch  # noqa: E402
-from connectors.formats.avro import AvroDecoder  # noqa: E402
-from connectors.spec import parse_spec_file  # noqa: E402
-from examples.demo_data import encode_clicks, generate_clicks, produce  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BATCH = 10_000

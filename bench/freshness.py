@@ -1,7 +1,7 @@
 """Produce-to-lake freshness: how long a record waits between its produce and the commit of the
 landing that holds it, under the default sensor interval (30 s) and a short one (5 s).
 
-    python bench/freshness.py [--rate 500] [--duration 120] [--intervals 30,5]
+    python -m bench.freshness [--rate 500] [--duration 120] [--intervals 30,5]
 
 A producer thread sends demo clicks at a steady rate to a topic of an embedded Tansu broker.
 The offset sensor (`sensors/offsets.py`, the real function, with the demo spec's trigger:
@@ -26,23 +26,22 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import Producer
+
+from connectors.flows import land
+from connectors.kafka import ensure_topic
+from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks
+from orchestration.jobs import ingest_job
+from orchestration.resources import FlowsuiteResource
+from orchestration.services.broker import running_broker
+from sensors.offsets import build_offset_sensor
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import dagster as dg  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-
-from connectors.flows import land  # noqa: E402
-from connectors.kafka import ensure_topic  # noqa: E402
-from connectors.spec import parse_spec_file  # noqa: E402
-from examples.demo_data import generate_clicks  # noqa: E402
-from orchestration.jobs import ingest_job  # noqa: E402
-from orchestration.resources import FlowsuiteResource  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
-from sensors.offsets import build_offset_sensor  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -10,7 +10,7 @@ Measures:
    metastore lists (the ceiling; goal ratio ≥ 0.8), best of `--repeat`.
 Prints a table and writes bench/results/iceberg.json.
 
-    .venv/bin/python bench/iceberg.py [--hours 24] [--files 40] [--rows-per-file 2500] [--repeat 3]
+    .venv/bin/python -m bench.iceberg [--hours 24] [--files 40] [--rows-per-file 2500] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -30,15 +30,13 @@ from pathlib import Path
 import pyarrow.dataset as ds
 from sqlalchemy import insert, update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from connectors.flows import compact_hour  # noqa: E402
-from connectors.formats import Batch, Decoder, lake_schema  # noqa: E402
-from connectors.lake import Lake, hour_dir, hour_key, landed_file_name  # noqa: E402
-from connectors.metastore import Metastore, files, hours  # noqa: E402
-from connectors.tables import IcebergTables, publish_sealed_hours  # noqa: E402
-from examples.demo_data import generate_clicks  # noqa: E402
-from tests.support.compaction import clicks_spec  # noqa: E402
+from connectors.flows import compact_hour
+from connectors.formats import Batch, Decoder, lake_schema
+from connectors.lake import Lake, hour_dir, hour_key, landed_file_name
+from connectors.metastore import Metastore, files, hours
+from connectors.tables import IcebergTables, publish_sealed_hours
+from examples.demo_data import generate_clicks
+from tests.support.compaction import clicks_spec
 
 DAY = datetime(2026, 1, 10, tzinfo=UTC)
 LATER = DAY + timedelta(days=2)  # every hour closed

@@ -1,6 +1,6 @@
 """Landing throughput against a bare consume loop over the same topic, in the same run.
 
-    python bench/landing.py [--events 1000000] [--partitions 1] [--invalid-rate 0]
+    python -m bench.landing [--events 1000000] [--partitions 1] [--invalid-rate 0]
                             [--parallel] [--s3] [--rounds 3] [--scale]
 
 Produces click events into a fresh topic on an embedded Tansu broker, then measures:
@@ -28,26 +28,22 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from bench.stats import print_rows, ratio_row
+from connectors.flows import land
+from connectors.kafka import consumer_config, relaxed_gc
+from connectors.lake import Lake, S3Options
+from connectors.metastore import Metastore
+from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
+from orchestration.services.broker import running_broker
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
-
-from connectors.flows import land  # noqa: E402
-from connectors.kafka import consumer_config, relaxed_gc  # noqa: E402
-from connectors.lake import Lake, S3Options  # noqa: E402
-from connectors.metastore import Metastore  # noqa: E402
-from connectors.spec import parse_spec_file  # noqa: E402
-from examples.demo_data import generate_clicks, produce  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
-
-sys.path.append(str(ROOT / "bench"))  # bench/stats.py
-from stats import print_rows, ratio_row  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

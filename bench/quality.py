@@ -5,7 +5,7 @@ metastores: once plain (`land`), once as the landing asset does it with quality 
 then read the landed batch back and run the product's GX suite and asset checks on it). The
 ratio plain-time / suite-time is the share of throughput kept with quality on; goal ≥ 0.7.
 
-    .venv/bin/python bench/quality.py [--events 300000] [--rounds 3]
+    .venv/bin/python -m bench.quality [--events 300000] [--rounds 3]
 
 Rounds are interleaved (plain and suite back to back, order alternated, fresh lake and
 metastore each); the ratio is printed with min / median / max over the rounds. Prints a table
@@ -21,20 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stats import print_rows, ratio_row
+from connectors.flows import land
+from connectors.lake import Lake
+from connectors.metastore import Metastore
+from connectors.spec import load_specs
+from examples.demo_data import generate_clicks, produce
+from orchestration.services.broker import running_broker
+from quality.checks import landed_table, landing_check_results
+from quality.expectations import check_names, register_spec_checks
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from connectors.flows import land  # noqa: E402
-from connectors.lake import Lake  # noqa: E402
-from connectors.metastore import Metastore  # noqa: E402
-from connectors.spec import load_specs  # noqa: E402
-from examples.demo_data import generate_clicks, produce  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
-from quality.checks import landed_table, landing_check_results  # noqa: E402
-from quality.expectations import check_names, register_spec_checks  # noqa: E402
-
-sys.path.append(str(ROOT / "bench"))  # bench/stats.py
-from stats import print_rows, ratio_row  # noqa: E402
 
 
 def main() -> int:

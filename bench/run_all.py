@@ -1,8 +1,8 @@
 """Run every benchmark and write the report: bench/results.md (a table) and bench/results.png.
 
-    python bench/run_all.py            # quick mode: smaller inputs, still 3 interleaved rounds, 2 min of freshness
-    python bench/run_all.py --full     # each script's own defaults (the figures the docs quote)
-    python bench/run_all.py --report   # only rebuild results.md/.png from bench/results/*.json
+    python -m bench.run_all            # quick mode: smaller inputs, still 3 interleaved rounds, 2 min of freshness
+    python -m bench.run_all --full     # each script's own defaults (the figures the docs quote)
+    python -m bench.run_all --report   # only rebuild results.md/.png from bench/results/*.json
 
 Each script runs in its own process and writes bench/results/<name>.json; a script that fails
 is reported (its last lines) and the others still run. The report normalizes every result file
@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.stats import judged, parse_goal
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(ROOT / "bench"))  # bench/stats.py
-from stats import judged, parse_goal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "results.md"
@@ -31,21 +31,21 @@ CHART = ROOT / "bench" / "results.png"
 
 # name, script args in quick mode, args in full mode
 BENCHES = [
-    ("landing", ["bench/landing.py", "--events", "300000", "--rounds", "3"], ["bench/landing.py"]),
+    ("landing", ["-m", "bench.landing", "--events", "300000", "--rounds", "3"], ["-m", "bench.landing"]),
     (
         "landing --partitions 2",
-        ["bench/landing.py", "--partitions", "2", "--s3", "--events", "300000", "--rounds", "3"],
-        ["bench/landing.py", "--partitions", "2", "--s3"],
+        ["-m", "bench.landing", "--partitions", "2", "--s3", "--events", "300000", "--rounds", "3"],
+        ["-m", "bench.landing", "--partitions", "2", "--s3"],
     ),
     (
         "landing --partitions 12 --scale",
-        ["bench/landing.py", "--partitions", "12", "--scale", "--events", "300000", "--rounds", "3"],
-        ["bench/landing.py", "--partitions", "12", "--scale"],
+        ["-m", "bench.landing", "--partitions", "12", "--scale", "--events", "300000", "--rounds", "3"],
+        ["-m", "bench.landing", "--partitions", "12", "--scale"],
     ),
     (
         "upsert",
         [
-            "bench/upsert.py",
+            "-m", "bench.upsert",
             "--rows",
             "300000",
             "--baseline-rows",
@@ -55,19 +55,19 @@ BENCHES = [
             "--rounds",
             "3",
         ],
-        ["bench/upsert.py"],
+        ["-m", "bench.upsert"],
     ),
-    ("compaction", ["bench/compaction.py", "--repeat", "3"], ["bench/compaction.py"]),
-    ("formats", ["bench/formats.py", "--events", "100000", "--repeat", "1"], ["bench/formats.py"]),
-    ("quality", ["bench/quality.py", "--rounds", "3"], ["bench/quality.py"]),
-    ("iceberg", ["bench/iceberg.py", "--hours", "12", "--repeat", "1"], ["bench/iceberg.py"]),
-    ("sensor", ["bench/sensor.py", "--rounds", "3"], ["bench/sensor.py"]),
-    ("flow", ["bench/flow.py", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["bench/flow.py"]),
-    ("cdc", ["bench/cdc.py", "--rows", "200000", "--seconds", "10"], ["bench/cdc.py"]),
+    ("compaction", ["-m", "bench.compaction", "--repeat", "3"], ["-m", "bench.compaction"]),
+    ("formats", ["-m", "bench.formats", "--events", "100000", "--repeat", "1"], ["-m", "bench.formats"]),
+    ("quality", ["-m", "bench.quality", "--rounds", "3"], ["-m", "bench.quality"]),
+    ("iceberg", ["-m", "bench.iceberg", "--hours", "12", "--repeat", "1"], ["-m", "bench.iceberg"]),
+    ("sensor", ["-m", "bench.sensor", "--rounds", "3"], ["-m", "bench.sensor"]),
+    ("flow", ["-m", "bench.flow", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["-m", "bench.flow"]),
+    ("cdc", ["-m", "bench.cdc", "--rows", "200000", "--seconds", "10"], ["-m", "bench.cdc"]),
     (
         "freshness",
-        ["bench/freshness.py", "--duration", "120", "--intervals", "30,5"],
-        ["bench/freshness.py"],
+        ["-m", "bench.freshness", "--duration", "120", "--intervals", "30,5"],
+        ["-m", "bench.freshness"],
     ),
 ]
 
@@ -121,7 +121,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None, src: dict |
     met = src.get("met")
     if met is None and goal is not None and ratio is not None:
         g = parse_goal(goal)
-        met = None if g is None or g[2] else judged(ratio, goal)
+        met = None if g is None else judged(figure if g[2] else ratio, goal)
     return {
         "bench": bench,
         "what": what,

@@ -1,6 +1,6 @@
 """Offset-sensor tick time for 10 and 100 data products x 12 partitions, against a bare watermark loop.
 
-    python bench/sensor.py [--products 10,100] [--partitions 12] [--rounds 3]
+    python -m bench.sensor [--products 10,100] [--partitions 12] [--rounds 3]
 
 For each product count: builds that many specs (the demo clicks spec on topics of 12
 partitions each) on an embedded Tansu broker, lands what is there, and times one tick of every
@@ -24,24 +24,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.stats import print_rows, ratio_row
+from connectors.flows import land
+from connectors.kafka import ensure_topic
+from connectors.spec import parse_spec_file
+from examples.demo_data import generate_clicks, produce
+from orchestration.jobs import ingest_job
+from orchestration.resources import FlowsuiteResource
+from orchestration.services.broker import running_broker
+from sensors.offsets import build_offset_sensor
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import dagster as dg  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-
-from connectors.flows import land  # noqa: E402
-from connectors.kafka import ensure_topic  # noqa: E402
-from connectors.spec import parse_spec_file  # noqa: E402
-from examples.demo_data import generate_clicks, produce  # noqa: E402
-from orchestration.jobs import ingest_job  # noqa: E402
-from orchestration.resources import FlowsuiteResource  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
-from sensors.offsets import build_offset_sensor  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
-sys.path.append(str(ROOT / "bench"))  # bench/stats.py
-from stats import print_rows, ratio_row  # noqa: E402
 
 
 def _machine() -> str:

@@ -9,27 +9,33 @@ operator: ">= 0.8", "<= 5 s" (an absolute bound on the figure), "<= 0.5".
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 
+_GOAL = re.compile(r"(>=|<=)\s*([0-9]+(?:\.[0-9]+)?)\s*(.*)$")
+
 
 def parse_goal(goal) -> tuple[str, float, bool] | None:
-    """(operator, bound, on_figure): ">= 0.8" → (">=", 0.8, False); "<= 5 s" → ("<=", 5, True)."""
+    """(operator, bound, on_figure) from a goal, or None when there is none to judge.
+
+    ">= 0.8" → (">=", 0.8, False): the ratio at least 0.8; "<= 0.10 of the hour's compaction" →
+    ("<=", 0.1, False): the ratio at most 0.1; ">= 3x faster" → (">=", 3, False); "<= 5 s",
+    "p99 <= 200 ms", "<= 30 MB" → a bound on the figure itself (its unit named after the number).
+    A number alone means ">= number". "~15 s" and the like are context, not goals: None.
+    """
     if goal is None:
         return None
     if isinstance(goal, int | float):
         return ">=", float(goal), False
-    text = str(goal).strip()
-    for op in (">=", "<="):
-        if text.startswith(op):
-            rest = text[len(op):].strip()
-            on_figure = rest.endswith(" s")  # a bound in seconds on the figure itself
-            number = rest.removesuffix(" s").removesuffix("x faster").removesuffix("x").strip()
-            try:
-                return op, float(number), on_figure
-            except ValueError:
-                return None
-    return None
+    m = _GOAL.search(str(goal).strip())
+    if m is None:
+        return None
+    op, number, rest = m.group(1), float(m.group(2)), m.group(3).strip()
+    if "+" in rest:  # "<= 30 s + landing": a bound with a term this row does not measure
+        return None
+    on_figure = bool(rest) and not rest.startswith(("x", "of ", "of the", "×"))
+    return op, number, on_figure
 
 
 def judged(value: float, goal) -> bool | None:

@@ -1,6 +1,6 @@
 """Benchmark: the warehouse sink's UPSERT on PostgreSQL and MariaDB vs a bulk load and a naive executemany.
 
-    .venv/bin/python bench/upsert.py [--rows 1000000] [--baseline-rows 100000] [--batch-rows 50000]
+    .venv/bin/python -m bench.upsert [--rows 1000000] [--baseline-rows 100000] [--batch-rows 50000]
                                      [--rounds 3] [--db postgresql,mariadb] [--update-fillfactor 50]
                                      [--per-row-rows 10000] [--on-conflict-too]
 
@@ -59,12 +59,11 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from connectors.formats import lake_schema
+from connectors.spec import DataProductSpec
+from connectors.warehouse import WarehouseSink, copy_csv_chunks
 
-from connectors.formats import lake_schema  # noqa: E402
-from connectors.spec import DataProductSpec  # noqa: E402
-from connectors.warehouse import WarehouseSink, copy_csv_chunks  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
@@ -420,8 +419,7 @@ def main() -> int:
     ap.add_argument("--on-conflict-too", action="store_true",
                     help="PostgreSQL: also time the sink's INSERT … ON CONFLICT path (before 15) in every round")
     args = ap.parse_args()
-    sys.path.append(str(REPO / "bench"))  # bench/stats.py
-    from stats import judged, print_rows, ratio_row, verdict
+    from bench.stats import judged, print_rows, ratio_row, verdict
 
     load_before = os.getloadavg()[0]
     spec0 = bench_spec("rows")

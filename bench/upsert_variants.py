@@ -1,6 +1,6 @@
 """Prototype (not a test, not part of `make bench`): ways to write an update-heavy UPSERT batch.
 
-    .venv/bin/python bench/upsert_variants.py [--rows 300000] [--batch-rows 50000] [--rounds 3]
+    .venv/bin/python -m bench.upsert_variants [--rows 300000] [--batch-rows 50000] [--rounds 3]
                                               [--db postgresql|mariadb|both] [--only NAME ...]
 
 Raw SQL (psycopg 3 / PyMySQL), no sink code: each variant applies the same update-heavy data
@@ -27,12 +27,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.append(str(REPO / "bench"))  # bench/stats.py
+from bench.upsert import COLS, bench_spec, make_rows
+from connectors.warehouse import copy_csv_chunks
 
-from bench.upsert import COLS, bench_spec, make_rows  # noqa: E402
-from connectors.warehouse import copy_csv_chunks  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
