@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from connectors.errors import TerminalError
 from connectors.spec import DataProductSpec
 
 API_VERSION = "v3.1.0"
@@ -63,7 +64,7 @@ _DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)")
 _INT_FORMAT = {"int32": "i32", "int64": "i64"}
 
 
-class ContractError(ValueError):
+class ContractError(TerminalError, ValueError):
     """A contract that is not valid ODCS v3, or that cannot become a spec; names every problem."""
 
 

@@ -43,6 +43,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from connectors.errors import TransientError
 from connectors.formats import Batch, decoder_for
 from connectors.gateway.events import FlowEvent, events_from_batch, structured_request
 from connectors.gateway.policy import event_filter
@@ -81,7 +82,7 @@ def answer_bytes(items: list[Received]) -> bytes:
     return b'{"value":[' + b",".join(i.json_bytes() for i in items) + b"]}"
 
 
-class _Conflict(Exception):
+class _Conflict(TransientError):
     """Another receive or settle changed the partition first: read it again."""
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.errors import TerminalError
 from connectors.gateway.events import product_source, product_type
 from connectors.spec import DataProductSpec
 
@@ -43,7 +44,7 @@ _JSON_TYPES = {
 }
 
 
-class XRegistryError(Exception):
+class XRegistryError(TerminalError):
     """An xRegistry error (http.md, "Error Processing"): RFC 9457 problem details."""
 
     def __init__(self, status: int, kind: str, title: str, subject: str = ""):

@@ -56,8 +56,8 @@ class RequestRefused(TerminalError, ValueError):
     """The request as a whole cannot be taken: the HTTP status, a message, the events at fault."""
 
     def __init__(self, status: int, message: str, events: list[EventProblem] | None = None):
-        self.status, self.message, self.events = status, message, events or []
-        super().__init__(message)
+        self.status, self.events = status, events or []
+        super().__init__(message)  # FlowsuiteError.message reads it back
 
 
 def media_type(content_type: str | None) -> str:
