@@ -149,11 +149,7 @@ class PullService:
         """(fs_flow_positions row, fs_flow_pull row) of the partition, the pull row made or reset
         to the position when there is none or a replay moved the position."""
         for _ in range(ATTEMPTS):
-            with self.engine.connect() as conn:
-                pos = conn.execute(select(positions).where(
-                    and_(positions.c.subscription == sub_id, positions.c.partition == p))).mappings().first()
-                st = conn.execute(select(pull_state).where(
-                    and_(pull_state.c.subscription == sub_id, pull_state.c.partition == p))).mappings().first()
+            pos, st = self._read_both(sub_id, p)
             if pos is not None and st is not None and st["position"] == pos["next_offset"] \
                     and st["position_at"] == pos["updated_at"]:
                 return dict(pos), dict(st)
@@ -178,6 +174,25 @@ class PullService:
             except IntegrityError:
                 continue  # another call made the row first
         raise _Conflict()
+
+    def _read_both(self, sub_id: str, p: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The partition's position and pull row read in ONE statement, so one snapshot: read
+        apart, a settle committing between the two reads (it moves both) looked like a replay
+        and voided every lock of the partition (seen on PostgreSQL with two pullers)."""
+        pc = [c.label(f"pos_{c.name}") for c in positions.c]
+        sc = [c.label(f"st_{c.name}") for c in pull_state.c]
+        query = select(*pc, *sc).select_from(positions.outerjoin(pull_state, and_(
+            pull_state.c.subscription == positions.c.subscription, pull_state.c.partition == positions.c.partition,
+        ))).where(and_(positions.c.subscription == sub_id, positions.c.partition == p))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is None:  # no position yet; a pull row alone cannot be trusted
+                st = conn.execute(select(pull_state).where(
+                    and_(pull_state.c.subscription == sub_id, pull_state.c.partition == p))).mappings().first()
+                return None, (dict(st) if st else None)
+        pos = {c.name: row[f"pos_{c.name}"] for c in positions.c}
+        st = {c.name: row[f"st_{c.name}"] for c in pull_state.c}
+        return pos, (st if st["subscription"] is not None else None)
 
     def _receive_partition(self, sub: Subscription, spec, p: int, want: int) -> list[Received]:
         pos, st = self._sync(sub.id, p)
