@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     flow_lease_s: float = Field(2.0, validation_alias="FLOWSUITE_FLOW_LEASE_S")  # lease of a (subscription, partition) claim, renewed every lease/4
     flow_retry_cap_s: float = Field(300.0, validation_alias="FLOWSUITE_FLOW_RETRY_CAP_S")  # longest pause between attempts
     flow_ttl_s: float = Field(86_400.0, validation_alias="FLOWSUITE_FLOW_TTL_S")  # retried this long, then the dead letter
+    flow_public_url: str | None = Field(None, validation_alias="FLOWSUITE_FLOW_PUBLIC_URL")  # the registry's root URL
     # --- Schema Registry of format: avro|protobuf products (docs/formats.md), passed through to
     # confluent-kafka's SchemaRegistryClient as SCHEMA_REGISTRY_ENV_SETTINGS names them ---
     schema_registry_url: str | None = Field(None, repr=False, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_URL")

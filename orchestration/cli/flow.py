@@ -102,7 +102,7 @@ def serve(settings: Settings, host: str, port: int, no_deliver: bool) -> None:
 
     signal.signal(signal.SIGTERM, _exit)
     try:
-        app = create_app(service, inbound, settings=settings, public_url=getattr(settings, "flow_public_url", None))
+        app = create_app(service, inbound, settings=settings, public_url=settings.flow_public_url)
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
     finally:
         if gateway is not None:
