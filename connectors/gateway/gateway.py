@@ -36,9 +36,10 @@ PRESENCE = "flow:gateways"  # fs_claims rows, one per live gateway: how many sha
 def pushed(sub) -> bool:
     """The push engine's share of the subscriptions: everything but `config.delivery: pull`,
     which the receiver fetches itself (connectors/gateway/pull.py) — never sent from here.
-    A stored body whose config no longer parses is left to the API to report, not pushed."""
+    A stored config that no longer parses is judged by its raw `delivery`, so one bad row does
+    not stop the look for work of every other subscription."""
     try:
-        return getattr(sub.options, "delivery", "push") != "pull"
+        return sub.options.delivery != "pull"
     except ValueError:
         return str((sub.config or {}).get("delivery", "push")) != "pull"
 
@@ -94,8 +95,6 @@ class Gateway:
             spec = self.specs.get(sub.product)
             if spec is None or not spec.flow.enabled or not pushed(sub):
                 continue
-            if sub.options.delivery == "pull":
-                continue  # the subscriber receives (connectors/gateway/pull.py): nothing to push
             units += [(sub, spec, p) for p in self._topic_partitions(spec.topic)]
         share = math.ceil(len(units) / self._live_gateways()) if units else 0
         for key in list(self.workers)[share:]:
