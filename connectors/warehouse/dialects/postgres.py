@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from connectors.formats.schema import decimal_text
 from connectors.warehouse.dialects.base import STAGE_TABLE, Dialect
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,8 @@ def copy_csv_chunks(data: pa.Table) -> Iterator[memoryview]:
         if pa.types.is_timestamp(col.type) and col.type.tz is not None:
             naive = col.cast(pa.timestamp(col.type.unit, tz="UTC")).cast(pa.timestamp(col.type.unit))
             col = pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("+00"), "")
-        elif pa.types.is_decimal(col.type):  # plain digits, as every other writer (numeric reads both)
-            col = decimal_text(col)
+        elif pa.types.is_decimal(col.type):  # numeric reads Arrow's exponent forms exactly: no Python loop
+            col = col.cast(pa.string())
         elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
             col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()], pa.string())
         cols.append(col)
