@@ -30,6 +30,7 @@ from connectors.gateway import FlowService, GatewaySettings, GatewayStore
 from connectors.gateway.api import create_app
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from tests.support import wait_for
 from tests.support.tansu import S3Broker, s3_broker
 
 OWNER = "team:ads"
@@ -241,9 +242,7 @@ class ApiServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: self.server.started, 10, interval=0.02, what="the gateway app to listen")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def client(self, token: str | None) -> httpx.Client:
@@ -299,16 +298,6 @@ def flow_env(tmp_path: Path, bootstrap: str, topic: str, settings: GatewaySettin
     finally:
         api.stop()
         metastore.dispose()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @contextlib.contextmanager

@@ -8,8 +8,6 @@ import base64
 import contextlib
 import json
 import secrets
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.flows import land
 from connectors.gateway import FlowService, GatewayStore
-from connectors.gateway.api import create_app
 from connectors.gateway.inbound import InboundService, InboundSettings
 from connectors.gateway.signing import webhook_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from tests.support.gateway import test_settings
+from tests.support.gateway import ApiServer, test_settings
 
 ORG = "ads"
 ORIGIN = "ads.flowsuite.example"
@@ -108,27 +104,11 @@ class Sender:
         return self.post(body, headers, msg_id or event["id"], **kw)
 
 
-class InboundServer:
+class InboundServer(ApiServer):
     """The gateway app (Subscriptions API + inbound routes) on uvicorn in a thread."""
 
     def __init__(self, inbound: InboundService, service: FlowService):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(create_app(service, inbound), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(service, inbound=inbound)
 
 
 @dataclass
