@@ -63,6 +63,8 @@ BENCHES = [
     ("iceberg", ["-m", "bench.iceberg", "--hours", "12", "--repeat", "1"], ["-m", "bench.iceberg"]),
     ("sensor", ["-m", "bench.sensor", "--rounds", "3"], ["-m", "bench.sensor"]),
     ("flow", ["-m", "bench.flow", "--seconds", "8", "--events", "20000", "--binary-events", "3000"], ["-m", "bench.flow"]),
+    ("inbound", ["-m", "bench.inbound", "--rounds", "1"], ["-m", "bench.inbound"]),
+    ("pull", ["-m", "bench.pull", "--events", "5000"], ["-m", "bench.pull", "--rounds", "3"]),
     ("cdc", ["-m", "bench.cdc", "--rows", "200000", "--seconds", "10"], ["-m", "bench.cdc"]),
     (
         "freshness",
@@ -142,7 +144,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None, src: dict |
 def collect() -> list[dict]:
     rows: list[dict] = []
     for name in ("landing.json", "landing-p2.json", "landing-p12.json", "formats.json", "sensor.json",
-                 "freshness.json", "flow.json", "cdc.json"):
+                 "freshness.json", "flow.json", "inbound.json", "cdc.json"):
         data = _load(name)
         if not data:
             continue
