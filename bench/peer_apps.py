@@ -26,7 +26,7 @@ for batched produce, see docs/DESIGN). Timing, written as JSON to `--status`:
   quixstreams' consumer-group join (about 20 s on the embedded Tansu broker) is NOT counted;
 - done_at: when the tool returned after its final flush/commit (quixstreams: Application.run()
   returned after its closing checkpoint; dlt: pipeline.run() returned with the load done);
-- seen: records the app's code saw (progress is rewritten every ~10k records, for the crash row).
+- seen: records the app's code saw (rewritten every ~1,000 records, for the crash row).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Status:
         if self.first_at is None:
             self.first_at = time.time()
         self.seen += n
-        if self.seen - self._last_write >= 10_000:
+        if self.seen - self._last_write >= 1_000:
             self._last_write = self.seen
             self.write()
 

@@ -117,7 +117,7 @@ class PeerRun:
             self.log.close()
         st = self.state()
         if rc != 0 or "done_at" not in st:
-            tail = (self.work / f"{self.app}.log").read_text(errors="replace").strip().splitlines()[-15:]
+            tail = (self.work / f"{self.app}.log").read_text(errors="replace").strip().splitlines()[-40:]
             raise SystemExit(f"{self.app} exited {rc}:\n" + "\n".join(tail))
         return st
 
@@ -275,7 +275,8 @@ def pg_database() -> tuple[str, str, str]:
     with psycopg.connect(**PG, dbname="postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{db}"')
         admin.execute(f'CREATE DATABASE "{db}"')
-    dsn = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+    # A password although the server trusts 127.0.0.1: dlt's credentials require one.
+    dsn = f"postgresql://{PG['user']}:bench@{PG['host']}:{PG['port']}/{db}"
     return db, dsn, f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
 
 
@@ -326,7 +327,7 @@ def postgres_section(bootstrap: str, n: int, partitions: int, expected: set, rou
                 for t in rotate(tools, i):
                     took = state[t].run(bootstrap, ends)
                     times[t].append(took)
-                    counts[t] = count(pg_ids(dsn.replace("postgresql://", "postgresql://", 1), state[t].table()), expected)
+                    counts[t] = count(pg_ids(dsn, state[t].table()), expected)
                     print(f"  postgres {scenario} round {i + 1} {t}: {n / took:,.0f} rows/s, {counts[t]}", flush=True)
             for peer, label in (("quix-postgres", "quixstreams PostgreSQLSink upsert"),
                                 ("dlt-postgres", "dlt postgres merge")):
