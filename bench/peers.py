@@ -185,8 +185,10 @@ def flowsuite_sync(spec, home: Path, url: str) -> float:
     return time.perf_counter() - started
 
 
-def _flowsuite_child(spec_json: str, bootstrap: str, home: str, status: str) -> None:
-    """The crash row's flowsuite: landing in a child process that reports what it has seen."""
+def _flowsuite_child(spec_json: str, bootstrap: str, home: str, status: str, run_id: str, dead: str) -> None:
+    """The crash row's flowsuite: landing in a child process that reports what it has seen.
+    `dead` names the killed run (comma-separated): the restart takes its claims over at once, as
+    under Dagster, whose run status says the run failed (is_dead), instead of waiting out the lease."""
     from connectors.flows import land
     from connectors.lake import Lake
     from connectors.metastore import Metastore
@@ -198,18 +200,22 @@ def _flowsuite_child(spec_json: str, bootstrap: str, home: str, status: str) -> 
         Path(status + ".tmp").write_text(json.dumps({"seen": n}))
         os.replace(status + ".tmp", status)
 
+    dead_runs = set(filter(None, dead.split(",")))
     land(spec, lake=Lake(str(Path(home) / "lake")), metastore=Metastore(f"sqlite:///{Path(home) / 'metastore.db'}"),
-         bootstrap=bootstrap, max_records=10**9, progress=progress)
+         bootstrap=bootstrap, max_records=10**9, progress=progress, run_id=run_id,
+         is_dead=lambda r: r in dead_runs)
 
 
 class FlowsuiteRun(PeerRun):
-    def __init__(self, spec, bootstrap: str, home: Path):
+    def __init__(self, spec, bootstrap: str, home: Path, dead: tuple[str, ...] = ()):
         self.app, self.work = "flowsuite", home
+        self.run_id = f"bench-{uuid.uuid4().hex[:8]}"
         self.status = home / f"status-{uuid.uuid4().hex[:6]}.json"
         code = ("import sys; from bench.peers import _flowsuite_child as c; "
-                "c(sys.stdin.read(), sys.argv[1], sys.argv[2], sys.argv[3])")
+                "c(sys.stdin.read(), *sys.argv[1:])")
         self.log = open(home / "flowsuite.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-c", code, bootstrap, str(home), str(self.status)],
+        self.proc = subprocess.Popen([sys.executable, "-c", code, bootstrap, str(home), str(self.status),
+                                      self.run_id, ",".join(dead)],
                                      stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.proc.stdin.write(spec.model_dump_json().encode())
         self.proc.stdin.close()
@@ -346,13 +352,14 @@ def crash_section(bootstrap: str, topic: str, ends: dict, n: int, expected: set,
         d = Path(tempfile.mkdtemp(prefix=f"peers-crash-{tool}-", dir=work))
         group = f"g-{uuid.uuid4().hex[:8]}"
 
-        def start(tool=tool, d=d, group=group):
+        def start(tool=tool, d=d, group=group, dead=()):
             if tool == "flowsuite":
-                return FlowsuiteRun(spec, bootstrap, d)
+                return FlowsuiteRun(spec, bootstrap, d, dead)
             return PeerRun(tool, bootstrap, topic, ends, d, out=d / "out", group=group)
 
-        seen_at_kill = start().kill_at(n // 2)
-        start().wait()
+        first = start()
+        seen_at_kill = first.kill_at(n // 2)
+        start(dead=(getattr(first, "run_id", ""),)).wait()
         if tool == "flowsuite":
             ids, broken = flowsuite_lake_ids(spec, d), 0
         else:
