@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.errors import TransientError
 from connectors.formats import Batch, decoder_for
-from connectors.gateway.events import FlowEvent, events_from_batch, structured_request
+from connectors.gateway.events import FlowEvent, events_from_batch, schema_url, structured_request
 from connectors.gateway.policy import event_filter
 from connectors.gateway.service import FlowError, FlowService
 from connectors.gateway.store import Subscription, locks, positions, pull_state, subscriptions
@@ -289,10 +289,12 @@ class PullService:
                 if records:
                     decoded = decoder.decode(Batch(
                         p, [m.value() for m in records], [m.key() for m in records],
-                        [m.offset() for m in records], [m.timestamp()[1] for m in records]))
+                        [m.offset() for m in records], [m.timestamp()[1] for m in records],
+                        [m.headers() for m in records] if decoder.needs_headers else None))  # binary-mode CloudEvents
                     by_offset = {m.offset(): m for m in records}
                     stop = records[-1].offset() + 1
-                    for ev in events_from_batch(spec, p, by_offset, decoded.valid):
+                    dataschema = schema_url(self.flow.settings.public_url, spec)
+                    for ev in events_from_batch(spec, p, by_offset, decoded.valid, dataschema):
                         if not_before is not None:  # startfrom time: skip until the first at/after it
                             if ev.time_ms is None or ev.time_ms < not_before:
                                 continue
