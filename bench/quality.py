@@ -25,11 +25,10 @@ from bench.stats import print_rows, ratio_row
 from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from connectors.spec import load_specs
 from examples.demo_data import generate_clicks, produce
 from orchestration.services.broker import running_broker
 from quality.checks import landed_table, landing_check_results
-from quality.expectations import check_names, register_spec_checks
+from quality.expectations import check_names, load_checked_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +41,7 @@ def main() -> int:
     parser.add_argument("--invalid-rate", type=float, default=0.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    register_spec_checks()
-    spec = next(s for s in load_specs(ROOT / "dataproducts") if s.name == "clicks")
+    spec = next(s for s in load_checked_specs(ROOT / "dataproducts") if s.name == "clicks")
     rows = []
     with running_broker() as broker, tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         bootstrap = broker.bootstrap

@@ -23,18 +23,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 
-# Kafka client settings that may be given through the environment and pass through unchanged.
-KAFKA_ENV_SETTINGS = {
-    "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": "security.protocol",
-    "FLOWSUITE_KAFKA_SASL_MECHANISM": "sasl.mechanism",
-    "FLOWSUITE_KAFKA_SASL_USERNAME": "sasl.username",
-    "FLOWSUITE_KAFKA_SASL_PASSWORD": "sasl.password",
-    "FLOWSUITE_KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
-    "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
-    "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
+# The Kafka client settings that pass through from the environment unchanged, written once:
+# librdkafka's name → whether it is a secret. Each one's variable is FLOWSUITE_KAFKA_ and the
+# name upper-cased with dots as underscores (sasl.password → FLOWSUITE_KAFKA_SASL_PASSWORD);
+# the settings, the Dagster resource, the Airflow provider and the CLI all derive from it, and
+# tests/security/test_kafka_settings.py checks that README and docs/deploy.md list exactly these.
+KAFKA_PASS_THROUGH: dict[str, bool] = {
+    "security.protocol": False,
+    "sasl.mechanism": False,
+    "sasl.username": False,
+    "sasl.password": True,
+    "ssl.ca.location": False,
+    "ssl.certificate.location": False,
+    "ssl.key.location": False,
+    "ssl.key.password": True,
 }
-KAFKA_SECRET_VARS = ("FLOWSUITE_KAFKA_SASL_PASSWORD", "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD")
+
+
+def kafka_env_var(setting: str) -> str:
+    """The environment variable of a pass-through Kafka setting (`sasl.mechanism` →
+    `FLOWSUITE_KAFKA_SASL_MECHANISM`)."""
+    return "FLOWSUITE_KAFKA_" + setting.upper().replace(".", "_")
+
+
+KAFKA_ENV_SETTINGS = {kafka_env_var(setting): setting for setting in KAFKA_PASS_THROUGH}  # variable → setting
+KAFKA_SECRET_VARS = tuple(kafka_env_var(setting) for setting, secret in KAFKA_PASS_THROUGH.items() if secret)
 
 
 def _env(*names: str):
@@ -57,15 +70,10 @@ class Settings(BaseSettings):
     iceberg_catalog_url: str | None = Field(None, repr=False, validation_alias="FLOWSUITE_ICEBERG_CATALOG_URL")
     # --- the embedded broker ---
     broker_storage: str | None = Field(None, validation_alias="FLOWSUITE_BROKER_STORAGE")
-    # --- Kafka client pass-through (security.protocol, sasl.*, ssl.*; see KAFKA_ENV_SETTINGS) ---
-    kafka_security_protocol: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SECURITY_PROTOCOL")
-    kafka_sasl_mechanism: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_MECHANISM")
-    kafka_sasl_username: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_USERNAME")
-    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SASL_PASSWORD")
-    kafka_ssl_ca_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_CA_LOCATION")
-    kafka_ssl_certificate_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION")
-    kafka_ssl_key_location: str | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_KEY_LOCATION")
-    kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias="FLOWSUITE_KAFKA_SSL_KEY_PASSWORD")
+    # --- Kafka client pass-through (security.protocol, sasl.*, ssl.*): the set variables of
+    # KAFKA_ENV_SETTINGS by librdkafka name, each value a SecretStr (two are secrets; one type
+    # keeps a printed Settings from showing any of them) ---
+    kafka_pass_through: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
     # --- S3 lake (and the broker's S3 storage) ---
     s3_endpoint_url: str | None = Field(
         None, validation_alias=_env("FLOWSUITE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -111,7 +119,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, data):
         if isinstance(data, Mapping):
-            return {k: v for k, v in data.items() if v not in ("", None)}
+            data = {k: v for k, v in data.items() if v not in ("", None)}
+            passed = {setting: data.pop(var) for var, setting in KAFKA_ENV_SETTINGS.items() if var in data}
+            if passed:
+                data["kafka_pass_through"] = {**data.get("kafka_pass_through", {}), **passed}
         return data
 
     @model_validator(mode="after")
@@ -142,18 +153,7 @@ class Settings(BaseSettings):
     def kafka_client_config(self) -> dict[str, str]:
         """The Kafka pass-through settings as librdkafka names (secrets included: pass them
         only to a client, never to a log)."""
-        values = {
-            "FLOWSUITE_KAFKA_SECURITY_PROTOCOL": self.kafka_security_protocol,
-            "FLOWSUITE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
-            "FLOWSUITE_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
-            "FLOWSUITE_KAFKA_SASL_PASSWORD": _reveal(self.kafka_sasl_password),
-            "FLOWSUITE_KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
-            "FLOWSUITE_KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
-            "FLOWSUITE_KAFKA_SSL_KEY_LOCATION": self.kafka_ssl_key_location,
-            "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD": _reveal(self.kafka_ssl_key_password),
-        }
-        return {KAFKA_ENV_SETTINGS[var]: v for var, v in values.items() if v}
-
+        return {setting: value.get_secret_value() for setting, value in self.kafka_pass_through.items()}
 
     def schema_registry_config(self) -> dict:
         """SchemaRegistryClient settings (secrets included: pass them only to the client)."""

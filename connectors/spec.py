@@ -10,6 +10,7 @@ never hides the errors of the others (`load_specs` collects them all).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -669,11 +670,21 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts)
 
 
-def problems_from_validation(path: Path, exc: ValidationError, data: Any) -> list[SpecProblem]:
+def problems_from_validation(path: Path, exc: ValidationError, data: Any,
+                             discriminator: str | None = None, tags: Sequence[str] = ()) -> list[SpecProblem]:
+    """Every error as a problem naming the file and field. `discriminator`: the data was
+    validated as a discriminated union on that field, whose values are `tags` (pydantic puts
+    the tag first in each location; the reader wrote no such level, so it is dropped)."""
     problems = []
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         msg = err["msg"].removeprefix("Value error, ")
+        if discriminator is not None:
+            if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+                got = "is required but missing" if err["type"] == "union_tag_not_found" else f"got {err['ctx']['tag']!r}"
+                problems.append(SpecProblem(path, discriminator, f"{got}; expected one of {', '.join(tags)}"))
+                continue
+            loc = loc[1:]
         if err["type"] == "missing":
             msg = "is required but missing"
         elif err["type"] == "extra_forbidden":
@@ -684,8 +695,9 @@ def problems_from_validation(path: Path, exc: ValidationError, data: Any) -> lis
     return problems
 
 
-def parse_spec_file(path: Path) -> DataProductSpec:
-    """Parse one spec file; raise SpecError listing every problem in it."""
+def parse_spec_file(path: Path, checks: Sequence[SpecCheck] = ()) -> DataProductSpec:
+    """Parse one spec file; raise SpecError listing every problem in it (`checks` as in
+    `load_specs`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -703,22 +715,23 @@ def parse_spec_file(path: Path) -> DataProductSpec:
         spec = DataProductSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(problems_from_validation(path, exc, data)) from None
-    problems = _extra_checks(path, spec)
+    problems = _extra_checks(path, spec, checks)
     if problems:
         raise SpecError(problems)
     return spec
 
 
-# Hooks that other packages (quality/) register to check parts of a spec pydantic cannot, such
-# as expectation types and kwargs. Each returns (location, message) pairs.
-SPEC_CHECKS: list[Any] = []
+# A check of a part of a spec pydantic cannot check, such as expectation types and kwargs
+# (quality.expectations.spec_checks): (location, message) pairs, none when the spec is fine.
+# Callers pass them to `load_specs`; the engine knows none itself (quality/ sits above it).
+SpecCheck = Callable[["DataProductSpec"], Iterable[tuple[str, str]]]
 
 
-def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
+def _extra_checks(path: Path, spec: DataProductSpec, checks: Sequence[SpecCheck] = ()) -> list[SpecProblem]:
     problems = []
     if path.stem != spec.name:
         problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
-    for check in SPEC_CHECKS:
+    for check in checks:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
     if spec.schemas is not None and spec.schemas.source == "files":  # avro/protobuf schema files
         folder = path.parent / "schemas"
@@ -728,15 +741,19 @@ def _extra_checks(path: Path, spec: DataProductSpec) -> list[SpecProblem]:
     return problems
 
 
-def load_specs(products_dir: Path) -> list[DataProductSpec]:
-    """Every `*.yaml`/`*.yml` spec in the folder, sorted by name; SpecError lists all problems."""
+def load_specs(products_dir: Path, checks: Sequence[SpecCheck] = ()) -> list[DataProductSpec]:
+    """Every `*.yaml`/`*.yml` spec in the folder, sorted by name; SpecError lists all problems.
+
+    `checks` add what pydantic cannot see; production callers pass
+    `quality.expectations.spec_checks()` (or call `quality.expectations.load_checked_specs`),
+    so a bad expectation is a spec error wherever specs load."""
     if not products_dir.is_dir():
         raise SpecError([SpecProblem(products_dir, "", "the data products folder does not exist")])
     parsed: list[tuple[DataProductSpec, Path]] = []
     problems: list[SpecProblem] = []
     for path in sorted([*products_dir.glob("*.yaml"), *products_dir.glob("*.yml")]):
         try:
-            parsed.append((parse_spec_file(path), path))
+            parsed.append((parse_spec_file(path, checks), path))
         except SpecError as exc:
             problems.extend(exc.problems)
     seen: dict[str, Path] = {}

@@ -12,18 +12,17 @@ import dagster as dg
 from assets.factory import product_definitions
 from assets.flow import flow_definitions
 from connectors.settings import load_settings
-from connectors.spec import DataProductSpec, load_specs
+from connectors.spec import DataProductSpec
 from examples.engagement import SOURCE_PRODUCT as ENGAGEMENT_SOURCE
 from examples.engagement_assets import build_engagement_definitions
 from orchestration.resources import default_flowsuite_resource
 from orchestration.schedules import build_schedules
-from quality.expectations import register_spec_checks
+from quality.expectations import load_checked_specs
 
 
 def load_products() -> list[DataProductSpec]:
     """Every spec, checked (quality rules included); SpecError lists every problem."""
-    register_spec_checks()  # expectation types and kwargs are part of a valid spec
-    return load_specs(load_settings().products_dir)
+    return load_checked_specs(load_settings().products_dir)
 
 
 def example_definitions(specs: list[DataProductSpec]) -> list[dg.Definitions]:

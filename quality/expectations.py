@@ -6,8 +6,9 @@ YAML spec, then the GX 1.x suite file `quality/suites/<product>.json`
 Each one becomes one Dagster asset check, named by `check_names`.
 
 - `expectation_problems` validates them against GX's own expectation models (unknown types,
-  missing or unknown kwargs, columns that are not fields of the product); `register_spec_checks`
-  hooks it into `connectors.spec.parse_spec_file` so a bad expectation is a spec error at load.
+  missing or unknown kwargs, columns that are not fields of the product); `spec_checks()` are
+  the checks callers pass to `connectors.spec.load_specs` (`load_checked_specs` does both), so a
+  bad expectation is a spec error at load.
 - `run_suite` validates an Arrow batch with an ephemeral GX context and returns one plain,
   JSON-safe `ExpectationOutcome` per expectation.
 
@@ -35,9 +36,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-import connectors.spec as spec_module
 from connectors.errors import TerminalError
-from connectors.spec import DataProductSpec, ExpectationSpec
+from connectors.spec import DataProductSpec, ExpectationSpec, SpecCheck, load_specs
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -361,7 +361,7 @@ def expectation_problems(
 
 
 class _ExpectationHook:
-    """The SPEC_CHECKS entry: `expectation_problems` bound to a suites folder."""
+    """A spec check (connectors.spec.SpecCheck): `expectation_problems` bound to a suites folder."""
 
     def __init__(self, suites_dir: Path | None):
         self.suites_dir = suites_dir
@@ -370,11 +370,15 @@ class _ExpectationHook:
         return expectation_problems(spec, self.suites_dir)
 
 
-def register_spec_checks(suites_dir: Path | None = None) -> None:
-    """Make `parse_spec_file` report bad expectations. Idempotent; the last suites_dir wins."""
-    checks = spec_module.SPEC_CHECKS
-    checks[:] = [c for c in checks if not isinstance(c, _ExpectationHook)]
-    checks.append(_ExpectationHook(suites_dir))
+def spec_checks(suites_dir: Path | None = None) -> list[SpecCheck]:
+    """The standard checks for `connectors.spec.load_specs(folder, checks=...)`: expectation
+    types and kwargs are part of a valid spec. GX is imported only when a spec has expectations."""
+    return [_ExpectationHook(suites_dir)]
+
+
+def load_checked_specs(products_dir: Path, suites_dir: Path | None = None) -> list[DataProductSpec]:
+    """Every spec in `products_dir`, with the standard checks: how production code loads specs."""
+    return load_specs(products_dir, checks=spec_checks(suites_dir))
 
 
 # --- check names ----------------------------------------------------------------------------------

@@ -7,6 +7,16 @@ product's `source` and `type`, `time` from the product's event-time field, `subj
 orders as a string) and `flowpartition` (the Kafka partition: a receiver detects a gap per
 (flowpartition, sequence)), plus the extension attributes the product's `flow.attributes` maps.
 
+Every format may allow flow: `data` is always the product's record as JSON. A `format: json`
+product's events carry the value as produced; an avro, protobuf or cloudevents product's (CDC's
+Debezium-shaped ones included) carry the decoded record rendered with the spec's types
+(`record_json`): the spec's fields in their order, nulls left out, decimals as plain decimal
+text (docs/formats.md), timestamps ISO-8601 in UTC, dates ISO, bytes base64 — what the
+product's JSON Schema at `dataschema` describes. A change event also says which change it is in the
+`flowop` extension (Debezium's op: c, u, d, r, t); a tombstone (no value) is no event.
+`dataschema` is the product's schema in the gateway's xRegistry (`schema_url`), set when the
+gateway knows its public URL (FLOWSUITE_FLOW_PUBLIC_URL).
+
 HTTP encodings (cloudevents/bindings/http-protocol-binding.md): binary mode (`ce-*` headers,
 the record's JSON as the body), structured (`application/cloudevents+json`) and batched
 (`application/cloudevents-batch+json`, only when the subscription asks for it).
@@ -33,6 +43,51 @@ def product_source(spec: DataProductSpec) -> str:
 
 def product_type(spec: DataProductSpec) -> str:
     return spec.flow.type or f"com.flowsuite.{spec.name}"
+
+
+def schema_xid(spec: DataProductSpec) -> str:
+    """The product's record schema in the gateway's xRegistry (connectors/gateway/xregistry.py)."""
+    return f"/schemagroups/{spec.name}/schemas/{spec.name}"
+
+
+def schema_url(public_url: str | None, spec: DataProductSpec) -> str | None:
+    """The events' `dataschema`: the schema's absolute URL under the gateway's public URL, or
+    None when the gateway does not know it (CloudEvents wants an absolute URI there)."""
+    return public_url.rstrip("/") + schema_xid(spec) if public_url else None
+
+
+def record_json(spec: DataProductSpec, valid) -> list[bytes]:
+    """Each row of a decoded batch (the landing decoder's `valid` table) as the product's record
+    in JSON: the spec's fields with the spec's types (decimals as plain text, never 1.5E-7;
+    timestamps ISO-8601 UTC; dates ISO; bytes base64); a null field is left out."""
+    import base64
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns: list[tuple[str, list]] = []
+    for f in spec.fields:
+        if f.name not in valid.column_names:
+            continue
+        col = valid.column(f.name)
+        if pa.types.is_timestamp(col.type):
+            if col.type.tz is None:
+                col = pc.assume_timezone(col, "UTC")
+            values = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # µs: %S has the fraction
+        elif pa.types.is_date(col.type):
+            values = pc.strftime(col, format="%Y-%m-%d").to_pylist()
+        elif pa.types.is_decimal(col.type):
+            values = [None if v is None else format(v, "f") for v in col.to_pylist()]
+        elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            values = [None if v is None else base64.b64encode(v).decode("ascii") for v in col.to_pylist()]
+        else:
+            values = col.to_pylist()
+        columns.append((f.name, values))
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    # A null is left out, as a JSON writer leaves out an optional field: the schema at
+    # `dataschema` types every field without null (connectors/gateway/xregistry.py json_schema).
+    return [dumps({name: values[i] for name, values in columns if values[i] is not None}).encode()
+            for i in range(valid.num_rows)]
 
 
 @dataclass(frozen=True)
@@ -108,14 +163,18 @@ def to_event(spec: DataProductSpec, partition: int, offset: int, key: bytes | No
     return FlowEvent(partition, offset, attrs, bytes(value), int(when.timestamp() * 1000) if when else None)
 
 
-def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int, Any], valid) -> list[FlowEvent]:
+def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int, Any], valid,
+                      dataschema: str | None = None) -> list[FlowEvent]:
     """The valid rows of a decoded read (the landing decoder's `valid` table) as events, built
     column by column from what the decoder already parsed; `messages` maps offset → message,
-    whose original value bytes are the event's data."""
+    whose original value bytes are the data of a json product (the others' is `record_json`).
+    `dataschema`: the schema URL every event names (`schema_url`), None for none."""
     n = valid.num_rows
     if n == 0:
         return []
     offsets = valid.column("_offset").to_pylist()
+    rendered = record_json(spec, valid) if spec.format != "json" else None
+    ops = valid.column("_op").to_pylist() if "_op" in valid.column_names else None
     source, etype = product_source(spec), product_type(spec)
     attr_columns = [(attr, valid.column(f).to_pylist()) for f, attr in spec.flow.attributes.items() if f in valid.column_names]
     times: list[int | None] = [None] * n
@@ -133,10 +192,14 @@ def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int,
             times = col.to_pylist()
     base = {"specversion": SPECVERSION, "id": "", "source": source, "type": etype,
             "datacontenttype": "application/json", "sequence": "", "flowpartition": str(partition)}
+    if dataschema:
+        base["dataschema"] = dataschema
     prefix = f"{spec.name}-{partition}-"
     out = []
     for i, offset in enumerate(offsets):
         m = messages[offset]
+        if m.value() is None:
+            continue  # a tombstone (a compaction marker after a delete) has no record to send
         attrs = dict(base)
         attrs["id"] = prefix + str(offset)
         attrs["sequence"] = f"{offset:020d}"
@@ -155,7 +218,9 @@ def events_from_batch(spec: DataProductSpec, partition: int, messages: dict[int,
             v = values[i]
             if v is not None:
                 attrs[attr] = v if isinstance(v, str) else _text(v)
-        out.append(FlowEvent(partition, offset, attrs, m.value(), t))
+        if ops is not None and ops[i] is not None:
+            attrs["flowop"] = ops[i]
+        out.append(FlowEvent(partition, offset, attrs, m.value() if rendered is None else rendered[i], t))
     return out
 
 

@@ -188,9 +188,11 @@ def history_data(spec: DataProductSpec, table: pa.Table) -> list[bytes]:
     return out
 
 
-def events_from_history(spec: DataProductSpec, partition: int, table: pa.Table) -> list[FlowEvent]:
+def events_from_history(spec: DataProductSpec, partition: int, table: pa.Table,
+                        dataschema: str | None = None) -> list[FlowEvent]:
     """The rows of a `read_history` table as the events a read of the same offsets from Kafka
-    gives (same ids, sequences, attributes; `data` rebuilt, see the module's docstring)."""
+    gives (same ids, sequences, attributes — `dataschema` as events_from_batch takes it; `data`
+    rebuilt, see the module's docstring)."""
     if spec.format not in HISTORY_FORMATS:
         raise ValueError(f"{spec.name}: history of a {spec.format} product is not served from the lake "
                          "(its events' data are the records' wire bytes, which the lake does not keep)")
@@ -202,7 +204,7 @@ def events_from_history(spec: DataProductSpec, partition: int, table: pa.Table) 
     values = history_data(spec, table)
     messages = {o: _LakeRecord(k.encode() if k is not None else None, t, v)
                 for o, k, t, v in zip(offsets, keys, stamps, values, strict=True)}
-    return events_from_batch(spec, partition, messages, table)
+    return events_from_batch(spec, partition, messages, table, dataschema)
 
 
 # --- reading a window --------------------------------------------------------------------------

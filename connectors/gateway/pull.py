@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.errors import TransientError
 from connectors.formats import Batch, decoder_for
-from connectors.gateway.events import FlowEvent, events_from_batch, structured_request
+from connectors.gateway.events import FlowEvent, events_from_batch, schema_url, structured_request
 from connectors.gateway.history import (
     HISTORY_FORMATS,
     HistoryError,
@@ -327,7 +327,7 @@ class PullService:
         cleared = False
         try:
             for table in read_history(lake, self.store.metastore, spec, p, start, low, max_rows=min(max(want * 2, 500), 10_000)):
-                for ev in events_from_history(spec, p, table):
+                for ev in events_from_history(spec, p, table, schema_url(self.flow.settings.public_url, spec)):
                     if not_before is not None:
                         if ev.time_ms is None or ev.time_ms < not_before:
                             continue
@@ -373,10 +373,12 @@ class PullService:
                 if records:
                     decoded = decoder.decode(Batch(
                         p, [m.value() for m in records], [m.key() for m in records],
-                        [m.offset() for m in records], [m.timestamp()[1] for m in records]))
+                        [m.offset() for m in records], [m.timestamp()[1] for m in records],
+                        [m.headers() for m in records] if decoder.needs_headers else None))  # binary-mode CloudEvents
                     by_offset = {m.offset(): m for m in records}
                     stop = records[-1].offset() + 1
-                    for ev in events_from_batch(spec, p, by_offset, decoded.valid):
+                    dataschema = schema_url(self.flow.settings.public_url, spec)
+                    for ev in events_from_batch(spec, p, by_offset, decoded.valid, dataschema):
                         if not_before is not None:  # startfrom time: skip until the first at/after it
                             if ev.time_ms is None or ev.time_ms < not_before:
                                 continue

@@ -8,6 +8,7 @@
 | `FLOWSUITE_FLOW_LEASE_S` | `2` | lease of a (subscription, partition) claim, renewed every lease/4 (a heartbeat); a killed gateway's work moves after it |
 | `FLOWSUITE_FLOW_RETRY_CAP_S` | `300` | longest pause between two attempts |
 | `FLOWSUITE_FLOW_TTL_S` | `86400` | how long an event is retried before it goes to the dead letter (per subscription: `config.ttl`) |
+| `FLOWSUITE_FLOW_PUBLIC_URL` | unset | the gateway's public root URL: its xRegistry's base and the events' `dataschema` (unset: no `dataschema`) |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class GatewaySettings:
     max_batch: int = 500  # events per batched request, and per read from Kafka
     max_body_bytes: int = 64 * 1024  # API request bodies
     poll_interval_s: float = 0.5  # how often a gateway looks for work (and takes over expired claims)
+    public_url: str | None = None  # FLOWSUITE_FLOW_PUBLIC_URL: the registry's root, events' dataschema base
     extra: dict = field(default_factory=dict)
 
 
@@ -44,6 +46,7 @@ def gateway_settings(settings: Any) -> GatewaySettings:
     return GatewaySettings(
         origin=settings.flow_origin, allow_http=settings.flow_allow_http, allow_sinks=nets,
         lease_s=settings.flow_lease_s, retry_cap_s=settings.flow_retry_cap_s, ttl_s=settings.flow_ttl_s,
+        public_url=settings.flow_public_url,
     )
 
 

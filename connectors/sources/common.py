@@ -1,6 +1,7 @@
 """Pieces both source connectors use: the query-based one (connectors/sources/sql.py) and change
-data capture (connectors/sources/cdc). They live here because sql.py dispatches `mode: cdc`
-declarations to cdc, so cdc cannot import sql.py back without a cycle.
+data capture (connectors/sources/cdc). They live here because sql.py declares the union of
+both declarations (`SourceDeclaration`, told apart by `mode`) and so imports cdc's spec: cdc
+cannot import sql.py back without a cycle.
 
 Each connector raises its own error type: the functions that can fail take it as an argument.
 """

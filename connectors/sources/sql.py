@@ -47,17 +47,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from connectors.errors import TransientError
 from connectors.faults import crash_point
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
+from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.common import (
     SourceSpecModel,
     idempotent_producer,
@@ -157,7 +158,14 @@ class SourceError(TransientError, RuntimeError):
     """The connector could not publish; the cursor did not move past anything unacknowledged."""
 
 
-def parse_source_file(path: Path) -> SourceSpec:
+# A declaration under dataproducts/sources/ is one of these, told apart by `mode`: the
+# query-based modes (SourceSpec) or `cdc` (change data capture, connectors/sources/cdc).
+SourceDeclaration = Annotated[SourceSpec | CdcSourceSpec, Field(discriminator="mode")]
+SOURCE_DECLARATION: TypeAdapter[SourceSpec | CdcSourceSpec] = TypeAdapter(SourceDeclaration)
+SOURCE_MODES = (*get_args(Mode), "cdc")
+
+
+def parse_source_file(path: Path) -> SourceSpec | CdcSourceSpec:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -165,25 +173,20 @@ def parse_source_file(path: Path) -> SourceSpec:
     if not isinstance(data, dict):
         raise SpecError([SpecProblem(path, "", "expected a mapping of settings")])
     try:
-        if data.get("mode") == "cdc":  # change data capture (connectors/sources/cdc)
-            from connectors.sources.cdc.spec import CdcSourceSpec
-
-            spec = CdcSourceSpec.model_validate(data)
-        else:
-            spec = SourceSpec.model_validate(data)
+        spec = SOURCE_DECLARATION.validate_python(data)
     except ValidationError as exc:
-        raise SpecError(problems_from_validation(path, exc, data)) from None
+        raise SpecError(problems_from_validation(path, exc, data, "mode", SOURCE_MODES)) from None
     if path.stem != spec.name and path.stem != spec.product:
         raise SpecError([SpecProblem(path, "name", f"the file name {path.stem!r} must be the connector's name or its product's")])
     return spec
 
 
-def load_sources(products_dir: Path, products: list[DataProductSpec] | None = None) -> list[SourceSpec]:
+def load_sources(products_dir: Path, products: list[DataProductSpec] | None = None) -> list[SourceSpec | CdcSourceSpec]:
     """Every declaration in `<products_dir>/sources/*.yaml`; checked against the products."""
     folder = products_dir / "sources"
     if not folder.is_dir():
         return []
-    parsed: list[tuple[SourceSpec, Path]] = []
+    parsed: list[tuple[SourceSpec | CdcSourceSpec, Path]] = []
     problems: list[SpecProblem] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:

@@ -24,9 +24,9 @@ from orchestration.cli.common import CliError, pass_settings
 
 def _sources(settings: Settings) -> tuple[list, dict]:
     from connectors.sources import load_sources
-    from connectors.spec import load_specs
+    from quality.expectations import load_checked_specs
 
-    specs = load_specs(settings.products_dir)
+    specs = load_checked_specs(settings.products_dir)
     return [s for s in load_sources(settings.products_dir, specs) if s.mode == "cdc"], {s.name: s for s in specs}
 
 

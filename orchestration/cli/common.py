@@ -47,11 +47,12 @@ def product_spec(settings: Settings, product: str, *, expectations: bool = True)
     """
     from connectors.spec import load_specs
 
+    checks = []
     if expectations:
-        from quality.expectations import register_spec_checks
+        from quality.expectations import spec_checks
 
-        register_spec_checks()  # expectation types and kwargs are part of a valid spec
-    specs = {s.name: s for s in load_specs(settings.products_dir)}
+        checks = spec_checks()  # expectation types and kwargs are part of a valid spec
+    specs = {s.name: s for s in load_specs(settings.products_dir, checks=checks)}
     if product not in specs:
         known = ", ".join(sorted(specs)) or "none"
         raise CliError(f"no data product {product!r} in {settings.products_dir} (known: {known})")

@@ -26,9 +26,9 @@ def _service(settings: Settings):
     from connectors.gateway import FlowService, GatewayStore
     from connectors.gateway.settings import gateway_settings
     from connectors.metastore import Metastore
-    from connectors.spec import load_specs
+    from quality.expectations import load_checked_specs
 
-    specs = load_specs(settings.products_dir)
+    specs = load_checked_specs(settings.products_dir)
     settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite metastore lives there
     from connectors.lake import Lake
 

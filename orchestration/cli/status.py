@@ -15,11 +15,11 @@ from orchestration.cli.common import CliError, pass_settings
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document for scripts")
 @pass_settings
 def command(settings: Settings, products: tuple[str, ...], as_json: bool) -> None:
-    from connectors.spec import load_specs
     from orchestration.services.status import collect_status, render_status, status_json
+    from quality.expectations import load_checked_specs
 
     if products:
-        known = {s.name for s in load_specs(settings.products_dir)}
+        known = {s.name for s in load_checked_specs(settings.products_dir)}
         unknown = sorted(set(products) - known)
         if unknown:
             raise CliError(

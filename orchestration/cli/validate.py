@@ -16,13 +16,12 @@ from orchestration.cli.common import exit_with, pass_settings
 @pass_settings
 def command(settings: Settings, products_dir: Path | None) -> None:
     from connectors.sources import load_sources
-    from connectors.spec import SpecError, load_specs
-    from quality.expectations import register_spec_checks
+    from connectors.spec import SpecError
+    from quality.expectations import load_checked_specs
 
-    register_spec_checks()  # expectation types and kwargs are part of a valid spec
     products_dir = products_dir or settings.products_dir
     try:
-        specs = load_specs(products_dir)
+        specs = load_checked_specs(products_dir)  # expectation types and kwargs are part of a valid spec
     except SpecError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)

@@ -75,12 +75,12 @@ def run_demo(
     progress: Callable[[int, int], None] | None = None,
 ) -> Demo:
     """Broker, produce, land, summarize. Running it again lands only the new batch."""
-    from connectors.spec import load_specs
     from examples.demo_data import generate_clicks, produce
     from orchestration.resources import default_flowsuite_resource
+    from quality.expectations import load_checked_specs
 
     started = ensure_broker(settings, say)
-    specs = {s.name: s for s in load_specs(settings.products_dir)}
+    specs = {s.name: s for s in load_checked_specs(settings.products_dir)}
     if DEMO_PRODUCT not in specs:
         raise IngestError(f"the demo needs the {DEMO_PRODUCT} data product in {settings.products_dir}")
     spec = specs[DEMO_PRODUCT]

@@ -64,7 +64,6 @@ def orders_section(demo) -> list[str] | None:
     from connectors.sources import load_sources
     from connectors.sources.cdc import CdcError, capture
     from connectors.sources.cdc.pgoutput import lsn_text
-    from connectors.spec import load_specs
     from connectors.warehouse import WarehouseSink
     from orchestration.demo.ingest import ingest_summary, run_ingest
     from orchestration.services.pg_cluster import (
@@ -73,8 +72,9 @@ def orders_section(demo) -> list[str] | None:
         find_bin_dir,
         kept_cluster_root,
     )
+    from quality.expectations import load_checked_specs
 
-    products = {s.name: s for s in load_specs(demo.settings.products_dir)}
+    products = {s.name: s for s in load_checked_specs(demo.settings.products_dir)}
     sources = [s for s in load_sources(demo.settings.products_dir, list(products.values())) if s.product == "orders"]
     if not sources or "orders" not in products:
         return None

@@ -136,12 +136,12 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
     from connectors.lake import Lake
     from connectors.metastore import Metastore
     from connectors.settings import load_settings
-    from connectors.spec import load_specs
     from orchestration.services.broker import start_broker, stop_broker
+    from quality.expectations import load_checked_specs
 
     out = Federation()
     t0 = time.monotonic()
-    a_specs = {s.name: s for s in load_specs(a.products_dir)}
+    a_specs = {s.name: s for s in load_checked_specs(a.products_dir)}
     clicks = a_specs["clicks"]
     a_metastore, a_lake = Metastore(a.metastore_url), Lake(a.lake_url)
     out.expected = _sent_by_a(a_lake, a_metastore, clicks.name)
@@ -266,10 +266,10 @@ def _land_b(b: Settings, b_metastore, out: Federation) -> list[str]:
     home runs the job itself, with its checks)."""
     from connectors.flows import land
     from connectors.lake import Lake
-    from connectors.spec import load_specs
     from connectors.warehouse import WarehouseSink, sync
+    from quality.expectations import load_checked_specs
 
-    spec = next(s for s in load_specs(b.products_dir) if s.name == B_PRODUCT)
+    spec = next(s for s in load_checked_specs(b.products_dir) if s.name == B_PRODUCT)
     out.b_topic_records = topic_record_count(b.kafka_bootstrap, B_PRODUCT)
     lake = Lake(b.lake_url)
     result = land(spec, lake=lake, metastore=b_metastore, bootstrap=b.kafka_bootstrap, idle_timeout_s=10)

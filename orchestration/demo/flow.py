@@ -64,11 +64,11 @@ def refresh_legacy(url: str, now: datetime, changes: int = 5) -> str:
 
 def partners_section(demo) -> list[str]:
     from connectors.sources import load_sources, publish
-    from connectors.spec import load_specs
     from connectors.warehouse import WarehouseSink
     from orchestration.demo.ingest import ingest_summary, run_ingest
+    from quality.expectations import load_checked_specs
 
-    products = {s.name: s for s in load_specs(demo.settings.products_dir)}
+    products = {s.name: s for s in load_checked_specs(demo.settings.products_dir)}
     sources = [s for s in load_sources(demo.settings.products_dir, list(products.values())) if s.product == "partners"]
     if not sources:
         return None

@@ -33,9 +33,9 @@ def gateway_section(demo) -> list[str] | None:
     from connectors.gateway import FlowService, Gateway, GatewaySettings, GatewayStore
     from connectors.gateway.events import product_source
     from connectors.gateway.health import partition_lag
-    from connectors.spec import load_specs
+    from quality.expectations import load_checked_specs
 
-    specs = load_specs(demo.settings.products_dir)
+    specs = load_checked_specs(demo.settings.products_dir)
     spec = next((s for s in specs if s.name == OWNER_OF and s.flow.enabled), None)
     if spec is None:
         return ["clicks does not allow subscriptions (flow.enabled in dataproducts/clicks.yaml)"]

@@ -68,11 +68,11 @@ class ProductStatus:
 
 def collect_status(settings: Settings, products: list[str] | None = None) -> list[ProductStatus]:
     """The status of every product (or of `products`), in spec order."""
-    from connectors.spec import load_specs
     from orchestration.resources import default_flowsuite_resource
     from orchestration.services.broker import broker_answers
+    from quality.expectations import load_checked_specs
 
-    specs = load_specs(settings.products_dir)
+    specs = load_checked_specs(settings.products_dir)
     if products:
         specs = [s for s in specs if s.name in products]
     flowsuite = default_flowsuite_resource()

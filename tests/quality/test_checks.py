@@ -23,7 +23,7 @@ from connectors.spec import DataProductSpec
 from orchestration.cli import main
 from orchestration.resources import FlowsuiteResource
 from quality.checks import RECORDS_ACCOUNTED, build_quality_definitions, landing_check_specs
-from quality.expectations import register_spec_checks
+from quality.expectations import load_checked_specs
 from quality.freshness import FRESHNESS, VOLUME, freshness_status, volume_status
 
 CLICKS = yaml.safe_load((REPO_ROOT / "dataproducts" / "clicks.yaml").read_text())
@@ -51,8 +51,7 @@ def produce_clicks(bootstrap: str, topic: str, n: int, cost: int = 1500) -> None
 
 
 def test_one_check_per_expectation_blocking_by_severity():
-    register_spec_checks()
-    clicks = next(s for s in __import__("connectors.spec").spec.load_specs(REPO_ROOT / "dataproducts")
+    clicks = next(s for s in load_checked_specs(REPO_ROOT / "dataproducts")
                   if s.name == "clicks")
     specs = {s.name: s for s in landing_check_specs(clicks)}
     assert specs["values_match_regex__partner_id"].blocking is True

@@ -1,5 +1,5 @@
 """The GX 1.x adapter, with real Great Expectations: load-time validation through
-`parse_spec_file`, check names, and suite runs on Arrow batches."""
+`parse_spec_file` with `spec_checks()`, check names, and suite runs on Arrow batches."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import pyarrow as pa
 import pytest
 import yaml
 
-import connectors.spec as spec_module
-from connectors.spec import SpecError, parse_spec_file
+from connectors.spec import DataProductSpec, SpecError, load_specs, parse_spec_file
 from quality.expectations import (
     CHECK_NAME,
     ExpectationOutcome,
     check_name,
     check_names,
     expectation_problems,
-    register_spec_checks,
+    load_checked_specs,
     run_suite,
+    spec_checks,
     suite_columns,
 )
 
@@ -35,12 +35,10 @@ FIELDS = [
 
 
 @pytest.fixture
-def suites_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private SPEC_CHECKS list with the expectation hook bound to a tmp suites folder."""
-    monkeypatch.setattr(spec_module, "SPEC_CHECKS", [])
+def suites_dir(tmp_path: Path) -> Path:
+    """A tmp suites folder; `parse` checks specs with the expectation hook bound to it."""
     folder = tmp_path / "suites"
     folder.mkdir()
-    register_spec_checks(suites_dir=folder)
     return folder
 
 
@@ -66,9 +64,14 @@ def write_suite(folder: Path, expectations: list[dict], name: str = "events") ->
     return path
 
 
+def parse(path: Path) -> DataProductSpec:
+    """The spec with the standard checks bound to the tmp suites folder (see `suites_dir`)."""
+    return parse_spec_file(path, spec_checks(path.parent / "suites"))
+
+
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(SpecError) as info:
-        parse_spec_file(path)
+        parse(path)
     return [str(p) for p in info.value.problems]
 
 
@@ -218,16 +221,20 @@ def test_good_spec_and_suite_load(tmp_path: Path, suites_dir: Path) -> None:
     write_suite(
         suites_dir, [{"type": GOOD[4]["type"], "kwargs": GOOD[4]["kwargs"], "severity": "warning"}]
     )
-    spec = parse_spec_file(write_spec(tmp_path, GOOD[:4]))
+    spec = parse(write_spec(tmp_path, GOOD[:4]))
     assert expectation_problems(spec, suites_dir) == []
     named = check_names(spec, suites_dir)
     assert [exp.severity for _, exp in named] == ["error"] * 4 + ["warn"]
 
 
-def test_register_is_idempotent(suites_dir: Path) -> None:
-    register_spec_checks(suites_dir=suites_dir)
-    register_spec_checks(suites_dir=suites_dir)
-    assert len(spec_module.SPEC_CHECKS) == 1
+def test_checks_are_passed_not_installed(tmp_path: Path, suites_dir: Path) -> None:
+    # A bad expectation is refused where the checks are passed, and only there: no global hook.
+    path = write_spec(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nope"}}])
+    assert parse_spec_file(path).name == "events"
+    assert any("nope" in p for p in problems_of(path))
+    with pytest.raises(SpecError, match="nope"):
+        load_checked_specs(tmp_path, suites_dir)
+    assert [s.name for s in load_specs(tmp_path)] == ["events"]
 
 
 def test_demo_suite_is_valid() -> None:
@@ -243,7 +250,7 @@ def test_demo_suite_is_valid() -> None:
 
 def test_check_names_unique_valid_and_stable(tmp_path: Path, suites_dir: Path) -> None:
     write_suite(suites_dir, [GOOD[1], {**GOOD[0], "meta": {"check_name": "ids_unique"}}])
-    spec = parse_spec_file(
+    spec = parse(
         write_spec(
             tmp_path,
             [
@@ -287,7 +294,7 @@ def test_check_name_of_long_type_is_bounded() -> None:
 
 @pytest.fixture
 def spec(tmp_path: Path, suites_dir: Path):
-    return parse_spec_file(write_spec(tmp_path, GOOD))
+    return parse(write_spec(tmp_path, GOOD))
 
 
 def by_name(outcomes: list[ExpectationOutcome]) -> dict[str, ExpectationOutcome]:
@@ -338,7 +345,7 @@ def test_warn_severity_is_carried_and_does_not_block(spec, suites_dir: Path) -> 
 
 def test_suite_file_severity_from_meta(tmp_path: Path, suites_dir: Path) -> None:
     write_suite(suites_dir, [{**GOOD[1], "meta": {"severity": "warn"}}])
-    spec = parse_spec_file(write_spec(tmp_path, []))
+    spec = parse(write_spec(tmp_path, []))
     [outcome] = run_suite(spec, batch(user_id=[None, "u", "u", "u"]), suites_dir)
     assert outcome.severity == "warn" and not outcome.success and not outcome.blocks
 
@@ -353,9 +360,8 @@ def test_empty_table_never_fails_on_missing_observations(spec, suites_dir: Path)
     )
 
 
-def test_runtime_error_is_a_failed_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Without the load-time hook a column missing from the batch reaches GX; it must not raise.
-    monkeypatch.setattr(spec_module, "SPEC_CHECKS", [])
+def test_runtime_error_is_a_failed_outcome(tmp_path: Path) -> None:
+    # Without the load-time checks a column missing from the batch reaches GX; it must not raise.
     spec = parse_spec_file(
         write_spec(
             tmp_path,
@@ -368,16 +374,16 @@ def test_runtime_error_is_a_failed_outcome(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_no_expectations_runs_nothing(tmp_path: Path, suites_dir: Path) -> None:
-    spec = parse_spec_file(write_spec(tmp_path, []))
+    spec = parse(write_spec(tmp_path, []))
     assert run_suite(spec, batch(), suites_dir) == []
 
 
 def test_suite_columns_are_what_column_expectations_read(tmp_path: Path, suites_dir: Path) -> None:
     # Only these columns are read, converted and fingerprinted by GX; in lake order.
-    spec = parse_spec_file(write_spec(tmp_path, GOOD))
+    spec = parse(write_spec(tmp_path, GOOD))
     assert suite_columns(spec, suites_dir) == ["event_id", "user_id", "kind", "cost_micros"]
     pair = {"type": "expect_column_pair_values_to_be_equal", "kwargs": {"column_A": "user_id", "column_B": "kind"}}
-    spec = parse_spec_file(write_spec(tmp_path, [pair]))
+    spec = parse(write_spec(tmp_path, [pair]))
     assert suite_columns(spec, suites_dir) == ["user_id", "kind"]
 
 
@@ -391,7 +397,19 @@ def test_suite_columns_are_what_column_expectations_read(tmp_path: Path, suites_
     ],
 )
 def test_table_level_expectations_see_the_whole_batch(tmp_path: Path, suites_dir: Path, whole_batch) -> None:
-    spec = parse_spec_file(write_spec(tmp_path, [*GOOD, whole_batch]))
+    spec = parse(write_spec(tmp_path, [*GOOD, whole_batch]))
     assert suite_columns(spec, suites_dir) is None
     outcomes = run_suite(spec, batch(), suites_dir)
     assert all(o.success for o in outcomes), outcomes
+
+
+def test_every_production_caller_loads_specs_with_the_checks() -> None:
+    # Checks are passed, not installed: a `load_specs(` without `checks=` in production code would
+    # load specs whose expectations nobody checked (the gateway, status, demo and Airflow once did).
+    unchecked = []
+    for package in ("assets", "sensors", "orchestration", "providers", "quality", "examples", "connectors"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if "load_specs(" in line and "def load_specs(" not in line and "checks=" not in line:
+                    unchecked.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert unchecked == [], "load specs with quality.expectations.load_checked_specs or checks=spec_checks()"

@@ -89,3 +89,20 @@ def test_settings_hide_kafka_and_aws_secrets_when_printed():
     shown = f"{settings!r} {settings}"
     assert "pw-passthrough" not in shown and "s3cr3t" not in shown
     assert settings.kafka_client_config() == {"sasl.password": "pw-passthrough"}
+
+
+def test_the_pass_through_names_are_written_once_and_the_docs_list_them():
+    # One table (connectors/settings.py); the variable names derive from librdkafka's names.
+    import re
+    from pathlib import Path
+
+    from connectors.settings import KAFKA_PASS_THROUGH, KAFKA_SECRET_VARS, kafka_env_var
+
+    assert KAFKA_ENV_SETTINGS == {kafka_env_var(s): s for s in KAFKA_PASS_THROUGH}
+    assert KAFKA_SECRET_VARS == ("FLOWSUITE_KAFKA_SASL_PASSWORD", "FLOWSUITE_KAFKA_SSL_KEY_PASSWORD")
+    every = {var: f"v-{var}" for var in KAFKA_ENV_SETTINGS}
+    assert load_settings(every).kafka_client_config() == {s: f"v-{v}" for v, s in KAFKA_ENV_SETTINGS.items()}
+    root = Path(__file__).resolve().parents[2]
+    for doc in ("README.md", "docs/deploy.md"):
+        named = set(re.findall(r"FLOWSUITE_KAFKA_[A-Z_]*[A-Z]", (root / doc).read_text(encoding="utf-8")))
+        assert named - {"FLOWSUITE_KAFKA_BOOTSTRAP"} == set(KAFKA_ENV_SETTINGS), doc

@@ -236,3 +236,29 @@ def test_declarations_load_and_bad_ones_say_where(tmp_path):
         load_sources(tmp_path)
     with pytest.raises(SourceError, match="NOPE_UNSET"):
         source(connection={"url": "${NOPE_UNSET}"}).resolved_url({"FLOWSUITE_HOME": "/h"})
+
+
+def test_a_declaration_is_told_apart_by_its_mode(tmp_path):
+    # One discriminated union (connectors/sources/sql.py SourceDeclaration): the mode picks the
+    # model, and a problem names the file and the field as written, never the union's inner levels.
+    from connectors.sources import parse_source_file
+    from connectors.sources.cdc.spec import CdcSourceSpec
+
+    base = "name: s\nproduct: partners\nconnection: {url: 'sqlite://'}\ntable: t\nkey: [id]\n"
+    cases = {
+        "": "s.yaml at mode: is required but missing; expected one of incrementing, timestamp, "
+            "timestamp+incrementing, cdc",
+        "mode: nope\n": "s.yaml at mode: got 'nope'; expected one of incrementing, timestamp",
+        "mode: incrementing\nbogus: 1\n": "s.yaml at bogus: is not a known setting",
+        "mode: cdc\nslot: Bad\n": "s.yaml at slot: slot name 'Bad'",
+    }
+    for extra, words in cases.items():
+        path = tmp_path / "s.yaml"
+        path.write_text(base + extra)
+        with pytest.raises(SpecError) as info:
+            parse_source_file(path)
+        assert words in str(info.value), (extra, str(info.value))
+    path.write_text(base + "mode: cdc\n")
+    assert isinstance(parse_source_file(path), CdcSourceSpec)
+    path.write_text(base + "mode: incrementing\nincrementing_column: id\n")
+    assert isinstance(parse_source_file(path), SourceSpec)
