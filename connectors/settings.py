@@ -2,10 +2,17 @@
 Configuration table and DESIGN.md).
 
 `load_settings()` reads the process environment; `load_settings(env)` reads only the mapping
-given (tests, subprocess environments). The engine never reads the environment itself: callers
-pass these values down (the CLI directly, the Dagster side through resources.py, where the
-secrets still reach the resource only as `dg.EnvVar`). Secrets are `SecretStr`, so a printed
+given (tests, subprocess environments). The engine never reads these variables itself: a face
+builds one `connectors.engine.Engine` from the settings and hands it down (the CLI directly, the
+Dagster side through resources.py, where the secrets still reach the resource only as
+`dg.EnvVar`, the Airflow provider through its connection). Secrets are `SecretStr`, so a printed
 or logged settings object shows `**********`.
+
+Two reads of the environment stay outside this module, on purpose: `${VAR}` in a source's
+connection URL (connectors/sources/common.py: the spec names the variable that holds the
+secret, so the URL's password never sits in YAML; callers may pass their own mapping) and the
+crash tests' hook FLOWSUITE_CRASH_AT (connectors/faults.py, read at each crash point so a test
+sets it for one subprocess only; never set in production).
 
 New settings go here as a field with its variable name as alias (`validation_alias`), a
 default, and a one-line comment; derived defaults are filled in `_defaults`.

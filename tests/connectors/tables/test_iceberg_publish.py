@@ -31,6 +31,7 @@ from tests.support.iceberg import (
     seal,
     seqs_in_ancestry,
 )
+from tests.support.s3 import env_lake
 
 LATE = (
     b"late-1",
@@ -42,7 +43,7 @@ LATE = (
 
 @pytest.fixture
 def sealed(topic, kafka_bootstrap, lake_url, tmp_path):
-    lake = Lake(lake_url)
+    lake = env_lake(lake_url)
     metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     tables = IcebergTables(str(metastore.engine.url), lake)
