@@ -144,7 +144,7 @@ def test_late_data_republishes_the_hour_and_the_old_snapshot_reads_until_it_expi
 
 @pytest.mark.parametrize("kills", [iterations(quick=3)])
 def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topic, kafka_bootstrap, lake_url, tmp_path, kills):
-    lake, metastore = Lake(lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    lake, metastore = env_lake(lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     tables = IcebergTables(str(metastore.engine.url), lake)
     url = str(metastore.engine.url)
