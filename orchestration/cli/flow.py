@@ -28,7 +28,9 @@ def _service(settings: Settings):
     flowsuite = engine(settings)
     specs = list(flowsuite.specs(checks=False).values())
     store = GatewayStore(flowsuite.metastore())
-    return FlowService(store, specs, gateway_settings(settings), flowsuite.kafka_bootstrap, flowsuite.kafka())
+    service = FlowService(store, specs, gateway_settings(settings), flowsuite.kafka_bootstrap, flowsuite.kafka())
+    service.lake = flowsuite.lake()  # pull serves history below the broker's low watermark from it (S3 options included)
+    return service
 
 
 def subscription_lag(service, sub) -> dict[int, dict[str, Any]]:
