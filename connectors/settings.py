@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     # --- fault injection of the crash tests (connectors/faults.py reads it at each crash point) ---
     crash_at: str | None = Field(None, validation_alias="FLOWSUITE_CRASH_AT")
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only the mapping given: load_settings() passes os.environ itself, load_settings(env) a
+        # mapping that must not be topped up from the process environment.
+        return (init_settings,)
+
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data):

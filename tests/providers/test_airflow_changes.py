@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from connectors.lake import hour_key
@@ -48,6 +49,8 @@ def _task(home: Path, dag_id: str, task_id: str) -> tuple[str, int, dict | None]
     return state, tries, json.loads(value) if isinstance(value, str) else value
 
 
+# Four `airflow dags test` runs of ~30-90 s each on 2 shared cores: more than the suite's 300 s.
+@pytest.mark.timeout(900)
 def test_events_only_for_changed_hours_and_refusals_at_once(airflow_template, tmp_path, kafka_bootstrap, make_topic):
     topic = make_topic(partitions=2)
     products = tmp_path / "products"
