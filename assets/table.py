@@ -20,10 +20,9 @@ from typing import Any
 import dagster as dg
 
 from assets.hourly import MAX_PARTITIONS_PER_RUN, hourly_key, hourly_partitions
-from connectors.lake import S3Options, normalize_hour
-from connectors.settings import load_settings
+from connectors.lake import normalize_hour
 from connectors.spec import DataProductSpec
-from connectors.tables import IcebergTables, catalog_url, publish_sealed_hours
+from connectors.tables import IcebergTables, publish_sealed_hours
 from connectors.tables.publish import PublishResult, sealed_hours
 from orchestration.resources import FlowsuiteResource
 
@@ -34,14 +33,7 @@ def table_key(spec: DataProductSpec) -> dg.AssetKey:
 
 def iceberg_tables(flowsuite: FlowsuiteResource) -> IcebergTables:
     """The catalog (FLOWSUITE_ICEBERG_CATALOG_URL, else the metastore's database) over the lake."""
-    lake = flowsuite.lake()
-    env = S3Options.from_env()
-    s3 = S3Options(
-        endpoint_url=flowsuite.s3_endpoint_url or env.endpoint_url, region=flowsuite.s3_region or env.region,
-        access_key_id=flowsuite.aws_access_key_id or env.access_key_id,
-        secret_access_key=flowsuite.aws_secret_access_key or env.secret_access_key, session_token=env.session_token,
-    )
-    return IcebergTables(catalog_url(flowsuite.metastore_url, load_settings().iceberg_catalog_url), lake, s3)
+    return flowsuite.engine().iceberg_tables()
 
 
 def build_table_definitions(spec: DataProductSpec) -> dg.Definitions:

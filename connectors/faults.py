@@ -1,5 +1,9 @@
 """Fault injection for the crash tests (FLOWSUITE_CRASH_AT): the one engine module every
-writer calls at its crash points, so none of them imports another only for this."""
+writer calls at its crash points, so none of them imports another only for this.
+
+A test hook, not a setting: it is the one variable the engine reads from the environment
+itself (connectors/settings.py says why), at each crash point, so a test can set it for one
+subprocess; unset in production, every crash point is a no-op."""
 
 from __future__ import annotations
 

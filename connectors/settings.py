@@ -2,10 +2,17 @@
 Configuration table and DESIGN.md).
 
 `load_settings()` reads the process environment; `load_settings(env)` reads only the mapping
-given (tests, subprocess environments). The engine never reads the environment itself: callers
-pass these values down (the CLI directly, the Dagster side through resources.py, where the
-secrets still reach the resource only as `dg.EnvVar`). Secrets are `SecretStr`, so a printed
+given (tests, subprocess environments). The engine never reads these variables itself: a face
+builds one `connectors.engine.Engine` from the settings and hands it down (the CLI directly, the
+Dagster side through resources.py, where the secrets still reach the resource only as
+`dg.EnvVar`, the Airflow provider through its connection). Secrets are `SecretStr`, so a printed
 or logged settings object shows `**********`.
+
+Two reads of the environment stay outside this module, on purpose: `${VAR}` in a source's
+connection URL (connectors/sources/common.py: the spec names the variable that holds the
+secret, so the URL's password never sits in YAML; callers may pass their own mapping) and the
+crash tests' hook FLOWSUITE_CRASH_AT (connectors/faults.py, read at each crash point so a test
+sets it for one subprocess only; never set in production).
 
 New settings go here as a field with its variable name as alias (`validation_alias`), a
 default, and a one-line comment; derived defaults are filled in `_defaults`.
@@ -114,6 +121,13 @@ class Settings(BaseSettings):
     schema_registry_max_retries: int | None = Field(None, validation_alias="FLOWSUITE_SCHEMA_REGISTRY_MAX_RETRIES")
     # --- fault injection of the crash tests (connectors/faults.py reads it at each crash point) ---
     crash_at: str | None = Field(None, validation_alias="FLOWSUITE_CRASH_AT")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only the mapping given: load_settings() passes os.environ itself, load_settings(env) a
+        # mapping that must not be topped up from the process environment.
+        return (init_settings,)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,12 +6,13 @@ through `dg.EnvVar` and are never logged: the clients' reprs hide them.
 
 from __future__ import annotations
 
-import threading
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from connectors.engine import Engine, shared_metastore
 from connectors.lake import Lake, S3Options
 from connectors.metastore import Metastore
 from connectors.settings import KAFKA_ENV_SETTINGS, load_settings
@@ -23,25 +24,12 @@ def kafka_config_from_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return load_settings(env).kafka_client_config()
 
 
-_METASTORES: dict[str, Metastore] = {}
-_METASTORES_LOCK = threading.Lock()
-
-
-def _metastore(url: str) -> Metastore:
-    # One engine (and connection pool) per process and URL, shared by steps and sensors;
-    # the lock keeps threads that ask at once (concurrent sensor ticks) from opening several.
-    # Opening may wait for another process's schema change; an open one is returned at once.
-    store = _METASTORES.get(url)
-    if store is not None:
-        return store
-    with _METASTORES_LOCK:
-        if url not in _METASTORES:
-            _METASTORES[url] = Metastore(url)
-        return _METASTORES[url]
-
-
 class FlowsuiteResource(dg.ConfigurableResource):
-    """Where flowsuite reads and writes: the broker, the lake, the metastore, the warehouse."""
+    """Where flowsuite reads and writes: the broker, the lake, the metastore, the warehouse.
+
+    A thin wrapper of `connectors.engine.Engine`, built from these fields. S3 fields left unset
+    come from the settings of the process (connectors/settings.py: FLOWSUITE_S3_ENDPOINT,
+    AWS_*), read here, at the face, once per resource: the engine itself never reads them."""
 
     kafka_bootstrap: str
     lake_url: str
@@ -54,24 +42,37 @@ class FlowsuiteResource(dg.ConfigurableResource):
     s3_region: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None  # secret: give as dg.EnvVar
+    products_dir: str | None = None  # default: the settings' (FLOWSUITE_PRODUCTS_DIR)
+    iceberg_catalog_url: str | None = None  # default: the metastore's database
 
-    _lake: Lake | None = PrivateAttr(default=None)
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def engine(self) -> Engine:
+        """The engine these fields describe (built once per resource instance)."""
+        if self._engine is None:
+            settings = load_settings()
+            env = S3Options.from_settings(settings)
+            self._engine = Engine(
+                lake_url=self.lake_url, metastore_url=self.metastore_url, warehouse_url=self.warehouse_url,
+                kafka_bootstrap=self.kafka_bootstrap,
+                products_dir=Path(self.products_dir) if self.products_dir else settings.products_dir,
+                kafka_config=self.kafka(),
+                s3=S3Options(
+                    endpoint_url=self.s3_endpoint_url or env.endpoint_url, region=self.s3_region or env.region,
+                    access_key_id=self.aws_access_key_id or env.access_key_id,
+                    secret_access_key=self.aws_secret_access_key or env.secret_access_key,
+                    session_token=self.aws_session_token or env.session_token,
+                ),
+                iceberg_catalog_url=self.iceberg_catalog_url or settings.iceberg_catalog_url,
+            )
+        return self._engine
 
     def lake(self) -> Lake:
-        if self._lake is None:
-            s3 = S3Options.from_env()
-            s3 = S3Options(
-                endpoint_url=self.s3_endpoint_url or s3.endpoint_url,
-                region=self.s3_region or s3.region,
-                access_key_id=self.aws_access_key_id or s3.access_key_id,
-                secret_access_key=self.aws_secret_access_key or s3.secret_access_key,
-                session_token=s3.session_token,
-            )
-            self._lake = Lake(self.lake_url, s3)
-        return self._lake
+        return self.engine().lake()
 
     def metastore(self) -> Metastore:
-        return _metastore(self.metastore_url)
+        return shared_metastore(self.metastore_url)
 
     def kafka(self) -> dict[str, Any]:
         """Extra Kafka client settings (security.protocol, sasl.*, ssl.*), passed through."""
@@ -91,6 +92,10 @@ def default_flowsuite_resource() -> FlowsuiteResource:
         secret["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
     if settings.aws_secret_access_key:
         secret["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    if settings.aws_session_token:
+        secret["aws_session_token"] = dg.EnvVar("AWS_SESSION_TOKEN")
+    if settings.iceberg_catalog_url:
+        secret["iceberg_catalog_url"] = dg.EnvVar("FLOWSUITE_ICEBERG_CATALOG_URL")
     kafka_config: dict[str, Any] = settings.kafka_client_config()
     for var, setting in (("FLOWSUITE_KAFKA_SASL_PASSWORD", "sasl.password"), ("FLOWSUITE_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")):
         if kafka_config.pop(setting, None) is not None:
@@ -104,5 +109,6 @@ def default_flowsuite_resource() -> FlowsuiteResource:
         kafka_config=kafka_config,
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.aws_region,
+        products_dir=str(settings.products_dir),
         **secret,
     )

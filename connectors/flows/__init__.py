@@ -32,15 +32,19 @@ from connectors.flows.compaction import (
     sources_of,
     verify_same_rows,
 )
+from connectors.flows.context import RunContext
 from connectors.flows.landing import (
     CLOSE_THREADS,
     DECODE_AHEAD,
     InvalidRecordsError,
+    LandingOptions,
     LandingResult,
     OffsetsOfAnotherTopicError,
     PartitionLanding,
+    RecordsUnaccountedError,
     decoded_batches,
     land,
+    land_run,
     seen_ids_from_lake,
 )
 from connectors.flows.quarantine import (
@@ -74,6 +78,10 @@ __all__ = [
     "Fingerprint",
     "HourBlockedError",
     "InvalidRecordsError",
+    "LandingOptions",
+    "RecordsUnaccountedError",
+    "RunContext",
+    "land_run",
     "LandingResult",
     "MAX_RANGES_PER_PARTITION",
     "MIN_ROW_GROUP_ROWS",

@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.errors import TerminalError
 from connectors.faults import crash_point
+from connectors.flows.context import DEFAULT_LEASE_S, RunContext
 from connectors.formats import DEFAULT_DEDUPE_LOOKBACK, Batch, Decoded, Decoder, decoder_for
 from connectors.kafka import (
     KafkaReadError,
@@ -67,7 +68,6 @@ from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 30.0
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
 # Rows wait in memory until their file has a full row group (spec row_group_rows), and a Parquet
 # writer keeps buffers the size of its row groups until it is closed; past this many bytes held
@@ -81,6 +81,11 @@ class InvalidRecordsError(TerminalError, RuntimeError):
     """on_invalid: fail — the batch held invalid records, so the run commits nothing."""
 
 
+class RecordsUnaccountedError(TerminalError, RuntimeError):
+    """consumed != landed + quarantined for a partition (DESIGN invariant 3): a record would be
+    lost silently, so the run commits nothing for it and fails (a bug to report, not a retry)."""
+
+
 class OffsetsOfAnotherTopicError(KafkaReadError):
     """The product's committed offsets were read from another topic (the spec's topic changed).
 
@@ -90,11 +95,12 @@ class OffsetsOfAnotherTopicError(KafkaReadError):
     transient = False  # retrying reads the same answer: a person must act
 
     def __init__(self, product: str, topic: str, old_topic: str, partitions: list[int]):
+        self.product, self.topic, self.old_topic, self.partitions = product, topic, old_topic, partitions
         super().__init__(
             f"{product}: the committed offsets of partition(s) {partitions} belong to topic {old_topic!r}, "
             f"but the spec now reads topic {topic!r}; nothing was read. Offsets are not carried across "
-            f"topics: decide explicitly with `flowsuite offsets reset {product} --partition N --to start` "
-            f"(or `--to end`) for each partition."
+            f"topics: decide explicitly, for each partition, whether to reset its committed offset to "
+            f"the new topic's start or its end."
         )
 
 
@@ -156,6 +162,11 @@ class LandingResult:
     @property
     def skipped(self) -> dict[int, str]:
         return {p: pl.skipped for p, pl in self.partitions.items() if pl.skipped}
+
+    @property
+    def accounted(self) -> bool:
+        """consumed = landed + quarantined (checked per partition before its commit)."""
+        return self.consumed == self.landed + self.quarantined
 
 
 @dataclass
@@ -309,6 +320,18 @@ class HourFiles:
             log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
 
 
+@dataclass(frozen=True)
+class LandingOptions:
+    """How much one landing run reads, and what it calls back (`land` says what each means)."""
+
+    partitions: list[int] | None = None
+    max_records: int | None = None
+    batch_size: int = 10_000
+    idle_timeout_s: float = 30.0
+    on_invalid: Callable[[pa.Table], None] | None = None
+    progress: Callable[[int], None] | None = None
+
+
 def land(
     spec: DataProductSpec,
     *,
@@ -328,6 +351,8 @@ def land(
 ) -> LandingResult:
     """Land everything available from the committed offsets, up to the product's cap.
 
+    The keyword form of `land_run` (one value each, as callers before the RunContext had them).
+
     Args:
         spec: the data product.
         lake / metastore: where files go and where their state is kept.
@@ -341,124 +366,169 @@ def land(
             (the dead-letter topic publisher of on_invalid: dlq).
         progress: called with the number of records consumed so far.
     """
+    run = RunContext(lake=lake, metastore=metastore, bootstrap=bootstrap, kafka_config=dict(kafka_config or {}),
+                     is_dead=is_dead, lease_s=lease_s, **({"run_id": run_id} if run_id else {}))
+    options = LandingOptions(partitions=partitions, max_records=max_records, batch_size=batch_size,
+                             idle_timeout_s=idle_timeout_s, on_invalid=on_invalid, progress=progress)
+    return land_run(spec, run, options)
+
+
+def land_run(spec: DataProductSpec, run: RunContext, options: LandingOptions | None = None) -> LandingResult:
+    """Land `spec` in `run` (connectors/flows/context.py): claim, read, decode, write, check
+    consumed = landed + quarantined, commit, release — the steps of `_Landing`."""
     started = time.monotonic()
-    conf = consumer_config(bootstrap, spec.consumer_group, kafka_config)
+    conf = consumer_config(run.bootstrap, spec.consumer_group, dict(run.kafka_config))
     # One consumer for the run: its metadata, its reads and its group commit share one
     # connection (a fresh consumer costs a metadata round trip, ~50 ms on the embedded broker).
     with relaxed_gc(), contextlib.closing(Consumer(conf)) as consumer:
-        return _land(
-            spec, lake=lake, metastore=metastore, consumer=consumer, conf=conf, run_id=run_id,
-            partitions=partitions, max_records=max_records, is_dead=is_dead, lease_s=lease_s,
-            batch_size=batch_size, idle_timeout_s=idle_timeout_s, on_invalid=on_invalid,
-            progress=progress, started=started,
-        )
+        return _Landing(spec, run, options or LandingOptions(), consumer, conf, started).run()
 
 
-def _land(
-    spec: DataProductSpec,
-    *,
-    lake: Lake,
-    metastore: Metastore,
-    consumer: Consumer,
-    conf: dict[str, Any],
-    run_id: str | None,
-    partitions: list[int] | None,
-    max_records: int | None,
-    is_dead: Callable[[str], bool] | None,
-    lease_s: float,
-    batch_size: int,
-    idle_timeout_s: float,
-    on_invalid: Callable[[pa.Table], None] | None,
-    progress: Callable[[int], None] | None,
-    started: float,
-) -> LandingResult:
-    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
-    owner = uuid.uuid4().hex
-    topic = spec.topic
-    available = partitions_of(conf, topic, consumer=consumer)
-    wanted = sorted(available if partitions is None else partitions)
-    unknown = sorted(set(wanted) - set(available))
-    if unknown:
-        raise KafkaReadError(f"{topic} has no partition(s) {unknown} (it has {available})")
+class _Landing:
+    """One landing run, step by step (the module docstring's 1–4), sharing its state."""
 
-    committed = metastore.committed_offsets(spec.name)
-    foreign = sorted(p for p in wanted if p in committed and committed[p].topic and committed[p].topic != topic)
-    if foreign:
-        raise OffsetsOfAnotherTopicError(spec.name, topic, committed[foreign[0]].topic, foreign)
-    starts = {p: committed[p].next_offset if p in committed else _low_watermark(consumer, topic, p) for p in wanted}
-    results = {p: PartitionLanding(p, s, s) for p, s in starts.items()}
+    def __init__(self, spec: DataProductSpec, run: RunContext, options: LandingOptions,
+                 consumer: Consumer, conf: dict[str, Any], started: float):
+        self.spec, self.ctx, self.options = spec, run, options
+        self.consumer, self.conf, self.started = consumer, conf, started
+        self.topic = spec.topic
+        self.owner = uuid.uuid4().hex
+        self.results: dict[int, PartitionLanding] = {}
+        self.claimed: dict[int, int] = {}  # partition → claimed start offset
+        self.leases = LeaseKeeper(run.metastore, spec.name, self.owner, run.lease_s)
 
-    leases = LeaseKeeper(metastore, spec.name, owner, lease_s)
-    claimed: dict[int, int] = {}
-    for p, start in starts.items():
-        resource = landing_resource(p, start)
+    def result(self, reopened: list[str]) -> LandingResult:
+        return LandingResult(self.spec.name, self.topic, self.ctx.run_id, self.results, reopened,
+                             time.monotonic() - self.started)
+
+    def run(self) -> LandingResult:
+        self.claim(self.start_offsets())
+        if not self.claimed:
+            return self.result([])
+        files = HourFiles(self.spec, self.ctx.lake, self.ctx.metastore, self.ctx.run_id)
+        self.leases.start()
         try:
-            takeover = metastore.claim(
-                spec.name, resource, owner, run_id, lease_s, is_dead=is_dead, on_delete=lake.delete
-            )
-        except ClaimHeldError as exc:
-            results[p].skipped = str(exc)
-            log.warning("%s", exc)
-            continue
-        results[p].took_over_from = takeover.previous_run_id
-        results[p].deleted_pending = takeover.pending_files
-        if takeover.previous_run_id:
-            log.warning(
-                "%s[%d]: took over the claim at offset %d from run %s; deleted %d pending file(s)",
-                spec.name, p, start, takeover.previous_run_id, len(takeover.pending_files),
-            )
-        claimed[p] = start
-        leases.add(resource)
-    if not claimed:
-        return LandingResult(spec.name, topic, run_id, results, [], time.monotonic() - started)
+            self.read_and_write(files)
+            finished = self.close(files)
+            crash_point("before_commit")
+            reopened = self.commit(files, finished)
+            return self.result(reopened)
+        except BaseException:
+            files.abandon()
+            self.release_all()
+            raise
+        finally:
+            self.leases.stop()
 
-    cap = max_records if max_records is not None else spec.trigger.max_records_per_run
-    per_partition_cap = math.ceil(cap / len(claimed))
-    decoder = _decoder(spec, topic, lake, metastore)
-    reader = RangeReader(
-        conf, topic, claimed, {p: per_partition_cap for p in claimed},
-        batch_size=batch_size, idle_timeout_s=idle_timeout_s,
-        with_headers=decoder.needs_headers,  # CloudEvents in binary mode: attributes are headers
-        consumer=consumer,
-    )
-    files = HourFiles(spec, lake, metastore, run_id)
-    consumed_total = 0
-    leases.start()
-    try:
+    # --- 1. where each partition starts ----------------------------------------------------
+
+    def start_offsets(self) -> dict[int, int]:
+        """The committed offset of each wanted partition (the low watermark where none is)."""
+        spec, topic, metastore = self.spec, self.topic, self.ctx.metastore
+        available = partitions_of(self.conf, topic, consumer=self.consumer)
+        wanted = sorted(available if self.options.partitions is None else self.options.partitions)
+        unknown = sorted(set(wanted) - set(available))
+        if unknown:
+            raise KafkaReadError(f"{topic} has no partition(s) {unknown} (it has {available})")
+        committed = metastore.committed_offsets(spec.name)
+        foreign = sorted(p for p in wanted if p in committed and committed[p].topic and committed[p].topic != topic)
+        if foreign:
+            raise OffsetsOfAnotherTopicError(spec.name, topic, committed[foreign[0]].topic, foreign)
+        starts = {p: committed[p].next_offset if p in committed else _low_watermark(self.consumer, topic, p)
+                  for p in wanted}
+        self.results = {p: PartitionLanding(p, s, s) for p, s in starts.items()}
+        return starts
+
+    # --- 2. claims -------------------------------------------------------------------------
+
+    def claim(self, starts: dict[int, int]) -> None:
+        """Claim each start; a live claim elsewhere skips its partition, a dead one is taken over."""
+        spec, ctx = self.spec, self.ctx
+        for p, start in starts.items():
+            resource = landing_resource(p, start)
+            try:
+                takeover = ctx.metastore.claim(spec.name, resource, self.owner, ctx.run_id, ctx.lease_s,
+                                               is_dead=ctx.is_dead, on_delete=ctx.lake.delete)
+            except ClaimHeldError as exc:
+                self.results[p].skipped = str(exc)
+                log.warning("%s", exc)
+                continue
+            self.results[p].took_over_from = takeover.previous_run_id
+            self.results[p].deleted_pending = takeover.pending_files
+            if takeover.previous_run_id:
+                log.warning(
+                    "%s[%d]: took over the claim at offset %d from run %s; deleted %d pending file(s)",
+                    spec.name, p, start, takeover.previous_run_id, len(takeover.pending_files),
+                )
+            self.claimed[p] = start
+            self.leases.add(resource)
+
+    def release_all(self) -> None:
+        for p, start in self.claimed.items():
+            try:
+                self.ctx.metastore.release(self.spec.name, landing_resource(p, start), self.owner)
+            except Exception:  # noqa: BLE001 - the lease expires on its own
+                log.warning("releasing claim of %s[%d] failed", self.spec.name, p, exc_info=True)
+
+    # --- 3. read, decode, route into hour files ----------------------------------------------
+
+    def read_and_write(self, files: HourFiles) -> None:
+        spec, options, claimed = self.spec, self.options, self.claimed
+        cap = options.max_records if options.max_records is not None else spec.trigger.max_records_per_run
+        per_partition_cap = math.ceil(cap / len(claimed))
+        decoder = _decoder(spec, self.topic, self.ctx.lake, self.ctx.metastore)
+        reader = RangeReader(
+            self.conf, self.topic, claimed, {p: per_partition_cap for p in claimed},
+            batch_size=options.batch_size, idle_timeout_s=options.idle_timeout_s,
+            with_headers=decoder.needs_headers,  # CloudEvents in binary mode: attributes are headers
+            consumer=self.consumer,
+        )
+        consumed_total = 0
         for batch, decoded in decoded_batches(reader, decoder, f"decode-{spec.name}"):
-            p = batch.partition
-            resource = landing_resource(p, claimed[p])
-            leases.check(resource)
-            stats = results[p]
-            stats.consumed += len(batch)
-            stats.end = batch.offsets[-1] + 1
-            if decoded.invalid.num_rows:
-                if spec.quality.on_invalid == "fail":
-                    first = decoded.invalid.slice(0, 1).to_pylist()[0]
-                    raise InvalidRecordsError(
-                        f"{spec.name}: {decoded.invalid.num_rows} invalid record(s) in {topic}[{p}] "
-                        f"and on_invalid is 'fail'; nothing committed. First: offset {first['_offset']}: "
-                        f"{first['_error']}"
-                    )
-                if on_invalid is not None:
-                    on_invalid(decoded.invalid)
-                q_hours = pc.cast(decoded.invalid.column("_timestamp"), pa.int64())
-                q_hours = pc.floor(pc.divide(pc.cast(q_hours, pa.float64()), 3_600_000.0)).cast(pa.int64())
-                files.route(decoded.invalid, q_hours, "quarantine", p, claimed[p], resource)
-                stats.quarantined += decoded.invalid.num_rows
-            if decoded.valid.num_rows:
-                files.route(decoded.valid, decoded.hours, "landed", p, claimed[p], resource)
-                stats.landed += decoded.valid.num_rows
+            self.route_batch(files, batch, decoded)
             crash_point("after_batch")
             consumed_total += len(batch)
-            if progress is not None:
-                progress(consumed_total)
+            if options.progress is not None:
+                options.progress(consumed_total)
         for p, read in reader.reads.items():
-            results[p].end = read.end
-            results[p].reached_eof = read.reached_eof
+            self.results[p].end = read.end
+            self.results[p].reached_eof = read.reached_eof
 
-        # Every file durable before anything is committed.
-        finished: dict[int, tuple[list, list]] = {p: ([], []) for p in claimed}
+    def route_batch(self, files: HourFiles, batch: Batch, decoded: Decoded) -> None:
+        """One decoded batch: invalid rows to the quarantine (or the run fails, on_invalid: fail),
+        valid rows to their event-time hours."""
+        spec, p = self.spec, batch.partition
+        start = self.claimed[p]
+        resource = landing_resource(p, start)
+        self.leases.check(resource)
+        stats = self.results[p]
+        stats.consumed += len(batch)
+        stats.end = batch.offsets[-1] + 1
+        if decoded.invalid.num_rows:
+            if spec.quality.on_invalid == "fail":
+                first = decoded.invalid.slice(0, 1).to_pylist()[0]
+                raise InvalidRecordsError(
+                    f"{spec.name}: {decoded.invalid.num_rows} invalid record(s) in {self.topic}[{p}] "
+                    f"and on_invalid is 'fail'; nothing committed. First: offset {first['_offset']}: "
+                    f"{first['_error']}"
+                )
+            if self.options.on_invalid is not None:
+                self.options.on_invalid(decoded.invalid)
+            q_hours = pc.cast(decoded.invalid.column("_timestamp"), pa.int64())
+            q_hours = pc.floor(pc.divide(pc.cast(q_hours, pa.float64()), 3_600_000.0)).cast(pa.int64())
+            files.route(decoded.invalid, q_hours, "quarantine", p, start, resource)
+            stats.quarantined += decoded.invalid.num_rows
+        if decoded.valid.num_rows:
+            files.route(decoded.valid, decoded.hours, "landed", p, start, resource)
+            stats.landed += decoded.valid.num_rows
+
+    # --- 4. every file durable, then the commit ---------------------------------------------
+
+    def close(self, files: HourFiles) -> dict[int, tuple[list, list]]:
+        """Close every file (durable before anything is committed): per partition, the
+        (stats, hour) of its landed and of its quarantine files."""
+        results = self.results
+        finished: dict[int, tuple[list, list]] = {p: ([], []) for p in self.claimed}
         for (kind, p, hour), f, size in files.close_all():
             file_stats = FileStats(
                 path=f.writer.rel, rows=f.rows, bytes=size, end_offset=results[p].end,
@@ -471,25 +541,43 @@ def _land(
                 results[p].hours[hour] = results[p].hours.get(hour, 0) + f.rows
             else:
                 results[p].quarantine_files.append(f.writer.rel)
-        crash_point("before_commit")
+        return finished
 
+    def check_accounted(self, p: int) -> None:
+        """consumed = landed + quarantined for partition `p`, and in its files (invariant 3):
+        checked here, before the commit, so every face (Dagster, Airflow, the CLI) gets it."""
+        res = self.results[p]
+        in_files = sum(res.hours.values())
+        if res.consumed != res.landed + res.quarantined or in_files != res.landed:
+            raise RecordsUnaccountedError(
+                f"{self.spec.name}[{p}]: consumed {res.consumed} != landed {res.landed} + quarantined "
+                f"{res.quarantined} (landed files hold {in_files} rows); nothing committed for offsets "
+                f"{res.start}..{res.end}: nothing may be lost silently"
+            )
+
+    def commit(self, files: HourFiles, finished: dict[int, tuple[list, list]]) -> list[str]:
+        """Commit each partition's files and offset (compare-and-set), then drop the `_SUCCESS`
+        of any hour a late record reopened and commit the offsets to the Kafka group."""
+        spec, ctx = self.spec, self.ctx
+        for p in self.claimed:
+            self.check_accounted(p)
         reopened: list[str] = []
         group_offsets: dict[int, int] = {}
-        for p, start in claimed.items():
+        for p, start in self.claimed.items():
             resource = landing_resource(p, start)
-            leases.check(resource)
-            res = results[p]
+            self.leases.check(resource)
+            res = self.results[p]
             if res.consumed == 0:
-                metastore.release(spec.name, resource, owner)
-                leases.discard(resource)
+                ctx.metastore.release(spec.name, resource, self.owner)
+                self.leases.discard(resource)
                 continue
             landed_files, quarantine_files = finished[p]
-            reopened += metastore.commit_landing(
-                product=spec.name, topic=topic, partition=p, start=start, end=res.end,
-                at_eof=res.reached_eof, owner=owner, run_id=run_id,
+            reopened += ctx.metastore.commit_landing(
+                product=spec.name, topic=self.topic, partition=p, start=start, end=res.end,
+                at_eof=res.reached_eof, owner=self.owner, run_id=ctx.run_id,
                 landed=landed_files, quarantined=quarantine_files, consumed=res.consumed,
             )
-            leases.discard(resource)
+            self.leases.discard(resource)
             # Committed: a failure of a later partition's commit must not delete these files.
             files.committed(resource)
             group_offsets[p] = res.end
@@ -497,22 +585,12 @@ def _land(
         files.written.clear()
         # A late record reopened a compacted hour: readers must not take it as whole anymore.
         for hour in sorted(set(reopened)):
-            lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
+            ctx.lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
         try:
-            commit_group_offsets(conf, topic, group_offsets, consumer=consumer)
+            commit_group_offsets(self.conf, self.topic, group_offsets, consumer=self.consumer)
         except Exception as exc:  # noqa: BLE001 - the metastore holds the truth; lag tools lag
             log.warning("%s: committing offsets to group %s failed: %s", spec.name, spec.consumer_group, exc)
-        return LandingResult(spec.name, topic, run_id, results, sorted(set(reopened)), time.monotonic() - started)
-    except BaseException:
-        files.abandon()
-        for p, start in claimed.items():
-            try:
-                metastore.release(spec.name, landing_resource(p, start), owner)
-            except Exception:  # noqa: BLE001 - the lease expires on its own
-                log.warning("releasing claim of %s[%d] failed", spec.name, p, exc_info=True)
-        raise
-    finally:
-        leases.stop()
+        return sorted(set(reopened))
 
 
 def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterator[tuple[Batch, Decoded]]:

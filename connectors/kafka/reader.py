@@ -68,13 +68,14 @@ class HistoryLostError(KafkaReadError):
 
     def __init__(self, topic: str, partition: int, offset: int, low: int, high: int):
         self.topic, self.partition, self.offset, self.low, self.high = topic, partition, offset, low, high
+        self.reset_to = "end" if offset > high else "start"  # the faces name their command for it
         where = "beyond the end" if offset > high else "before the start"
         super().__init__(
             f"committed offset {offset} of {topic}[{partition}] is {where} of the partition's log "
             f"(it holds offsets {low}..{high}); the topic lost its history (broker restarted on "
             f"memory storage, topic recreated, or retention). Nothing was read. To continue, "
-            f"decide explicitly: `flowsuite offsets reset <product> --partition {partition} "
-            f"--to {'end' if offset > high else 'start'}` (records in between are not landed)."
+            f"decide explicitly: reset the committed offset of partition {partition} to the "
+            f"partition's {self.reset_to} (records in between are not landed)."
         )
 
 

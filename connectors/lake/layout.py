@@ -18,6 +18,14 @@ class LakePathError(TerminalError, ValueError):
     """A path segment would escape the lake or is not a plain name."""
 
 
+class HourKeyError(TerminalError, ValueError):
+    """Not an hour (a garbage key), or a range of hours whose end comes before its start."""
+
+
+class LakeUrlError(TerminalError, ValueError):
+    """A lake URL flowsuite cannot open (expected a local path, file:// or s3://bucket/prefix)."""
+
+
 def hour_start(epoch_hour: int) -> datetime:
     return EPOCH + timedelta(hours=int(epoch_hour))
 
@@ -43,7 +51,7 @@ def parse_hour_key(key: str) -> datetime:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{key!r} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00") from None
+        raise HourKeyError(f"{key!r} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00") from None
     dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     return dt.replace(minute=0, second=0, microsecond=0)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from connectors.lake.layout import hour_key, normalize_hour, parse_hour_key
+from connectors.lake.layout import HourKeyError, hour_key, normalize_hour, parse_hour_key
 from connectors.lake.store import Lake
 from connectors.metastore import FileRecord, Metastore
 
@@ -22,7 +22,7 @@ def hours_between(first: str, last: str) -> list[str]:
     """Every hour key from `first` to `last`, both included."""
     a, b = parse_hour_key(first), parse_hour_key(last)
     if b < a:
-        raise ValueError(f"--to {last} is before --from {first}")
+        raise HourKeyError(f"the last hour {last} is before the first hour {first}")
     out, t = [], a
     while t <= b:
         out.append(hour_key(t))

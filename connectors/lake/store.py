@@ -20,22 +20,21 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from connectors.lake.layout import LakePathError
-from connectors.settings import Settings, load_settings
+from connectors.lake.layout import LakePathError, LakeUrlError
+from connectors.settings import Settings
 
 
 @dataclass(frozen=True)
 class S3Options:
+    """How an S3 lake is reached. Every field unset (the default) leaves each to the AWS SDK's
+    own default chain (AWS_* variables, ~/.aws, instance roles); flowsuite itself takes them
+    only from `Settings` (`from_settings`), never from the environment."""
+
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> S3Options:
-        """From the settings of the environment (or of the mapping `env`)."""
-        return cls.from_settings(load_settings(env))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Options:
@@ -80,15 +79,16 @@ class Lake:
 
     def __init__(self, url: str, s3: S3Options | None = None):
         self.url = url.rstrip("/")
+        self.s3 = s3 or S3Options()  # how an s3:// lake is reached (connectors/engine.py builds it from Settings)
         if url.startswith("s3://"):
             parsed = urlparse(url)
             if not parsed.netloc:
-                raise ValueError(f"lake URL {url!r} names no bucket (expected s3://bucket/prefix)")
+                raise LakeUrlError(f"lake URL {url!r} names no bucket (expected s3://bucket/prefix)")
             self.is_s3 = True
-            self.fs: pafs.FileSystem = _s3_filesystem(s3 or S3Options.from_env())
+            self.fs: pafs.FileSystem = _s3_filesystem(self.s3)
             self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
         elif "://" in url and not url.startswith("file://"):
-            raise ValueError(f"lake URL {url!r}: expected a local path, file:// or s3://bucket/prefix")
+            raise LakeUrlError(f"lake URL {url!r}: expected a local path, file:// or s3://bucket/prefix")
         else:
             self.is_s3 = False
             self.fs = pafs.LocalFileSystem()

@@ -21,6 +21,7 @@ from connectors.metastore.db import (
 from connectors.metastore.records import (
     ClaimHeldError,
     CommitConflictError,
+    CommittedFileError,
     FileRecord,
     FileStats,
     HourRecord,
@@ -49,6 +50,7 @@ __all__ = [
     "ClaimLostError",
     "Claims",
     "CommitConflictError",
+    "CommittedFileError",
     "FileRecord",
     "FileStats",
     "HourRecord",

@@ -18,6 +18,11 @@ class ClaimHeldError(TerminalError, RuntimeError):
         )
 
 
+class CommittedFileError(TerminalError, RuntimeError):
+    """A run was about to register, as pending, a path the metastore holds as committed: writing
+    it would overwrite live data (two products or specs sharing a topic and folder)."""
+
+
 class CommitConflictError(TransientError, RuntimeError):
     """The committed offset moved under us: someone else committed this range."""
 

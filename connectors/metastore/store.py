@@ -39,6 +39,7 @@ from connectors.metastore.claiming import Claims, own_claim
 from connectors.metastore.db import insert_ignore, make_engine, retrying, schema_lock
 from connectors.metastore.records import (
     CommitConflictError,
+    CommittedFileError,
     FileRecord,
     FileStats,
     HourRecord,
@@ -165,7 +166,8 @@ class Metastore(Claims):
                 existing = conn.execute(select(files.c.path, files.c.state).where(files.c.path.in_(names))).all()
                 live = sorted(row.path for row in existing if row.state == "committed")
                 if live:
-                    raise RuntimeError(f"refusing to overwrite committed file(s) {', '.join(live)}")
+                    raise CommittedFileError(f"refusing to overwrite committed file(s) {', '.join(live)}: "
+                                             "they are live in the metastore")
                 if existing:
                     conn.execute(delete(files).where(files.c.path.in_([row.path for row in existing])))
                 now = time.time()

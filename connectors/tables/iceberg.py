@@ -88,7 +88,7 @@ class IcebergTables:
         self.url = _sqlalchemy_url(url)
         self.lake = lake
         self.read_only = read_only  # creates nothing: no catalog tables, no namespace (status)
-        self._s3 = (s3 or S3Options.from_env()) if lake.is_s3 else None
+        self._s3 = (s3 or lake.s3) if lake.is_s3 else None  # the lake's own options by default
         self._catalog: SqlCatalog | None = None
 
     def __repr__(self) -> str:  # the URL may hold a password: never print it

@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table, _parquet_files_to_data_files
+from pyiceberg.io.pyarrow import parquet_file_to_data_file
+from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.utils.concurrent import ExecutorFactory
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -59,7 +61,7 @@ from sqlalchemy import (
 from sqlalchemy import Table as SqlTable
 from sqlalchemy.exc import IntegrityError
 
-from connectors.errors import TerminalError
+from connectors.errors import TerminalError, TransientError
 from connectors.faults import crash_point
 from connectors.lake import Lake, epoch_hour, parse_hour_key
 from connectors.metastore import FileRecord, Metastore, create_missing_tables
@@ -92,6 +94,10 @@ deferred = SqlTable(
     Column("generation", Integer, nullable=False),
     Column("deferred_at", Float, nullable=False),
 )
+
+
+class PublishQueueContendedError(TransientError, RuntimeError):
+    """Concurrent publishers kept winning the publish queue's sequence numbers: try again later."""
 
 
 class HourMismatchError(TerminalError, RuntimeError):
@@ -158,7 +164,8 @@ def enqueue(metastore: Metastore, product: str, sealed: dict[str, int], attempts
             return
         except IntegrityError:  # another publisher took these numbers first: read again
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-    raise RuntimeError(f"{product}: could not assign publish sequence numbers after {attempts} attempts")
+    raise PublishQueueContendedError(f"{product}: could not assign publish sequence numbers after {attempts} "
+                                     "attempts: other publishers kept taking them; the next publish tries again")
 
 
 def queued(metastore: Metastore, product: str, after: int = 0) -> list[tuple[int, str, int]]:
@@ -280,8 +287,12 @@ def data_files_of_hour(table: Table, uris: list[str], hour: str) -> list:
     """Iceberg data files for the Parquet files given (their footers read, nothing rewritten),
     checked to hold exactly the one hour they are published for."""
     want = epoch_hour(parse_hour_key(hour))
+    # pyiceberg's public per-file conversion (what Table.add_files runs), on pyiceberg's own
+    # executor as add_files does: the footers are read in parallel (S3 round trips).
+    executor = ExecutorFactory.get_or_create()
+    futures = [executor.submit(parquet_file_to_data_file, table.io, table.metadata, uri) for uri in uris]
     try:
-        files = list(_parquet_files_to_data_files(table.metadata, uris, table.io))
+        files = [f.result() for f in futures]
     except ValueError as exc:  # pyiceberg: the lower and upper bound fall in different partitions
         raise HourMismatchError(f"a file published as hour {hour} spans more than one hour: {exc}") from None
     for df in files:

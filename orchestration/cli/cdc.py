@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from connectors.settings import Settings
-from orchestration.cli.common import CliError, pass_settings
+from orchestration.cli.common import CliError, engine, pass_settings
 
 
 def _sources(settings: Settings) -> tuple[list, dict]:
@@ -41,10 +41,7 @@ def _one(settings: Settings, name: str):
 
 
 def _metastore(settings: Settings):
-    from connectors.metastore import Metastore
-
-    settings.home.mkdir(parents=True, exist_ok=True)  # the default metastore is a SQLite file there
-    return Metastore(settings.metastore_url)
+    return engine(settings).metastore()
 
 
 def status_rows(settings: Settings, products: list[str] | None = None) -> list[dict[str, Any]]:
@@ -112,7 +109,7 @@ def group() -> None:
 @click.option("--max-seconds", type=float, default=None, help="stop after this long")
 @pass_settings
 def run_cmd(settings: Settings, name: str, follow: bool, max_seconds: float | None) -> None:
-    from connectors.sources.cdc import CdcError, capture
+    from connectors.sources.cdc import capture
     from connectors.sources.cdc.pgoutput import lsn_text
 
     source, product = _one(settings, name)
@@ -123,12 +120,11 @@ def run_cmd(settings: Settings, name: str, follow: bool, max_seconds: float | No
         if follow:
             click.echo(f"{source.name}: {r.transactions} transaction(s), {r.events} event(s) published", err=True)
 
-    try:
-        r = capture(source, product, metastore=_metastore(settings), bootstrap=settings.kafka_bootstrap,
-                    kafka_config=settings.kafka_client_config(), follow=follow, stop=stop, max_seconds=max_seconds,
+    flowsuite = engine(settings)
+    try:  # a CdcError is the engine's: the root group prints it (one line, its exit code)
+        r = capture(source, product, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
+                    kafka_config=flowsuite.kafka(), follow=follow, stop=stop, max_seconds=max_seconds,
                     progress=progress)
-    except CdcError as exc:
-        raise CliError(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -159,15 +155,12 @@ def status_cmd(settings: Settings, name: str | None) -> None:
 @pass_settings
 def reset_cmd(settings: Settings, name: str, yes: bool) -> None:
     from connectors.sources.cdc.position import forget_position
-    from connectors.sources.cdc.server import CdcError, connect, drop_slot
+    from connectors.sources.cdc.server import connect, drop_slot
 
     source, _ = _one(settings, name)
     if not yes:
         raise CliError(f"this drops slot {source.slot_name} and the recorded position; add --yes")
-    try:
-        conn = connect(source.resolved_url())
-    except CdcError as exc:
-        raise CliError(str(exc)) from None
+    conn = connect(source.resolved_url())  # a CdcError: the root group's one line
     try:
         dropped = drop_slot(conn, source.slot_name)
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from connectors.engine import Engine
 from connectors.settings import Settings
 
 
@@ -36,6 +37,25 @@ def exit_with(code: int) -> None:
         click.get_current_context().exit(code)
 
 
+def _spec_checks() -> list:
+    from quality.expectations import spec_checks
+
+    return spec_checks()  # expectation types and kwargs are part of a valid spec
+
+
+_ENGINES: dict[int, tuple[Settings, Engine]] = {}
+
+
+def engine(settings: Settings) -> Engine:
+    """The engine of these settings (connectors/engine.py): the lake with the settings' S3
+    options, the shared metastore, the Kafka configuration, the specs. One per settings object."""
+    held = _ENGINES.get(id(settings))
+    if held is None or held[0] is not settings:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite files live there
+        held = _ENGINES[id(settings)] = (settings, Engine.from_settings(settings, spec_checks=_spec_checks))
+    return held[1]
+
+
 def product_spec(settings: Settings, product: str, *, expectations: bool = True):
     """The spec of data product `product`; an unknown name is one line naming the known ones.
 
@@ -45,18 +65,7 @@ def product_spec(settings: Settings, product: str, *, expectations: bool = True)
     blocked/unblock) pass `expectations=False` and skip Great Expectations' ~4 s import, so
     a bad expectation never stands between an operator and an offsets reset.
     """
-    from connectors.spec import load_specs
-
-    checks = []
-    if expectations:
-        from quality.expectations import spec_checks
-
-        checks = spec_checks()  # expectation types and kwargs are part of a valid spec
-    specs = {s.name: s for s in load_specs(settings.products_dir, checks=checks)}
-    if product not in specs:
-        known = ", ".join(sorted(specs)) or "none"
-        raise CliError(f"no data product {product!r} in {settings.products_dir} (known: {known})")
-    return specs[product]
+    return engine(settings).spec(product, checks=expectations)
 
 
 def interactive() -> bool:

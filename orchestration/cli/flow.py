@@ -19,22 +19,17 @@ from typing import Any
 import click
 
 from connectors.settings import Settings
-from orchestration.cli.common import CliError, pass_settings
+from orchestration.cli.common import CliError, engine, pass_settings
 
 
 def _service(settings: Settings):
     from connectors.gateway import FlowService, GatewayStore
     from connectors.gateway.settings import gateway_settings
-    from connectors.metastore import Metastore
-    from quality.expectations import load_checked_specs
-
-    specs = load_checked_specs(settings.products_dir)
-    settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite metastore lives there
-    from connectors.lake import Lake
-
-    store = GatewayStore(Metastore(settings.metastore_url))
-    service = FlowService(store, specs, gateway_settings(settings), settings.kafka_bootstrap, settings.kafka_client_config())
-    service.lake = Lake(settings.lake_url)  # pull serves history below the broker's low watermark from it
+    flowsuite = engine(settings)
+    specs = list(flowsuite.specs(checks=False).values())
+    store = GatewayStore(flowsuite.metastore())
+    service = FlowService(store, specs, gateway_settings(settings), flowsuite.kafka_bootstrap, flowsuite.kafka())
+    service.lake = flowsuite.lake()  # pull serves history below the broker's low watermark from it (S3 options included)
     return service
 
 
@@ -121,15 +116,14 @@ def _inbound(settings: Settings, service):
     import os
 
     from connectors.gateway.inbound import InboundService
-    from connectors.metastore import Metastore
 
     specs = [s for s in service.specs.values() if s.inbound is not None]
     if not specs:
         return None
     wanted = {v for s in specs for snd in s.inbound.senders for v in (snd.secret_env, snd.previous_secret_env) if v}
     env = {k: v for k, v in os.environ.items() if k in wanted}
-    inbound = InboundService(specs, env, Metastore(settings.metastore_url), settings.kafka_bootstrap,
-                             settings.kafka_client_config())
+    flowsuite = engine(settings)
+    inbound = InboundService(specs, env, flowsuite.metastore(), flowsuite.kafka_bootstrap, flowsuite.kafka())
     for warning in inbound.warnings:
         click.echo(f"warning: {warning}", err=True)
     for topic in inbound.ensure_topics():

@@ -14,14 +14,13 @@ from __future__ import annotations
 import click
 
 from connectors.settings import Settings
-from orchestration.cli.common import CliError, exit_with, pass_settings, product_spec
+from orchestration.cli.common import CliError, engine, exit_with, pass_settings, product_spec
 
 
 def stores(settings: Settings):
-    from connectors.lake import Lake
-    from connectors.metastore import Metastore
-
-    return Lake(settings.lake_url), Metastore(settings.metastore_url)
+    """The engine's lake (with the settings' S3 options) and metastore."""
+    flowsuite = engine(settings)
+    return flowsuite.lake(), flowsuite.metastore()
 
 
 @click.command("read", help="list an hour's (or a range's) live files from the metastore and print rows")

@@ -33,20 +33,59 @@ from orchestration.cli import (
 )
 from orchestration.cli.common import CliError
 
+EXIT_ERROR = 1  # a terminal error, or a problem of the command line: change something first
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL (sysexits.h): the same command may succeed later (retry it)
+
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed as one line, without a traceback."""
+    """Errors that are the user's to act on: printed as one line, without a traceback. The
+    engine's family (FlowsuiteError: terminal and transient), the demo producer's, and the
+    client libraries' own (a broker that refuses, a file that cannot be read)."""
     from confluent_kafka import KafkaException
 
-    from connectors.spec import SpecError
+    from connectors.errors import FlowsuiteError
     from examples.demo_data import ProduceError
-    from orchestration.services.broker import BrokerError
 
-    return (BrokerError, SpecError, ProduceError, KafkaException, OSError)
+    return (FlowsuiteError, ProduceError, KafkaException, OSError)
+
+
+def cli_error(exc: BaseException) -> CliError | None:
+    """The one line and exit code of an error a command let through, or None (a bug: traceback).
+
+    The line is the error's message, whitespace folded (a spec error keeps its one problem a
+    line), with the command-line hint of its kind appended; the exit code is EXIT_TRANSIENT for
+    a transient flowsuite error, an int `code` the error carries, else EXIT_ERROR."""
+    from connectors.errors import FlowsuiteError
+
+    if not isinstance(exc, _known_errors()):
+        return None
+    message = str(exc) if hasattr(exc, "problems") else " ".join(str(exc).split())
+    hint = cli_hint(exc)
+    if hint:
+        message = f"{message} ({hint})"
+    code = getattr(exc, "code", None)
+    if isinstance(exc, FlowsuiteError) and exc.transient:
+        code = EXIT_TRANSIENT
+    return CliError(message, code if isinstance(code, int) and code else EXIT_ERROR)
+
+
+def cli_hint(exc: BaseException) -> str | None:
+    """What to run about an engine error, in this command line's flags (the engine's own
+    messages never name a flag: the CLI adds them here, Dagster and Airflow have their own)."""
+    from connectors.flows import OffsetsOfAnotherTopicError
+    from connectors.kafka import HistoryLostError
+
+    if isinstance(exc, OffsetsOfAnotherTopicError):
+        return (f"decide with `flowsuite offsets reset {exc.product} --partition N --to start` "
+                "(or `--to end`) for each partition")
+    if isinstance(exc, HistoryLostError):
+        product = getattr(exc, "product", None) or "<product>"
+        return f"`flowsuite offsets reset {product} --partition {exc.partition} --to {exc.reset_to}`"
+    return None
 
 
 class RootGroup(click.Group):
-    """Turns the known errors of any command into a `CliError` (same message, same exit code)."""
+    """Turns the known errors of any command into a `CliError` (cli_error: one line, one exit code)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -54,11 +93,10 @@ class RootGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            if not isinstance(exc, _known_errors()):
+            error = cli_error(exc)
+            if error is None:
                 raise
-            message = " ".join(str(exc).split()) if not hasattr(exc, "problems") else str(exc)
-            code = getattr(exc, "code", None)
-            raise CliError(message, code if isinstance(code, int) else 1) from None
+            raise error from None
 
 
 @click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})

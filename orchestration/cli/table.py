@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import click
 
 from connectors.settings import Settings
-from orchestration.cli.common import CliError, pass_settings, product_spec
+from orchestration.cli.common import CliError, engine, pass_settings, product_spec
 
 
 class _ShowByDefault(click.Group):
@@ -34,16 +34,11 @@ def group() -> None:
 
 
 def _open(settings: Settings, product: str):
-    from connectors.lake import Lake
-    from connectors.metastore import Metastore
-    from connectors.tables import IcebergTables, catalog_url
-
     spec = product_spec(settings, product, expectations=False)
     if not spec.sinks.lake.iceberg.enabled:
         raise CliError(f"{product} publishes no Iceberg table (sinks.lake.iceberg.enabled is false in its spec)")
-    lake = Lake(settings.lake_url)
-    tables = IcebergTables(catalog_url(settings.metastore_url, settings.iceberg_catalog_url), lake)
-    return spec, lake, Metastore(settings.metastore_url), tables
+    flowsuite = engine(settings)
+    return spec, flowsuite.lake(), flowsuite.metastore(), flowsuite.iceberg_tables()
 
 
 @group.command("show", help="snapshots of the table and rows read through it")

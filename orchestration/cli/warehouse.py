@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from connectors.settings import Settings
-from orchestration.cli.common import CliError, pass_settings, product_spec
+from orchestration.cli.common import CliError, engine, pass_settings, product_spec
 
 
 def database_spec(settings: Settings, product: str):
@@ -25,15 +25,10 @@ def group() -> None:
 @click.option("--batch-rows", type=click.IntRange(min=1), default=None, help="rows per transaction (default: the spec's)")
 @pass_settings
 def sync(settings: Settings, product: str, batch_rows: int | None) -> None:
-    from connectors.lake import Lake
-    from connectors.metastore import Metastore
-    from connectors.warehouse import WarehouseError
     from connectors.warehouse import sync as sync_product
 
     spec = database_spec(settings, product)
-    try:
-        result = sync_product(spec, lake=Lake(settings.lake_url), metastore=Metastore(settings.metastore_url),
-                              url=settings.warehouse_url, batch_rows=batch_rows)
-    except WarehouseError as exc:
-        raise CliError(str(exc)) from None
+    flowsuite = engine(settings)
+    result = sync_product(spec, lake=flowsuite.lake(), metastore=flowsuite.metastore(),
+                          url=flowsuite.warehouse_url, batch_rows=batch_rows)
     click.echo("\n".join(result.lines()))

@@ -111,4 +111,4 @@ def test_status_with_the_broker_down_shows_what_it_can(
 def test_status_of_an_unknown_product_is_a_one_line_error(clicks_on_topic, capsys):
     assert main(["status", "nope"]) == 1
     err = capsys.readouterr().err
-    assert "no data product nope" in err and "known: clicks" in err
+    assert "no data product 'nope'" in err and "known: clicks" in err

@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from connectors.lake import hour_key
@@ -36,6 +37,20 @@ def _run(env: dict, dag_id: str, when: datetime, log: Path) -> str:
     return run.output()
 
 
+def _task(home: Path, dag_id: str, task_id: str) -> tuple[str, int, dict | None]:
+    """(state, try_number, return value) of the task's latest instance, from Airflow's database."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        state, tries = db.execute("SELECT state, try_number FROM task_instance WHERE dag_id = ? AND task_id = ? "
+                                  "ORDER BY start_date DESC LIMIT 1", [dag_id, task_id]).fetchone()
+        row = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' "
+                         "ORDER BY timestamp DESC LIMIT 1", [dag_id, task_id]).fetchone()
+    value = row[0] if row else None
+    value = json.loads(value) if isinstance(value, (str, bytes)) else value
+    return state, tries, json.loads(value) if isinstance(value, str) else value
+
+
+# Four `airflow dags test` runs of ~30-90 s each on 2 shared cores: more than the suite's 300 s.
+@pytest.mark.timeout(900)
 def test_events_only_for_changed_hours_and_refusals_at_once(airflow_template, tmp_path, kafka_bootstrap, make_topic):
     topic = make_topic(partitions=2)
     products = tmp_path / "products"
@@ -66,6 +81,9 @@ def test_events_only_for_changed_hours_and_refusals_at_once(airflow_template, tm
     assert [(e["hour"], e["generation"], e["rows"]) for e in hourly] == [(k1, g1, 800), (k2, g2, 800)]
     landed = _events(home, "flowsuite://clicks/landed")
     assert [(e["hour"], e["rows"], e["reopened"]) for e in landed] == [(k1, 800, False), (k2, 800, False)]
+    # The engine checked consumed = landed + quarantined before committing (as for Dagster).
+    _, _, summary = _task(home, "flowsuite_test_land_compact", "land")
+    assert summary["accounted"] is True and summary["consumed"] == summary["landed"] + summary["quarantined"] == 1600
 
     # A doubled run: nothing landed, nothing compacted, so no event at all.
     out = _run(env, "flowsuite_test_land_compact", h2 + timedelta(hours=4), tmp_path / "run2.log")
@@ -88,6 +106,10 @@ def test_events_only_for_changed_hours_and_refusals_at_once(airflow_template, tm
     out = _run(env, "flowsuite_test_refusals", h2 + timedelta(hours=6), tmp_path / "run4.log")
     at = repr(env["FLOWSUITE_TEST_HOUR_AT"])
     assert f"no data product 'no_such_product' in {products} (known: clicks)" in out, out[-4000:]
+    # The land operator's unknown product is a TerminalError: failed on its first try, retries unused.
+    assert f"UnknownProductError: no data product 'no_such_product' in {products}" in out, out[-4000:]
+    state, tries, _ = _task(home, "flowsuite_test_refusals", "land_unknown")
+    assert state == "failed" and tries == 1, (state, tries)
     assert f"{at} is not an hour such as 2026-11-26-10 or 2026-11-26T10:00 (30:00 past the hour" in out
     assert out.count(f"{at} is not an hour such as") >= 2  # the sensor and the compact operator
     assert "running trigger in line" not in out and "Pausing task as DEFERRED" not in out

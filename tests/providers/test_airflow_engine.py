@@ -164,3 +164,39 @@ print(json.dumps({"version": info.version, "hook": hook.hook_class_name if hook 
     assert out["hook"] == "flowsuite_airflow.hooks.flowsuite.FlowsuiteHook"
     assert out["ok"] == "flowsuite://clicks/hourly"
     assert len(out["bad"]) == 2 and "nope" in out["bad"][0]
+
+
+def test_one_error_mapping_terminal_fails_at_once_transient_is_retried():
+    """flowsuite_airflow.errors under real Airflow: a TerminalError becomes AirflowFailException
+    (the task's retries are not used), a TransientError a plain AirflowException (retried)."""
+    reason = af.missing_reason()
+    if reason:
+        from tests.support.services import unavailable
+
+        unavailable(reason)
+    code = """
+import json
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from connectors.engine import UnknownProductError
+from connectors.flows import RecordsUnaccountedError
+from connectors.kafka import HistoryLostError, KafkaReadError
+from flowsuite_airflow.errors import engine_errors
+
+out = {}
+for exc in (KafkaReadError("broker away"), HistoryLostError("clicks", 0, 9, 0, 5),
+            UnknownProductError("no data product 'x'"), RecordsUnaccountedError("clicks[0]: consumed 3 != 2 + 0")):
+    try:
+        with engine_errors():
+            raise exc
+    except AirflowException as mapped:
+        out[type(exc).__name__] = [isinstance(mapped, AirflowFailException), str(mapped), mapped.__cause__ is exc]
+print(json.dumps(out))
+"""
+    proc = subprocess.run([str(af.AIRFLOW_PYTHON), "-c", code], capture_output=True, text=True, timeout=300,
+                          env=af.airflow_env(Path("/nonexistent-airflow-home"), {}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["KafkaReadError"] == [False, "KafkaReadError: broker away", True]  # retried
+    assert got["HistoryLostError"][0] is True  # a KafkaReadError, but terminal: no retry
+    assert got["UnknownProductError"] == [True, "UnknownProductError: no data product 'x'", True]
+    assert got["RecordsUnaccountedError"][0] is True

@@ -204,7 +204,7 @@ def test_history_lost_is_detected_and_reported_never_skipped(tmp_path, flowsuite
                 land(spec, lake=lake, metastore=metastore, bootstrap=bootstrap, idle_timeout_s=3)
             message = str(info.value)
             assert (
-                "beyond the end" in message and topic in message and "offsets reset" in message
+                "beyond the end" in message and topic in message and "reset the committed offset" in message
             ), message
             assert {
                 f.path for f in metastore.live_files(spec.name)

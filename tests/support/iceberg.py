@@ -70,12 +70,12 @@ def assert_table_equals_metastore(spec, lake: Lake, metastore: Metastore, tables
 
 _CHILD = """
 import sys
-from connectors.lake import Lake
+from tests.support.s3 import env_lake
 from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
 from tests.support.compaction import clicks_spec
 spec = clicks_spec(sys.argv[1])
-lake, metastore = Lake(sys.argv[2]), Metastore(sys.argv[3])
+lake, metastore = env_lake(sys.argv[2]), Metastore(sys.argv[3])
 r = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=IcebergTables(sys.argv[3], lake))
 print(len(r.published), r.lost_races)
 """

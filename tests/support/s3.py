@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from connectors.lake import S3Options
+from connectors.lake import Lake, S3Options
 
 REGION = "us-east-1"
 ACCESS_KEY = "flowsuite-test"
@@ -35,7 +35,8 @@ class S3Server:
                          secret_access_key=SECRET_KEY)
 
     def env(self, endpoint: str | None = None) -> dict[str, str]:
-        """What `S3Options.from_env()` (and a landing subprocess) reads."""
+        """The settings (connectors/settings.py) a process reaches this server with: a face
+        (the CLI, the Dagster resource, `env_lake` below) reads them, the engine never does."""
         return {
             "FLOWSUITE_S3_ENDPOINT": endpoint or self.endpoint,
             "AWS_REGION": REGION,
@@ -90,3 +91,11 @@ def list_lake_files(lake_url: str, rel: str = "", endpoint: str | None = None) -
     base = f"{root}/{rel}".rstrip("/")
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
     return {i.path.removeprefix(root + "/") for i in infos if i.type == pafs.FileType.File}
+
+
+def env_lake(url: str) -> Lake:
+    """The lake at `url` with the S3 options of this process's settings, as a face builds it
+    (connectors/engine.py): for tests and their subprocesses given an s3:// URL by the fixtures."""
+    from connectors.settings import load_settings
+
+    return Lake(url, S3Options.from_settings(load_settings()))

@@ -14,9 +14,9 @@ import json
 import sys
 
 from connectors.flows import land
-from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from tests.support.s3 import env_lake
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     spec = DataProductSpec.model_validate_json(args.spec_json)
     result = land(
         spec,
-        lake=Lake(args.lake_url),
+        lake=env_lake(args.lake_url),
         metastore=Metastore(args.metastore_url),
         bootstrap=args.bootstrap,
         run_id=args.run_id,

@@ -2,25 +2,27 @@
 
 Everything here imports the engine (`connectors`) and the standard library only, so it is
 tested without Airflow and shared by the hook, the trigger, the sensor and the operators.
-Engine imports that the restructure of the tree moves live in this module alone.
+Engine imports that the restructure of the tree moves live in this module alone. The
+configuration is the engine's one front door (`connectors.engine.Engine`), not a copy of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.engine import Engine, UnknownProductError, shared_metastore
 from connectors.flows.compaction import merge_ranges
-from connectors.lake import Lake, S3Options, hour_key, normalize_hour, parse_hour_key
+from connectors.lake import Lake, hour_key, normalize_hour, parse_hour_key
 from connectors.metastore import Metastore
 from connectors.settings import load_settings
-from connectors.spec import DataProductSpec, load_specs
+
+__all__ = ["ASSETS", "CONFIG_KEYS", "FlowsuiteConfig", "UnknownProductError", "shared_metastore"]
 
 # The assets the operators update, as `flowsuite://<product>/<asset>` (Dagster's asset keys).
 ASSETS = ("landed", "hourly", "warehouse")
@@ -29,33 +31,21 @@ ASSETS = ("landed", "hourly", "warehouse")
 CONFIG_KEYS = ("metastore_url", "lake_url", "warehouse_url", "kafka_bootstrap", "products_dir")
 
 
-class UnknownProductError(ValueError):
-    """No spec of that name in the products folder: the operators and the sensor fail at once
-    with this one message (retrying does not make a product appear)."""
-
-
 @dataclass(frozen=True)
-class FlowsuiteConfig:
-    """Where flowsuite reads and writes. `repr` hides the URLs: they may hold passwords."""
+def _spec_checks() -> list:
+    from quality.expectations import spec_checks  # a bad expectation fails here as in Dagster
 
-    metastore_url: str = field(repr=False)
-    lake_url: str
-    warehouse_url: str = field(repr=False)
-    kafka_bootstrap: str
-    products_dir: Path
-    kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
-    s3: S3Options = field(default_factory=S3Options, repr=False)
+    return spec_checks()
+
+
+class FlowsuiteConfig(Engine):
+    """The engine (connectors/engine.py) as a `flowsuite` connection configures it: the
+    settings of the environment, a connection's extras on top. `repr` hides the URLs."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FlowsuiteConfig:
         """connectors.settings: the variables and defaults of the CLI and Dagster."""
-        settings = load_settings(env)
-        return cls(
-            metastore_url=settings.metastore_url, lake_url=settings.lake_url,
-            warehouse_url=settings.warehouse_url, kafka_bootstrap=settings.kafka_bootstrap,
-            products_dir=settings.products_dir, kafka_config=settings.kafka_client_config(),
-            s3=S3Options.from_settings(settings),
-        )
+        return cls.from_settings(load_settings(env), spec_checks=_spec_checks)
 
     def with_extras(self, extras: Mapping[str, Any], *, login: str | None = None,
                     password: str | None = None) -> FlowsuiteConfig:
@@ -70,36 +60,7 @@ class FlowsuiteConfig:
             kafka["sasl.username"] = login
         if password:
             kafka["sasl.password"] = password
-        return FlowsuiteConfig(**{**self.__dict__, **values, "kafka_config": kafka})
-
-    def spec(self, product: str) -> DataProductSpec:
-        from quality.expectations import spec_checks  # a bad expectation fails here as in Dagster
-
-        specs = {s.name: s for s in load_specs(self.products_dir, checks=spec_checks())}
-        if product not in specs:
-            known = ", ".join(sorted(specs)) or "none"
-            raise UnknownProductError(f"no data product {product!r} in {self.products_dir} (known: {known})")
-        return specs[product]
-
-    def lake(self) -> Lake:
-        return Lake(self.lake_url, self.s3)
-
-    def metastore(self) -> Metastore:
-        return shared_metastore(self.metastore_url)
-
-
-_METASTORES: dict[str, Metastore] = {}
-_METASTORES_LOCK = threading.Lock()
-
-
-def shared_metastore(url: str) -> Metastore:
-    """One engine per process and URL: a triggerer runs many sensors' triggers at once."""
-    with _METASTORES_LOCK:
-        if url not in _METASTORES:
-            if url.startswith("sqlite:///"):  # a fresh FLOWSUITE_HOME: SQLite creates files, not folders
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            _METASTORES[url] = Metastore(url)
-        return _METASTORES[url]
+        return self.with_values(**values, kafka_config=kafka)
 
 
 def asset_uri(product: str, asset: str) -> str:

@@ -161,7 +161,9 @@ def test_history_lost_stops_with_a_clear_message(kafka_bootstrap, topic, tmp_pat
             land(spec, lake=lake, metastore=metastore, bootstrap=fresh.bootstrap)
     message = str(lost.value)
     assert "lost its history" in message
-    assert "flowsuite offsets reset" in message and "--to end" in message
+    # The engine names the decision, not a command: the CLI adds its flags (tests/orchestration/test_cli_errors.py).
+    assert "reset the committed offset of partition" in message and "partition's end" in message
+    assert "--" not in message and lost.value.reset_to == "end"
     assert len(metastore.live_files(spec.name)) > 0  # nothing committed, nothing deleted
 
 

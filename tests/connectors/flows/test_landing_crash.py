@@ -25,13 +25,12 @@ from pathlib import Path
 import pytest
 
 from connectors.flows import land
-from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.reliability.table import iterations
 from tests.support import positions, read_topic
-from tests.support.s3 import list_lake_files, read_lake
+from tests.support.s3 import env_lake, list_lake_files, read_lake
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = ROOT / "tests" / "workers" / "land_worker.py"
@@ -107,7 +106,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
 
     # Run to completion: landings until nothing is left.
     for _ in range(20):
-        result = land(spec, lake=Lake(lake_url), metastore=metastore, bootstrap=kafka_bootstrap, lease_s=LEASE_S)
+        result = land(spec, lake=env_lake(lake_url), metastore=metastore, bootstrap=kafka_bootstrap, lease_s=LEASE_S)
         if result.consumed == 0 and not result.skipped:
             break
         if result.skipped:

@@ -29,6 +29,7 @@ from tests.support.gateway import (
     land_all,
     produce_history,
 )
+from tests.support.s3 import env_lake
 from tests.support.tansu import S3Broker
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)
@@ -151,7 +152,7 @@ def test_truncated_topic_is_served_from_the_lake_then_kafka_without_gap_or_doubl
     produce_history(broker.bootstrap, topic, 120, partitions=1)
     assert broker.batches(topic, 0)[:6] == [0, 10, 20, 30, 40, 50]
     before = decode_from_kafka(broker.bootstrap, spec, 0)
-    lake, metastore = Lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")  # the lake on S3 too
+    lake, metastore = env_lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")  # the lake on S3 too
     land_all(spec, lake, metastore, broker.bootstrap, runs_of=70)
 
     low = broker.truncate(topic, {0: 50})[0]

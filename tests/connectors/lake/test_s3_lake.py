@@ -31,7 +31,7 @@ from tests.support.compaction import (
     compaction_child,
     land_in_rounds,
 )
-from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, list_lake_files, read_lake
+from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, env_lake, list_lake_files, read_lake
 from tests.support.s3_faults import FaultyS3Proxy
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
@@ -60,7 +60,7 @@ def _assert_lake_is_the_topic(lake_url: str, metastore: Metastore, bootstrap: st
 
 def test_landing_on_s3_lands_every_record_once(kafka_bootstrap, topic, s3_lake_url, sqlite_url):
     spec = clicks_spec(topic)
-    lake, metastore = Lake(s3_lake_url), Metastore(sqlite_url)
+    lake, metastore = env_lake(s3_lake_url), Metastore(sqlite_url)
     assert lake.is_s3 and lake.uri("clicks/x.parquet").startswith("s3://flowsuite-test/lake-")
     valid: dict[bytes, bool] = {}
     _produce(kafka_bootstrap, topic, 2000, 1, valid)
@@ -78,7 +78,7 @@ def test_compaction_markers_read_replay_and_late_data_on_s3(
     kafka_bootstrap, topic, s3_lake_url, sqlite_url, tmp_path, monkeypatch, capsys
 ):
     spec = clicks_spec(topic)
-    lake, metastore = Lake(s3_lake_url), Metastore(sqlite_url)
+    lake, metastore = env_lake(s3_lake_url), Metastore(sqlite_url)
     land_in_rounds(spec, kafka_bootstrap, lake, metastore, rounds=2, per_round=500)
     before = positions(read_lake(s3_lake_url, "clicks"))
     landed_objects = {p for p in list_lake_files(s3_lake_url, "clicks")}
@@ -134,7 +134,7 @@ def test_compaction_crash_then_rerun_is_exactly_once_on_s3(kafka_bootstrap, topi
     import signal
 
     spec = clicks_spec(topic)
-    lake, metastore = Lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    lake, metastore = env_lake(s3_lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     land_in_rounds(spec, kafka_bootstrap, lake, metastore, rounds=2, per_round=400)
     expected = sorted(positions(read_lake(s3_lake_url, "clicks")).elements())
     proc = compaction_child(spec, lake, str(metastore.engine.url), HOURS, crash_at)  # S3 env is inherited
@@ -189,7 +189,7 @@ def test_s3_outage_fails_the_run_cleanly_then_a_healthy_run_lands_once(
     assert metastore.claims_of("clicks") == []
     assert list_lake_files(s3_lake_url) == set()
 
-    result = land(spec, lake=Lake(s3_lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
+    result = land(spec, lake=env_lake(s3_lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
                   run_id="healthy", idle_timeout_s=10)
     assert result.consumed == 1500
     _assert_lake_is_the_topic(s3_lake_url, metastore, kafka_bootstrap, topic, valid)
@@ -214,7 +214,7 @@ def test_s3_outage_that_also_fails_deletes_leaves_nothing_untracked(
     assert {f.path for f in metastore.files_in_states("clicks", ["pending"], kinds=("landed", "quarantine"))} == left
     assert metastore.committed_offsets("clicks") == {}
 
-    result = land(spec, lake=Lake(s3_lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
+    result = land(spec, lake=env_lake(s3_lake_url), metastore=metastore, bootstrap=kafka_bootstrap,
                   run_id="healthy", idle_timeout_s=10)
     assert result.consumed == 1200
     assert sorted(p for pl in result.partitions.values() for p in pl.deleted_pending) == sorted(left)

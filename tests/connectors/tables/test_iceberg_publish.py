@@ -31,6 +31,7 @@ from tests.support.iceberg import (
     seal,
     seqs_in_ancestry,
 )
+from tests.support.s3 import env_lake
 
 LATE = (
     b"late-1",
@@ -42,7 +43,7 @@ LATE = (
 
 @pytest.fixture
 def sealed(topic, kafka_bootstrap, lake_url, tmp_path):
-    lake = Lake(lake_url)
+    lake = env_lake(lake_url)
     metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     tables = IcebergTables(str(metastore.engine.url), lake)
@@ -143,7 +144,7 @@ def test_late_data_republishes_the_hour_and_the_old_snapshot_reads_until_it_expi
 
 @pytest.mark.parametrize("kills", [iterations(quick=3)])
 def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topic, kafka_bootstrap, lake_url, tmp_path, kills):
-    lake, metastore = Lake(lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    lake, metastore = env_lake(lake_url), Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     spec = seal(topic, kafka_bootstrap, lake, metastore)
     tables = IcebergTables(str(metastore.engine.url), lake)
     url = str(metastore.engine.url)

@@ -23,18 +23,20 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from flowsuite_airflow.engine import (
     FlowsuiteConfig,
-    UnknownProductError,
     asset_uri,
     changes_alias,
     claim_run_id,
     task_hour,
     try_is_dead,
 )
+from flowsuite_airflow.errors import engine_errors
 from flowsuite_airflow.hooks.flowsuite import FlowsuiteHook
 
 
 class _FlowsuiteOperator(BaseOperator):
-    """What the operators share: the product, its configuration, the try's claim owner."""
+    """What the operators share: the product, its configuration, the try's claim owner, and the
+    one error mapping (flowsuite_airflow/errors.py): `execute` runs `work` under it, so an
+    engine error fails the try without retries when terminal and with them when transient."""
 
     asset: str = ""  # which flowsuite asset the operator updates
     template_fields: Sequence[str] = ("product",)
@@ -46,15 +48,19 @@ class _FlowsuiteOperator(BaseOperator):
         super().__init__(**kwargs)
         self.product, self.flowsuite_conn_id = product, flowsuite_conn_id
 
+    def execute(self, context: Any) -> Any:
+        with engine_errors():
+            return self.work(context)
+
+    def work(self, context: Any) -> Any:  # each operator's work (not `run`: BaseOperator has one)
+        raise NotImplementedError
+
     def config(self) -> FlowsuiteConfig:
         return FlowsuiteHook(self.flowsuite_conn_id).get_conn()
 
     def spec(self, config: FlowsuiteConfig) -> Any:
-        """The product's spec; an unknown product fails the task without retries."""
-        try:
-            return config.spec(self.product)
-        except UnknownProductError as exc:
-            raise AirflowFailException(str(exc)) from None
+        """The product's spec; an unknown product (a TerminalError) fails the task without retries."""
+        return config.spec(self.product)
 
     @staticmethod
     def run_id(context: Any) -> str:
@@ -91,21 +97,22 @@ class FlowsuiteLandOperator(_FlowsuiteOperator):
         self.partitions, self.max_records = partitions, max_records
         self.batch_size, self.lease_s = batch_size, lease_s
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from connectors.flows import land
+    def work(self, context: Any) -> dict[str, Any]:
+        from connectors.flows import LandingOptions, land_run
 
         config = self.config()
         run_id = self.run_id(context)
         self.log.info("landing %s as %s (try %s)", self.product, run_id, context["ti"].try_number)
-        result = land(
-            self.spec(config), lake=config.lake(), metastore=config.metastore(),
-            bootstrap=config.kafka_bootstrap, kafka_config=dict(config.kafka_config), run_id=run_id,
-            partitions=self.partitions, max_records=self.max_records, is_dead=try_is_dead(run_id),
-            lease_s=self.lease_s, batch_size=self.batch_size,
+        # The engine checks consumed = landed + quarantined before it commits (RecordsUnaccountedError,
+        # terminal: the task fails without retries and nothing of the unaccounted range is committed).
+        result = land_run(
+            self.spec(config), config.run_context(run_id=run_id, is_dead=try_is_dead(run_id), lease_s=self.lease_s),
+            LandingOptions(partitions=self.partitions, max_records=self.max_records, batch_size=self.batch_size),
         )
         summary = {
             "product": result.product, "run_id": run_id, "consumed": result.consumed, "landed": result.landed,
-            "quarantined": result.quarantined, "bytes": result.bytes, "hours": result.hours,
+            "quarantined": result.quarantined, "accounted": result.accounted, "bytes": result.bytes,
+            "hours": result.hours,
             "reopened_hours": result.reopened_hours,
             "partitions": {
                 str(p): {"start": pl.start, "end": pl.end, "landed": pl.landed, "skipped": pl.skipped,
@@ -152,7 +159,7 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
         self.hours, self.force, self.lease_s = hours, force, lease_s
         self.truncate_to_hour = truncate_to_hour
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         from connectors.flows import HourBlockedError, compact_hour, hours_due
         from connectors.metastore import ClaimHeldError
 
@@ -206,7 +213,7 @@ class FlowsuiteSyncOperator(_FlowsuiteOperator):
         super().__init__(product=product, **kwargs)
         self.warehouse_url = warehouse_url
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         from connectors.warehouse import sync
 
         config = self.config()
@@ -236,7 +243,7 @@ class FlowsuiteReplayQuarantineOperator(_FlowsuiteOperator):
         super().__init__(product=product, **kwargs)
         self.dry_run = dry_run
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def work(self, context: Any) -> dict[str, Any]:
         from connectors.flows import replay_quarantine
 
         config = self.config()

@@ -1,0 +1,40 @@
+"""What every step of one run carries: where it reads and writes, and who is running.
+
+A run (a Dagster step, an Airflow task try, a CLI command) hands its steps one `RunContext`
+instead of the same eight values at each call: the lake, the metastore, the broker and its
+client settings, the run id recorded with claims and files, how to tell a dead claim holder,
+the claim lease and the clock. `connectors.engine.Engine.run_context()` builds one from the
+engine's settings; tests build one directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.lake import Lake
+from connectors.leases import SYSTEM_CLOCK, Clock
+from connectors.metastore import Metastore
+
+DEFAULT_LEASE_S = 30.0
+
+
+@dataclass(frozen=True)
+class RunContext:
+    lake: Lake
+    metastore: Metastore
+    bootstrap: str = ""  # Kafka bootstrap servers (steps that read or write a topic)
+    kafka_config: Mapping[str, Any] = field(default_factory=dict, repr=False)  # passed through, secrets included
+    run_id: str = field(default_factory=lambda: f"adhoc-{uuid.uuid4().hex[:12]}")  # recorded with claims and files
+    is_dead: Callable[[str], bool] | None = field(default=None, repr=False)  # has the run holding a claim failed?
+    lease_s: float = DEFAULT_LEASE_S  # a claim's lease, renewed while the run lives
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)  # epoch seconds
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def with_values(self, **values: Any) -> RunContext:
+        return replace(self, **values)

@@ -1,0 +1,69 @@
+"""The CLI face of the error family: one mapping (orchestration/cli/root.py `cli_error`) turns an
+engine error into one line and an exit code — 1 when terminal, 75 (EX_TEMPFAIL) when a retry may
+succeed — and adds the command a user runs about it: the engine's own messages name no flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException
+
+from connectors.engine import UnknownProductError
+from connectors.flows import OffsetsOfAnotherTopicError, RecordsUnaccountedError
+from connectors.kafka import HistoryLostError, KafkaReadError
+from connectors.metastore import ClaimHeldError
+from orchestration.cli import main
+from orchestration.cli.root import EXIT_ERROR, EXIT_TRANSIENT, cli_error
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_terminal_engine_errors_exit_1_with_their_message_on_one_line():
+    err = cli_error(RecordsUnaccountedError("clicks[0]: consumed 3 != landed 1 + quarantined 1"))
+    assert err is not None and err.exit_code == EXIT_ERROR == 1
+    assert err.format_message() == "clicks[0]: consumed 3 != landed 1 + quarantined 1"
+    spread = cli_error(UnknownProductError("no data product 'x'\n   in /p (known: clicks)"))
+    assert spread.format_message() == "no data product 'x' in /p (known: clicks)"  # whitespace folded
+
+
+def test_transient_engine_errors_exit_75_so_a_scheduler_can_retry():
+    err = cli_error(KafkaReadError("clicks: the broker at 127.0.0.1:1 did not answer"))
+    assert err.exit_code == EXIT_TRANSIENT == 75
+    assert cli_error(HistoryLostError("clicks", 0, 50, 0, 10)).exit_code == EXIT_ERROR  # terminal subclass
+    held = ClaimHeldError("clicks", "partition/0/0", "run-1", 12.0)  # another live run: terminal
+    assert cli_error(held).exit_code == EXIT_ERROR
+
+
+def test_the_cli_adds_the_command_to_run_and_the_engine_does_not():
+    lost = HistoryLostError("clicks", 2, 50, 0, 10)
+    assert "--" not in str(lost)
+    line = cli_error(lost).format_message()
+    assert line.startswith(" ".join(str(lost).split()))
+    assert "`flowsuite offsets reset <product> --partition 2 --to end`" in line
+
+    moved = OffsetsOfAnotherTopicError("clicks", "clicks.v2", "clicks.v1", [0, 1])
+    assert "--" not in str(moved) and "flowsuite" not in str(moved)
+    assert "flowsuite offsets reset clicks --partition N --to start" in cli_error(moved).format_message()
+
+
+def test_client_library_errors_are_one_line_and_anything_else_is_a_bug():
+    assert cli_error(KafkaException("broker down")).exit_code == EXIT_ERROR
+    assert cli_error(OSError("disk full")).exit_code == EXIT_ERROR
+    assert cli_error(KeyError("a bug")) is None  # a traceback, not a line that hides it
+
+
+@pytest.fixture
+def products(flowsuite_home, monkeypatch, tmp_path):
+    folder = tmp_path / "products"
+    folder.mkdir()
+    (folder / "clicks.yaml").write_text((REPO / "dataproducts" / "clicks.yaml").read_text())
+    monkeypatch.setenv("FLOWSUITE_PRODUCTS_DIR", str(folder))
+    return folder
+
+
+def test_an_engine_error_from_a_command_is_the_root_groups_one_line(products, capsys):
+    # The engine raises UnknownProductError (no CliError in between): the root group prints it.
+    assert main(["read", "nope", "--hour", "2026-01-01-00"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"flowsuite: error: no data product 'nope' in {products} (known: clicks)"
