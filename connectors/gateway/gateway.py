@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+from connectors.gateway.feed import Feeds
 from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
@@ -52,6 +53,7 @@ class Gateway:
         self.kafka_config = kafka_config or {}
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self.sender = Sender(settings)
+        self.feeds = Feeds(bootstrap, self.kafka_config)
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -113,6 +115,7 @@ class Gateway:
             worker = PartitionDelivery(
                 self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
                 self._limiter(sub.id, rate_limit(spec, sub).per_minute), owner, self.gateway_id, self.kafka_config,
+                feed=self.feeds.feed(spec, partition), catchup=self.feeds.catchup,
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()
@@ -141,5 +144,6 @@ class Gateway:
             worker.join(max(0.1, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.feeds.stop()
         self.sender.close()
         self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)
