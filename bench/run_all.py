@@ -66,6 +66,7 @@ BENCHES = [
     ("inbound", ["-m", "bench.inbound", "--rounds", "1"], ["-m", "bench.inbound"]),
     ("pull", ["-m", "bench.pull", "--events", "5000"], ["-m", "bench.pull", "--rounds", "3"]),
     ("cdc", ["-m", "bench.cdc", "--rows", "200000", "--seconds", "10"], ["-m", "bench.cdc"]),
+    ("peers", ["-m", "bench.peers", "--events", "300000", "--rounds", "3"], ["-m", "bench.peers", "--rounds", "3"]),
     (
         "freshness",
         ["-m", "bench.freshness", "--duration", "120", "--intervals", "30,5"],
@@ -144,7 +145,7 @@ def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None, src: dict |
 def collect() -> list[dict]:
     rows: list[dict] = []
     for name in ("landing.json", "landing-p2.json", "landing-p12.json", "formats.json", "sensor.json",
-                 "freshness.json", "flow.json", "inbound.json", "cdc.json"):
+                 "freshness.json", "flow.json", "inbound.json", "cdc.json", "peers.json"):
         data = _load(name)
         if not data:
             continue
@@ -274,6 +275,25 @@ def reliability_table() -> list[str]:
     return lines
 
 
+def peers_crash_table() -> list[str]:
+    """The peers' crash row: each tool SIGKILLed once at half the input, restarted, run to the end."""
+    data = _load("peers.json")
+    if not data or not data.get("crash"):
+        return ["No crash row recorded yet: `python -m bench.peers --sections crash` writes it."]
+    lines = [
+        f"{data['events']:,} clicks, {data['partitions']} partitions; each tool SIGKILLed once when it had seen "
+        f"half of them, restarted and run to the end; its output counted against the produced keys "
+        f"({data['machine']}).",
+        "",
+        "| tool | killed after seen | rows | distinct | lost | duplicated | unreadable files |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in data["crash"]:
+        lines.append(f"| {c['tool']} | {c['killed_after_seen']:,} | {c['rows']:,} | {c['distinct']:,} | "
+                     f"{c['lost']:,} | {c['duplicated']:,} | {c.get('unreadable_files', 0)} |")
+    return lines
+
+
 def write_report(rows: list[dict], outcomes: list | None = None, full: bool = False) -> None:
     lines = [
         "# flowsuite benchmarks",
@@ -311,6 +331,7 @@ def write_report(rows: list[dict], outcomes: list | None = None, full: bool = Fa
         for n, _, c, tail in outcomes:
             if c:
                 lines += ["", f"`{n}` failed:", "", "```", tail, "```"]
+    lines += ["", "## Peers: crash row", "", *peers_crash_table()]
     lines += ["", "## Reliability", "", *reliability_table(), ""]
     REPORT.write_text("\n".join(lines))
     chart(rows)

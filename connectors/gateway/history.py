@@ -20,6 +20,14 @@ of them, beyond which a row group is read again when needed. A compacted hour is
 time, so its row groups hold narrow ranges of offsets and each is read about once; an hour sorted
 otherwise costs more reads, never more memory.
 
+`events_from_history` turns those rows into the CloudEvents push and pull send, through the same
+`events_from_batch` as a read from Kafka, so `id`, `sequence`, `time`, `subject`/`partitionkey`
+and the mapped extension attributes are those of the Kafka path. The one difference: the lake
+keeps the record's fields, not the bytes the producer wrote, so an event's `data` is the landed
+row serialised again (`history_data`: the spec's fields in the spec's order, absent ones left
+out, times in RFC 3339) — equal as JSON to the original on the spec's fields, not byte for byte
+(other fields the producer sent, and its spacing, are not in the lake).
+
 A compaction may replace (and delete) files while they are read. The slice being read is then
 read again from the metastore's new live files, which hold the same rows; nothing of a slice is
 handed out before the slice is whole, so nothing is doubled or skipped.
@@ -27,9 +35,12 @@ handed out before the slice is whole, so nothing is doubled or skipped.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -41,6 +52,7 @@ from sqlalchemy import and_, func, or_, select
 from connectors.errors import TransientError
 from connectors.flows.compaction import conform
 from connectors.formats import lake_schema
+from connectors.gateway.events import FlowEvent, events_from_batch
 from connectors.lake import Lake
 from connectors.metastore import Metastore, files, landings, offsets
 from connectors.spec import DataProductSpec
@@ -124,6 +136,73 @@ def _first_offset(conn, product: str, partition: int, since: int) -> int | None:
                 best = max(a, since) if best is None else min(best, max(a, since))
                 break
     return best
+
+
+# --- rows as events -----------------------------------------------------------------------------
+
+HISTORY_FORMATS = ("json",)  # products whose events' data is the record's JSON: the lake can rebuild it
+
+
+class _LakeRecord:
+    """A lake row in the shape `events_from_batch` reads a Kafka message in."""
+
+    __slots__ = ("_key", "_timestamp", "_value")
+
+    def __init__(self, key: bytes | None, timestamp_ms: int | None, value: bytes):
+        self._key, self._timestamp, self._value = key, timestamp_ms, value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def timestamp(self) -> tuple[int, int | None]:
+        return (1, self._timestamp)  # TIMESTAMP_CREATE_TIME, as the producer set it
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else format(v, "f")  # exact: a float would round
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def history_data(spec: DataProductSpec, table: pa.Table) -> list[bytes]:
+    """Each row's record as JSON bytes: the spec's fields in its order, nulls left out."""
+    names = [f.name for f in spec.arrow_schema() if f.name in table.column_names]
+    columns = [table.column(n).to_pylist() for n in names]
+    out = []
+    for i in range(table.num_rows):
+        record = {n: _json_value(col[i]) for n, col in zip(names, columns, strict=True) if col[i] is not None}
+        out.append(json.dumps(record).encode())
+    return out
+
+
+def events_from_history(spec: DataProductSpec, partition: int, table: pa.Table) -> list[FlowEvent]:
+    """The rows of a `read_history` table as the events a read of the same offsets from Kafka
+    gives (same ids, sequences, attributes; `data` rebuilt, see the module's docstring)."""
+    if spec.format not in HISTORY_FORMATS:
+        raise ValueError(f"{spec.name}: history of a {spec.format} product is not served from the lake "
+                         "(its events' data are the records' wire bytes, which the lake does not keep)")
+    if table.num_rows == 0:
+        return []
+    offsets = table.column("_offset").to_pylist()
+    keys = table.column("_key").to_pylist() if "_key" in table.column_names else [None] * table.num_rows
+    stamps = pc.cast(table.column("_timestamp"), pa.int64()).to_pylist()
+    values = history_data(spec, table)
+    messages = {o: _LakeRecord(k.encode() if k is not None else None, t, v)
+                for o, k, t, v in zip(offsets, keys, stamps, values, strict=True)}
+    return events_from_batch(spec, partition, messages, table)
 
 
 # --- reading a window --------------------------------------------------------------------------

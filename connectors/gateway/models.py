@@ -45,9 +45,12 @@ FORBIDDEN_HEADER = re.compile(r"^(ce-|webhook-|content-|host$|connection$|transf
 MAX_HEADERS = 20
 
 REQUEST_FIELDS = ("source", "types", "config", "filters", "sink", "protocol", "protocolsettings")
-CONFIG_KEYS = ("delivery", "lockduration", "maxbatch", "maxinflight", "mode", "ordered", "rate", "startfrom", "ttl")
+CONFIG_KEYS = ("delivery", "lockduration", "maxbatch", "maxdeliverycount", "maxinflight", "mode", "ordered", "rate",
+               "startfrom", "ttl")
 DEFAULT_LOCK_S = 60  # pull delivery: seconds a received event stays locked to its receiver (Event Grid's default)
 MAX_LOCK_S = 300  # and at most (Event Grid's maximum)
+DEFAULT_MAX_DELIVERIES = 10  # pull: deliveries without acknowledge before the dead letter (Event Grid's default)
+MAX_DELIVERIES = 10  # and at most (Event Grid's range is 1-10)
 
 
 class RequestError(TerminalError, ValueError):
@@ -88,6 +91,7 @@ class SubscriptionOptions(_Model):
     rate: int | None = None  # requests per minute; the owner's flow.max_rate caps it
     delivery: Literal["push", "pull"] = "push"
     lockduration: int | None = None  # pull: seconds a received event is locked (default 60, at most 300)
+    maxdeliverycount: int | None = None  # pull: deliveries before the dead letter (default 10, at most 10)
 
     @model_validator(mode="before")
     @classmethod
@@ -162,10 +166,16 @@ class SubscriptionOptions(_Model):
     def _lockduration(cls, v: Any) -> int:
         return _integer(v, "config.lockduration", MAX_LOCK_S, " (seconds)")
 
+    @field_validator("maxdeliverycount", mode="before")
+    @classmethod
+    def _maxdeliverycount(cls, v: Any) -> int:
+        return _integer(v, "config.maxdeliverycount", MAX_DELIVERIES, " (deliveries)")
+
     @model_validator(mode="after")
     def _pull_only(self) -> SubscriptionOptions:
-        if self.delivery == "push" and self.lockduration is not None:
-            raise ValueError("config.lockduration applies only to config.delivery: pull")
+        for name in ("lockduration", "maxdeliverycount"):
+            if self.delivery == "push" and getattr(self, name) is not None:
+                raise ValueError(f"config.{name} applies only to config.delivery: pull")
         return self
 
     # --- what delivery uses -----------------------------------------------------------------
@@ -184,6 +194,11 @@ class SubscriptionOptions(_Model):
     def lock_s(self) -> int:
         """Pull delivery: seconds a received event stays locked (lockduration, default 60)."""
         return self.lockduration or DEFAULT_LOCK_S
+
+    @property
+    def max_deliveries(self) -> int:
+        """Pull delivery: deliveries without acknowledge after which an event goes to the dead letter."""
+        return self.maxdeliverycount or DEFAULT_MAX_DELIVERIES
 
     def ttl_s(self, default_s: float) -> float:
         """How long an event is retried before the dead letter (the gateway's default if unset)."""

@@ -7,7 +7,14 @@ same ids, sequences, attributes and data push would send — each under a lock t
 after `config.lockduration` seconds (default 60, at most 300). Before it expires the subscriber
 acknowledges (done), releases (delivered again, optionally after a delay), rejects (to the dead
 letter `<topic>.flow.<id>.dlq`, as push's dead letter) or renews it. An event whose lock expired
-is delivered again with `deliveryCount` one higher, under a new token; the old token is dead.
+is delivered again with `deliveryCount` one higher, under a new token; the old token is dead —
+until it has been delivered `config.maxdeliverycount` times (default 10, Event Grid's): then it
+goes to the dead letter instead, as a reject would send it.
+
+Below the broker's low watermark (retention, a truncated topic) a partition is served from the
+lake's live files (history.py: same ids, sequences and attributes; `data` the landed record as
+JSON), then from Kafka at the low watermark, without a gap or a double; when the lake does not
+hold the whole window, a 409 says what the broker and the lake hold.
 
 State, in the metastore (store.py): per (subscription, partition) a row in `fs_flow_pull` —
 `read_through`, the first offset not yet handed out or skipped (filtered out, or invalid: what
@@ -46,6 +53,13 @@ from sqlalchemy.exc import IntegrityError
 from connectors.errors import TransientError
 from connectors.formats import Batch, decoder_for
 from connectors.gateway.events import FlowEvent, events_from_batch, structured_request
+from connectors.gateway.history import (
+    HISTORY_FORMATS,
+    HistoryError,
+    events_from_history,
+    lake_span,
+    read_history,
+)
 from connectors.gateway.policy import event_filter
 from connectors.gateway.service import FlowError, FlowService
 from connectors.gateway.store import Subscription, locks, positions, pull_state, subscriptions
@@ -204,12 +218,18 @@ class PullService:
         if sub.options.ordered and held:
             return []  # ordered: the partition is someone's until its locks are settled or expire
         expired = [r for r in rows if r["expires_at"] <= now]
+        # delivered maxdeliverycount times without acknowledge: to the dead letter, never again
+        spent = [r for r in expired if r["delivery_count"] >= sub.options.max_deliveries]
+        if spent:
+            self._dead_letter(sub, spent, f"delivered {sub.options.max_deliveries} times without acknowledge "
+                                          "(config.maxdeliverycount)")
+            expired = [r for r in expired if r["delivery_count"] < sub.options.max_deliveries]
         again = expired[:want]
         fresh: list[FlowEvent] = []
         frontier, not_before, cleared = st["read_through"], pos["not_before_ms"], False
         if len(again) < want and len(again) == len(expired):
             fresh, frontier, cleared = self._read(sub, spec, p, st["read_through"], want - len(again), not_before)
-        if not again and frontier == st["read_through"]:
+        if not again and not spent and frontier == st["read_through"]:
             return []
         lock_s = sub.options.lock_s
         out: list[Received] = []
@@ -229,13 +249,21 @@ class PullService:
                 for r, n in zip(again, new_rows, strict=True):
                     ev = FlowEvent(p, r["event_offset"], json.loads(r["attributes"]), bytes(r["data"]), None)
                     out.append(Received(n["k_token"], n["k_count"], ev))
+            if spent:  # only while each still has the token read: the version's compare-and-set says so
+                conn.execute(delete(locks).where(and_(
+                    locks.c.subscription == sub.id, locks.c.partition == p,
+                    locks.c.lock_token.in_([r["lock_token"] for r in spent]))))
+                conn.execute(update(subscriptions).where(subscriptions.c.id == sub.id).values(
+                    dead_lettered=subscriptions.c.dead_lettered + len(spent), last_attempt_at=now,
+                    last_outcome=f"pull: {len(spent)} dead-lettered after {sub.options.max_deliveries} deliveries"))
             if fresh:
                 values = [{"subscription": sub.id, "partition": p, "event_offset": ev.offset, "lock_token": _token(),
                            "expires_at": now + lock_s, "delivery_count": 1, "attributes": json.dumps(ev.attributes),
                            "data": ev.data} for ev in fresh]
                 conn.execute(insert(locks), values)
                 out += [Received(v["lock_token"], 1, ev) for v, ev in zip(values, fresh, strict=True)]
-            lowest = [r["event_offset"] for r in rows] + [ev.offset for ev in fresh]
+            gone = {r["event_offset"] for r in spent}
+            lowest = [r["event_offset"] for r in rows if r["event_offset"] not in gone] + [ev.offset for ev in fresh]
             self._move_position(conn, sub.id, p, pos, min(lowest) if lowest else frontier, cleared)
         return out
 
@@ -258,8 +286,62 @@ class PullService:
     def _read(self, sub: Subscription, spec, p: int, start: int, want: int,
               not_before: int | None) -> tuple[list[FlowEvent], int, bool]:
         """Up to `want` deliverable events of partition `p` from `start`: (events, the first offset
-        not looked at, whether the startfrom time was passed). Skipped records move the frontier."""
+        not looked at, whether the startfrom time was passed). Skipped records move the frontier.
+        Below the broker's low watermark the events come from the lake, then from Kafka."""
         keep = event_filter(spec, sub.org, sub.body)
+        try:
+            return self._read_kafka(spec, p, start, want, not_before, keep)
+        except _BelowBroker as below:
+            low = below.low if below.low is not None else self._low_watermark(spec.topic, p)
+        events, frontier, not_before, cleared = self._read_lake(spec, p, start, low, want, not_before, keep)
+        if len(events) < want and frontier == low:
+            try:
+                more, frontier, c2 = self._read_kafka(spec, p, low, want - len(events), not_before, keep)
+            except _BelowBroker:  # the broker dropped more meanwhile: the next receive goes on from the lake
+                return events, frontier, cleared
+            events += more
+            cleared = cleared or c2
+        return events, frontier, cleared
+
+    def _low_watermark(self, topic: str, p: int) -> int:
+        consumer = self._consumer(topic)
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[0]
+        finally:
+            consumer.close()
+
+    def _read_lake(self, spec, p: int, start: int, low: int, want: int, not_before: int | None,
+                   keep) -> tuple[list[FlowEvent], int, int | None, bool]:
+        """Events of [start, low) from the lake's live files (history.py): (events, frontier,
+        not_before left, whether it was passed). A 409 when the lake does not hold the whole window."""
+        lake = getattr(self.flow, "lake", None)
+        if lake is None:
+            raise _gone(p, start, low, "the gateway has no lake configured to serve history from")
+        if spec.format not in HISTORY_FORMATS:
+            raise _gone(p, start, low, f"history of a {spec.format} product is not served from the lake")
+        span = lake_span(self.store.metastore, spec.name, p)
+        if span is None or span.first > start or span.end < low:
+            holds = "none of it" if span is None else f"{span.first}..{span.end - 1}"
+            raise _gone(p, start, low, f"the lake holds {holds}, which does not reach from {start} to {low}")
+        events: list[FlowEvent] = []
+        cleared = False
+        try:
+            for table in read_history(lake, self.store.metastore, spec, p, start, low, max_rows=min(max(want * 2, 500), 10_000)):
+                for ev in events_from_history(spec, p, table):
+                    if not_before is not None:
+                        if ev.time_ms is None or ev.time_ms < not_before:
+                            continue
+                        not_before, cleared = None, True
+                    if keep(ev):
+                        events.append(ev)
+                        if len(events) == want:
+                            return events, ev.offset + 1, not_before, cleared
+        except HistoryError as e:
+            raise FlowError(503, f"reading partition {p}'s history from the lake failed: {e}") from e
+        return events, low, not_before, cleared
+
+    def _read_kafka(self, spec, p: int, start: int, want: int, not_before: int | None,
+                    keep) -> tuple[list[FlowEvent], int, bool]:
         decoder = decoder_for(spec)
         consumer = self._consumer(spec.topic)
         events: list[FlowEvent] = []
@@ -278,14 +360,16 @@ class PullService:
                             eof = True
                             continue
                         if err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
-                            raise _gone(p, frontier, None)
+                            if frontier == start:
+                                raise _BelowBroker(None)
+                            raise FlowError(503, f"reading {spec.topic}[{p}] failed: {err}")
                         raise FlowError(503, f"reading {spec.topic}[{p}] failed: {err}")
                     if m.offset() >= frontier:
                         records.append(m)
                 if records and frontier == start and records[0].offset() > start:
                     low, _ = consumer.get_watermark_offsets(TopicPartition(spec.topic, p), timeout=10, cached=False)
-                    if low > start:  # the broker lost the head of the log: an alarm, never a silent skip
-                        raise _gone(p, start, low)
+                    if low > start:  # the broker lost the head of the log: the lake, or a 409 — never a silent skip
+                        raise _BelowBroker(low)
                 if records:
                     decoded = decoder.decode(Batch(
                         p, [m.value() for m in records], [m.key() for m in records],
@@ -341,7 +425,7 @@ class PullService:
             else:
                 by_partition.setdefault(r["partition"], []).append(r)
         if action == "reject":
-            self._dead_letter(sub, [r for rs in by_partition.values() for r in rs])
+            self._dead_letter(sub, [r for rs in by_partition.values() for r in rs], "rejected by the subscriber (pull :reject)")
         spec = self.flow.specs[sub.product]
         succeeded: list[str] = []
         for p, rs in sorted(by_partition.items()):
@@ -400,7 +484,7 @@ class PullService:
         failed += [_failure(t, "LockLost", "the lock expired or changed while this request ran") for t in lost]
         return done
 
-    def _dead_letter(self, sub: Subscription, rows: list[dict[str, Any]]) -> None:
+    def _dead_letter(self, sub: Subscription, rows: list[dict[str, Any]], outcome: str) -> None:
         """The rejected events to `<topic>.flow.<id>.dlq`, as push's dead letter writes them —
         before their locks go, so a failure here loses nothing (the locks stay, and expire)."""
         if not rows:
@@ -424,7 +508,7 @@ class PullService:
                 headers=[
                     ("flowsuite.flow.subscription", sub.id.encode()),
                     ("flowsuite.flow.attempts", str(r["delivery_count"]).encode()),
-                    ("flowsuite.flow.outcome", b"rejected by the subscriber (pull :reject)"),
+                    ("flowsuite.flow.outcome", outcome.encode()),
                     *[(f"ce_{k}", str(v).encode()) for k, v in attrs.items()],
                 ],
                 on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
@@ -434,11 +518,18 @@ class PullService:
                                  "nothing was rejected, try again")
 
 
-def _gone(p: int, offset: int, low: int | None) -> FlowError:
+class _BelowBroker(Exception):
+    """The read's start is below the partition's low watermark (None: not known yet)."""
+
+    def __init__(self, low: int | None):
+        super().__init__(low)
+        self.low = low
+
+
+def _gone(p: int, offset: int, low: int | None, why: str) -> FlowError:
     holds = f" (it starts at {low} now)" if low is not None else ""
-    return FlowError(409, f"partition {p}: offset {offset} is no longer on the broker{holds}, and pull does not "
-                          "serve history from the lake yet; replay to an offset the broker holds "
-                          "(POST /subscriptions/{id}/replay)")
+    return FlowError(409, f"partition {p}: offset {offset} is no longer on the broker{holds}, and {why}; "
+                          "replay to an offset the broker or the lake holds (POST /subscriptions/{id}/replay)")
 
 
 def _failure(token: str, code: str, message: str) -> dict[str, Any]:

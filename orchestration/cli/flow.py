@@ -30,8 +30,12 @@ def _service(settings: Settings):
 
     specs = load_specs(settings.products_dir)
     settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite metastore lives there
+    from connectors.lake import Lake
+
     store = GatewayStore(Metastore(settings.metastore_url))
-    return FlowService(store, specs, gateway_settings(settings), settings.kafka_bootstrap, settings.kafka_client_config())
+    service = FlowService(store, specs, gateway_settings(settings), settings.kafka_bootstrap, settings.kafka_client_config())
+    service.lake = Lake(settings.lake_url)  # pull serves history below the broker's low watermark from it
+    return service
 
 
 def subscription_lag(service, sub) -> dict[int, dict[str, Any]]:

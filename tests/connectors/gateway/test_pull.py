@@ -181,6 +181,41 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert _positions(flow, sub_id) == {0: 0}  # offset 0 (released, delayed) is not settled
 
 
+def test_max_delivery_count_sends_an_event_never_acknowledged_to_the_dead_letter(tmp_path, kafka_bootstrap, make_topic):
+    """Event Grid's maxDeliveryCount: after N deliveries without acknowledge (expired or released),
+    the event goes to the dead letter instead of out again; the position moves past it."""
+    topic = make_topic(partitions=1)
+    produce_clicks(kafka_bootstrap, topic, 6)  # p-001: offsets 0, 2, 4
+    with flow_env(tmp_path, kafka_bootstrap, topic) as flow:
+        sub_id = _pull_sub(flow, lockduration=1, maxdeliverycount=2)
+        first = _receive(flow, sub_id, n=10)
+        assert [i["event"]["id"] for i in first] == ["clicks-0-0", "clicks-0-2", "clicks-0-4"]
+        assert _settle(flow, sub_id, "acknowledge", _tokens(first[:1])).status_code == 200
+        second = wait_for(lambda: _receive(flow, sub_id, n=10), timeout=10, what="the expired locks")
+        assert [(i["event"]["id"], i["brokerProperties"]["deliveryCount"]) for i in second] == \
+            [("clicks-0-2", 2), ("clicks-0-4", 2)]
+        assert _settle(flow, sub_id, "release", _tokens(second[:1])).status_code == 200  # released: not acknowledged
+        wait_for(lambda: _positions(flow, sub_id) == {0: 6} or _receive(flow, sub_id, n=10), timeout=10,
+                 what="the position past the dead-lettered events")
+        assert _positions(flow, sub_id) == {0: 6}
+        assert _receive(flow, sub_id, n=10) == []  # never delivered a third time
+        dlq = _read_all(kafka_bootstrap, dlq_topic_of(flow.spec, sub_id))
+        headers = [dict(m.headers()) for m in dlq]
+        assert [h["ce_id"].decode() for h in headers] == ["clicks-0-2", "clicks-0-4"]
+        assert {h["flowsuite.flow.attempts"] for h in headers} == {b"2"}
+        assert all(b"maxdeliverycount" in h["flowsuite.flow.outcome"] for h in headers)
+        with flow.client("p-001") as c:
+            status = c.get(f"/subscriptions/{sub_id}").json()["status"]
+            assert status["delivered"] == 1 and status["deadlettered"] == 2
+            body = {"source": SOURCE, "protocol": "HTTP", "filters": [{"exact": {"partnerid": "p-001"}}]}
+            for config, why in (({"delivery": "pull", "maxdeliverycount": 11}, "from 1 to 10"),
+                                ({"delivery": "pull", "maxdeliverycount": 0}, "from 1 to 10"),
+                                ({"maxdeliverycount": 3}, "applies only to config.delivery: pull")):
+                r = c.post("/subscriptions", json={**body, "config": config, **({} if "delivery" in config else
+                                                                               {"sink": "http://127.0.0.1:9/x"})})
+                assert r.status_code == 400 and why in r.text and "maxdeliverycount" in r.text, r.text
+
+
 def _read_all(bootstrap: str, topic: str) -> list:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-pull", "enable.partition.eof": True,
                          "enable.auto.commit": False})
@@ -375,3 +410,64 @@ def test_a_position_the_broker_no_longer_holds_is_a_clear_409(tmp_path, broker):
             assert c.post(f"/subscriptions/{sub_id}/replay", json={"startfrom": {"0": 50}}).status_code == 200
         items = _receive(flow, sub_id, n=1000)
         assert items and min(int(i["event"]["sequence"]) for i in items) >= 50
+
+
+def test_below_the_low_watermark_pull_serves_the_lake_then_kafka_without_gap_or_double(tmp_path, broker):
+    """The topic lost offsets 0..49 after the lake landed them: a pull from 0 gets 0..49 from the
+    lake and 50.. from Kafka — every p-001 event once, in offset order, with the ids, sequences and
+    attributes of the Kafka read before the truncation, and the same record as JSON."""
+    from connectors.lake import Lake
+    from tests.support.gateway import land_all
+
+    topic = f"test.pull.lake.{uuid.uuid4().hex[:8]}"
+    ensure_topic(broker.bootstrap, topic, 1)
+    produce_history(broker.bootstrap, topic, 120, partitions=1)
+    with flow_env(tmp_path, broker.bootstrap, topic) as flow:
+        expected = _kafka_events(flow, broker.bootstrap)
+        lake = Lake(str(tmp_path / "lake"))
+        land_all(flow.spec, lake, flow.store.metastore, broker.bootstrap, runs_of=70)
+        sub_id = _pull_sub(flow, startfrom={"0": 0})
+        assert broker.truncate(topic, {0: 50}) == {0: 50}
+        flow.service.bootstrap = broker.bootstrap
+        with flow.client("p-001") as c:  # no lake configured: the clear 409, naming why
+            r = c.post(f"/subscriptions/{sub_id}:receive", params={"maxEvents": 10})
+            assert r.status_code == 409 and "no lake configured" in r.json()["error"], r.text
+        flow.service.lake = lake
+        got: list[dict[str, Any]] = []
+        for _ in range(20):  # small receives: the lake/Kafka seam falls inside one of them
+            items = _receive(flow, sub_id, n=7, wait=2)  # a long poll: empty only at the end
+            if not items:
+                break
+            got += items
+            assert _settle(flow, sub_id, "acknowledge", _tokens(items)).status_code == 200
+        ids = [i["event"]["id"] for i in got]
+        assert ids == [e.id for e in expected] and len(set(ids)) == len(ids)
+        assert min(e.offset for e in expected) < 50 < max(e.offset for e in expected)
+        for item, ev in zip(got, expected, strict=True):
+            assert {k: v for k, v in item["event"].items() if k != "data"} == ev.attributes
+            assert item["event"]["data"] == json.loads(ev.data)
+        assert _positions(flow, sub_id) == {0: 120}
+
+
+def _kafka_events(flow: Flow, bootstrap: str):
+    """p-001's events of partition 0 as a read from Kafka makes them (before any truncation)."""
+    from connectors.formats import Batch, decoder_for
+    from connectors.gateway.events import events_from_batch
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.partition.eof": True})
+    msgs = []
+    try:
+        consumer.assign([TopicPartition(flow.spec.topic, 0, 0)])
+        while True:
+            m = consumer.poll(5)
+            assert m is not None
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF
+                break
+            msgs.append(m)
+    finally:
+        consumer.close()
+    decoded = decoder_for(flow.spec).decode(Batch(0, [m.value() for m in msgs], [m.key() for m in msgs],
+                                                  [m.offset() for m in msgs], [m.timestamp()[1] for m in msgs]))
+    events = events_from_batch(flow.spec, 0, {m.offset(): m for m in msgs}, decoded.valid)
+    return [e for e in events if e.attributes.get("partnerid") == "p-001"]
