@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -54,11 +55,13 @@ from connectors.gateway.feed import (
     partition_consumer,
     read_batch,
 )
+from connectors.gateway.history import HISTORY_FORMATS, events_from_history, lake_span, read_history
 from connectors.gateway.policy import batch_selector
 from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
 from connectors.kafka import ensure_topic
+from connectors.lake import Lake
 from connectors.spec import DataProductSpec, parse_duration
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class PartitionDelivery(threading.Thread):
         bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
         owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
         feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
+        lake: Lake | None = None,
     ):
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
@@ -126,7 +130,9 @@ class PartitionDelivery(threading.Thread):
         self.state_ok_at = 0.0
         self._keep = None
         self._producer: Producer | None = None
-        self.feed, self.catchup = feed, catchup
+        self.feed, self.catchup, self.lake = feed, catchup, lake
+        self.history: Iterator[EventBatch] | None = None  # a catch-up read from the lake
+        self.low_checked = False
         self.queue: CursorQueue | None = None  # attached to the feed while not None
         self.holds_slot = False
         self.read_at = 0
@@ -274,6 +280,16 @@ class PartitionDelivery(threading.Thread):
             self.feed.detach(self.queue)
             self.queue = None
             return None
+        if not self.low_checked:  # once per start: a position the broker no longer holds is the lake's
+            self.low_checked = True
+            self._below_broker()
+        if self.history is not None:  # below the broker's low watermark: the lake's sealed hours
+            if not self._catchup_slot():
+                return None
+            batch = next(self.history, None)
+            if batch is None:
+                self.history = None  # through the low watermark: Kafka from here, no gap, no double
+            return batch
         if self.feed is not None and self.feed.attach(q := CursorQueue(), self.read_at):
             self._close_catchup()
             self.queue = q
@@ -291,8 +307,45 @@ class PartitionDelivery(threading.Thread):
         self.catchup_reads += 1
         return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at)
 
+    def _below_broker(self) -> bool:
+        """True (and `history` set) when `read_at` is below the partition's low watermark and the
+        lake holds everything from there to it (history.py): the events come from the lake's live
+        files then — same ids, sequences and attributes as from Kafka, `data` the landed record
+        as JSON — and Kafka takes over at the low watermark. Without a lake, or when the lake
+        does not reach, the read goes to Kafka as before, with a warning naming both ranges
+        (a real Kafka then fails the read: auto.offset.reset is `error`)."""
+        if self.lake is None or self.spec.format not in HISTORY_FORMATS:
+            return False
+        probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
+                                   self.kafka_config, self.read_at)
+        try:
+            low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10, cached=False)[0]
+        finally:
+            probe.close()
+        if self.read_at >= low:
+            return False
+        span = lake_span(self.store.metastore, self.spec.name, self.partition)
+        if span is None or span.first > self.read_at or span.end < low:
+            holds = "none of it" if span is None else f"{span.first}..{span.end - 1}"
+            log.warning("flow %s partition %d: position %d is below the broker's low watermark %d and the lake "
+                        "holds %s", self.sub.id, self.partition, self.read_at, low, holds)
+            return False
+        self.history = self._history(self.read_at, low)
+        return True
+
+    def _history(self, start: int, low: int) -> Iterator[EventBatch]:
+        at = start
+        for table in read_history(self.lake, self.store.metastore, self.spec, self.partition, start, low,
+                                  max_rows=READ_SIZE):
+            end = table.column("_offset")[-1].as_py() + 1
+            self.catchup_reads += 1
+            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table))
+            at = end
+        if at < low:  # the rest of the window landed nothing (quarantined): passed over, as from Kafka
+            yield EventBatch(self.partition, at, low, [])
+
     def _catchup_slot(self) -> bool:
-        if self.catchup is None:
+        if self.catchup is None or self.holds_slot:
             return True
         if self.catchup.acquire(timeout=0.1):
             self.holds_slot = True

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import pytest
 
 from connectors.gateway import Gateway, feed
-from tests.support.gateway import Receiver, flow_env, produce_clicks, test_settings, wait_for
+from connectors.kafka import ensure_topic
+from connectors.lake import Lake
+from connectors.metastore import Metastore
+from tests.support.gateway import (
+    Receiver,
+    clicks_flow_spec,
+    decode_from_kafka,
+    flow_env,
+    land_all,
+    produce_clicks,
+    produce_history,
+    test_settings,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -110,3 +124,38 @@ def test_a_hung_receiver_holds_back_only_its_own_cursor(flow, receivers, kafka_b
     finally:
         release.set()
         g.stop()
+
+
+def test_a_position_below_the_low_watermark_is_delivered_from_the_lake_then_kafka(tmp_path, broker, receivers):
+    """The broker lost offsets 0..49 of both partitions after they were landed: a subscription
+    from `earliest` (0: the lake reaches back that far) gets them from the lake's live files, then Kafka from 50, with the ids and
+    sequences a read from Kafka gave, in order, without a gap or a double."""
+    topic = f"test.feedlake.{uuid.uuid4().hex[:8]}"
+    ensure_topic(broker.bootstrap, topic, 2)
+    spec = clicks_flow_spec(topic)
+    produce_history(broker.bootstrap, topic, 240)  # 120 per partition, p-000..p-004, some quarantined
+    want = {p: [o for o, partner in zip(*[decode_from_kafka(broker.bootstrap, spec, p).column(c).to_pylist()
+                                          for c in ("_offset", "partner_id")], strict=True) if partner == "p-001"]
+            for p in (0, 1)}
+    lake = Lake(str(tmp_path / "lake"))
+    ms = Metastore(f"sqlite:///{tmp_path / 'metastore.db'}")
+    land_all(spec, lake, ms, broker.bootstrap, runs_of=80)
+    ms.dispose()
+    assert broker.truncate(topic, {0: 50, 1: 50}) == {0: 50, 1: 50}
+    with flow_env(tmp_path, broker.bootstrap, topic) as flow:  # the same metastore
+        r = receivers()
+        sub_id = subscribe(flow, "p-001", r)
+        assert flow.store.positions(sub_id) == {0: (0, None), 1: (0, None)}  # the lake reaches back to 0
+        g = Gateway(flow.store, [flow.spec], broker.bootstrap, flow.settings, lake=lake).start()
+        try:
+            wait_for(lambda: {p: o for p, (o, _) in flow.store.positions(sub_id).items()} == {0: 120, 1: 120},
+                     what="both partitions delivered through the end")
+        finally:
+            g.stop()
+        got: dict[int, list[int]] = {0: [], 1: []}
+        for x in r.deliveries():
+            got[int(x.headers["ce-flowpartition"])].append(int(x.headers["ce-sequence"]))
+            assert x.headers["ce-id"] == f"clicks-{x.headers['ce-flowpartition']}-{int(x.headers['ce-sequence'])}"
+            assert json.loads(x.body)["partner_id"] == "p-001"
+        assert got == want  # 0..49 from the lake, then Kafka: no gap, no double, in order
+        assert any(o < 50 for o in got[0]) and any(o < 50 for o in got[1])
