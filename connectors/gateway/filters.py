@@ -80,3 +80,65 @@ def _eval(f: dict[str, Any], attrs: Mapping[str, str]) -> bool:
     if dialect == "not":
         return not _eval(value, attrs)
     raise FilterError(f"filter dialect {dialect!r} is not supported")  # validated before
+
+
+# --- evaluated once per batch (the delivery engine: connectors/gateway/feed.py) ---------------
+
+
+def select(filters: list[dict[str, Any]], batch) -> list[int]:
+    """The row numbers of `batch` (an `EventBatch`: attribute columns and indexes) for which
+    every filter is true — the same answer as `matches` per event, computed per batch.
+
+    The common cross-organisation case, a top-level `exact` on one attribute (`partnerid` equal
+    to the subscriber's own id), is a look-up in the batch's index of that attribute (one
+    group-by per batch, shared by every subscription), and only the rows it yields are checked
+    against the other filters, one by one. Everything else is one boolean mask per filter over
+    the batch's Arrow columns (pyarrow.compute)."""
+    if batch.size == 0:
+        return []
+    for i, f in enumerate(filters):
+        if list(f) == ["exact"]:
+            ((name, value), *more) = f["exact"].items()
+            rest = filters[:i] + filters[i + 1:] + ([{"exact": dict(more)}] if more else [])
+            rows = batch.index(name).get(value, ())
+            if not rest:
+                return list(rows)
+            return [r for r in rows if matches(rest, batch.events[r].attributes)]
+    if not filters:
+        return list(range(batch.size))
+    import pyarrow.compute as pc
+
+    mask = _mask({"all": filters}, batch)
+    return pc.indices_nonzero(mask).to_pylist()
+
+
+def _mask(f: dict[str, Any], batch):
+    """One filter over a whole batch: a boolean array without nulls (a missing attribute is
+    false for exact/prefix/suffix, as in `_eval`)."""
+    import pyarrow.compute as pc
+
+    ((dialect, value),) = f.items()
+    if dialect in ATTRIBUTE_DIALECTS:
+        masks = []
+        for name, expected in value.items():
+            col = batch.column(name)
+            if dialect == "exact":
+                m = pc.equal(col, expected)
+            elif dialect == "prefix":
+                m = pc.starts_with(col, pattern=expected)
+            else:
+                m = pc.ends_with(col, pattern=expected)
+            masks.append(pc.fill_null(m, False))
+        return _reduce(pc.and_, masks)
+    if dialect in ("all", "any"):
+        return _reduce(pc.and_ if dialect == "all" else pc.or_, [_mask(x, batch) for x in value])
+    if dialect == "not":
+        return pc.invert(_mask(value, batch))
+    raise FilterError(f"filter dialect {dialect!r} is not supported")  # validated before
+
+
+def _reduce(op, masks: list):
+    out = masks[0]
+    for m in masks[1:]:
+        out = op(out, m)
+    return out

@@ -18,12 +18,14 @@ import time
 import uuid
 from typing import Any
 
+from connectors.gateway.feed import Feeds
 from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, claim_product, claim_resource
 from connectors.gateway.worker import PartitionDelivery, new_owner
 from connectors.kafka import topic_partitions
+from connectors.lake import Lake
 from connectors.metastore import ClaimHeldError
 from connectors.spec import DataProductSpec
 
@@ -46,12 +48,14 @@ def pushed(sub) -> bool:
 
 class Gateway:
     def __init__(self, store: GatewayStore, specs: list[DataProductSpec], bootstrap: str,
-                 settings: GatewaySettings, kafka_config: dict[str, Any] | None = None):
+                 settings: GatewaySettings, kafka_config: dict[str, Any] | None = None, lake: Lake | None = None):
         self.store, self.bootstrap, self.settings = store, bootstrap, settings
         self.specs = {s.name: s for s in specs}
         self.kafka_config = kafka_config or {}
+        self.lake = lake  # history below the broker's low watermark is delivered from it
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self.sender = Sender(settings)
+        self.feeds = Feeds(bootstrap, self.kafka_config)
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -113,6 +117,7 @@ class Gateway:
             worker = PartitionDelivery(
                 self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
                 self._limiter(sub.id, rate_limit(spec, sub).per_minute), owner, self.gateway_id, self.kafka_config,
+                feed=self.feeds.feed(spec, partition), catchup=self.feeds.catchup, lake=self.lake,
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()
@@ -141,5 +146,6 @@ class Gateway:
             worker.join(max(0.1, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.feeds.stop()
         self.sender.close()
         self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)

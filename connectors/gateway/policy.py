@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.errors import TerminalError
 from connectors.gateway.events import FlowEvent, product_source, product_type
-from connectors.gateway.filters import matches
+from connectors.gateway.filters import matches, select
 from connectors.spec import DataProductSpec
 
 if TYPE_CHECKING:
@@ -86,6 +86,25 @@ def event_filter(spec: DataProductSpec, org: str, body: dict[str, Any]):
         return matches(required, attrs) and matches(filters, attrs)
 
     return keep
+
+
+def batch_selector(spec: DataProductSpec, org: str, body: dict[str, Any]):
+    """`event_filter` for a whole batch (an `EventBatch` of connectors/gateway/feed.py): the
+    events of the batch inside the subscription's source, types and filters and the product's
+    required filters, in offset order. Source and type are the product's, the same for every
+    event, so they are decided once; the filters are evaluated on the batch's columns and
+    indexes (`filters.select`), not per event."""
+    required = required_filters(spec, org)
+    filters = [*required, *(body.get("filters") or [])]
+    source, types = body.get("source"), body.get("types")
+    if (source and source != product_source(spec)) or (types and product_type(spec) not in types):
+        return lambda batch: []
+
+    def pick(batch) -> list[FlowEvent]:
+        events = batch.events
+        return [events[i] for i in select(filters, batch)]
+
+    return pick
 
 
 def deliverable(spec: DataProductSpec, org: str, body: dict[str, Any], event: FlowEvent) -> bool:

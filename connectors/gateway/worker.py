@@ -1,19 +1,25 @@
 """Delivery of one Kafka partition to one subscription: the unit a gateway claims.
 
 A `PartitionDelivery` holds the claim (subscription, partition) in `fs_claims` and renews its
-lease; it reads the partition with `assign()` from the committed position, keeps the events
-inside the subscription's filters and its product's policy, and sends them in order: one
-request in flight (a single event in binary or structured mode, up to `maxbatch` events in
-batched mode). `config.ordered: false` allows up to `maxinflight` requests at once. The
-position moves (compare-and-set, only while the claim is ours) after the receiver answered
-2xx to everything before it — so a crash re-sends at most the events since the last commit,
-with the same ids, and never skips one.
+lease. It is a cursor on the partition: while its position is at the head of the gateway's
+shared `PartitionFeed` (feed.py: one read and decode per (product, partition) per process) it
+takes the feed's decoded batches from a bounded queue; when it is behind (a new subscription,
+a replay, a slow receiver whose queue ran full) it reads on its own with `assign()` from its
+position, holding one of the gateway's bounded catch-up readers, and attaches to the feed
+again when it reaches the head. Of each batch it keeps the events inside the subscription's
+filters and its product's policy (evaluated on the batch's columns, policy.batch_selector) and
+sends them in order: one request in flight (a single event in binary or structured mode, up to
+`maxbatch` events in batched mode). `config.ordered: false` allows up to `maxinflight` requests
+at once. The position moves (compare-and-set, only while the claim is ours) after the receiver
+answered 2xx to everything before it — so a crash re-sends at most the events since the last
+commit, with the same ids, and never skips one.
 
 Failures: backoff with jitter up to the cap, `Retry-After` honoured; past the subscription's
 TTL the events go to `<topic>.flow.<id>.dlq` (with attempts and the last outcome) and an
 ordered subscription is paused; 400/413/415 go there at once; 410 retires the subscription.
-While retrying, the partition is paused in the consumer, so a slow receiver costs no memory
-beyond one read (`maxbatch` records and librdkafka's small queue).
+While retrying, the cursor takes nothing: its feed queue runs full and is detached (the feed
+never waits for it), and a catch-up read of its own is paused in its consumer, so a slow
+receiver costs no memory beyond its bounded queue of shared batches or one read.
 
 The metastore is kept off the sending path: a bookkeeping thread per delivery re-reads the
 subscription (still active? position moved by a replay?) every 0.25 s, renews the lease every
@@ -28,24 +34,34 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.formats import Batch, decoder_for
+from connectors.formats import decoder_for
 from connectors.gateway.events import (
     FlowEvent,
     batch_request,
     binary_request,
-    events_from_batch,
     structured_request,
 )
-from connectors.gateway.policy import event_filter
+from connectors.gateway.feed import (
+    CursorQueue,
+    Detached,
+    EventBatch,
+    PartitionFeed,
+    partition_consumer,
+    read_batch,
+)
+from connectors.gateway.history import HISTORY_FORMATS, events_from_history, lake_span, read_history
+from connectors.gateway.policy import batch_selector
 from connectors.gateway.sender import Outcome, RateLimiter, Sender, backoff
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
-from connectors.kafka import consumer_config, ensure_topic
+from connectors.kafka import ensure_topic
+from connectors.lake import Lake
 from connectors.spec import DataProductSpec, parse_duration
 
 log = logging.getLogger(__name__)
@@ -86,6 +102,8 @@ class PartitionDelivery(threading.Thread):
         self, store: GatewayStore, spec: DataProductSpec, sub: Subscription, partition: int,
         bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
         owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
+        feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
+        lake: Lake | None = None,
     ):
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
@@ -112,6 +130,14 @@ class PartitionDelivery(threading.Thread):
         self.state_ok_at = 0.0
         self._keep = None
         self._producer: Producer | None = None
+        self.feed, self.catchup, self.lake = feed, catchup, lake
+        self.history: Iterator[EventBatch] | None = None  # a catch-up read from the lake
+        self.low_checked = False
+        self.queue: CursorQueue | None = None  # attached to the feed while not None
+        self.holds_slot = False
+        self.read_at = 0
+        self.detached = 0  # times it fell behind the feed
+        self.catchup_reads = 0  # reads of its own (behind the head)
 
     # --- guards ---------------------------------------------------------------------------
 
@@ -192,47 +218,27 @@ class PartitionDelivery(threading.Thread):
     def _run(self) -> None:
         self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
         self.stored_not_before = not_before
-        conf = consumer_config(self.bootstrap, f"flowsuite.flow.{self.sub.id}", {
-            **self.kafka_config,
-            "queued.max.messages.kbytes": 2048, "fetch.max.bytes": 4 * 1024 * 1024,
-            "max.partition.fetch.bytes": 1024 * 1024, "fetch.wait.max.ms": 20,
-        })
-        consumer = Consumer(conf)
-        tp = TopicPartition(self.spec.topic, self.partition, self.position)
-        consumer.assign([tp])
-        self.consumer, self.tp, self.paused = consumer, tp, False
+        self.read_at = self.position  # the first offset not taken from the feed or read yet
         book = threading.Thread(target=self._bookkeeping, name=f"{self.name}-book", daemon=True)
         self.state_ok_at = time.monotonic()  # just read by the gateway's claim
         book.start()
         try:
             while True:
                 self._guard()
-                msgs = consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
-                if not msgs:
+                batch = self._next_batch()
+                if batch is None:
                     continue
-                events: list[FlowEvent] = []
-                last = None
-                records = []
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            continue
-                        raise RuntimeError(f"reading {self.spec.topic}[{self.partition}]: {err}")
-                    records.append(m)
-                if not records:
-                    continue
-                last = records[-1].offset()
-                keep = self._filter()
-                for ev in self._events(records):
-                    if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
-                        if ev.time_ms is None or ev.time_ms < not_before:
-                            continue
-                        not_before = None
-                    if keep(ev):
-                        events.append(ev)
-                if last is None:
-                    continue
+                self.read_at = batch.end
+                events = self._select(batch)
+                if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
+                    kept = []
+                    for ev in events:
+                        if not_before is not None:
+                            if ev.time_ms is None or ev.time_ms < not_before:
+                                continue
+                            not_before = None
+                        kept.append(ev)
+                    events = kept
                 try:
                     self._deliver(events)
                 except Stopped as stop:
@@ -244,7 +250,7 @@ class PartitionDelivery(threading.Thread):
                 with self.count_lock:
                     if self.stored_not_before is not None and not_before is None:
                         self.clear_not_before = True
-                    self.done_through = last + 1
+                    self.done_through = batch.end
         finally:
             self.book_stop.set()
             book.join()
@@ -252,7 +258,113 @@ class PartitionDelivery(threading.Thread):
                 self._flush()  # delivered before the stop: committed, so not sent again
             except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
                 pass
-            consumer.close()
+            self._leave()
+
+    # --- where batches come from: the shared feed at the head, or a catch-up read ----------
+
+    def _next_batch(self) -> EventBatch | None:
+        """The next batch from `read_at` on: from the feed's queue while attached; otherwise
+        read on its own (holding one of the gateway's catch-up readers) until it reaches the
+        feed's head, where it attaches again."""
+        if self.queue is not None:
+            try:
+                batch = self.queue.take(0.1)
+            except Detached:
+                self.queue = None  # fell behind: catch up on its own from read_at
+                self.detached += 1
+                return None
+            if batch is None or batch.start == self.read_at:
+                return batch
+            log.warning("flow %s partition %d: feed batch at %d, expected %d; catching up on its own",
+                        self.sub.id, self.partition, batch.start, self.read_at)
+            self.feed.detach(self.queue)
+            self.queue = None
+            return None
+        if not self.low_checked:  # once per start: a position the broker no longer holds is the lake's
+            self.low_checked = True
+            self._below_broker()
+        if self.history is not None:  # below the broker's low watermark: the lake's sealed hours
+            if not self._catchup_slot():
+                return None
+            batch = next(self.history, None)
+            if batch is None:
+                self.history = None  # through the low watermark: Kafka from here, no gap, no double
+            return batch
+        if self.feed is not None and self.feed.attach(q := CursorQueue(), self.read_at):
+            self._close_catchup()
+            self.queue = q
+            return None
+        if self.consumer is None:
+            if not self._catchup_slot():
+                return None
+            self.consumer = partition_consumer(self.spec, self.partition, self.bootstrap,
+                                               f"flowsuite.flow.{self.sub.id}", self.kafka_config, self.read_at)
+            self.tp = TopicPartition(self.spec.topic, self.partition, self.read_at)
+            self.paused = False
+        msgs = self.consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
+        if not msgs:
+            return None
+        self.catchup_reads += 1
+        return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at)
+
+    def _below_broker(self) -> bool:
+        """True (and `history` set) when `read_at` is below the partition's low watermark and the
+        lake holds everything from there to it (history.py): the events come from the lake's live
+        files then — same ids, sequences and attributes as from Kafka, `data` the landed record
+        as JSON — and Kafka takes over at the low watermark. Without a lake, or when the lake
+        does not reach, the read goes to Kafka as before, with a warning naming both ranges
+        (a real Kafka then fails the read: auto.offset.reset is `error`)."""
+        if self.lake is None or self.spec.format not in HISTORY_FORMATS:
+            return False
+        probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
+                                   self.kafka_config, self.read_at)
+        try:
+            low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10, cached=False)[0]
+        finally:
+            probe.close()
+        if self.read_at >= low:
+            return False
+        span = lake_span(self.store.metastore, self.spec.name, self.partition)
+        if span is None or span.first > self.read_at or span.end < low:
+            holds = "none of it" if span is None else f"{span.first}..{span.end - 1}"
+            log.warning("flow %s partition %d: position %d is below the broker's low watermark %d and the lake "
+                        "holds %s", self.sub.id, self.partition, self.read_at, low, holds)
+            return False
+        self.history = self._history(self.read_at, low)
+        return True
+
+    def _history(self, start: int, low: int) -> Iterator[EventBatch]:
+        at = start
+        for table in read_history(self.lake, self.store.metastore, self.spec, self.partition, start, low,
+                                  max_rows=READ_SIZE):
+            end = table.column("_offset")[-1].as_py() + 1
+            self.catchup_reads += 1
+            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table))
+            at = end
+        if at < low:  # the rest of the window landed nothing (quarantined): passed over, as from Kafka
+            yield EventBatch(self.partition, at, low, [])
+
+    def _catchup_slot(self) -> bool:
+        if self.catchup is None or self.holds_slot:
+            return True
+        if self.catchup.acquire(timeout=0.1):
+            self.holds_slot = True
+            return True
+        return False
+
+    def _close_catchup(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer, self.tp, self.paused = None, None, False
+        if self.holds_slot:
+            self.holds_slot = False
+            self.catchup.release()
+
+    def _leave(self) -> None:
+        if self.queue is not None and self.feed is not None:
+            self.feed.detach(self.queue)
+            self.queue = None
+        self._close_catchup()
 
     def _flush(self) -> None:
         """Commit the position through everything delivered (or skipped) so far."""
@@ -265,32 +377,23 @@ class PartitionDelivery(threading.Thread):
                     self.stored_not_before, self.clear_not_before = None, False
 
     def _fetching(self, on: bool) -> None:
-        """Pause the partition in the consumer while a receiver is failing, so nothing more is
-        fetched for it (librdkafka's queue is bounded anyway: queued.max.messages.kbytes)."""
-        if self.consumer is None or on != self.paused:
+        """The cursor is paused while its receiver is failing: it takes nothing from the feed (its
+        queue runs full and is detached, the feed goes on) and a catch-up read of its own is
+        paused in its consumer, so nothing more is fetched for it (librdkafka's queue is bounded
+        anyway: queued.max.messages.kbytes)."""
+        if on != self.paused:
             return
-        (self.consumer.resume if on else self.consumer.pause)([self.tp])
+        if self.consumer is not None:
+            (self.consumer.resume if on else self.consumer.pause)([self.tp])
         self.paused = not on
 
-    def _decode(self, records: list):
-        """The records decoded and validated by the landing's own decoder and rules."""
-        return self.decoder.decode(Batch(
-            self.partition, [m.value() for m in records], [m.key() for m in records],
-            [m.offset() for m in records], [m.timestamp()[1] for m in records],
-        ))
-
-    def _events(self, records: list) -> list[FlowEvent]:
-        """The records that pass the product's record-level validation — decided by the
-        landing's own decoder and rules, so subscribers get what the lake gets — as events."""
-        decoded = self._decode(records)
-        return events_from_batch(self.spec, self.partition, {m.offset(): m for m in records}, decoded.valid)
-
-    def _filter(self):
-        """The subscription's filters and policy as one function, rebuilt when the body changes."""
+    def _select(self, batch: EventBatch) -> list[FlowEvent]:
+        """The batch's events inside the subscription's filters and policy (evaluated on the
+        batch's columns and indexes, shared by every cursor); rebuilt when the body changes."""
         sub = self.sub
-        if self._keep is None or self._keep[0] is not sub:
-            self._keep = (sub, event_filter(self.spec, sub.org, sub.body))
-        return self._keep[1]
+        if self._keep is None or self._keep[0] != (sub.org, sub.body):
+            self._keep = ((sub.org, sub.body), batch_selector(self.spec, sub.org, sub.body))
+        return self._keep[1](batch)
 
     def _commit(self, next_offset: int, clear_not_before: bool = False) -> None:
         """Move the position (only forward, only while the claim is ours)."""

@@ -88,7 +88,7 @@ def serve(settings: Settings, host: str, port: int, no_deliver: bool) -> None:
     gateway = None
     if not no_deliver:
         gateway = Gateway(service.store, list(service.specs.values()), service.bootstrap, service.settings,
-                          service.kafka_config).start()
+                          service.kafka_config, lake=getattr(service, "lake", None)).start()
     products = ", ".join(sorted(inbound.products)) if inbound else "none"
     click.echo(f"flow gateway on http://{host}:{port} (delivery {'off' if no_deliver else 'on'}, origin "
                f"{service.settings.origin}, inbound: {products})", err=True)

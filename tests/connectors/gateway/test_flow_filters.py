@@ -9,8 +9,9 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from connectors.gateway.events import to_event
-from connectors.gateway.filters import FilterError, matches, validate_filters
+from connectors.gateway.events import FlowEvent, to_event
+from connectors.gateway.feed import EventBatch
+from connectors.gateway.filters import FilterError, matches, select, validate_filters
 from connectors.gateway.policy import PolicyError, check_subscription, deliverable
 from connectors.gateway.signing import webhook_headers
 from connectors.gateway.store import new_signing_secret
@@ -19,9 +20,7 @@ from tests.support.gateway import SOURCE, TYPE, clicks_flow_spec
 EVENT = {"type": "com.github.push", "subject": "https://github.com/cloudevents/spec", "partnerid": "p-001"}
 
 
-@pytest.mark.parametrize(
-    "flt, expected",
-    [
+DIALECT_CASES = [
         ({"exact": {"type": "com.github.push"}}, True),
         ({"exact": {"type": "com.github.Push"}}, False),  # case sensitive
         ({"exact": {"type": "com.github.push", "subject": "x"}}, False),  # all must match
@@ -37,10 +36,31 @@ EVENT = {"type": "com.github.push", "subject": "https://github.com/cloudevents/s
         ({"not": {"exact": {"type": "com.github.push"}}}, False),
         ({"not": {"exact": {"type": "other"}}}, True),
         ({"not": {"any": [{"exact": {"partnerid": "p-002"}}]}}, True),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("flt, expected", DIALECT_CASES)
 def test_each_dialect(flt, expected):
     assert matches(validate_filters([flt]), EVENT) is expected
+
+
+OTHERS = [EVENT, {**EVENT, "partnerid": "p-002"}, {"type": "other"}, {**EVENT, "subject": "x"}, {"partnerid": "q-001"}]
+
+
+def _batch(attribute_sets):
+    return EventBatch(0, 0, len(attribute_sets), [
+        FlowEvent(0, i, dict(a), b"{}", None) for i, a in enumerate(attribute_sets)])
+
+
+@pytest.mark.parametrize("flt", [f for f, _ in DIALECT_CASES])
+@pytest.mark.parametrize("also", [None, {"exact": {"partnerid": "p-001"}}, {"prefix": {"type": "com."}}])
+def test_a_batch_is_selected_as_each_event_would_be(flt, also):
+    """filters.select (a group-by for a top-level exact, masks otherwise) agrees with matches."""
+    filters = validate_filters([flt] + ([also] if also else []))
+    batch = _batch(OTHERS * 3)
+    want = [i for i, e in enumerate(batch.events) if matches(filters, e.attributes)]
+    assert select(filters, batch) == want
+    assert select(list(reversed(filters)), batch) == want
 
 
 def test_all_top_level_filters_must_hold():

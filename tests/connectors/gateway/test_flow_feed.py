@@ -1,0 +1,161 @@
+"""The shared read (connectors/gateway/feed.py): one read and decode of each partition per gateway
+for every subscription at the head, and a hung receiver that holds back only its own cursor."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+
+from connectors.gateway import Gateway, feed
+from connectors.kafka import ensure_topic
+from connectors.lake import Lake
+from connectors.metastore import Metastore
+from tests.support.gateway import (
+    Receiver,
+    clicks_flow_spec,
+    decode_from_kafka,
+    flow_env,
+    land_all,
+    produce_clicks,
+    produce_history,
+    test_settings,
+    wait_for,
+)
+
+
+@pytest.fixture
+def topic2(make_topic):
+    return make_topic(partitions=2)
+
+
+@pytest.fixture
+def flow(tmp_path, kafka_bootstrap, topic2):
+    with flow_env(tmp_path, kafka_bootstrap, topic2) as f:
+        yield f
+
+
+@pytest.fixture
+def receivers():
+    started: list[Receiver] = []
+
+    def make() -> Receiver:
+        r = Receiver().start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+def subscribe(flow, org, receiver, **config):
+    created = flow.subscribe(org, receiver.url, config={"startfrom": "earliest", **config})
+    flow.approve(created["id"])
+    return created["id"]
+
+
+def in_order_per_partition(requests) -> bool:
+    seqs: dict[str, list[int]] = {}
+    for r in requests:
+        seqs.setdefault(r.headers["ce-flowpartition"], []).append(int(r.headers["ce-sequence"]))
+    return all(s == sorted(s) for s in seqs.values())
+
+
+def attached(gateway: Gateway, n: int) -> bool:
+    return len(gateway.workers) == n and all(w.queue is not None for w in gateway.workers.values())
+
+
+def test_one_read_per_partition_for_every_subscription_at_the_head(flow, receivers, kafka_bootstrap, topic2):
+    subs = {}
+    for org in ("p-001", "p-001", "p-002", "p-002"):
+        r = receivers()
+        subs[subscribe(flow, org, r)] = (org, r)
+    g = Gateway(flow.store, [flow.spec], flow.bootstrap, flow.settings).start()
+    try:
+        wait_for(lambda: attached(g, 8), what="4 subscriptions × 2 partitions attached to the feeds")
+        produce_clicks(kafka_bootstrap, topic2, 200)
+        for org, r in subs.values():
+            wait_for(lambda r=r: len(r.deliveries()) >= 100, what=f"{org}'s 100 events")
+        workers = list(g.workers.values())
+        feeds = list(g.feeds.feeds.values())
+        assert len(feeds) == 2 and all(f.reads >= 1 for f in feeds)
+        assert sum(w.catchup_reads for w in workers) == 0  # nobody read on its own: one decode per read
+        for org, r in subs.values():
+            got = r.deliveries()
+            assert len(got) == 100 and {json.loads(x.body)["partner_id"] for x in got} == {org}
+            assert len({x.headers["ce-id"] for x in got}) == 100 and in_order_per_partition(got)
+    finally:
+        g.stop()
+
+
+def test_a_hung_receiver_holds_back_only_its_own_cursor(flow, receivers, kafka_bootstrap, topic2, monkeypatch):
+    monkeypatch.setattr(feed, "QUEUE_BATCHES", 2)  # so that a few batches detach the hung cursor
+    release = threading.Event()
+    hung, fast = receivers(), receivers()
+
+    def hang(_r):
+        release.wait(30)
+        return 200, {}
+
+    hung.respond = hang
+    subscribe(flow, "p-001", hung)
+    subscribe(flow, "p-002", fast)
+    g = Gateway(flow.store, [flow.spec], flow.bootstrap, test_settings(request_timeout_s=1.0)).start()
+    try:
+        wait_for(lambda: attached(g, 4), what="both subscriptions attached to the feeds")
+        for chunk in range(10):  # several reads of the feed, more than the hung cursor's queue holds
+            produce_clicks(kafka_bootstrap, topic2, 20, start=chunk * 20)
+            wait_for(lambda n=(chunk + 1) * 10: len(fast.deliveries()) >= n, what="the fast receiver keeping up")
+        assert len(fast.deliveries()) == 100
+        assert len({r.headers["ce-id"] for r in hung.deliveries()}) <= 2  # its first event per partition, retried
+        hung_workers = [w for w in g.workers.values() if w.sub.org == "p-001"]
+        fast_workers = [w for w in g.workers.values() if w.sub.org == "p-002"]
+        # fell behind: detached (its queue closed), while the feed went on for the fast one
+        assert any(w.queue is not None and w.queue.closed for w in hung_workers)
+        assert all(w.queue is not None and not w.queue.closed for w in fast_workers)
+        release.set()
+        wait_for(lambda: len({r.headers["ce-id"] for r in hung.deliveries()}) == 100, what="the hung one catching up")
+        assert in_order_per_partition(hung.deliveries())
+        assert {json.loads(x.body)["partner_id"] for x in hung.deliveries()} == {"p-001"}
+        wait_for(lambda: all(w.queue is not None for w in hung_workers), what="the caught-up cursors attached again")
+    finally:
+        release.set()
+        g.stop()
+
+
+def test_a_position_below_the_low_watermark_is_delivered_from_the_lake_then_kafka(tmp_path, broker, receivers):
+    """The broker lost offsets 0..49 of both partitions after they were landed: a subscription
+    from `earliest` (0: the lake reaches back that far) gets them from the lake's live files, then Kafka from 50, with the ids and
+    sequences a read from Kafka gave, in order, without a gap or a double."""
+    topic = f"test.feedlake.{uuid.uuid4().hex[:8]}"
+    ensure_topic(broker.bootstrap, topic, 2)
+    spec = clicks_flow_spec(topic)
+    produce_history(broker.bootstrap, topic, 240)  # 120 per partition, p-000..p-004, some quarantined
+    want = {p: [o for o, partner in zip(*[decode_from_kafka(broker.bootstrap, spec, p).column(c).to_pylist()
+                                          for c in ("_offset", "partner_id")], strict=True) if partner == "p-001"]
+            for p in (0, 1)}
+    lake = Lake(str(tmp_path / "lake"))
+    ms = Metastore(f"sqlite:///{tmp_path / 'metastore.db'}")
+    land_all(spec, lake, ms, broker.bootstrap, runs_of=80)
+    ms.dispose()
+    assert broker.truncate(topic, {0: 50, 1: 50}) == {0: 50, 1: 50}
+    with flow_env(tmp_path, broker.bootstrap, topic) as flow:  # the same metastore
+        r = receivers()
+        sub_id = subscribe(flow, "p-001", r)
+        assert flow.store.positions(sub_id) == {0: (0, None), 1: (0, None)}  # the lake reaches back to 0
+        g = Gateway(flow.store, [flow.spec], broker.bootstrap, flow.settings, lake=lake).start()
+        try:
+            wait_for(lambda: {p: o for p, (o, _) in flow.store.positions(sub_id).items()} == {0: 120, 1: 120},
+                     what="both partitions delivered through the end")
+        finally:
+            g.stop()
+        got: dict[int, list[int]] = {0: [], 1: []}
+        for x in r.deliveries():
+            got[int(x.headers["ce-flowpartition"])].append(int(x.headers["ce-sequence"]))
+            assert x.headers["ce-id"] == f"clicks-{x.headers['ce-flowpartition']}-{int(x.headers['ce-sequence'])}"
+            assert json.loads(x.body)["partner_id"] == "p-001"
+        assert got == want  # 0..49 from the lake, then Kafka: no gap, no double, in order
+        assert any(o < 50 for o in got[0]) and any(o < 50 for o in got[1])
