@@ -8,7 +8,7 @@ import connectors
 from connectors.errors import FlowsuiteError, TerminalError, TransientError, is_transient
 
 # Signals between threads of one component, never seen by a caller: not errors a person acts on.
-CONTROL_FLOW = {"Stopped", "StageCancelledError", "_TooLarge"}
+CONTROL_FLOW = {"Stopped", "StageCancelledError", "_TooLarge", "Detached", "_BelowBroker"}  # signals inside one module, never raised to a user
 
 
 def _engine_exceptions() -> dict[str, type]:
