@@ -1,6 +1,7 @@
 """Inbound flow: signed CloudEvents accepted and durably in Kafka, against a bare producer.
 
     python -m bench.inbound [--rounds 3] [--events 20000] [--seconds 10]
+    python -m bench.inbound --profile [--events 20000]    # where one request's time goes (cProfile)
 
 On an embedded Tansu broker, with the inbound endpoint running as `flowsuite flow serve
 --no-deliver` in its own process (a products folder holding one inbound product), and the
@@ -180,13 +181,68 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def profile(events_n: int, per_request: int = 500) -> None:
+    """The inbound service in this process (no HTTP), under cProfile: batched requests of
+    `per_request` events through `InboundService.receive`, timed by step."""
+    import cProfile
+    import pstats
+
+    from connectors.gateway.inbound.service import InboundService
+    from connectors.metastore import Metastore
+    from connectors.spec import load_specs
+
+    with tempfile.TemporaryDirectory() as tmp, running_broker(port=free_port()) as broker:
+        topic = f"bench.inbound.profile.{int(time.time() * 1000)}"
+        ensure_topic(broker.bootstrap, topic, 2)
+        folder = Path(tmp) / "products"
+        folder.mkdir()
+        text = (B_PRODUCTS_DIR / "ads_clicks.yaml").read_text().replace("topic: ads_clicks", f"topic: {topic}")
+        (folder / "ads_clicks.yaml").write_text(text.replace("rate: 6000", "rate: 1000000"))
+        import base64
+        import secrets
+
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        metastore = Metastore(f"sqlite:///{tmp}/meta.db")
+        service = InboundService(load_specs(folder), {SECRET_ENV: secret}, metastore, broker.bootstrap)
+        events = [event(i) for i in range(events_n)]
+        bodies = []
+        for k in range(0, events_n, per_request):
+            body = json.dumps(events[k:k + per_request], separators=(",", ":")).encode()
+            headers = {"content-type": "application/cloudevents-batch+json", "webhook-request-origin": ORIGIN,
+                       **{h.lower(): v for h, v in webhook_headers([secret], f"p-{k}", body).items()}}
+            bodies.append((headers, body))
+        warm_body = json.dumps(events[:1]).encode()
+        service.receive("ads_clicks", {"content-type": "application/cloudevents-batch+json",
+                                       "webhook-request-origin": ORIGIN,
+                                       **{h.lower(): v for h, v in webhook_headers([secret], "w", warm_body).items()}},
+                        warm_body)
+        prof = cProfile.Profile()
+        started = time.perf_counter()
+        prof.enable()
+        for headers, body in bodies:
+            answer = service.receive("ads_clicks", headers, body)
+            assert answer.status == 200, answer.body
+        prof.disable()
+        took = time.perf_counter() - started
+        service.close()
+        metastore.dispose()
+    print(f"{events_n:,} events in {len(bodies)} requests of {per_request}: {events_n / took:,.0f} events/s "
+          f"in-process (under cProfile), {took / len(bodies) * 1000:.1f} ms per request")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("cumulative").print_stats(30)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--binary-events", type=int, default=3_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--profile", action="store_true", help="profile the request path in-process and stop")
     args = ap.parse_args()
+    if args.profile:
+        profile(args.events)
+        return 0
     load_before = os.getloadavg()[0]
     rows: list[dict] = []
     figures: dict[str, list[float]] = {"batched": [], "binary": []}

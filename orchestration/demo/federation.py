@@ -11,8 +11,11 @@ restarted; A's gateway starts again and resends what was not acknowledged. B the
 `ads_clicks` like any product, and B's lake holds every event A sent exactly once; B's click
 count per hour equals A's `partner_engagement` for p-001.
 
-`run_federation` is the story (the demo's section prints its lines; tests/orchestration/
-test_federation.py judges it); every process is a real `flowsuite flow serve`.
+Then pull (`run_pull`): a puller of p-001 behind a firewall — no port of its own — subscribes to
+A's clicks with `config.delivery: pull` and receives and acknowledges them all, each once.
+
+`run_federation` and `run_pull` are the story (the demo's section prints their lines; tests/
+orchestration/test_federation.py judges them); every process is a real `flowsuite flow serve`.
 """
 
 from __future__ import annotations
@@ -343,11 +346,104 @@ def topic_record_count(bootstrap: str, topic: str, timeout: float = 30.0) -> int
         consumer.close()
 
 
+@dataclass
+class Pulled:
+    """What the puller behind a firewall got, for the demo's lines and the test's assertions."""
+
+    lines: list[str] = field(default_factory=list)
+    expected: set[str] = field(default_factory=set)  # ce_ids of p-001's valid records in A's lake
+    received: Counter = field(default_factory=Counter)  # ce_id → times received
+    acknowledged: int = 0  # tokens A answered as acknowledged
+    receives: int = 0
+    delivered: int = 0  # A's count for the subscription (moved with each acknowledge)
+
+    @property
+    def exactly_once(self) -> bool:
+        return set(self.received) == self.expected and all(n == 1 for n in self.received.values()) \
+            and self.acknowledged == self.delivered == len(self.expected)
+
+
+def run_pull(a: Settings, *, max_events: int = 500, timeout_s: float = 120.0) -> Pulled:
+    """A puller of p-001 behind a firewall — it opens no port, every call goes out to A — subscribes
+    to A's clicks with `config.delivery: pull`, A's owner approves, and it receives and acknowledges
+    until A has nothing more: every p-001 event A's lake holds, each once, in order per partition."""
+    import httpx
+
+    from connectors.gateway import GatewayStore
+    from connectors.gateway.events import product_source
+    from connectors.lake import Lake
+    from connectors.metastore import Metastore
+    from connectors.spec import load_specs
+
+    out = Pulled()
+    clicks = next(s for s in load_specs(a.products_dir) if s.name == "clicks")
+    metastore = Metastore(a.metastore_url)
+    out.expected = _sent_by_a(Lake(a.lake_url), metastore, clicks.name)
+    store = GatewayStore(metastore)
+    gateway = Serve("A's gateway (pull)", settings_env(a), _free_port(), a.home / "federation" / "ads-pull.log",
+                    deliver=False)
+    (a.home / "federation").mkdir(parents=True, exist_ok=True)
+    gateway.start()
+    partner = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {store.create_token(PARTNER)}"},
+                           timeout=90, trust_env=False)
+    owner = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {store.create_token(clicks.owner)}"},
+                         timeout=60, trust_env=False)
+    sub_id = None
+    try:
+        gateway.wait_ready("/subscriptions")
+        resp = partner.post("/subscriptions", json={
+            "source": product_source(clicks), "protocol": "HTTP", "filters": [{"exact": {"partnerid": PARTNER}}],
+            "config": {"delivery": "pull", "startfrom": "earliest", "lockduration": 60}})
+        if resp.status_code != 201:
+            raise RuntimeError(f"A refused the pull subscription: HTTP {resp.status_code} {resp.text[:300]}")
+        sub_id = resp.json()["id"]
+        out.lines.append(f"a puller at {PARTNER} behind a firewall (no inbound port, no sink): POST /subscriptions "
+                         f"with config.delivery pull → 201, {resp.json()['state']}")
+        owner.post(f"/subscriptions/{sub_id}/approve").raise_for_status()
+        started = time.monotonic()
+        last: dict[str, int] = {}
+        in_order = True
+        while time.monotonic() - started < timeout_s:
+            got = partner.post(f"/subscriptions/{sub_id}:receive", params={"maxEvents": max_events, "maxWaitTime": 2})
+            got.raise_for_status()
+            items = got.json()["value"]
+            out.receives += 1
+            if not items:
+                break
+            for item in items:
+                ev = item["event"]
+                out.received[ev["id"]] += 1
+                seq = int(ev["sequence"])
+                in_order = in_order and seq > last.get(ev["flowpartition"], -1)
+                last[ev["flowpartition"]] = seq
+            tokens = [i["brokerProperties"]["lockToken"] for i in items]
+            acked = partner.post(f"/subscriptions/{sub_id}:acknowledge", json={"lockTokens": tokens})
+            acked.raise_for_status()
+            out.acknowledged += len(acked.json()["succeededLockTokens"])
+        took = time.monotonic() - started
+        out.delivered = partner.get(f"/subscriptions/{sub_id}").json()["status"]["delivered"]
+        out.lines.append(f"it received {sum(out.received.values()):,} events in {out.receives} receives (up to "
+                         f"{max_events} each) and acknowledged {out.acknowledged:,} in {took:.1f} s; A counts "
+                         f"{out.delivered:,} delivered; per partition in offset order: {'yes' if in_order else 'NO'}")
+        out.lines.append(f"received = the {len(out.expected):,} p-001 events A's lake holds: "
+                         + ("every one, exactly once" if out.exactly_once else
+                            f"NOT exactly once: {len(out.expected - set(out.received))} missing, "
+                            f"{sum(1 for n in out.received.values() if n > 1)} twice"))
+    finally:
+        if sub_id is not None:
+            partner.delete(f"/subscriptions/{sub_id}")
+        partner.close()
+        owner.close()
+        gateway.stop()
+        metastore.dispose()
+    return out
+
+
 def federation_section(demo) -> list[str] | None:
     """The demo's section: A is the demo's home; B's broker takes FLOWSUITE_FEDERATION_BROKER_PORT
-    when set (else a free port)."""
+    when set (else a free port). Then a puller of p-001 behind a firewall takes the same events."""
     port = os.environ.get("FLOWSUITE_FEDERATION_BROKER_PORT")
     result = run_federation(demo.settings, b_broker_port=int(port) if port and port.isdigit() else None)
-    return result.lines
+    return result.lines + run_pull(demo.settings).lines
 
 

@@ -1,7 +1,8 @@
 """Two flowsuite installations federate, with real processes (orchestration/demo/federation.py):
 organisation A's gateway pushes p-001's clicks to organisation B's inbound endpoint; mid-stream
 A's gateway is SIGKILLed and B's inbound SIGKILLed and restarted. B's lake must hold every event
-A sent exactly once, and B's clicks per hour must equal A's partner_engagement for p-001."""
+A sent exactly once, and B's clicks per hour must equal A's partner_engagement for p-001. Then a
+puller of p-001 behind a firewall pulls the same events from A: each once, in order per partition."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from connectors.settings import load_settings
 from connectors.spec import load_specs
 from examples.demo_data import generate_clicks, produce
 from examples.engagement import materialize_hour
-from orchestration.demo.federation import run_federation
+from orchestration.demo.federation import run_federation, run_pull
 from orchestration.services.broker import running_broker
 
 
@@ -33,6 +34,7 @@ def test_b_lands_every_event_a_sent_exactly_once_through_kills(tmp_path):
             metastore.dispose()
 
         out = run_federation(a, kill=True, maxbatch=10)
+        pulled = run_pull(a, max_events=100)
 
     assert len(out.expected) > 80, out.lines
     assert out.killed_at is not None and 0 < out.killed_at < len(out.expected), out.lines
@@ -44,3 +46,7 @@ def test_b_lands_every_event_a_sent_exactly_once_through_kills(tmp_path):
     assert out.b_topic_records >= len(out.expected)  # copies may reach B's topic; never B's lake
     assert out.counts_equal, out.hour_counts
     assert any("exactly once" in line for line in out.lines), out.lines
+    # the same events pulled by a subscriber that hosts no endpoint
+    assert pulled.expected == out.expected, pulled.lines
+    assert pulled.exactly_once and pulled.receives > len(out.expected) // 100, pulled.lines
+    assert any("offset order: yes" in line for line in pulled.lines), pulled.lines
