@@ -28,17 +28,6 @@ from tests.support.gateway import (
 
 
 @pytest.fixture
-def topic2(make_topic):
-    return make_topic(partitions=2)
-
-
-@pytest.fixture
-def flow(tmp_path, kafka_bootstrap, topic2):
-    with flow_env(tmp_path, kafka_bootstrap, topic2) as f:
-        yield f
-
-
-@pytest.fixture
 def gateway(flow):
     gateways = []
 
