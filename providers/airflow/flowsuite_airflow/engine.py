@@ -31,13 +31,13 @@ ASSETS = ("landed", "hourly", "warehouse")
 CONFIG_KEYS = ("metastore_url", "lake_url", "warehouse_url", "kafka_bootstrap", "products_dir")
 
 
-@dataclass(frozen=True)
 def _spec_checks() -> list:
     from quality.expectations import spec_checks  # a bad expectation fails here as in Dagster
 
     return spec_checks()
 
 
+@dataclass(frozen=True)
 class FlowsuiteConfig(Engine):
     """The engine (connectors/engine.py) as a `flowsuite` connection configures it: the
     settings of the environment, a connection's extras on top. `repr` hides the URLs."""
