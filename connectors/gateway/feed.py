@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.formats import Batch, decoder_for
-from connectors.gateway.events import FlowEvent, events_from_batch
+from connectors.gateway.events import FlowEvent, events_from_batch, schema_url
 from connectors.kafka import consumer_config
 from connectors.spec import DataProductSpec
 
@@ -128,8 +128,11 @@ class CursorQueue:
             self.cond.notify_all()
 
 
-def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start: int) -> EventBatch | None:
-    """The records of one consume() as a batch starting at `start` (the reader's position)."""
+def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start: int,
+               dataschema: str | None = None) -> EventBatch | None:
+    """The records of one consume() as a batch starting at `start` (the reader's position).
+    A decoder that reads headers (binary-mode CloudEvents: CDC products' `ce_*`) is given
+    them, as the landing and pull delivery give them; `dataschema` goes on every event."""
     records = []
     for m in msgs:
         err = m.error()
@@ -144,8 +147,9 @@ def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start
     decoded = decoder.decode(Batch(
         partition, [m.value() for m in records], [m.key() for m in records],
         [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        [m.headers() for m in records] if decoder.needs_headers else None,
     ))
-    events = events_from_batch(spec, partition, {m.offset(): m for m in records}, decoded.valid)
+    events = events_from_batch(spec, partition, {m.offset(): m for m in records}, decoded.valid, dataschema)
     return EventBatch(partition, start, records[-1].offset() + 1, events)
 
 
@@ -164,9 +168,10 @@ def partition_consumer(spec: DataProductSpec, partition: int, bootstrap: str, gr
 class PartitionFeed(threading.Thread):
     """The shared reader of one (product, partition) in one gateway process."""
 
-    def __init__(self, spec: DataProductSpec, partition: int, bootstrap: str, kafka_config: dict[str, Any] | None = None):
+    def __init__(self, spec: DataProductSpec, partition: int, bootstrap: str, kafka_config: dict[str, Any] | None = None,
+                 dataschema: str | None = None):
         super().__init__(name=f"feed-{spec.name}-p{partition}", daemon=True)
-        self.spec, self.partition, self.bootstrap = spec, partition, bootstrap
+        self.spec, self.partition, self.bootstrap, self.dataschema = spec, partition, bootstrap, dataschema
         self.kafka_config = kafka_config or {}
         self.decoder = decoder_for(spec)
         self.lock = threading.Condition()
@@ -228,7 +233,8 @@ class PartitionFeed(threading.Thread):
                                                   f"flowsuite.flow.feed.{self.spec.name}", self.kafka_config, head)
                 try:
                     msgs = consumer.consume(num_messages=READ_SIZE, timeout=0.1)
-                    batch = read_batch(self.spec, self.partition, self.decoder, msgs, head) if msgs else None
+                    batch = (read_batch(self.spec, self.partition, self.decoder, msgs, head, self.dataschema)
+                             if msgs else None)
                 except Exception:  # noqa: BLE001 - the cursors catch up on their own meanwhile
                     log.warning("feed %s[%d]: read failed; reading again", self.spec.topic, self.partition, exc_info=True)
                     self._detach_all()
@@ -264,8 +270,9 @@ class Feeds:
     """The gateway process's feeds, one per (product, partition), started on first use, and
     the bound on catch-up readers (cursors behind the head reading on their own)."""
 
-    def __init__(self, bootstrap: str, kafka_config: dict[str, Any] | None = None, catchup_readers: int = 8):
-        self.bootstrap, self.kafka_config = bootstrap, kafka_config or {}
+    def __init__(self, bootstrap: str, kafka_config: dict[str, Any] | None = None, catchup_readers: int = 8,
+                 public_url: str | None = None):
+        self.bootstrap, self.kafka_config, self.public_url = bootstrap, kafka_config or {}, public_url
         self.catchup = threading.BoundedSemaphore(catchup_readers)
         self.feeds: dict[tuple[str, int], PartitionFeed] = {}
         self.lock = threading.Lock()
@@ -275,7 +282,8 @@ class Feeds:
             key = (spec.name, partition)
             feed = self.feeds.get(key)
             if feed is None or not feed.is_alive():
-                feed = PartitionFeed(spec, partition, self.bootstrap, self.kafka_config)
+                feed = PartitionFeed(spec, partition, self.bootstrap, self.kafka_config,
+                                     schema_url(self.public_url, spec))
                 feed.start()
                 self.feeds[key] = feed
             return feed

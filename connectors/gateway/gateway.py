@@ -55,7 +55,7 @@ class Gateway:
         self.lake = lake  # history below the broker's low watermark is delivered from it
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self.sender = Sender(settings)
-        self.feeds = Feeds(bootstrap, self.kafka_config)
+        self.feeds = Feeds(bootstrap, self.kafka_config, public_url=settings.public_url)
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}

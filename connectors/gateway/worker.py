@@ -45,6 +45,7 @@ from connectors.gateway.events import (
     FlowEvent,
     batch_request,
     binary_request,
+    schema_url,
     structured_request,
 )
 from connectors.gateway.feed import (
@@ -62,7 +63,7 @@ from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
-from connectors.spec import DataProductSpec, parse_duration
+from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,6 @@ READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight windo
 
 def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
     return f"{spec.topic}.flow.{sub_id}.dlq"
-
-
-def sub_options(sub: Subscription, settings: GatewaySettings) -> dict[str, Any]:
-    cfg = sub.config
-    mode = str(cfg.get("mode") or "binary")
-    ordered = str(cfg.get("ordered", "true")).lower() not in ("false", "0", "no")
-    return {
-        "mode": mode,
-        "ordered": ordered,
-        "maxbatch": int(cfg.get("maxbatch") or (100 if mode == "batched" else 1)),
-        "maxinflight": 1 if ordered else int(cfg.get("maxinflight") or 8),
-        "ttl_s": parse_duration(cfg["ttl"]).total_seconds() if cfg.get("ttl") is not None else settings.ttl_s,
-    }
 
 
 class Stopped(Exception):
@@ -109,7 +97,9 @@ class PartitionDelivery(threading.Thread):
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
         self.bootstrap, self.settings, self.sender, self.limiter = bootstrap, settings, sender, limiter
         self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
-        self.opts = sub_options(sub, settings)
+        self.opts = sub.options  # typed config (models.SubscriptionOptions), parsed once
+        self.ttl_s = self.opts.ttl_s(settings.ttl_s)
+        self.dataschema = schema_url(settings.public_url, spec)  # as pull delivery names it
         self.stop_event = threading.Event()
         self.decoder = decoder_for(spec)
         self.lease_renewed_at = time.monotonic()
@@ -301,11 +291,11 @@ class PartitionDelivery(threading.Thread):
                                                f"flowsuite.flow.{self.sub.id}", self.kafka_config, self.read_at)
             self.tp = TopicPartition(self.spec.topic, self.partition, self.read_at)
             self.paused = False
-        msgs = self.consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
+        msgs = self.consumer.consume(num_messages=max(self.opts.events_per_request * 4, READ_SIZE), timeout=0.1)
         if not msgs:
             return None
         self.catchup_reads += 1
-        return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at)
+        return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at, self.dataschema)
 
     def _below_broker(self) -> bool:
         """True (and `history` set) when `read_at` is below the partition's low watermark and the
@@ -339,7 +329,7 @@ class PartitionDelivery(threading.Thread):
                                   max_rows=READ_SIZE):
             end = table.column("_offset")[-1].as_py() + 1
             self.catchup_reads += 1
-            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table))
+            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table, self.dataschema))
             at = end
         if at < low:  # the rest of the window landed nothing (quarantined): passed over, as from Kafka
             yield EventBatch(self.partition, at, low, [])
@@ -408,23 +398,23 @@ class PartitionDelivery(threading.Thread):
             self.position = next_offset
 
     def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
-        size = self.opts["maxbatch"] if self.opts["mode"] == "batched" else 1
+        size = self.opts.events_per_request
         return [events[i:i + size] for i in range(0, len(events), size)]
 
     def _deliver(self, events: list[FlowEvent]) -> None:
         units = self._units(events)
-        if self.opts["maxinflight"] <= 1:
+        if self.opts.requests_in_flight <= 1:
             for unit in units:
                 self._deliver_unit(unit)
                 with self.count_lock:  # the bookkeeper commits through here: a small re-send window
                     self.done_through = max(self.done_through, unit[-1].offset + 1)
             return
-        with ThreadPoolExecutor(self.opts["maxinflight"]) as pool:
+        with ThreadPoolExecutor(self.opts.requests_in_flight) as pool:
             for f in [pool.submit(self._deliver_unit, u) for u in units]:
                 f.result()
 
     def _request(self, unit: list[FlowEvent]) -> tuple[str, dict[str, str], bytes]:
-        mode = self.opts["mode"]
+        mode = self.opts.mode
         if mode == "batched":
             headers, body = batch_request(unit)
             return f"batch-{unit[0].id}-to-{unit[-1].offset}", headers, body
@@ -460,9 +450,9 @@ class PartitionDelivery(threading.Thread):
             pause = backoff(attempt, self.settings.retry_base_s, self.settings.retry_cap_s)
             if outcome.retry_after is not None:
                 pause = max(outcome.retry_after, 0.0)
-            if time.monotonic() + pause - first_try > self.opts["ttl_s"]:
+            if time.monotonic() + pause - first_try > self.ttl_s:
                 self._dead_letter(unit, attempt, outcome)
-                if self.opts["ordered"]:
+                if self.opts.ordered:
                     self.store.transition(
                         self.sub.id, "paused", ["active"],
                         f"paused after dead-lettering {len(unit)} event(s) at offset {unit[0].offset} "
