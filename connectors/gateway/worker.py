@@ -21,11 +21,12 @@ While retrying, the cursor takes nothing: its feed queue runs full and is detach
 never waits for it), and a catch-up read of its own is paused in its consumer, so a slow
 receiver costs no memory beyond its bounded queue of shared batches or one read.
 
-The metastore is kept off the sending path: a bookkeeping thread per delivery re-reads the
-subscription (still active? position moved by a replay?) every 0.25 s, renews the lease every
-lease/4 (0.5 s with the default 2 s lease: a heartbeat, so a killed gateway's work moves within ~3 s),
-and commits the position through what was delivered. The sending thread trusts a state at most
-1 s old and waits, sending nothing, when the metastore is slower than that.
+The metastore is kept off the sending path: the gateway's one bookkeeper (delivery_books.py)
+re-reads every delivery's subscription (still active? position moved by a replay?) every
+0.25 s, renews all the process's leases every lease/4 in one statement (0.5 s with the default
+2 s lease: a heartbeat, so a killed gateway's work moves within ~3 s), and commits every
+delivery's position through what was delivered in one transaction. The sending thread trusts
+a state at most 1 s old and waits, sending nothing, when the metastore is slower than that.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connectors.formats import decoder_for
+from connectors.gateway.delivery_books import STATE_CHECK_S, DeliveryBooks
 from connectors.gateway.events import (
     FlowEvent,
     batch_request,
@@ -67,7 +69,6 @@ from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
-STATE_CHECK_S = 0.25  # the bookkeeper re-reads state and commits positions this often
 STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
 
@@ -91,7 +92,7 @@ class PartitionDelivery(threading.Thread):
         bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
         owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
         feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
-        lake: Lake | None = None,
+        lake: Lake | None = None, books: DeliveryBooks | None = None,
     ):
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
@@ -115,7 +116,7 @@ class PartitionDelivery(threading.Thread):
         self.last_ok = "HTTP 200"
         self.count_lock = threading.Lock()
         self.commit_lock = threading.Lock()
-        self.book_stop = threading.Event()
+        self.books = books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
         self.stop_reason: str | None = None
         self.state_ok_at = 0.0
         self._keep = None
@@ -145,39 +146,6 @@ class PartitionDelivery(threading.Thread):
             if time.monotonic() - self.state_ok_at <= STATE_STALE_S:
                 return
             self.stop_event.wait(0.02)  # the metastore is slow to answer: send nothing meanwhile
-
-    def _bookkeeping(self) -> None:
-        """The metastore side of a delivery, off the sending path: every STATE_CHECK_S re-read
-        the subscription and the stored position (paused? replayed?), renew the lease, and
-        commit the position through what was delivered."""
-        while not self.book_stop.is_set() and self.stop_reason is None:
-            try:
-                now = time.monotonic()
-                if now - self.lease_renewed_at > self.settings.lease_s / 4:  # a heartbeat
-                    if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition),
-                                                      self.owner, self.settings.lease_s):
-                        self.stop_reason = "claim lost"
-                        return
-                    self.lease_renewed_at = now
-                fresh = self.store.get(self.sub.id)
-                if fresh is None or fresh.state != "active":
-                    self.stop_reason = f"subscription is {fresh.state if fresh else 'gone'}"
-                    return
-                stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
-                if stored != self.position:
-                    self.stop_reason = f"position moved to {stored} (a replay)"
-                    return
-                self.sub = fresh
-                self.state_ok_at = now
-                self._flush()
-            except Stopped as why:
-                self.stop_reason = str(why)
-                return
-            except Exception as exc:  # noqa: BLE001 - e.g. the metastore away: stop, another attempt follows
-                self.stop_reason = f"bookkeeping failed: {type(exc).__name__}"
-                log.warning("flow %s partition %d: bookkeeping failed", self.sub.id, self.partition, exc_info=True)
-                return
-            self.book_stop.wait(STATE_CHECK_S)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -209,9 +177,12 @@ class PartitionDelivery(threading.Thread):
         self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
         self.stored_not_before = not_before
         self.read_at = self.position  # the first offset not taken from the feed or read yet
-        book = threading.Thread(target=self._bookkeeping, name=f"{self.name}-book", daemon=True)
+        own_books = self.books is None
+        if own_books:
+            self.books = DeliveryBooks(self.store, self.settings.lease_s)
+            self.books.start()
         self.state_ok_at = time.monotonic()  # just read by the gateway's claim
-        book.start()
+        self.books.register(self)
         try:
             while True:
                 self._guard()
@@ -242,8 +213,9 @@ class PartitionDelivery(threading.Thread):
                         self.clear_not_before = True
                     self.done_through = batch.end
         finally:
-            self.book_stop.set()
-            book.join()
+            self.books.unregister(self)
+            if own_books:
+                self.books.stop()
             try:
                 self._flush()  # delivered before the stop: committed, so not sent again
             except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
