@@ -122,6 +122,13 @@ class CursorQueue:
                 raise Detached()
             return None
 
+    def poll(self, start: int) -> EventBatch | None:
+        """The next batch without waiting, if one is queued and starts at `start`."""
+        with self.cond:
+            if self.items and self.items[0].start == start:
+                return self.items.popleft()
+            return None
+
     def close(self) -> None:
         with self.cond:
             self.closed = True

@@ -191,6 +191,7 @@ class PartitionDelivery(threading.Thread):
                     continue
                 self.read_at = batch.end
                 events = self._select(batch)
+                events, end = self._more_queued(events, batch.end)
                 if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
                     kept = []
                     for ev in events:
@@ -211,7 +212,7 @@ class PartitionDelivery(threading.Thread):
                 with self.count_lock:
                     if self.stored_not_before is not None and not_before is None:
                         self.clear_not_before = True
-                    self.done_through = batch.end
+                    self.done_through = end
         finally:
             self.books.unregister(self)
             if own_books:
@@ -268,6 +269,23 @@ class PartitionDelivery(threading.Thread):
             return None
         self.catchup_reads += 1
         return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at, self.dataschema)
+
+    def _more_queued(self, events: list[FlowEvent], end: int) -> tuple[list[FlowEvent], int]:
+        """Add the batches already waiting in the feed queue (contiguous, in order) to what is
+        sent next, up to one request's worth (or a read's in binary mode): a cursor whose
+        receiver answers slower than the feed reads sends fewer, fuller requests instead of
+        falling behind one small batch at a time until it is detached."""
+        if self.queue is None:
+            return events, end
+        want = max(self.opts.events_per_request, READ_SIZE)
+        merged = list(events)
+        while len(merged) < want:
+            nxt = self.queue.poll(end)
+            if nxt is None:
+                break
+            merged += self._select(nxt)
+            end = self.read_at = nxt.end
+        return merged, end
 
     def _below_broker(self) -> bool:
         """True (and `history` set) when `read_at` is below the partition's low watermark and the
