@@ -91,22 +91,49 @@ class Detached(Exception):
 
 
 class CursorQueue:
-    """A cursor's bounded queue of batches; `closed` once the feed detached it."""
+    """A cursor's bounded queue of batches; `closed` once the feed detached it.
 
-    def __init__(self, limit: int | None = None):
+    `wants(batch)` (the cursor's filters and policy: does the batch hold an event for it?) is
+    asked on the feed's thread; a batch it does not want is not queued and does not wake the
+    cursor — the offsets it covers are kept as one range (`passed`) that goes to the cursor as an
+    empty batch ahead of the next wanted one, or when its take() times out, so its position still
+    moves. With 1,000 partner subscriptions each wanting a thousandth of the events, the cursors
+    wake for their own events, not for every batch."""
+
+    def __init__(self, limit: int | None = None, wants=None):
         self.limit = QUEUE_BATCHES if limit is None else limit
         self.items: deque[EventBatch] = deque()
         self.closed = False
         self.cond = threading.Condition()
+        self.wants = wants
+        self.passed: EventBatch | None = None  # offsets passed over, nothing in them for this cursor
+
+    def _wanted(self, batch: EventBatch) -> bool:
+        if self.wants is None:
+            return True
+        if not batch.events:
+            return False
+        try:
+            return bool(self.wants(batch))
+        except Exception:  # noqa: BLE001 - the cursor finds out itself (and says why) when it selects
+            return True
 
     def offer(self, batch: EventBatch) -> bool:
+        wanted = self._wanted(batch)
         with self.cond:
             if self.closed:
                 return False
+            if not wanted:
+                start = batch.start if self.passed is None else self.passed.start
+                self.passed = EventBatch(batch.partition, start, batch.end, [])
+                return True
             if len(self.items) >= self.limit:
                 self.closed = True
                 self.cond.notify_all()
                 return False
+            if self.passed is not None:
+                self.items.append(self.passed)
+                self.passed = None
             self.items.append(batch)
             self.cond.notify_all()
             return True
@@ -118,15 +145,21 @@ class CursorQueue:
                 self.cond.wait(timeout)
             if self.items:
                 return self.items.popleft()
+            if self.passed is not None:
+                passed, self.passed = self.passed, None
+                return passed
             if self.closed:
                 raise Detached()
             return None
 
     def poll(self, start: int) -> EventBatch | None:
-        """The next batch without waiting, if one is queued and starts at `start`."""
+        """The next batch without waiting, if one is queued (or passed over) and starts at `start`."""
         with self.cond:
-            if self.items and self.items[0].start == start:
-                return self.items.popleft()
+            if self.items:
+                return self.items.popleft() if self.items[0].start == start else None
+            if self.passed is not None and self.passed.start == start:
+                passed, self.passed = self.passed, None
+                return passed
             return None
 
     def close(self) -> None:

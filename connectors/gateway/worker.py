@@ -70,6 +70,7 @@ from connectors.spec import DataProductSpec
 log = logging.getLogger(__name__)
 
 STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
+TAKE_WAIT_S = 0.5  # a cursor with nothing to send wakes this often (to move its position past what it passed over)
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
 
 
@@ -134,6 +135,10 @@ class PartitionDelivery(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+        q = self.queue
+        if q is not None:  # waiting in take(): wake it now, not after TAKE_WAIT_S
+            with q.cond:
+                q.cond.notify_all()
 
     def _guard(self) -> None:
         """Raise Stopped unless the claim is ours and the subscription is still active, as the
@@ -231,7 +236,7 @@ class PartitionDelivery(threading.Thread):
         feed's head, where it attaches again."""
         if self.queue is not None:
             try:
-                batch = self.queue.take(0.1)
+                batch = self.queue.take(TAKE_WAIT_S)
             except Detached:
                 self.queue = None  # fell behind: catch up on its own from read_at
                 self.detached += 1
@@ -253,7 +258,7 @@ class PartitionDelivery(threading.Thread):
             if batch is None:
                 self.history = None  # through the low watermark: Kafka from here, no gap, no double
             return batch
-        if self.feed is not None and self.feed.attach(q := CursorQueue(), self.read_at):
+        if self.feed is not None and self.feed.attach(q := CursorQueue(wants=self._select), self.read_at):
             self._close_catchup()
             self.queue = q
             return None
@@ -283,7 +288,8 @@ class PartitionDelivery(threading.Thread):
             nxt = self.queue.poll(end)
             if nxt is None:
                 break
-            merged += self._select(nxt)
+            if nxt.events:
+                merged += self._select(nxt)
             end = self.read_at = nxt.end
         return merged, end
 

@@ -161,3 +161,19 @@ def test_a_cursor_takes_queued_batches_only_in_order_and_without_waiting():
     assert q.poll(10) is second
     assert q.poll(25) is None and list(q.items) == [far]  # 25..39 missing: left for take() to see
     assert q.poll(40) is far and q.poll(50) is None
+
+
+def test_a_batch_with_nothing_for_a_cursor_does_not_wake_it_but_its_position_still_moves():
+    mine = lambda b: [e for e in b.events if e == "mine"]  # noqa: E731 - the cursor's selector
+    q = feed.CursorQueue(limit=2, wants=mine)
+    for start, events in ((0, ["other"]), (10, ["other"]), (20, ["mine"]), (30, ["other"])):
+        assert q.offer(feed.EventBatch(0, start, start + 10, events))
+    passed, wanted = q.take(0.01), q.take(0.01)
+    assert (passed.start, passed.end, passed.events) == (0, 20, [])  # one range, nothing in it
+    assert (wanted.start, wanted.events) == (20, ["mine"])
+    late = q.take(0.01)  # nothing queued: the range passed over comes after the wait, so the cursor commits it
+    assert (late.start, late.end, late.events) == (30, 40, [])
+    assert q.take(0.01) is None
+    for start in range(40, 100, 10):  # passed-over batches take no slot: never detached for them
+        assert q.offer(feed.EventBatch(0, start, start + 10, ["other"]))
+    assert not q.closed
