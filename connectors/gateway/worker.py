@@ -302,12 +302,16 @@ class PartitionDelivery(threading.Thread):
         (a real Kafka then fails the read: auto.offset.reset is `error`)."""
         if self.lake is None or self.spec.format not in HISTORY_FORMATS:
             return False
-        probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
-                                   self.kafka_config, self.read_at)
-        try:
-            low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10, cached=False)[0]
-        finally:
-            probe.close()
+        if self.feed is not None:  # one probe per (product, partition) for every cursor, at most every 5 s
+            low = self.feed.low_watermark()
+        else:
+            probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
+                                       self.kafka_config, self.read_at)
+            try:
+                low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10,
+                                                  cached=False)[0]
+            finally:
+                probe.close()
         if self.read_at >= low:
             return False
         span = lake_span(self.store.metastore, self.spec.name, self.partition)
