@@ -26,21 +26,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sqlalchemy import select, update
 
-from connectors.gateway.store import (
-    GatewayStore,
-    _subscription,
-    commit_position_in,
-    positions,
-    subscriptions,
-)
+from connectors.gateway.store import GatewayStore, commit_position_in, positions
 from connectors.metastore import claims, retrying
 
-if TYPE_CHECKING:
-    from connectors.gateway.worker import PartitionDelivery
+# A delivery is worker.PartitionDelivery (not imported: it imports this module). What a cycle
+# reads and sets of it: sub, partition, owner, position, done_through, clear_not_before,
+# unrecorded, last_ok, stored_not_before, count_lock, commit_lock, stop_reason, state_ok_at,
+# lease_renewed_at.
+PartitionDelivery = Any
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +136,9 @@ class DeliveryBooks(threading.Thread):
         return retrying(tx)
 
     def _read(self, ids: list[str]):
-        subs, at = {}, {}
+        subs, at = self.store.get_many(ids), {}
         with self.store.engine.connect() as conn:
             for part in _chunks(ids):
-                for row in conn.execute(select(subscriptions).where(subscriptions.c.id.in_(part))).mappings():
-                    subs[row["id"]] = _subscription(row)
                 for row in conn.execute(select(positions.c.subscription, positions.c.partition, positions.c.next_offset)
                                         .where(positions.c.subscription.in_(part))):
                     at[(row.subscription, row.partition)] = row.next_offset
