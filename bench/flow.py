@@ -512,7 +512,14 @@ def main() -> int:
                              "figure": gap, "ceiling": None, "ratio": None, "goal": "<= 3 s", "unit": "s"})
             fanned = []
             for subs in [int(x) for x in args.fanout.split(",") if x] if "fanout" in only else ():
-                r = fanout(bench, subs, args.fanout_rate, args.seconds)
+                try:
+                    r = fanout(bench, subs, args.fanout_rate, args.seconds)
+                except RuntimeError as exc:  # outran its time box: say so, keep the other rows
+                    print(f"fan-out {subs} partner subscription(s): did not finish: {exc}", flush=True)
+                    bench.stop_gateway()
+                    rows.append({"what": f"fan-out: {subs} partner subscription(s) did not finish its time box ({exc})",
+                                 "figure": None, "ceiling": None, "ratio": None, "goal": "", "unit": ""})
+                    continue
                 fanned.append(r)
                 print(f"fan-out {subs} partner subscription(s), {args.fanout_rate:,} events/s: "
                       f"{r['cpu_us_per_event']:,.0f} µs CPU/event, p99 {r['p99'] * 1000:,.0f} ms, "
