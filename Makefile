@@ -59,7 +59,7 @@ $(AIRFLOW_STAMP): providers/airflow/requirements.lock providers/airflow/pyprojec
 	PYTHON=$(PYTHON) providers/airflow/make_env.sh $(AIRFLOW_VENV) $(BIN)/python
 	@touch $(AIRFLOW_STAMP)
 
-test: install browsers duckdb-iceberg airflow-env
+test: install browsers duckdb-iceberg airflow-env peers-env
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
