@@ -165,7 +165,7 @@ def landing_check_results(
         table = lake_schema(spec).empty_table()
     try:
         outcomes = run_suite(spec, table, suites_dir)
-    except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate, not a crash
+    except Exception as exc:  # a suite that cannot run is a failed gate, not a crash
         log.exception("%s: the quality suite could not run", spec.name)
         outcomes = [
             ExpectationOutcome(

@@ -80,7 +80,7 @@ def _handler(fn):
         except FlowError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
             return _error(exc.status, exc.message, **headers)
-        except Exception:  # noqa: BLE001 - the caller gets a clean answer, the log the detail
+        except Exception:  # the caller gets a clean answer, the log the detail
             log.exception("flow API: %s %s failed", request.method, request.url.path)
             return _error(500, "internal error; the gateway's log has the details")
 

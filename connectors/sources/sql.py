@@ -393,7 +393,7 @@ def publish(
         engine.dispose()
         try:
             metastore.release(claim_product, CLAIM_RESOURCE, owner)
-        except Exception:  # noqa: BLE001 - the lease expires on its own
+        except Exception:  # the lease expires on its own
             log.warning("releasing the claim of source %s failed", source.name, exc_info=True)
 
 

@@ -288,7 +288,7 @@ def _abandon(product: str, resource: str, owner: str, lake: Lake, metastore: Met
             lake.delete(path)
         metastore.forget_files(pending, only_pending=True)
         metastore.release(product, resource, owner)
-    except Exception:  # noqa: BLE001 - the lease expires and the next claimant cleans up
+    except Exception:  # the lease expires and the next claimant cleans up
         log.warning("%s: cleaning up after a failed compaction of %s failed", product, resource, exc_info=True)
 
 
