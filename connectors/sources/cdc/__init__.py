@@ -9,7 +9,7 @@ from importlib import import_module
 
 _PUBLIC = {
     "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
-    "CdcSourceSpec": "spec",
+    "CdcSourceSpec": "spec", "SnapshotNeededError": "spec",
 }
 __all__ = sorted(_PUBLIC)
 

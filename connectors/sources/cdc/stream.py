@@ -47,7 +47,7 @@ from connectors.sources.cdc.server import (
     slot_info,
 )
 from connectors.sources.cdc.snapshot import read_snapshot
-from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.sources.cdc.spec import CdcSourceSpec, SnapshotNeededError
 from connectors.sources.cdc.types import type_name
 from connectors.spec import DataProductSpec
 
@@ -190,9 +190,10 @@ class _Session:
             repl = connect(self.url, replication=True)
             if slot is None:
                 if pos.snapshot_done:
-                    raise CdcError(f"{source.name}: replication slot {source.slot_name!r} is gone but the recorded position "
-                                   f"is {pgo.lsn_text(pos.commit_lsn or 0)}; changes since then are lost to the slot. "
-                                   f"Run `flowsuite cdc reset {source.name}` to take a new snapshot")
+                    raise SnapshotNeededError(
+                        source.name, f"{source.name}: replication slot {source.slot_name!r} is gone but the recorded "
+                        f"position is {pgo.lsn_text(pos.commit_lsn or 0)}; changes since then are lost to the slot. "
+                        "Reset the source's capture to take a new snapshot")
                 created = create_slot(repl, source)
                 self.result.created_slot = True
                 pos = Position(source.name, source.slot_name, snapshot_lsn=created.consistent_lsn)
@@ -319,10 +320,11 @@ class _Session:
         for col in rel.columns:
             before = known.get(col.name)
             if before is not None and before != col.type_oid:
-                raise CdcError(
+                raise SnapshotNeededError(
+                    self.source.name,
                     f"{self.source.name}: column {col.name!r} of {rel.qualified} changed type from {type_name(before)} "
                     f"to {type_name(col.type_oid)}; capture stopped before publishing anything of the new type. Change "
-                    f"the product's field to match, then run `flowsuite cdc reset {self.source.name}` (a new snapshot)")
+                    "the product's field to match, then reset the source's capture (a new snapshot)")
         for col in rel.columns:
             if col.name not in known:
                 log.info("%s: new column %s (%s)", self.source.name, col.name, type_name(col.type_oid))
