@@ -16,11 +16,8 @@ from connectors.errors import FlowsuiteError
 from connectors.spec import DataProductSpec
 from connectors.warehouse import SyncResult, WarehouseSink, sync
 from orchestration.failures import failure
+from orchestration.keys import warehouse_key
 from orchestration.resources import FlowsuiteResource
-
-
-def warehouse_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "warehouse"])
 
 
 def warehouse_kind(url: str | None) -> str:

@@ -6,6 +6,7 @@ through `dg.EnvVar` and are never logged: the clients' reprs hide them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from connectors.engine import Engine, shared_metastore
+from connectors.flows import RunContext
 from connectors.lake import Lake, S3Options
 from connectors.metastore import Metastore
 from connectors.settings import KAFKA_ENV_SETTINGS, KAFKA_PASS_THROUGH, kafka_env_var, load_settings
@@ -84,6 +86,11 @@ class FlowsuiteResource(dg.ConfigurableResource):
 
     def metastore(self) -> Metastore:
         return shared_metastore(self.metastore_url)
+
+    def run_context(self, run_id: str, is_dead: Callable[[str], bool] | None = None) -> RunContext:
+        """What a step's engine calls carry (connectors/flows/context.py): the stores, the broker
+        and its client settings, the Dagster run id, and how to tell a failed run's claim."""
+        return self.engine().run_context(run_id=run_id, is_dead=is_dead)
 
     def kafka(self) -> dict[str, Any]:
         """Extra Kafka client settings (security.protocol, sasl.*, ssl.*), passed through."""

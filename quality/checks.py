@@ -28,6 +28,7 @@ import dagster as dg
 import pyarrow as pa
 
 from connectors.spec import DataProductSpec
+from orchestration.keys import landed_key
 from quality.expectations import ExpectationOutcome, check_names, run_suite, suite_columns
 
 if TYPE_CHECKING:
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 RECORDS_ACCOUNTED = "records_accounted"
 UNEXPECTED_SHOWN = 10
 
-
-def landed_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "landed"])
 
 
 def _describe(exp_type: str, kwargs: dict[str, Any], severity: str) -> str:

@@ -38,6 +38,7 @@ from connectors.warehouse import (
     sync,
 )
 from connectors.warehouse.dialects import PostgresDialect
+from tests.support.runs import run_at
 from tests.support.services import PG_HOST, PG_PORT
 from tests.support.warehouse import T0, expected_state, make_spec, produce_accounts, state
 
@@ -465,7 +466,7 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     def compact_then_read(spec_, lake_, files, window):
         if not failures:
             for hour in sorted({f.hour for f in files}):
-                compact_hour(spec, hour, lake=lake, metastore=metastore, force=True)
+                compact_hour(spec, hour, run_at(lake=lake, metastore=metastore), force=True)
             try:
                 return real_read(spec_, lake_, files, window)  # the listing from before the swap
             except OSError as exc:

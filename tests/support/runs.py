@@ -1,0 +1,15 @@
+"""A run's context for tests that call the flows directly (connectors/flows/context.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from connectors.flows import RunContext
+
+
+def run_at(*, lake: Any, metastore: Any, now: datetime | None = None, **values: Any) -> RunContext:
+    """The RunContext of these stores; `now` fixes the clock that decides which hours are closed."""
+    if now is not None:
+        values["clock"] = now.timestamp
+    return RunContext(lake=lake, metastore=metastore, **values)
