@@ -65,7 +65,7 @@ def orders_section(demo) -> list[str] | None:
     from connectors.sources.cdc import CdcError, capture
     from connectors.sources.cdc.pgoutput import lsn_text
     from connectors.warehouse import WarehouseSink
-    from orchestration.demo.ingest import ingest_summary, run_ingest
+    from orchestration.ingest import ingest_summary, run_ingest
     from orchestration.services.pg_cluster import (
         ClusterError,
         PgCluster,

@@ -65,7 +65,7 @@ def refresh_legacy(url: str, now: datetime, changes: int = 5) -> str:
 def partners_section(demo) -> list[str]:
     from connectors.sources import load_sources, publish
     from connectors.warehouse import WarehouseSink
-    from orchestration.demo.ingest import ingest_summary, run_ingest
+    from orchestration.ingest import ingest_summary, run_ingest
     from quality.expectations import load_checked_specs
 
     products = {s.name: s for s in load_checked_specs(demo.settings.products_dir)}
