@@ -20,6 +20,7 @@ import dagster as dg
 
 from connectors.errors import FlowsuiteError
 from connectors.sources import (
+    SOURCE_LEASE_S,
     SourceError,
     SourceSpec,
     load_sources,
@@ -83,8 +84,8 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
     )
     def published(context: dg.AssetExecutionContext, flowsuite: FlowsuiteResource) -> dg.MaterializeResult:
         try:
-            r = publish(source, spec, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
-                        kafka_config=flowsuite.kafka(), run_id=context.run_id)
+            run = flowsuite.engine().run_context(run_id=context.run_id, lease_s=SOURCE_LEASE_S)
+            r = publish(source, spec, run)
         except FlowsuiteError as exc:
             raise failure(exc) from None
         context.log.info(f"{source.name}: published {r.published} row(s) to {r.topic}; cursor {r.cursor_after.describe()}")

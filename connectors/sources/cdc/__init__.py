@@ -8,7 +8,7 @@ specs and checks load without the capture machinery.
 from importlib import import_module
 
 _PUBLIC = {
-    "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
+    "CaptureOptions": "stream", "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
     "CdcSourceSpec": "spec", "SnapshotNeededError": "spec",
 }
 __all__ = sorted(_PUBLIC)
