@@ -203,9 +203,8 @@ def test_no_package_exports_a_name_that_shadows_its_own_submodule():
 #    1  quality     suites, asset checks, record validation
 #    2  sensors     offset and subscription sensors
 #    3  assets      the asset factories
-#    4  examples    product-specific code (the derived partner_engagement product); flowsuite
-#                   (Dagster components), where it exists
-#    5  orchestration.{definitions, schedules, ingest, services, cli, demo}   the top
+#    4  examples    product-specific code (the derived partner_engagement product)
+#    5  orchestration.{definitions, schedules, ingest, services, cli, demo, defs}, flowsuite   the top
 #
 # `flowsuite land` (orchestration/cli) runs the ingest job through orchestration.ingest, never
 # through the demo: only `flowsuite demo` (cli/demo.py) imports orchestration.demo.
@@ -220,7 +219,6 @@ DAGSTER_LAYERS = {
     "sensors": 2,
     "assets": 3,
     "examples": 4,
-    "flowsuite": 4,  # the Dagster components (flowsuite.DataProduct), where that package exists
     "orchestration": 5,  # the package itself (its __init__)
     "orchestration.definitions": 5,
     "orchestration.schedules": 5,
@@ -229,6 +227,7 @@ DAGSTER_LAYERS = {
     "orchestration.cli": 5,
     "orchestration.demo": 5,
     "orchestration.defs": 5,  # the components' defs folder, where it exists
+    "flowsuite": 5,  # the Dagster components (flowsuite.DataProduct: a product's definitions), where it exists
 }
 
 
