@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/flowsuite demo
 
 dev: install
-	@$(BIN)/python -c 'import sys; from orchestration.demo import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
+	@$(BIN)/python -c 'import sys; from orchestration.ingest import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
 	$(BIN)/flowsuite broker start
 	@# the flow gateway next to the UI (its API on :8787; stopped with the UI)
 	FLOWSUITE_FLOW_ALLOW_HTTP=true FLOWSUITE_FLOW_ALLOW_SINKS=127.0.0.1/32 $(BIN)/flowsuite flow serve --port 8787 & \

@@ -20,12 +20,9 @@ from assets.table import build_table_definitions
 from assets.warehouse import build_warehouse_definitions
 from connectors.spec import DataProductSpec
 from orchestration.jobs import ingest_job
+from orchestration.keys import published_key, warehouse_key
 from quality.checks import build_quality_definitions
 from sensors.offsets import build_offset_sensor
-
-
-def warehouse_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "warehouse"])
 
 
 def _asset_keys(defs: dg.Definitions) -> set[dg.AssetKey]:
@@ -53,7 +50,7 @@ def product_definitions(spec: DataProductSpec) -> dg.Definitions:
     # What writes the topic — a source connector's <P>/published, or the organisations pushing
     # to <P>/inbound — is drawn as the landing's parent.
     keys = set().union(*(_asset_keys(d) for d in parts))
-    writer = next((k for k in (dg.AssetKey([spec.name, "published"]), inbound_key(spec)) if k in keys), None)
+    writer = next((k for k in (published_key(spec), inbound_key(spec)) if k in keys), None)
     parts.append(build_landing_definitions(spec, upstream=writer))
     keys.add(landed_key(spec))
     ingest_keys = [k for k in (landed_key(spec), warehouse_key(spec)) if k in keys]

@@ -523,12 +523,25 @@ class DataProductSpec(SpecModel):
     inbound: InboundSpec | None = None  # other organisations push CloudEvents to it (docs/flow.md)
     schemas: SchemaSpec | None = None  # avro/protobuf: where the writer schemas come from
     tags: dict[str, str] = Field(default_factory=dict)
+    # Products the code location computes from this one (examples/derived.py builds each name it
+    # knows; an unknown one fails when the definitions load): declared here, never wired by name.
+    derived: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not IDENTIFIER.match(v):
             raise ValueError(f"product name {v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+    @field_validator("derived")
+    @classmethod
+    def _derived(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"derived product name {name!r} must match {IDENTIFIER.pattern}")
+        if len(set(v)) < len(v):
+            raise ValueError("a derived product is named twice")
         return v
 
     @field_validator("topic")

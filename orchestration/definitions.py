@@ -13,8 +13,7 @@ from assets.factory import product_definitions
 from assets.flow import flow_definitions
 from connectors.settings import load_settings
 from connectors.spec import DataProductSpec
-from examples.engagement import SOURCE_PRODUCT as ENGAGEMENT_SOURCE
-from examples.engagement_assets import build_engagement_definitions
+from examples.derived import derived_definitions
 from orchestration.resources import default_flowsuite_resource
 from orchestration.schedules import build_schedules
 from quality.expectations import load_checked_specs
@@ -26,11 +25,8 @@ def load_products() -> list[DataProductSpec]:
 
 
 def example_definitions(specs: list[DataProductSpec]) -> list[dg.Definitions]:
-    """Products derived from others (examples/): partner_engagement counts the clicks product."""
-    by_name = {s.name: s for s in specs}
-    if ENGAGEMENT_SOURCE not in by_name:
-        return []
-    return [build_engagement_definitions(by_name[ENGAGEMENT_SOURCE])]
+    """Products derived from others, as the specs declare them (`derived:`; examples/derived.py)."""
+    return derived_definitions(specs)
 
 
 @dg.definitions

@@ -27,6 +27,7 @@ import dagster as dg
 from connectors.lake import hour_key, parse_hour_key
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from orchestration.keys import landed_key
 from orchestration.resources import FlowsuiteResource
 
 FRESHNESS = "freshness"
@@ -132,7 +133,7 @@ def _metadata(md: dict[str, Any]) -> dict[str, Any]:
 
 def freshness_and_volume_checks(spec: DataProductSpec) -> list[dg.AssetChecksDefinition]:
     """Standalone checks on `P/landed` for the product's freshness and volume rules."""
-    key = dg.AssetKey([spec.name, "landed"])
+    key = landed_key(spec)
     checks: list[dg.AssetChecksDefinition] = []
     if spec.quality.freshness is not None:
         fresh = spec.quality.freshness

@@ -183,7 +183,7 @@ class PartitionDelivery(threading.Thread):
             except Stopped as why:
                 self.stop_reason = str(why)
                 return
-            except Exception as exc:  # noqa: BLE001 - e.g. the metastore away: stop, another attempt follows
+            except Exception as exc:  # e.g. the metastore away: stop, another attempt follows
                 self.stop_reason = f"bookkeeping failed: {type(exc).__name__}"
                 log.warning("flow %s partition %d: bookkeeping failed", self.sub.id, self.partition, exc_info=True)
                 return
@@ -205,7 +205,7 @@ class PartitionDelivery(threading.Thread):
             self._run()
         except Stopped as why:
             log.info("flow %s partition %d stops: %s", self.sub.id, self.partition, why)
-        except Exception:  # noqa: BLE001 - one partition's failure must not kill the gateway
+        except Exception:  # one partition's failure must not kill the gateway
             log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
         finally:
             try:

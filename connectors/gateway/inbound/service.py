@@ -155,7 +155,7 @@ class InboundService:
                                 **{"Retry-After": str(self.settings.busy_retry_after_s)})
             try:
                 self.log.record(*key, answer.status, produced, answer.body, p.spec.inbound.remember.total_seconds())
-            except Exception:  # noqa: BLE001 - the records are durable: the answer stands, a retry lands once anyway
+            except Exception:  # the records are durable: the answer stands, a retry lands once anyway
                 log.exception("inbound %s: could not record webhook-id %s; a retry will be produced again "
                               "(landing drops the copies by ce_id)", product, key[2][:100])
             return answer

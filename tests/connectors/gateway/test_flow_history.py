@@ -29,6 +29,7 @@ from tests.support.gateway import (
     land_all,
     produce_history,
 )
+from tests.support.runs import run_at
 from tests.support.s3 import env_lake
 from tests.support.tansu import S3Broker
 
@@ -60,7 +61,7 @@ def assert_same(got: pa.Table, expected: pa.Table) -> None:
 
 def compact_all(spec, lake, metastore) -> None:
     for hour in sorted({f.hour for f in metastore.live_files(spec.name)}):
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id="compaction", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id="compaction", now=LATER))
     kinds = {f.kind for f in metastore.live_files(spec.name)}
     assert kinds == {"compacted"}, kinds
 
@@ -123,7 +124,7 @@ def test_history_continues_across_a_compaction_that_swaps_the_files_under_it(lan
         compact_all(spec, lake, metastore)  # deletes every landed file the reader was reading
     else:  # one hour swapped, its neighbours' landed files stay live: both kinds in one slice
         hour = sorted({f.hour for f in metastore.live_files(spec.name)})[2]
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id="compaction", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id="compaction", now=LATER))
     rest = list(tables)
     assert_same(pa.concat_tables([first, *rest]), window(expected[1], 0, 3000))
 
