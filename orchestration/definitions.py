@@ -59,18 +59,28 @@ def check_doors(files: list[tuple[DataProductSpec, Path]], components: list[Data
         raise SpecError(problems)
 
 
+def component_tree() -> dg.ComponentTree | None:
+    """The defs folder as `dg.load_from_defs_folder(...)` builds it, or None when it declares
+    nothing (the repository ships no component): Dagster's tree then has nothing to add, and
+    building it would read the instance's defs state for nothing."""
+    folder = PROJECT / "defs"
+    declared = [p for p in folder.rglob("*") if p.name in ("defs.yaml", "defs.yml")
+                or (p.suffix == ".py" and p.name != "__init__.py")]
+    return dg.ComponentTree.for_project(PROJECT) if declared else None
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     specs = load_products()
     products_dir = load_settings().products_dir
-    tree = dg.ComponentTree.for_project(PROJECT)  # what dg.load_from_defs_folder(...) builds
-    components = tree.get_all_components(of_type=DataProduct)
+    tree = component_tree()
+    components = tree.get_all_components(of_type=DataProduct) if tree else []
     check_doors([(s, products_dir / f"{s.name}.yaml") for s in specs], components)
     return dg.Definitions.merge(
         *(product_definitions(spec) for spec in specs),
         *example_definitions(specs + [c.spec for c in components]),
         *(flow_definitions(spec) for spec in specs),
-        tree.build_defs(),
+        tree.build_defs() if tree else dg.Definitions(),
         dg.Definitions(
             schedules=list(build_schedules(specs)),
             resources={"flowsuite": shared_flowsuite_resource()},

@@ -15,6 +15,16 @@ from tests.support.dg import make_dg_project
 _SEQ = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def live_instance():
+    """A live instance around each test: Dagster's component tree reads the current instance's
+    defs state, and an earlier test's `instance_for_test` can leave a dead one current."""
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 @pytest.fixture
 def dg_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], tuple[Path, Path]]:
     """() → (project root, defs folder) of a fresh project importable in this process."""
