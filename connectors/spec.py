@@ -722,13 +722,32 @@ def parse_spec_file(path: Path, checks: Sequence[SpecCheck] = ()) -> DataProduct
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([SpecProblem(path, where, f"is not valid YAML: {problem}")]) from None
+    return parse_spec_data(path, data, checks=checks)
+
+
+def parse_spec_data(path: Path, data: Any, name: str | None = None, prefix: str = "",
+                    checks: Sequence[SpecCheck] = ()) -> DataProductSpec:
+    """Validate already-read spec data from `path`; raise SpecError listing every problem.
+
+    The one loader behind both front doors: `dataproducts/<name>.yaml` (through
+    `parse_spec_file`) and a Dagster component's `defs.yaml` (flowsuite/component.py), whose
+    spec sits under `attributes` (`prefix`, put before every location) and whose product is
+    named after its folder (`name`: filled in when the data has none, else it must match).
+    Without `name` the file name is the product's name."""
+    def located(problems: list[SpecProblem]) -> list[SpecProblem]:
+        if not prefix:
+            return problems
+        return [SpecProblem(p.path, f"{prefix}.{p.location}" if p.location else prefix, p.message) for p in problems]
+
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(path, "", f"expected a mapping of settings, got {type(data).__name__}")])
+        raise SpecError(located([SpecProblem(path, "", f"expected a mapping of settings, got {type(data).__name__}")]))
+    if name is not None and "name" not in data:
+        data = {"name": name, **data}
     try:
         spec = DataProductSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(problems_from_validation(path, exc, data)) from None
-    problems = _extra_checks(path, spec, checks)
+        raise SpecError(located(problems_from_validation(path, exc, data))) from None
+    problems = located(_extra_checks(path, spec, checks, name=name))
     if problems:
         raise SpecError(problems)
     return spec
@@ -740,9 +759,13 @@ def parse_spec_file(path: Path, checks: Sequence[SpecCheck] = ()) -> DataProduct
 SpecCheck = Callable[["DataProductSpec"], Iterable[tuple[str, str]]]
 
 
-def _extra_checks(path: Path, spec: DataProductSpec, checks: Sequence[SpecCheck] = ()) -> list[SpecProblem]:
+def _extra_checks(path: Path, spec: DataProductSpec, checks: Sequence[SpecCheck] = (),
+                  name: str | None = None) -> list[SpecProblem]:
     problems = []
-    if path.stem != spec.name:
+    if name is not None:
+        if spec.name != name:
+            problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the folder name {name!r}"))
+    elif path.stem != spec.name:
         problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
     for check in checks:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))
