@@ -21,7 +21,7 @@ from connectors.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes | str]]]  # key, value, headers (str: UTF-8)
 
 
 class NotAcknowledged(TransientError):
