@@ -142,7 +142,7 @@ def _structured(obj: Any, index: int) -> InboundEvent:
     value = obj.pop("data") if has_data else None
     encoded = obj.pop("data_base64") if has_base64 else None
     attributes: dict[str, str] = obj
-    for name, v in obj.items():
+    for v in obj.values():
         if type(v) is not str:
             attributes = _canonical_attributes(obj, index)
             break

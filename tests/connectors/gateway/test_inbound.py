@@ -348,7 +348,7 @@ def test_the_decoder_given_parsed_attributes_judges_as_it_does_from_the_headers(
     from_headers = CloudEventsDecoder(spec).decode(Batch(**batch, headers=headers))
     parsed = CloudEventsDecoder(spec).decode(Batch(**batch), attributes)
     assert parsed.valid.equals(from_headers.valid)
-    reasons = lambda d: dict(zip(d.invalid.column("_offset").to_pylist(), d.invalid.column("_error").to_pylist()))  # noqa: E731
+    reasons = lambda d: dict(zip(d.invalid.column("_offset").to_pylist(), d.invalid.column("_error").to_pylist(), strict=True))  # noqa: E731
     assert reasons(parsed) == reasons(from_headers)
     assert parsed.valid.column("ce_id").to_pylist() == ["ok", "no-type-given"]
     assert set(reasons(parsed)) == {2, 3, 4, 5, 6, 7}  # xml, 0.3, no source, bad kind, bad time, no data (no deletes)
