@@ -49,7 +49,7 @@ class _Pending:
 
 class AckingProducer:
     def __init__(self, bootstrap: str, kafka_config: Mapping[str, Any] | None = None, ack_timeout_s: float = 10.0,
-                 linger_ms: int = 5):
+                 linger_ms: int = 1):
         self.ack_timeout_s = ack_timeout_s
         self.config = {
             **(kafka_config or {}),
