@@ -352,3 +352,35 @@ def test_the_decoder_given_parsed_attributes_judges_as_it_does_from_the_headers(
     assert reasons(parsed) == reasons(from_headers)
     assert parsed.valid.column("ce_id").to_pylist() == ["ok", "no-type-given"]
     assert set(reasons(parsed)) == {2, 3, 4, 5, 6, 7}  # xml, 0.3, no source, bad kind, bad time, no data (no deletes)
+
+
+def test_concurrent_requests_share_the_webhook_id_log_commit(tmp_path):
+    """Group commit: 40 requests recording at once are all in the log when `record` returns, in
+    fewer transactions than requests (each one a durable SQLite commit)."""
+    import threading
+
+    from connectors.gateway.inbound.log import DeliveryLog
+    from connectors.metastore import Metastore
+
+    metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    log = DeliveryLog(metastore)
+    start = threading.Barrier(40)
+    returned: list[str] = []
+
+    def one(i: int) -> None:
+        start.wait()
+        log.record("ads_clicks", ORG, f"msg-{i}", 200, i, {"accepted": i}, 3600)
+        assert log.get("ads_clicks", ORG, f"msg-{i}").answer == {"accepted": i}  # committed when record returns
+        returned.append(f"msg-{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert sorted(returned) == sorted(f"msg-{i}" for i in range(40))
+        assert log.totals("ads_clicks") == {ORG: sum(range(40))}
+        assert 1 <= log.commits < 40, log.commits
+    finally:
+        metastore.dispose()
