@@ -243,10 +243,10 @@ class ClickProducer(threading.Thread):
     """Clicks e<start>.. for `partners` in turn, `chunk` every `pause_s`, until stopped."""
 
     def __init__(self, bootstrap: str, topic: str, partners: tuple[str, ...], start: int = 0,
-                 chunk: int = 10, pause_s: float = 0.05):
+                 chunk: int = 10, pause_s: float = 0.05, flush_each: bool = False):
         super().__init__(name="chaos-producer", daemon=True)
         self.bootstrap, self.topic, self.partners = bootstrap, topic, partners
-        self.next, self.chunk, self.pause_s = start, chunk, pause_s
+        self.next, self.chunk, self.pause_s, self.flush_each = start, chunk, pause_s, flush_each
         self.halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -260,6 +260,8 @@ class ClickProducer(threading.Thread):
                            "event_time": (T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")}
                     producer.produce(self.topic, key=f"e{i}".encode(), value=json.dumps(rec).encode())
                 self.next += self.chunk
+                if self.flush_each:  # one record batch per chunk (the S3 broker stores one object per batch)
+                    producer.flush(30)
                 producer.poll(0)
                 self.halt.wait(self.pause_s)
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
