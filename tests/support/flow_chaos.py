@@ -8,13 +8,18 @@ metastore, real partner receivers over HTTP, seeded SIGKILLs, and an audit per s
   in the order it accepted them — binary, structured and batched CloudEvents alike.
 - `Gateways`: `flowsuite flow serve` subprocesses sharing one metastore, killed with SIGKILL
   and started again by index; every process it starts is stopped by its own pid.
-- `Producer`: clicks for partners p-000.. produced from a thread at a steady pace while the
+- `ClickProducer`: clicks for partners p-000.. produced from a thread at a steady pace while the
   kills happen (including partners nobody subscribed, so a filter that leaks shows).
 - `audit`: per subscription, against an independent read of the topic (a plain consumer, not
   the gateway's code): no gap (every event of the partner, by partition and sequence), the
   sequence equal to the event's Kafka offset, first deliveries in order per partition (when
   ordered), nothing of another partner, and every duplicate explained by a kill — accepted
-  once before a SIGKILL and again after it. Duplicates are counted per kill.
+  once before a SIGKILL and again after it. Duplicates are counted per kill; those after a
+  claim lost without a kill (a heartbeat that missed its 2 s lease on a starved process, read
+  from the gateways' own log lines) are counted apart.
+
+The gateways' log format (`connectors/gateway/worker.py`'s "stops:" line) is what
+`Gateways.claim_losses` parses: change both together.
 """
 
 from __future__ import annotations
@@ -243,10 +248,10 @@ class ClickProducer(threading.Thread):
     """Clicks e<start>.. for `partners` in turn, `chunk` every `pause_s`, until stopped."""
 
     def __init__(self, bootstrap: str, topic: str, partners: tuple[str, ...], start: int = 0,
-                 chunk: int = 10, pause_s: float = 0.05, flush_each: bool = False):
+                 chunk: int = 10, pause_s: float = 0.05):
         super().__init__(name="chaos-producer", daemon=True)
         self.bootstrap, self.topic, self.partners = bootstrap, topic, partners
-        self.next, self.chunk, self.pause_s, self.flush_each = start, chunk, pause_s, flush_each
+        self.next, self.chunk, self.pause_s = start, chunk, pause_s
         self.halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -260,8 +265,6 @@ class ClickProducer(threading.Thread):
                            "event_time": (T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")}
                     producer.produce(self.topic, key=f"e{i}".encode(), value=json.dumps(rec).encode())
                 self.next += self.chunk
-                if self.flush_each:  # one record batch per chunk (the S3 broker stores one object per batch)
-                    producer.flush(30)
                 producer.poll(0)
                 self.halt.wait(self.pause_s)
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
