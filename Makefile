@@ -69,6 +69,7 @@ RELIABILITY_TESTS := tests/connectors/flows/test_landing_crash.py \
 	tests/connectors/warehouse/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/flows/compaction/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/connectors/gateway/test_flow_kill.py \
+	tests/connectors/gateway/test_flow_chaos.py \
 	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
 	tests/connectors/sources/cdc/test_cdc_crash.py \
 	tests/reliability
