@@ -1,4 +1,4 @@
-"""decoded_batches: a stateless decoder decodes batches in several threads, results in read order."""
+"""decoded_batches (a stateless decoder decodes batches in several threads, results in read order) and split_by_hour."""
 
 from __future__ import annotations
 
@@ -67,3 +67,14 @@ def test_stopping_early_stops_the_decoding_threads():
         time.sleep(0.01)
     assert decoder.active == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("t_") or t.name == "t"]
+
+
+def test_split_by_hour_keeps_each_hours_rows_in_order_and_the_hours_ascending():
+    import pyarrow as pa
+
+    hours = pa.array([5, 3, 5, 4, 3, 5], pa.int64())
+    table = pa.table({"_offset": pa.array(range(6), pa.int64())})
+    got = [(h, rows.column("_offset").to_pylist()) for h, rows in landing.split_by_hour(table, hours)]
+    assert got == [(3, [1, 4]), (4, [3]), (5, [0, 2, 5])]
+    one = landing.split_by_hour(table, pa.chunked_array([[7] * 6]))
+    assert [(h, rows.num_rows) for h, rows in one] == [(7, 6)]
