@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.flows import RunContext
@@ -107,6 +108,20 @@ def _tuple(buf: bytes, pos: int) -> tuple[tuple, int]:
     return tuple(out), pos
 
 
+def _drop_slot(url: str, slot: str, wait_s: float = 10.0) -> None:
+    """Drop a slot whose replication connection was just closed: its walsender may still hold it
+    for a moment ("replication slot ... is active for PID ..."), so retry until it lets go."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            _sql(url, f"SELECT pg_drop_replication_slot('{slot}')")
+            return
+        except psycopg2.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def bare_replication(url: str, slot: str, publication: str, changes: int) -> float:
     """The CDC ceiling: a bare psycopg2 replication loop over a pgoutput slot, decoding every
     Insert/Update/Delete into a tuple of column texts and confirming the flush at the end —
@@ -170,7 +185,7 @@ def throughput(url: str, bootstrap: str, ms: Metastore, rows: int) -> dict:
     assert n >= rows, n
     _sql(url, "SELECT pg_drop_replication_slot('bench_peek')")
     bare_took = bare_replication(url, "bench_bare", source.publication_name, rows)
-    _sql(url, "SELECT pg_drop_replication_slot('bench_bare')")
+    _drop_slot(url, "bench_bare")
     return {"figure": rows / took, "ceiling": rows / ceiling_took, "seconds": took, "ceiling_seconds": ceiling_took,
             "bare": rows / bare_took, "bare_seconds": bare_took}
 

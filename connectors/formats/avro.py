@@ -80,6 +80,8 @@ class AvroDecoder(Decoder):
 
     `source`: the schema source (default: the spec's, registry.schema_source)."""
 
+    stateless = False  # decoding plans are built and cached per writer schema as batches come: one thread decodes
+
     def __init__(self, spec: DataProductSpec, topic: str | None = None, source=None):
         if spec.format != "avro":
             raise ValueError(f"{spec.name}: AvroDecoder needs format: avro")
