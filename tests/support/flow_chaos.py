@@ -161,7 +161,7 @@ class Gateways:
         self.kills: list[tuple[float, int]] = []  # (wall time of the SIGKILL, index)
 
     def start(self, i: int) -> None:
-        log = open(self.tmp_path / f"gateway-{self.started}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp_path / f"gateway-{self.started}.log", "wb")
         self.started += 1
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", "0"],
