@@ -161,7 +161,7 @@ class Gateways:
         self.kills: list[tuple[float, int]] = []  # (wall time of the SIGKILL, index)
 
     def start(self, i: int) -> None:
-        log = open(self.tmp_path / f"gateway-{self.started}.log", "wb")
+        log = open(self.tmp_path / f"gateway-{self.started}.log", "wb")  # closed with the process
         self.started += 1
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", "0"],
