@@ -47,20 +47,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import httpx
+import psutil
+import yaml
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from connectors.gateway import FlowService, GatewaySettings, GatewayStore
+from connectors.kafka import ensure_topic
+from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT as ROOT
+from connectors.spec import DataProductSpec
+from orchestration.services.broker import running_broker
+
 RESULTS = ROOT / "bench" / "results"
-
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-
-from connectors.gateway import FlowService, GatewaySettings, GatewayStore  # noqa: E402
-from connectors.kafka import ensure_topic  # noqa: E402
-from connectors.metastore import Metastore  # noqa: E402
-from connectors.spec import DataProductSpec  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
 
 ORG = "bench"
 
@@ -215,7 +214,7 @@ class Bench:
     def __init__(self, bootstrap: str, home: Path):
         self.bootstrap, self.home = bootstrap, home
         self.rport = free_port()
-        self.receivers = subprocess.Popen([sys.executable, __file__, "--receivers", str(self.rport)], cwd=ROOT)
+        self.receivers = subprocess.Popen([sys.executable, "-m", "bench.flow", "--receivers", str(self.rport)], cwd=ROOT)
         wait_port(self.rport)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.rport}", trust_env=False, timeout=30)
         self.metastore_url = f"sqlite:///{home / 'metastore.db'}"
@@ -259,7 +258,7 @@ class Bench:
         env = {**os.environ, "FLOWSUITE_PRODUCTS_DIR": str(self.products), "FLOWSUITE_HOME": str(self.home),
                "FLOWSUITE_METASTORE_URL": self.metastore_url, "FLOWSUITE_KAFKA_BOOTSTRAP": self.bootstrap,
                "FLOWSUITE_FLOW_ALLOW_HTTP": "true", "FLOWSUITE_FLOW_ALLOW_SINKS": "127.0.0.1/32"}
-        log = open(self.home / f"gateway{self.topic_n}.log", "wb")  # noqa: SIM115
+        log = open(self.home / f"gateway{self.topic_n}.log", "wb")
         gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", str(free_port())],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.gateways.append(gateway)

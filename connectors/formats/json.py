@@ -43,6 +43,10 @@ class Decoder:
     """Decodes batches for one product; build once per run."""
 
     needs_headers = False
+    # decode() reads only the batch and what __init__ built, so batches may be decoded in
+    # several threads at once (landing does, connectors/flows/landing.py decoded_batches).
+    # Subclasses that keep state across batches (a schema cache, seen ids) set it False.
+    stateless = True
 
     def __init__(self, spec: DataProductSpec, topic: str | None = None):
         self.spec = spec

@@ -91,6 +91,8 @@ class _Plan:
 class ProtobufDecoder(Decoder):
     """Decodes batches of a `format: protobuf` product; build once per run."""
 
+    stateless = False  # decoding plans are built and cached per writer schema as batches come: one thread decodes
+
     def __init__(self, spec: DataProductSpec, topic: str | None = None, source=None):
         if spec.format != "protobuf":
             raise ValueError(f"{spec.name}: ProtobufDecoder needs format: protobuf")

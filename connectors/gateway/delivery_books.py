@@ -85,7 +85,7 @@ class DeliveryBooks(threading.Thread):
                     try:
                         self.cycle([d for d in ds if d in self.deliveries])
                         self.cycles += 1
-                    except Exception:  # noqa: BLE001 - the metastore away: states go stale, deliveries wait
+                    except Exception:  # the metastore away: states go stale, deliveries wait
                         log.warning("the gateway's delivery bookkeeping failed; trying again", exc_info=True)
             self.stopping.wait(self.interval_s)
 

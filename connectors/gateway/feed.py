@@ -295,7 +295,7 @@ class PartitionFeed(threading.Thread):
                     msgs = consumer.consume(num_messages=READ_SIZE, timeout=0.1)
                     batch = (read_batch(self.spec, self.partition, self.decoder, msgs, head, self.dataschema)
                              if msgs else None)
-                except Exception:  # noqa: BLE001 - the cursors catch up on their own meanwhile
+                except Exception:  # the cursors catch up on their own meanwhile
                     log.warning("feed %s[%d]: read failed; reading again", self.spec.topic, self.partition, exc_info=True)
                     self._detach_all()
                     consumer.close()

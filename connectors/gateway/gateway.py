@@ -133,7 +133,7 @@ class Gateway:
             try:
                 self.tick()
                 self.looks += 1
-            except Exception:  # noqa: BLE001 - the metastore or broker may be briefly away
+            except Exception:  # the metastore or broker may be briefly away
                 log.exception("the gateway's look for work failed; trying again")
             self._stop.wait(self.settings.poll_interval_s)
 

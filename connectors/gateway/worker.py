@@ -168,7 +168,7 @@ class PartitionDelivery(threading.Thread):
             self._run()
         except Stopped as why:
             log.info("flow %s partition %d stops: %s", self.sub.id, self.partition, why)
-        except Exception:  # noqa: BLE001 - one partition's failure must not kill the gateway
+        except Exception:  # one partition's failure must not kill the gateway
             log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
         finally:
             try:

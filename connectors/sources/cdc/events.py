@@ -22,6 +22,7 @@ is left out of `after` and named in `unchanged_toast` — never a placeholder va
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,7 @@ from typing import Any
 from connectors.formats import binary_headers, rfc3339
 from connectors.sources.cdc.pgoutput import UNCHANGED_TOAST, Relation, lsn_text
 from connectors.sources.cdc.spec import CdcSourceSpec
-from connectors.sources.cdc.types import to_json_value
+from connectors.sources.cdc.types import json_converter
 
 CONNECTOR_VERSION = "flowsuite-cdc/1"
 
@@ -52,22 +53,74 @@ def row_image(rel: Relation, values: tuple | None) -> tuple[dict[str, Any] | Non
         return None, []
     out: dict[str, Any] = {}
     unchanged: list[str] = []
-    for col, v in zip(rel.columns, values, strict=False):
-        if v is UNCHANGED_TOAST:
-            unchanged.append(col.name)
+    for name, convert, v in zip(*_columns(rel), values, strict=False):
+        if v is None:
+            out[name] = None
+        elif v is UNCHANGED_TOAST:
+            unchanged.append(name)
         else:
-            out[col.name] = to_json_value(v, col.type_oid)
+            out[name] = convert(v)
     return out, unchanged
+
+
+_plans: dict[int, tuple[Relation, tuple[str, ...], tuple]] = {}
+
+
+def _columns(rel: Relation) -> tuple[tuple[str, ...], tuple]:
+    """(names, text → JSON value converters) of a relation's columns, built once per Relation
+    message (a bulk update is hundreds of thousands of rows of one relation)."""
+    plan = _plans.get(id(rel))
+    if plan is None or plan[0] is not rel:
+        if len(_plans) > 1000:
+            _plans.clear()
+        plan = _plans[id(rel)] = (rel, tuple(c.name for c in rel.columns),
+                                  tuple(json_converter(c.type_oid) for c in rel.columns))
+    return plan[1], plan[2]
 
 
 def key_text(key_columns: list[str], row: dict[str, Any]) -> str:
     if len(key_columns) == 1:
         v = row.get(key_columns[0])
+        if type(v) is int:  # what json.dumps prints for an int, without its call
+            return int.__repr__(v)
         return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
     return json.dumps({k: row.get(k) for k in key_columns}, separators=(",", ":"), ensure_ascii=False)
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_str = json.encoder.encode_basestring  # the string escaper of _dumps (ensure_ascii=False)
+_names: dict[str, str] = {}
+
+
+def _value_json(v: Any) -> str:
+    t = type(v)
+    if t is str:
+        return _encode_str(v)
+    if v is None:
+        return "null"
+    if t is int:
+        return int.__repr__(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    return _dumps(v)  # arrays, and anything else: the encoder itself
+
+
+def _row_json(row: dict[str, Any] | None) -> str:
+    """`_dumps(row)` for a row image, byte for byte, in a third of the time: the column names'
+    JSON is kept, the scalar types to_json_value returns are rendered as json does, the rest
+    (arrays) by json itself."""
+    if row is None:
+        return "null"
+    names = _names
+    parts = []
+    for k, v in row.items():
+        name = names.get(k)
+        if name is None:
+            name = names[k] = _encode_str(k) + ":"
+        parts.append(name + _value_json(v))
+    return "{" + ",".join(parts) + "}"
 
 
 class EventBuilder:
@@ -107,7 +160,7 @@ class EventBuilder:
 
     @staticmethod
     def _data(op: str, before, after, parts: tuple, change_lsn: int | None, unchanged: list[str]) -> bytes:
-        text = (f'{{"before":{_dumps(before)},"after":{_dumps(after)},"op":"{op}","ts_ms":{int(time.time() * 1000)},'
+        text = (f'{{"before":{_row_json(before)},"after":{_row_json(after)},"op":"{op}","ts_ms":{int(time.time() * 1000)},'
                 f'"source":{parts[0]}{"null" if change_lsn is None else change_lsn}{parts[1]}')
         if unchanged:
             text += ',"unchanged_toast":' + _dumps(unchanged)

@@ -114,11 +114,20 @@ def to_json_value(text: str | None, type_oid: int) -> Any:
     """One column's text → its JSON value (see the table above). None stays None."""
     if text is None:
         return None
+    return json_converter(type_oid)(text)
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def json_converter(type_oid: int) -> Callable[[str], Any]:
+    """The function turning a (non-NULL) column text of this type into its JSON value:
+    to_json_value without the per-value lookups, for a row decoder that builds it once per column."""
     element = ARRAY_ELEMENT.get(type_oid)
     if element is not None:
-        return _array(text, element)
-    convert = _SCALAR.get(type_oid)
-    return convert(text) if convert is not None else text
+        return lambda text: _array(text, element)
+    return _SCALAR.get(type_oid, _same)
 
 
 def _array(text: str, element: int) -> Any:
