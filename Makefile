@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/flowsuite demo
 
 dev: install
-	@$(BIN)/python -c 'import sys; from orchestration.demo import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
+	@$(BIN)/python -c 'import sys; from orchestration.ingest import ensure_dagster_home; ensure_dagster_home(sys.argv[1])' '$(DAGSTER_HOME)'
 	$(BIN)/flowsuite broker start
 	@# the flow gateway next to the UI (its API on :8787; stopped with the UI)
 	FLOWSUITE_FLOW_ALLOW_HTTP=true FLOWSUITE_FLOW_ALLOW_SINKS=127.0.0.1/32 $(BIN)/flowsuite flow serve --port 8787 & \
@@ -59,7 +59,7 @@ $(AIRFLOW_STAMP): providers/airflow/requirements.lock providers/airflow/pyprojec
 	PYTHON=$(PYTHON) providers/airflow/make_env.sh $(AIRFLOW_VENV) $(BIN)/python
 	@touch $(AIRFLOW_STAMP)
 
-test: install browsers duckdb-iceberg airflow-env
+test: install browsers duckdb-iceberg airflow-env peers-env
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full strength (FLOWSUITE_RELIABILITY=N for N iterations per scenario; about
@@ -69,6 +69,7 @@ RELIABILITY_TESTS := tests/connectors/flows/test_landing_crash.py \
 	tests/connectors/warehouse/test_sql_sink.py::test_sigkill_mid_sync_then_completion_equals_latest_per_key \
 	tests/connectors/flows/compaction/test_compaction.py::test_random_sigkills_during_compaction \
 	tests/connectors/gateway/test_flow_kill.py \
+	tests/connectors/gateway/test_flow_chaos.py \
 	tests/connectors/tables/test_iceberg_publish.py::test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled \
 	tests/connectors/sources/cdc/test_cdc_crash.py \
 	tests/reliability

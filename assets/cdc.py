@@ -82,8 +82,7 @@ def build_cdc_definitions(spec: DataProductSpec, source: CdcSourceSpec, publishe
     )
     def published(context: dg.AssetExecutionContext, flowsuite: FlowsuiteResource):
         try:
-            r = capture(source, spec, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
-                        kafka_config=flowsuite.kafka())
+            r = capture(source, spec, flowsuite.run_context(context.run_id))
         except FlowsuiteError as exc:
             raise failure(exc) from None
         for warning in r.warnings:

@@ -14,14 +14,12 @@ import dagster as dg
 from connectors.gateway.health import FAILING_AFTER_S, MAX_LAG, product_health
 from connectors.gateway.store import GatewayStore
 from connectors.spec import DataProductSpec
+from orchestration.keys import landed_key, subscriptions_key
 from orchestration.resources import FlowsuiteResource
 from sensors.flow import flow_subscriptions_sensor, observation_metadata
 
 CHECK_NAME = "flow_subscriptions_healthy"
 
-
-def subscriptions_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "subscriptions"])
 
 
 def flow_definitions(spec: DataProductSpec) -> dg.Definitions:
@@ -32,7 +30,7 @@ def flow_definitions(spec: DataProductSpec) -> dg.Definitions:
         key, group_name=spec.name, owners=[spec.owner], kinds={"http", "cloudevents"},
         description=(f"Subscriptions of other organisations to {spec.name}, delivered as signed CloudEvents "
                      "by the flow gateway (docs/flow.md): state, lag and failures in the metadata."),
-        deps=[dg.AssetKey([spec.name, "landed"])],
+        deps=[landed_key(spec)],
     )
 
     @dg.asset_check(asset=key, name=CHECK_NAME, description="no active subscription failing or lagging past its bound")

@@ -30,6 +30,7 @@ from connectors.flows import CompactionResult, compact_hour, replay_hour
 from connectors.lake import normalize_hour
 from connectors.spec import DataProductSpec
 from orchestration.failures import failure
+from orchestration.keys import hourly_key, landed_key
 from orchestration.resources import FlowsuiteResource
 
 MODE_TAG = "flowsuite/mode"
@@ -42,9 +43,6 @@ class HourlyConfig(dg.Config):
 
     replay: bool | None = None
 
-
-def hourly_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "hourly"])
 
 
 def hourly_job_name(spec: DataProductSpec) -> str:
@@ -72,7 +70,7 @@ def build_hourly_definitions(spec: DataProductSpec) -> dg.Definitions:
         key=hourly_key(spec),
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN),
-        deps=[dg.AssetKey([spec.name, "landed"])],
+        deps=[landed_key(spec)],
         group_name=spec.name,
         owners=[spec.owner],
         kinds={"parquet"},
@@ -112,18 +110,12 @@ def materialize_hours(
             + "; ".join(f"{h}: {why}" for h, why in blocked),
             allow_retries=False,
         )
-    is_dead = dead_run_checker(context.instance)
+    run = flowsuite.run_context(context.run_id, dead_run_checker(context.instance))
 
     results: list[CompactionResult] = []
     for h in hours:
         try:
-            if mode == "replay":
-                r = replay_hour(
-                    spec, h, lake=lake, metastore=metastore, bootstrap=flowsuite.kafka_bootstrap,
-                    kafka_config=flowsuite.kafka(), run_id=context.run_id, is_dead=is_dead,
-                )
-            else:
-                r = compact_hour(spec, h, lake=lake, metastore=metastore, run_id=context.run_id, is_dead=is_dead)
+            r = replay_hour(spec, h, run) if mode == "replay" else compact_hour(spec, h, run)
         except FlowsuiteError as exc:
             raise failure(exc) from None
         context.log.info(r.summary() + (f" ({r.note})" if r.note else ""))

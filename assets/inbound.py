@@ -13,10 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from connectors.spec import DataProductSpec
-
-
-def inbound_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "inbound"])
+from orchestration.keys import inbound_key
 
 
 def senders_text(spec: DataProductSpec) -> str:

@@ -36,6 +36,7 @@ from connectors.kafka import (
 from connectors.lake import HOUR_DIR
 from connectors.spec import DataProductSpec
 from orchestration.failures import failure
+from orchestration.keys import landed_key
 from orchestration.resources import FlowsuiteResource
 
 
@@ -75,9 +76,6 @@ def merge_landing_results(results: list[LandingResult]) -> LandingResult:
     return LandingResult(first.product, first.topic, first.run_id, dict(sorted(partitions.items())), reopened,
                          max(r.duration_s for r in results))
 
-
-def landed_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "landed"])
 
 
 def landing_kinds(spec: DataProductSpec, lake_url: str | None = None) -> set[str]:

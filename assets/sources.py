@@ -20,6 +20,7 @@ import dagster as dg
 
 from connectors.errors import FlowsuiteError
 from connectors.sources import (
+    SOURCE_LEASE_S,
     SourceError,
     SourceSpec,
     load_sources,
@@ -29,15 +30,8 @@ from connectors.sources import (
 )
 from connectors.spec import DataProductSpec
 from orchestration.failures import failure
+from orchestration.keys import legacy_key, published_key
 from orchestration.resources import FlowsuiteResource
-
-
-def published_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "published"])
-
-
-def legacy_key(source: SourceSpec) -> dg.AssetKey:
-    return dg.AssetKey(["legacy", source.table])
 
 
 def _sources_for(spec: DataProductSpec) -> list[SourceSpec]:
@@ -65,9 +59,9 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
     if source.mode == "cdc":  # change data capture from PostgreSQL's log
         from assets.cdc import build_cdc_definitions
 
-        return build_cdc_definitions(spec, source, published_key(spec), legacy_key(source))
+        return build_cdc_definitions(spec, source, published_key(spec), legacy_key(source.table))
     legacy = dg.AssetSpec(
-        legacy_key(source),
+        legacy_key(source.table),
         group_name=spec.name,
         kinds={_kind(source)},
         description=f"The legacy table `{source.table}` ({source.connection.url}), read by the source connector "
@@ -90,8 +84,8 @@ def build_source_definitions(spec: DataProductSpec) -> dg.Definitions:
     )
     def published(context: dg.AssetExecutionContext, flowsuite: FlowsuiteResource) -> dg.MaterializeResult:
         try:
-            r = publish(source, spec, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
-                        kafka_config=flowsuite.kafka(), run_id=context.run_id)
+            run = flowsuite.engine().run_context(run_id=context.run_id, lease_s=SOURCE_LEASE_S)
+            r = publish(source, spec, run)
         except FlowsuiteError as exc:
             raise failure(exc) from None
         context.log.info(f"{source.name}: published {r.published} row(s) to {r.topic}; cursor {r.cursor_after.describe()}")

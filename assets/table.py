@@ -24,11 +24,8 @@ from connectors.lake import normalize_hour
 from connectors.spec import DataProductSpec
 from connectors.tables import IcebergTables, publish_sealed_hours
 from connectors.tables.publish import PublishResult, sealed_hours
+from orchestration.keys import table_key
 from orchestration.resources import FlowsuiteResource
-
-
-def table_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "table"])
 
 
 def iceberg_tables(flowsuite: FlowsuiteResource) -> IcebergTables:

@@ -38,8 +38,9 @@ import psycopg2
 import psycopg2.errors
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.flows import RunContext
 from connectors.metastore import Metastore
-from connectors.sources.cdc import capture
+from connectors.sources.cdc import CaptureOptions, capture
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.spec import DataProductSpec
 from orchestration.services.broker import running_broker
@@ -168,12 +169,13 @@ def throughput(url: str, bootstrap: str, ms: Metastore, rows: int) -> dict:
     _sql(url, "CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), status text)",
          f"INSERT INTO orders SELECT g, 'customer-' || g, g / 100.0, 'new' FROM generate_series(1, {rows}) g")
     source, product = _specs(url, "bench.cdc.bulk")
-    capture(source, product, metastore=ms, bootstrap=bootstrap)  # slot, publication and snapshot
+    run = RunContext(lake=None, metastore=ms, bootstrap=bootstrap)
+    capture(source, product, run)  # slot, publication and snapshot
     _sql(url, "SELECT pg_create_logical_replication_slot('bench_peek', 'pgoutput')",
          "SELECT pg_create_logical_replication_slot('bench_bare', 'pgoutput')")
     _sql(url, "UPDATE orders SET status = 'paid', amount = amount + 1")
     started = time.perf_counter()
-    r = capture(source, product, metastore=ms, bootstrap=bootstrap)
+    r = capture(source, product, run)
     took = time.perf_counter() - started
     assert r.events == rows, (r.events, rows)
     started = time.perf_counter()
@@ -194,10 +196,11 @@ def latency(url: str, bootstrap: str, ms: Metastore, rate: int, seconds: float) 
     source, product = _specs(url, "bench.cdc.latency")
     source = source.model_copy(update={"name": "bench_latency", "slot": "bench_latency",
                                        "publication": "bench_latency", "max_batch_changes": 1000})
-    capture(source, product, metastore=ms, bootstrap=bootstrap)
+    run = RunContext(lake=None, metastore=ms, bootstrap=bootstrap)
+    capture(source, product, run)
     stop = threading.Event()
-    follower = threading.Thread(target=capture, args=(source, product), daemon=True,
-                                kwargs={"metastore": ms, "bootstrap": bootstrap, "follow": True, "stop": stop})
+    follower = threading.Thread(target=capture, args=(source, product, run, CaptureOptions(follow=True, stop=stop)),
+                                daemon=True)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-cdc", "enable.auto.commit": False,
                          "fetch.wait.max.ms": 5, "auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(product.topic, 0, 0)])

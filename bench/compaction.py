@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from bench.stats import print_rows, ratio_row
-from connectors.flows import compact_hour
+from connectors.flows import RunContext, compact_hour
 from connectors.formats import Batch, Decoder, lake_schema
 from connectors.lake import Lake, hour_dir, landed_file_name
 from connectors.metastore import Metastore
@@ -108,7 +108,7 @@ def one_round(base: Path, work: Path, mb: float) -> dict:
         del table
         before_read = read_time(lake, paths)
         t, c = time.perf_counter(), time.process_time()
-        result = compact_hour(spec, HOUR, lake=lake, metastore=metastore, now=datetime(2026, 1, 11, tzinfo=UTC))
+        result = compact_hour(spec, HOUR, RunContext(lake=lake, metastore=metastore, clock=datetime(2026, 1, 11, tzinfo=UTC).timestamp))
         compact_s, compact_cpu = time.perf_counter() - t, time.process_time() - c
         after_read = read_time(lake, result.files_after)
         print(f"  round: compaction {compact_s:.2f}s ({compact_cpu:.2f} CPU-s), ceiling {ceiling_s:.2f}s "

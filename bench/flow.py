@@ -1,6 +1,7 @@
-"""The flow gateway: push latency, throughput against a bare consumer, and 50 subscribers.
+"""The flow gateway: push latency, throughput against a bare consumer, 50 subscribers, failover,
+fan-out to 1/10/100/1,000 partner subscriptions and a hung receiver.
 
-    python bench/flow.py [--seconds 10] [--events 40000]
+    python -m bench.flow [--seconds 10] [--events 40000] [--fanout 1,10,100,1000] [--fanout-rate 2000]
 
 On an embedded Tansu broker, with the gateway running as `flowsuite flow serve` in its own
 process and the receivers (a small ASGI app on uvicorn, one path per subscriber) in another:
@@ -14,9 +15,19 @@ process and the receivers (a small ASGI app on uvicorn, one path per subscriber)
 3. 50 subscribers at once (batched) on the same topic: total events/s and the gateway's peak RSS;
 4. failover: two gateways share two subscriptions (one claim each) while 500 events/s flow; one
    is SIGKILLed; the figure is the longest pause in deliveries to any subscriber around the kill
-   (an upper bound of the time from the SIGKILL to the survivor's first delivery); goal <= 3 s.
+   (an upper bound of the time from the SIGKILL to the survivor's first delivery); goal <= 3 s;
+5. fan-out: 1, 10, 100 and 1,000 subscriptions on one gateway process, each a partner
+   organisation filtered to its own partner id, while `--fanout-rate` events/s flow for
+   `--seconds` (each event is for exactly one partner): the gateway process's CPU seconds per
+   event delivered (psutil's user + system times of the process, warm-up excluded; goal: flat
+   in the number of subscriptions, the ratio column is against the first count), p99
+   produce → receiver (goal <= 1 s at 1,000) and peak RSS (goal <= 1 GiB); also written to
+   bench/results/flow_fanout.json;
+6. a hung receiver: 10 batched subscribers at 1,000 events/s, one of whose receiver accepts the
+   request and never answers; the p99 of the other nine against the same ten all answering
+   (goal <= 250 ms).
 
-`--only latency,throughput,many,failover` runs a subset (quick checks while developing), written to
+`--only latency,throughput,many,failover,fanout,hung` runs a subset (quick checks while developing), written to
 bench/results/flow.partial.json so the full run's figures in flow.json stay one run.
 
 Writes bench/results/flow.json. Figures depend on the machine's load: say so when quoting.
@@ -36,20 +47,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import httpx
+import psutil
+import yaml
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from connectors.gateway import FlowService, GatewaySettings, GatewayStore
+from connectors.kafka import ensure_topic
+from connectors.metastore import Metastore
+from connectors.settings import REPO_ROOT as ROOT
+from connectors.spec import DataProductSpec
+from orchestration.services.broker import running_broker
+
 RESULTS = ROOT / "bench" / "results"
-
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-
-from connectors.gateway import FlowService, GatewaySettings, GatewayStore  # noqa: E402
-from connectors.kafka import ensure_topic  # noqa: E402
-from connectors.metastore import Metastore  # noqa: E402
-from connectors.spec import DataProductSpec  # noqa: E402
-from orchestration.services.broker import running_broker  # noqa: E402
 
 ORG = "bench"
 
@@ -63,6 +73,10 @@ def receiver_app():
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
+        if path.startswith("/hang") and method == "POST":  # the hung receiver: reads nothing, answers never
+            import asyncio
+
+            await asyncio.Event().wait()
         body = b""
         while True:
             msg = await receive()
@@ -139,9 +153,9 @@ def spec_for(topic: str) -> DataProductSpec:
     })
 
 
-def record(i: int, stamp: bool) -> bytes:
+def record(i: int, stamp: bool, partners: int = 250) -> bytes:
     t = time.time() if stamp else 0
-    return (f'{{"event_id":"e{i}","partner_id":"p-{i % 250:03d}","event_time":"2026-11-30T10:00:00Z","t":{t}}}').encode()
+    return (f'{{"event_id":"e{i}","partner_id":"p-{i % partners:03d}","event_time":"2026-11-30T10:00:00Z","t":{t}}}').encode()
 
 
 def produce_all(bootstrap: str, topic: str, n: int) -> None:
@@ -156,15 +170,16 @@ def produce_all(bootstrap: str, topic: str, n: int) -> None:
     p.flush(60)
 
 
-def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
-    """Produce `rate` records a second for `seconds`; returns how many the broker acknowledged."""
+def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, partners: int = 250) -> int:
+    """Produce `rate` records a second for `seconds` (partner ids p-000.. cycling through
+    `partners`); returns how many the broker acknowledged."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     acked = []
     start, n = time.monotonic(), 0
     while time.monotonic() - start < seconds:
         due = int((time.monotonic() - start) * rate)
         while n < due:
-            p.produce(topic, key=f"l{n}".encode(), value=record(n, True),
+            p.produce(topic, key=f"l{n}".encode(), value=record(n, True, partners),
                       on_delivery=lambda err, _m: acked.append(1) if err is None else None)
             n += 1
         p.poll(0)
@@ -199,7 +214,7 @@ class Bench:
     def __init__(self, bootstrap: str, home: Path):
         self.bootstrap, self.home = bootstrap, home
         self.rport = free_port()
-        self.receivers = subprocess.Popen([sys.executable, __file__, "--receivers", str(self.rport)], cwd=ROOT)
+        self.receivers = subprocess.Popen([sys.executable, "-m", "bench.flow", "--receivers", str(self.rport)], cwd=ROOT)
         wait_port(self.rport)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.rport}", trust_env=False, timeout=30)
         self.metastore_url = f"sqlite:///{home / 'metastore.db'}"
@@ -219,20 +234,31 @@ class Bench:
         self.products = products
         return name, spec
 
-    def subscribe(self, spec: DataProductSpec, n: int, **config) -> list[str]:
+    def subscribe(self, spec: DataProductSpec, n: int, partner_filter: bool = False, hung: int = 0, **config) -> list[str]:
+        """`n` subscriptions, each to its own path `/s<topic>-<i>` of the receivers; with
+        `partner_filter` subscription i takes only partner p-<i>'s events (a partner
+        organisation's own records); the first `hung` go to paths that never answer."""
+        from concurrent.futures import ThreadPoolExecutor
+
         service = FlowService(self.store, [spec], self.settings, self.bootstrap)
-        ids = []
-        for i in range(n):
-            sub, _ = service.create(ORG, {"source": "/flowsuite/products/clicks", "protocol": "HTTP",
-                                          "sink": f"http://127.0.0.1:{self.rport}/s{self.topic_n}-{i}", "config": config})
-            ids.append(sub.id)
-        return ids
+
+        def create(i: int) -> str:
+            path = f"/hang{self.topic_n}-{i}" if i < hung else f"/s{self.topic_n}-{i}"
+            body = {"source": "/flowsuite/products/clicks", "protocol": "HTTP",
+                    "sink": f"http://127.0.0.1:{self.rport}{path}", "config": config}
+            if partner_filter:
+                body["filters"] = [{"exact": {"partnerid": f"p-{i:03d}"}}]
+            return service.create(ORG, body)[0].id
+
+        # each creation is a handshake with its sink: several at once, or 1,000 take minutes
+        with ThreadPoolExecutor(8 if n > 8 else 1) as pool:
+            return list(pool.map(create, range(n)))
 
     def start_gateway(self) -> psutil.Process:
         env = {**os.environ, "FLOWSUITE_PRODUCTS_DIR": str(self.products), "FLOWSUITE_HOME": str(self.home),
                "FLOWSUITE_METASTORE_URL": self.metastore_url, "FLOWSUITE_KAFKA_BOOTSTRAP": self.bootstrap,
                "FLOWSUITE_FLOW_ALLOW_HTTP": "true", "FLOWSUITE_FLOW_ALLOW_SINKS": "127.0.0.1/32"}
-        log = open(self.home / f"gateway{self.topic_n}.log", "wb")  # noqa: SIM115
+        log = open(self.home / f"gateway{self.topic_n}.log", "wb")
         gateway = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", str(free_port())],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.gateways.append(gateway)
@@ -275,7 +301,11 @@ class Bench:
     def close(self) -> None:
         self.stop_gateway()
         self.receivers.terminate()
-        self.receivers.wait(10)
+        try:
+            self.receivers.wait(10)
+        except subprocess.TimeoutExpired:  # uvicorn waits for open requests, and a hung path never ends one
+            self.receivers.kill()
+            self.receivers.wait(10)
 
 
 def latency(bench: Bench, subscribers: int, mode: str, seconds: float) -> dict:
@@ -356,6 +386,84 @@ def failover(bench: Bench, seconds: float) -> float:
     return max(gaps)
 
 
+def cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) the gateway process and its children have used so far."""
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+    except psutil.Error:
+        return 0
+
+
+def fanout(bench: Bench, subscribers: int, rate: int, seconds: float) -> dict:
+    """`subscribers` partner organisations on one gateway process, each filtered to its own
+    partner id, while `rate` events/s (partner ids cycling through the subscribers) flow for
+    `seconds`: every event goes to exactly one subscription, so the events delivered are the
+    events produced whatever the number of subscriptions. Measures the gateway's CPU seconds
+    per event delivered over the paced window (warm-up excluded), p99 produce → receiver and
+    the peak RSS."""
+    topic, spec = bench.topic(2)
+    bench.subscribe(spec, subscribers, partner_filter=True, mode="batched", maxbatch=500)
+    proc = bench.start_gateway()
+    prefix = f"/s{bench.topic_n}-"
+    p = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 5})
+    for partition in (0, 1):  # warm up: every (subscription, partition) claimed and flowing
+        for i in range(subscribers):
+            p.produce(topic, value=record(i, False, subscribers), partition=partition)
+    p.flush(30)
+    bench.wait_count(prefix, 2 * subscribers, timeout=120 + subscribers * 0.3)
+    time.sleep(1.0)  # the warm-up's commits and bookkeeping settle
+    peak, idle0 = rss(proc), cpu_s(proc)
+    time.sleep(1.0)  # an idle second's CPU: what holding the subscriptions costs without events
+    idle = cpu_s(proc) - idle0
+    cpu0, t0 = cpu_s(proc), time.monotonic()
+    n = produce_paced(bench.bootstrap, topic, rate, seconds, partners=subscribers)
+    deadline = time.monotonic() + seconds * 10 + 60
+    while time.monotonic() < deadline:
+        got = sum(v["count"] for k, v in bench.stats().items() if k.startswith(prefix))
+        peak = max(peak, rss(proc))
+        if got >= n + 2 * subscribers:
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"fan-out {subscribers}: only {got - 2 * subscribers} of {n} events arrived")
+    cpu, wall = cpu_s(proc) - cpu0, time.monotonic() - t0
+    lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
+    bench.stop_gateway()
+    return {"subscribers": subscribers, "events": n, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_event": cpu / n * 1e6,
+            "idle_cpu_per_s": idle, "p99": pct(lat, 0.99), "p50": pct(lat, 0.5), "rss": peak}
+
+
+def hung(bench: Bench, seconds: float, hung_receivers: int) -> dict:
+    """10 subscribers (batched) at 1,000 events/s, the first `hung_receivers` of them to a
+    receiver that accepts the connection and never answers: the p99 of the others."""
+    topic, spec = bench.topic(2)
+    bench.subscribe(spec, 10, hung=hung_receivers, mode="batched", maxbatch=500)
+    bench.start_gateway()
+    prefix = f"/s{bench.topic_n}-"
+    live = 10 - hung_receivers
+    p = Producer({"bootstrap.servers": bench.bootstrap})
+    for partition in (0, 1):
+        p.produce(topic, value=record(-1, False), partition=partition)
+    p.flush(30)
+    bench.wait_count(prefix, 2 * live, timeout=120)
+    n = produce_paced(bench.bootstrap, topic, 1000, seconds)
+    bench.wait_count(prefix, (n + 2) * live, timeout=seconds * 20 + 60)
+    lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
+    bench.stop_gateway()
+    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "events": len(lat)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--receivers", type=int, help=argparse.SUPPRESS)
@@ -363,7 +471,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--binary-events", type=int, default=5_000)
     ap.add_argument("--many", type=int, default=50)
-    ap.add_argument("--only", default="latency,throughput,many,failover", help="rows to run, comma-separated")
+    ap.add_argument("--fanout", default="1,10,100,1000", help="subscription counts of the fan-out rows")
+    ap.add_argument("--fanout-rate", type=int, default=2000, help="events/s produced in the fan-out rows")
+    ap.add_argument("--only", default="latency,throughput,many,failover,fanout,hung", help="rows to run, comma-separated")
     args = ap.parse_args()
     only = set(args.only.split(","))
     if args.receivers:
@@ -399,12 +509,44 @@ def main() -> int:
                 print(f"failover: longest pause in deliveries around a SIGKILL {gap:.2f} s", flush=True)
                 rows.append({"what": "failover: SIGKILL of one of two gateways → deliveries resume (longest pause)",
                              "figure": gap, "ceiling": None, "ratio": None, "goal": "<= 3 s", "unit": "s"})
+            fanned = []
+            for subs in [int(x) for x in args.fanout.split(",") if x] if "fanout" in only else ():
+                r = fanout(bench, subs, args.fanout_rate, args.seconds)
+                fanned.append(r)
+                print(f"fan-out {subs} partner subscription(s), {args.fanout_rate:,} events/s: "
+                      f"{r['cpu_us_per_event']:,.0f} µs CPU/event, p99 {r['p99'] * 1000:,.0f} ms, "
+                      f"peak RSS {r['rss'] / 2**20:,.0f} MiB, idle CPU {r['idle_cpu_per_s']:.2f} s/s", flush=True)
+                base = fanned[0]["cpu_us_per_event"]
+                rows += [
+                    {"what": f"fan-out: gateway CPU per event delivered, {subs} partner subscription(s), "
+                             f"{args.fanout_rate:,} events/s (ratio: vs {fanned[0]['subscribers']} subscription(s))",
+                     "figure": r["cpu_us_per_event"], "ceiling": base, "ratio": r["cpu_us_per_event"] / base,
+                     "goal": "flat", "unit": "µs"},
+                    {"what": f"fan-out: push latency p99, {subs} partner subscription(s), {args.fanout_rate:,} events/s",
+                     "figure": r["p99"] * 1000, "ceiling": None, "ratio": None,
+                     "goal": "p99 <= 1 s" if subs >= 1000 else "", "unit": "ms"},
+                    {"what": f"fan-out: gateway peak RSS, {subs} partner subscription(s)", "figure": r["rss"] / 2**20,
+                     "ceiling": None, "ratio": None, "goal": "<= 1024 MiB" if subs >= 1000 else "", "unit": "MiB"},
+                ]
+            if fanned:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                (RESULTS / "flow_fanout.json").write_text(json.dumps(fanned, indent=1) + "\n")
+            if "hung" in only:
+                calm = hung(bench, args.seconds, 0)
+                stuck = hung(bench, args.seconds, 1)
+                print(f"hung receiver: the other nine p99 {stuck['p99'] * 1000:,.0f} ms vs "
+                      f"{calm['p99'] * 1000:,.0f} ms with none hung", flush=True)
+                rows.append({"what": "one hung receiver among 10 (batched, 1,000 events/s): the other nine's p99 "
+                                     "(ratio: vs ten answering)", "figure": stuck["p99"] * 1000,
+                             "ceiling": calm["p99"] * 1000, "ratio": stuck["p99"] / calm["p99"],
+                             "goal": "p99 <= 250 ms", "unit": "ms"})
         finally:
             bench.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
     # a subset (--only) is written beside the full run's figures, never over them
-    out = RESULTS / ("flow.json" if only >= {"latency", "throughput", "many", "failover"} else "flow.partial.json")
+    out = RESULTS / ("flow.json" if only >= {"latency", "throughput", "many", "failover", "fanout", "hung"}
+                     else "flow.partial.json")
     out.write_text(json.dumps({"bench": "flow", "machine": machine, "rows": rows,
                                                    "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")

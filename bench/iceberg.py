@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 from sqlalchemy import insert, update
 
-from connectors.flows import compact_hour
+from connectors.flows import RunContext, compact_hour
 from connectors.formats import Batch, Decoder, lake_schema
 from connectors.lake import Lake, hour_dir, hour_key, landed_file_name
 from connectors.metastore import Metastore, files, hours
@@ -98,9 +98,10 @@ def main() -> int:
         tables.ensure_table(spec, spec.sinks.lake.iceberg.retain)  # created once, not timed
         load_before = os.getloadavg()
         compact_s, publish_s = [], []
+        run = RunContext(lake=lake, metastore=metastore, clock=LATER.timestamp)
         for key in keys:
             t = time.perf_counter()
-            compact_hour(spec, key, lake=lake, metastore=metastore, now=LATER)
+            compact_hour(spec, key, run)
             compact_s.append(time.perf_counter() - t)
             t = time.perf_counter()
             r = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables, expire_after=False)
@@ -108,7 +109,7 @@ def main() -> int:
             assert [p["hour"] for p in r.published] == [key], r.published
         # a reopened hour's new generation: compaction, then the overwrite snapshot
         t = time.perf_counter()
-        compact_hour(spec, keys[0], lake=lake, metastore=metastore, now=LATER, force=True)
+        compact_hour(spec, keys[0], run, force=True)
         recompact = time.perf_counter() - t
         t = time.perf_counter()
         r = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables, expire_after=False)

@@ -101,7 +101,7 @@ class PeerRun:
                "--work", str(work / "dlt")]
         for k, v in opts.items():
             cmd += [f"--{k}", str(v)]
-        self.log = open(work / f"{app}.log", "ab")  # noqa: SIM115 - closed in wait()/kill()
+        self.log = open(work / f"{app}.log", "ab")  # closed in wait()/kill()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
 
     def state(self) -> dict:
@@ -213,7 +213,7 @@ class FlowsuiteRun(PeerRun):
         self.status = home / f"status-{uuid.uuid4().hex[:6]}.json"
         code = ("import sys; from bench.peers import _flowsuite_child as c; "
                 "c(sys.stdin.read(), *sys.argv[1:])")
-        self.log = open(home / "flowsuite.log", "ab")  # noqa: SIM115
+        self.log = open(home / "flowsuite.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-c", code, bootstrap, str(home), str(self.status),
                                       self.run_id, ",".join(dead)],
                                      stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)

@@ -74,7 +74,7 @@ class LeaseKeeper:
             try:
                 if not self.metastore.renew(self.product, resource, self.owner, self.lease_s):
                     self.lost.add(resource)
-            except Exception:  # noqa: BLE001 - a metastore blip; the next renewal retries
+            except Exception:  # a metastore blip; the next renewal retries
                 log.warning("renewing claim %s failed; retrying", resource, exc_info=True)
 
     def _run(self) -> None:

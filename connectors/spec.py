@@ -523,12 +523,25 @@ class DataProductSpec(SpecModel):
     inbound: InboundSpec | None = None  # other organisations push CloudEvents to it (docs/flow.md)
     schemas: SchemaSpec | None = None  # avro/protobuf: where the writer schemas come from
     tags: dict[str, str] = Field(default_factory=dict)
+    # Products the code location computes from this one (examples/derived.py builds each name it
+    # knows; an unknown one fails when the definitions load): declared here, never wired by name.
+    derived: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not IDENTIFIER.match(v):
             raise ValueError(f"product name {v!r} must match {IDENTIFIER.pattern}")
+        return v
+
+    @field_validator("derived")
+    @classmethod
+    def _derived(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"derived product name {name!r} must match {IDENTIFIER.pattern}")
+        if len(set(v)) < len(v):
+            raise ValueError("a derived product is named twice")
         return v
 
     @field_validator("topic")
@@ -709,13 +722,32 @@ def parse_spec_file(path: Path, checks: Sequence[SpecCheck] = ()) -> DataProduct
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([SpecProblem(path, where, f"is not valid YAML: {problem}")]) from None
+    return parse_spec_data(path, data, checks=checks)
+
+
+def parse_spec_data(path: Path, data: Any, name: str | None = None, prefix: str = "",
+                    checks: Sequence[SpecCheck] = ()) -> DataProductSpec:
+    """Validate already-read spec data from `path`; raise SpecError listing every problem.
+
+    The one loader behind both front doors: `dataproducts/<name>.yaml` (through
+    `parse_spec_file`) and a Dagster component's `defs.yaml` (flowsuite/component.py), whose
+    spec sits under `attributes` (`prefix`, put before every location) and whose product is
+    named after its folder (`name`: filled in when the data has none, else it must match).
+    Without `name` the file name is the product's name."""
+    def located(problems: list[SpecProblem]) -> list[SpecProblem]:
+        if not prefix:
+            return problems
+        return [SpecProblem(p.path, f"{prefix}.{p.location}" if p.location else prefix, p.message) for p in problems]
+
     if not isinstance(data, dict):
-        raise SpecError([SpecProblem(path, "", f"expected a mapping of settings, got {type(data).__name__}")])
+        raise SpecError(located([SpecProblem(path, "", f"expected a mapping of settings, got {type(data).__name__}")]))
+    if name is not None and "name" not in data:
+        data = {"name": name, **data}
     try:
         spec = DataProductSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(problems_from_validation(path, exc, data)) from None
-    problems = _extra_checks(path, spec, checks)
+        raise SpecError(located(problems_from_validation(path, exc, data))) from None
+    problems = located(_extra_checks(path, spec, checks, name=name))
     if problems:
         raise SpecError(problems)
     return spec
@@ -727,9 +759,13 @@ def parse_spec_file(path: Path, checks: Sequence[SpecCheck] = ()) -> DataProduct
 SpecCheck = Callable[["DataProductSpec"], Iterable[tuple[str, str]]]
 
 
-def _extra_checks(path: Path, spec: DataProductSpec, checks: Sequence[SpecCheck] = ()) -> list[SpecProblem]:
+def _extra_checks(path: Path, spec: DataProductSpec, checks: Sequence[SpecCheck] = (),
+                  name: str | None = None) -> list[SpecProblem]:
     problems = []
-    if path.stem != spec.name:
+    if name is not None:
+        if spec.name != name:
+            problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the folder name {name!r}"))
+    elif path.stem != spec.name:
         problems.append(SpecProblem(path, "name", f"{spec.name!r} must match the file name {path.stem!r}"))
     for check in checks:
         problems.extend(SpecProblem(path, loc, msg) for loc, msg in check(spec))

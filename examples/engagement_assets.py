@@ -1,7 +1,8 @@
 """`partner_engagement`: one count per partner and hour, served to the lake and the warehouse.
 
-Built for the `clicks` product (examples/engagement.py holds the logic; orchestration/definitions.py
-wires it to `clicks` explicitly):
+Built for the `clicks` product, which declares it (`derived: [partner_engagement]` in
+dataproducts/clicks.yaml; examples/derived.py builds what specs declare, examples/engagement.py
+holds the logic):
 
 - `partner_engagement/hourly` (hourly partitions, the same as `clicks/hourly`): computes the
   hour once from `clicks`' live files and makes it the hour's only live lake file. It depends
@@ -32,10 +33,11 @@ from examples.engagement import (
     materialize_hour,
     sync_warehouse,
 )
+from orchestration.keys import warehouse_key
 from orchestration.resources import FlowsuiteResource
 
-ENGAGEMENT_HOURLY = dg.AssetKey([PRODUCT, "hourly"])
-ENGAGEMENT_WAREHOUSE = dg.AssetKey([PRODUCT, "warehouse"])
+ENGAGEMENT_HOURLY = hourly_key(PRODUCT)
+ENGAGEMENT_WAREHOUSE = warehouse_key(PRODUCT)
 CROSS_PLANE_CHECK = "lake_matches_warehouse"
 MAX_DIFFS_SHOWN = 50
 
@@ -74,8 +76,8 @@ def cross_plane_result(flowsuite: FlowsuiteResource, hours: list[str] | None = N
 
 
 def build_engagement_definitions(spec: DataProductSpec) -> dg.Definitions:
-    """The engagement assets and check, derived from the product `spec` (orchestration/definitions.py
-    passes `clicks`, SOURCE_PRODUCT)."""
+    """The engagement assets and check, derived from the product `spec` (the one that declares
+    `derived: [partner_engagement]`: `clicks`, SOURCE_PRODUCT)."""
     partitions = hourly_partitions(spec)
 
     @dg.asset(

@@ -6,6 +6,7 @@ through `dg.EnvVar` and are never logged: the clients' reprs hide them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,23 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from connectors.engine import Engine, shared_metastore
+from connectors.flows import RunContext
 from connectors.lake import Lake, S3Options
 from connectors.metastore import Metastore
-from connectors.settings import KAFKA_ENV_SETTINGS, load_settings
+from connectors.settings import KAFKA_ENV_SETTINGS, KAFKA_PASS_THROUGH, kafka_env_var, load_settings
 
-__all__ = ["KAFKA_ENV_SETTINGS", "FlowsuiteResource", "default_flowsuite_resource", "kafka_config_from_env"]
+__all__ = ["KAFKA_ENV_SETTINGS", "FlowsuiteResource", "default_flowsuite_resource", "kafka_config_from_env",
+           "kafka_secret_field"]
+
+# The secret pass-through settings (connectors/settings.py's one list): each has a resource field
+# of its own, given as dg.EnvVar, so a password never sits in the plain `kafka_config` dict.
+KAFKA_SECRET_SETTINGS = tuple(setting for setting, secret in KAFKA_PASS_THROUGH.items() if secret)
+
+
+def kafka_secret_field(setting: str) -> str:
+    """The resource field of a secret Kafka setting (`sasl.password` → `kafka_sasl_password`)."""
+    return "kafka_" + setting.replace(".", "_")
+
 
 def kafka_config_from_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The Kafka pass-through settings (KAFKA_ENV_SETTINGS) of the environment, or of `env`."""
@@ -74,13 +87,17 @@ class FlowsuiteResource(dg.ConfigurableResource):
     def metastore(self) -> Metastore:
         return shared_metastore(self.metastore_url)
 
+    def run_context(self, run_id: str, is_dead: Callable[[str], bool] | None = None) -> RunContext:
+        """What a step's engine calls carry (connectors/flows/context.py): the stores, the broker
+        and its client settings, the Dagster run id, and how to tell a failed run's claim."""
+        return self.engine().run_context(run_id=run_id, is_dead=is_dead)
+
     def kafka(self) -> dict[str, Any]:
         """Extra Kafka client settings (security.protocol, sasl.*, ssl.*), passed through."""
         conf = dict(self.kafka_config)
-        if self.kafka_sasl_password:
-            conf["sasl.password"] = self.kafka_sasl_password
-        if self.kafka_ssl_key_password:
-            conf["ssl.key.password"] = self.kafka_ssl_key_password
+        for setting in KAFKA_SECRET_SETTINGS:
+            if value := getattr(self, kafka_secret_field(setting)):
+                conf[setting] = value
         return conf
 
 
@@ -97,9 +114,9 @@ def default_flowsuite_resource() -> FlowsuiteResource:
     if settings.iceberg_catalog_url:
         secret["iceberg_catalog_url"] = dg.EnvVar("FLOWSUITE_ICEBERG_CATALOG_URL")
     kafka_config: dict[str, Any] = settings.kafka_client_config()
-    for var, setting in (("FLOWSUITE_KAFKA_SASL_PASSWORD", "sasl.password"), ("FLOWSUITE_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")):
+    for setting in KAFKA_SECRET_SETTINGS:
         if kafka_config.pop(setting, None) is not None:
-            secret["kafka_" + setting.replace(".", "_")] = dg.EnvVar(var)
+            secret[kafka_secret_field(setting)] = dg.EnvVar(kafka_env_var(setting))
     return FlowsuiteResource(
         kafka_bootstrap=settings.kafka_bootstrap,
         lake_url=settings.lake_url,

@@ -12,7 +12,8 @@ A Dagster schedule targets one job, and one job may hold only assets of one part
 definition, so the schedule's job `hourly_compaction` selects the `P/hourly` assets of every
 product that shares the first product's hourly partitions (same start); each run request
 selects its product's asset. Products with another start get their own schedule
-`hourly_compaction_<product>` (same evaluation). The schedule starts stopped.
+`hourly_compaction_<product>` (same evaluation), as does each product declared as a Dagster
+component (`flowsuite.DataProduct`, orchestration/defs/). The schedules start stopped.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def run_requests_at(specs: Sequence[DataProductSpec], flowsuite: FlowsuiteResour
     return requests, notes
 
 
-def _schedule(name: str, specs: list[DataProductSpec]) -> dg.ScheduleDefinition:
+def build_schedule(name: str, specs: list[DataProductSpec]) -> dg.ScheduleDefinition:
+    """The compaction schedule `name` (and its job of the same name) over the hours of `specs`,
+    which share one partitions start; a component product (flowsuite/component.py) gets its own."""
     job = dg.define_asset_job(
         name,
         selection=dg.AssetSelection.assets(*(k for s in specs for k in _hour_assets(s))),
@@ -103,5 +106,5 @@ def build_schedules(specs: Sequence[DataProductSpec]) -> list[dg.ScheduleDefinit
     schedules = []
     for i, group in enumerate(groups.values()):
         names = [SCHEDULE_NAME] if i == 0 else [f"{SCHEDULE_NAME}_{s.name}" for s in group[:1]]
-        schedules.append(_schedule(names[0], group))
+        schedules.append(build_schedule(names[0], group))
     return schedules

@@ -28,6 +28,7 @@ import dagster as dg
 import pyarrow as pa
 
 from connectors.spec import DataProductSpec
+from orchestration.keys import landed_key
 from quality.expectations import ExpectationOutcome, check_names, run_suite, suite_columns
 
 if TYPE_CHECKING:
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 RECORDS_ACCOUNTED = "records_accounted"
 UNEXPECTED_SHOWN = 10
 
-
-def landed_key(spec: DataProductSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "landed"])
 
 
 def _describe(exp_type: str, kwargs: dict[str, Any], severity: str) -> str:
@@ -165,7 +163,7 @@ def landing_check_results(
         table = lake_schema(spec).empty_table()
     try:
         outcomes = run_suite(spec, table, suites_dir)
-    except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate, not a crash
+    except Exception as exc:  # a suite that cannot run is a failed gate, not a crash
         log.exception("%s: the quality suite could not run", spec.name)
         outcomes = [
             ExpectationOutcome(

@@ -283,7 +283,9 @@ def _kwarg_problems(cls: type, exp: ExpectationSpec, fields: list[str]) -> list[
     kwargs = {k: v for k, v in exp.kwargs.items() if k not in _RESERVED_KWARGS}
     try:
         cls(**kwargs)
-    except Exception as exc:  # pydantic v1 ValidationError, or GX's own configuration errors
+    except Exception as exc:  # noqa: BLE001 - the spec's kwargs meet GX's classes: pydantic v1's
+        # ValidationError or GX's own configuration errors (no common base); each becomes a
+        # problem the spec load reports with its field, never a swallowed error
         errors = (
             exc.errors() if hasattr(exc, "errors") else [{"loc": ("__root__",), "msg": str(exc)}]
         )
@@ -633,7 +635,8 @@ def run_suite(
             continue
         try:
             suite.add_expectation(cls(**exp.kwargs, meta={_META_CHECK: name}))
-        except Exception as exc:  # bad kwargs: load-time validation was skipped
+        except Exception as exc:  # noqa: BLE001 - bad kwargs (load-time validation was skipped): GX
+            # raises several types; the check fails with the reason instead of the run
             outcomes[name] = _failed(name, exp, f"invalid kwargs for {exp.type}: {exc}")
     if suite.expectations:
         batch_definition = (

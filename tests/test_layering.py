@@ -191,3 +191,129 @@ def test_no_package_exports_a_name_that_shadows_its_own_submodule():
                     if isinstance(node, ast.ImportFrom) for a in node.names}
         wrong += [f"{name}.{n}" for n in sorted(exported & submodules)]
     assert not wrong, wrong
+
+
+# --- the Dagster side ---------------------------------------------------------------------------
+#
+# The packages built on the engine have a floor plan too. The base is what every other package
+# may import; the top composes it all and nothing imports it back:
+#
+#    0  orchestration.{resources, jobs, keys, failures}   the base: the one resource, the jobs,
+#                                                          every asset key, the errors' mapping
+#    1  quality     suites, asset checks, record validation
+#    2  sensors     offset and subscription sensors
+#    3  assets      the asset factories
+#    4  examples    product-specific code (the derived partner_engagement product)
+#    5  orchestration.{definitions, schedules, ingest, services, cli, demo, defs}, flowsuite   the top
+#
+# `flowsuite land` (orchestration/cli) runs the ingest job through orchestration.ingest, never
+# through the demo: only `flowsuite demo` (cli/demo.py) imports orchestration.demo.
+
+DAGSTER_PACKAGES = ("orchestration", "assets", "sensors", "quality", "examples", "flowsuite")
+DAGSTER_LAYERS = {
+    "orchestration.resources": 0,
+    "orchestration.jobs": 0,
+    "orchestration.keys": 0,
+    "orchestration.failures": 0,
+    "quality": 1,
+    "sensors": 2,
+    "assets": 3,
+    "examples": 4,
+    "orchestration": 5,  # the package itself (its __init__)
+    "orchestration.definitions": 5,
+    "orchestration.schedules": 5,
+    "orchestration.ingest": 5,
+    "orchestration.services": 5,
+    "orchestration.cli": 5,
+    "orchestration.demo": 5,
+    "orchestration.defs": 5,  # the components' defs folder, where it exists
+    "flowsuite": 5,  # the Dagster components (flowsuite.DataProduct: a product's definitions), where it exists
+}
+
+
+def _dagster_unit(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "orchestration" and len(parts) > 1 else parts[0]
+
+
+def _dagster_modules() -> dict[str, Path]:
+    return {_module_name(p): p for package in DAGSTER_PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+DAGSTER_MODULES = _dagster_modules()
+
+
+def _dagster_edges() -> dict[str, set[tuple[str, int]]]:
+    """Module → (Dagster-side module it imports, line), nested imports included."""
+    edges: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for name, path in DAGSTER_MODULES.items():
+        for module, names, line in _imports(name, path):
+            if module.split(".")[0] not in DAGSTER_PACKAGES:
+                continue
+            targets = {f"{module}.{n}" for n in names if f"{module}.{n}" in DAGSTER_MODULES}
+            if len(targets) < len(names) or not names:
+                targets.add(module)
+            edges[name] |= {(t, line) for t in targets if t != name}
+    return edges
+
+
+def test_every_dagster_module_belongs_to_a_layer():
+    assert len(DAGSTER_MODULES) > 30  # the walk saw the packages
+    assert "orchestration.resources" in {t for t, _ in _dagster_edges()["assets.hourly"]}
+    missing = sorted({_dagster_unit(m) for m in DAGSTER_MODULES} - set(DAGSTER_LAYERS))
+    assert not missing, f"add these to DAGSTER_LAYERS (and README's Layout): {missing}"
+
+
+def test_dagster_packages_import_only_their_own_layer_or_below():
+    wrong = [
+        f"{DAGSTER_MODULES[module].relative_to(ROOT)}:{line}: {module} (layer {DAGSTER_LAYERS[_dagster_unit(module)]}) "
+        f"imports {target} (layer {DAGSTER_LAYERS[_dagster_unit(target)]})"
+        for module, targets in sorted(_dagster_edges().items())
+        for target, line in sorted(targets)
+        if DAGSTER_LAYERS.get(_dagster_unit(target), -1) > DAGSTER_LAYERS.get(_dagster_unit(module), -1)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_circle_between_dagster_units():
+    units: dict[str, set[str]] = defaultdict(set)
+    for module, targets in _dagster_edges().items():
+        units[_dagster_unit(module)] |= {_dagster_unit(t) for t, _ in targets if _dagster_unit(t) != _dagster_unit(module)}
+    circle = _cycle(units)
+    assert circle is None, "package circle: " + " → ".join(circle)
+
+
+def test_the_base_imports_nothing_dagster_side_above_it_and_no_dagster_private_api():
+    base = [m for m in DAGSTER_MODULES if DAGSTER_LAYERS[_dagster_unit(m)] == 0]
+    assert {_dagster_unit(m) for m in base} == {"orchestration.resources", "orchestration.jobs",
+                                                   "orchestration.keys", "orchestration.failures"}
+    private = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for name, path in DAGSTER_MODULES.items()
+        for module, _, line in _imports(name, path)
+        if module.startswith("dagster._")
+    ]
+    assert not private, "\n".join(private)
+
+
+def test_only_the_demo_command_imports_the_demo():
+    wrong = [
+        f"{DAGSTER_MODULES[module].relative_to(ROOT)}:{line}: {module} imports {target}"
+        for module, targets in sorted(_dagster_edges().items())
+        for target, line in sorted(targets)
+        if _dagster_unit(target) == "orchestration.demo" and _dagster_unit(module) != "orchestration.demo"
+        and module != "orchestration.cli.demo"
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_asset_keys_are_built_in_the_keys_module_only():
+    """`dg.AssetKey([...])` spelled by hand outside orchestration/keys.py is a second spelling."""
+    wrong = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for name, path in DAGSTER_MODULES.items() if name != "orchestration.keys"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "AssetKey"
+        and node.args and isinstance(node.args[0], ast.List | ast.Tuple)
+    ]
+    assert not wrong, "\n".join(wrong)

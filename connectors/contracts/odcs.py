@@ -43,6 +43,7 @@ NOT_IN_ODCS = {
     "inbound": "who may push events to the product",
     "schemas": "where the avro/protobuf writer schemas come from",
     "tags": "the spec's tags as a map (ODCS tags, a list of key:value strings, are written too)",
+    "derived": "the products the code location computes from this one",
     "quality.on_invalid": "what happens to an invalid record",
     "quality.volume": "the volume check (ODCS rowCount is a fixed range, not a ratio to a trailing median)",
     "quality.freshness.max_lag": "records waiting in the topic; ODCS has no such SLA property",
@@ -236,7 +237,7 @@ def contract(spec: DataProductSpec, *, kafka_bootstrap: str | None = None, lake_
                 "description": "a record this late by event time still lands in its hour; later ones go to a later file"})
     dumped = spec.model_dump(mode="json", exclude_defaults=True)
     custom = {k: dumped[k] for k in ("format", "event_time", "partitioning", "trigger", "sinks", "cloudevents",
-                                     "flow", "inbound", "schemas", "tags") if k in dumped}
+                                     "flow", "inbound", "schemas", "tags", "derived") if k in dumped}
     quality = dumped.get("quality", {})
     if "on_invalid" in quality:
         custom["quality.on_invalid"] = quality["on_invalid"]
@@ -362,7 +363,8 @@ def spec_from_contract(doc: dict[str, Any]) -> dict[str, Any]:
     if key:
         spec["key"] = [n for _, n in sorted(key)]
     spec["fields"] = fields
-    for section in ("event_time", "partitioning", "trigger", "sinks", "cloudevents", "flow", "inbound", "schemas"):
+    for section in ("event_time", "partitioning", "trigger", "sinks", "cloudevents", "flow", "inbound", "schemas",
+                    "derived"):
         if section in custom:
             spec[section] = custom[section]
     quality: dict[str, Any] = {}

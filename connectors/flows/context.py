@@ -4,7 +4,10 @@ A run (a Dagster step, an Airflow task try, a CLI command) hands its steps one `
 instead of the same eight values at each call: the lake, the metastore, the broker and its
 client settings, the run id recorded with claims and files, how to tell a dead claim holder,
 the claim lease and the clock. `connectors.engine.Engine.run_context()` builds one from the
-engine's settings; tests build one directly.
+engine's settings; tests build one directly. Landing, compaction and replay take one; so do a
+source's `publish` and a CDC `capture`, which write no lake (their callers may pass `lake=None`).
+The clock decides what time it is for the run: which hours are closed, which source rows are
+older than their delay.
 """
 
 from __future__ import annotations

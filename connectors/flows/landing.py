@@ -308,14 +308,14 @@ class HourFiles:
         for f in self.open.values():
             try:
                 f.writer.abort()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.warning("aborting %s failed", f.writer.rel, exc_info=True)
         paths = [path for path, _ in self.written]
         if not paths:
             return
         try:
             states = metastore.file_states(paths)
-        except Exception:  # noqa: BLE001 - unknown state: leave everything to the next claimant
+        except Exception:  # unknown state: leave everything to the next claimant
             log.warning("cannot read the state of %d file(s); leaving them to the next claimant", len(paths), exc_info=True)
             return
         pending = [path for path in paths if states.get(path) == "pending"]
@@ -324,13 +324,13 @@ class HourFiles:
             try:
                 lake.delete(path)
                 deleted.append(path)
-            except Exception:  # noqa: BLE001 - stays pending: the next claimant deletes it
+            except Exception:  # stays pending: the next claimant deletes it
                 log.warning("deleting pending file %s failed", path, exc_info=True)
         try:
             # Only what is gone: a file whose delete failed (an S3 outage) stays listed as pending,
             # so it is not left in the lake untracked.
             metastore.forget_files(deleted, only_pending=True)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("forgetting pending files failed; the next claimant cleans up", exc_info=True)
 
 
@@ -498,7 +498,7 @@ class _Landing:
         for p, start in self.claimed.items():
             try:
                 self.ctx.metastore.release(self.spec.name, landing_resource(p, start), self.owner)
-            except Exception:  # noqa: BLE001 - the lease expires on its own
+            except Exception:  # the lease expires on its own
                 log.warning("releasing claim of %s[%d] failed", self.spec.name, p, exc_info=True)
 
     # --- 3. read, decode, route into hour files ----------------------------------------------

@@ -335,12 +335,12 @@ def _replay_file(
         for path in paths:
             try:
                 lake.delete(path)
-            except Exception:  # noqa: BLE001 - the next claimant deletes it
+            except Exception:  # the next claimant deletes it
                 log.warning("deleting pending replay file %s failed", path, exc_info=True)
         try:
             metastore.forget_files(paths, only_pending=True)
             metastore.release(spec.name, claim, owner)
-        except Exception:  # noqa: BLE001 - the lease expires on its own
+        except Exception:  # the lease expires on its own
             log.warning("cleaning up replay claim %s failed", claim, exc_info=True)
         raise
     outcome.landed_files = [s.path for s, _ in landed]
@@ -348,6 +348,6 @@ def _replay_file(
     try:
         lake.delete(qf.path)
         metastore.drop_replaced([qf.path])
-    except Exception:  # noqa: BLE001 - a replaced file is never read; cleanup can wait
+    except Exception:  # a replaced file is never read; cleanup can wait
         log.warning("removing replayed quarantine file %s failed", qf.path, exc_info=True)
     return reopened

@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,6 @@ import pyarrow.parquet as pq
 
 from connectors.errors import TerminalError
 from connectors.flows.compaction import (
-    DEFAULT_LEASE_S,
     CompactionResult,
     Fingerprint,
     RewriteJob,
@@ -45,11 +42,12 @@ from connectors.flows.compaction import (
     merge_ranges,
     sources_of,
 )
+from connectors.flows.context import RunContext
 from connectors.formats import decoder_for, lake_schema
 from connectors.kafka import HistoryLostError, KafkaReadError, RangeReader, consumer_config
 from connectors.lake import Lake, epoch_hour, normalize_hour, parse_hour_key
 from connectors.leases import LeaseKeeper
-from connectors.metastore import FileRecord, Metastore
+from connectors.metastore import FileRecord
 from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
@@ -162,22 +160,17 @@ def _read_spans(
 def replay_hour(
     spec: DataProductSpec,
     hour: str,
+    run: RunContext,
     *,
-    lake: Lake,
-    metastore: Metastore,
-    bootstrap: str,
-    kafka_config: dict[str, Any] | None = None,
-    run_id: str | None = None,
-    is_dead: Callable[[str], bool] | None = None,
-    now: datetime | None = None,
-    lease_s: float = DEFAULT_LEASE_S,
     idle_timeout_s: float = 15.0,
     spill_dir: str | None = None,
 ) -> CompactionResult:
     """Rebuild one hour from the stream (or its live files when the stream lost it) as a new
-    generation. Raises HourBlockedError / ClaimHeldError like `compact_hour`."""
+    generation, in `run` (its broker and client settings, stores, claim and clock, as
+    `compact_hour` takes them). Raises HourBlockedError / ClaimHeldError like `compact_hour`."""
     hour = normalize_hour(hour)
-    conf = consumer_config(bootstrap, spec.consumer_group, kafka_config)
+    lake = run.lake
+    conf = consumer_config(run.bootstrap, spec.consumer_group, dict(run.kafka_config))
 
     def rebuild(job: RewriteJob, live: list[FileRecord]) -> Rewritten:
         try:
@@ -213,10 +206,7 @@ def replay_hour(
             return job.rewrite(sources_of(lake, live),
                                note=f"rebuilt from the live files: the stream no longer holds the hour ({exc})")
 
-    return compact_hour(
-        spec, hour, lake=lake, metastore=metastore, run_id=run_id, is_dead=is_dead, now=now,
-        force=True, lease_s=lease_s, spill_dir=spill_dir, rebuild=rebuild,
-    )
+    return compact_hour(spec, hour, run, force=True, spill_dir=spill_dir, rebuild=rebuild)
 
 
 def _conform_live(table: pa.Table, spec: DataProductSpec) -> pa.Table:

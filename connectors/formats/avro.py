@@ -98,7 +98,7 @@ class AvroDecoder(Decoder):
         plans = self._plans
         header = None  # the 5 bytes of the record before: runs of one schema id skip the lookups
         sid = parsed = keep_index = keep_record = None
-        BytesIO = io.BytesIO  # noqa: N806 - a local name for the hot loop
+        BytesIO = io.BytesIO  # a local name for the hot loop
         for i in idx:
             value = values[i]
             if value[:5] != header:

@@ -167,8 +167,11 @@ class CloudEventsDecoder:
         self.dedupe = spec.cloudevents.dedupe_on_id
         self.seen: dict[str, str] = {i: "an earlier run" for i in seen_ids} if self.dedupe else {}
 
-    def decode(self, batch: Batch) -> Decoded:
-        env = self._envelopes(batch)
+    def decode(self, batch: Batch, attributes: list[dict[str, str]] | None = None) -> Decoded:
+        """`attributes`: each message's binary-mode attributes already read (names without `ce_`,
+        `datacontenttype` for the content type) — what the inbound endpoint has parsed from HTTP —
+        so the headers are not read again; the same checks apply as to `ce_*` headers."""
+        env = self._envelopes(batch) if attributes is None else self._parsed_envelopes(batch, attributes)
         n = len(batch)
         ok = [i for i in range(n) if env.reasons[i] is None]
         sub = Batch(
@@ -257,18 +260,7 @@ class CloudEventsDecoder:
                     elif lname == "content-type" and v is not None:
                         content_type = v.decode("utf-8", "replace")
             if ce is not None:  # binary mode
-                problem = _missing(ce)
-                if problem is None and ce["specversion"] != SPECVERSION:
-                    problem = f"unsupported CloudEvents specversion {ce['specversion'][:20]!r} (expected {SPECVERSION})"
-                if problem is None and content_type and not _is_json(content_type):
-                    problem = f"binary event data has content-type {content_type[:60]!r}; this product reads JSON data"
-                if problem is not None:
-                    reasons[i] = f"malformed CloudEvent (binary mode): {problem}"
-                    raw[i] = to_structured_value({**ce, **({"datacontenttype": content_type} if content_type else {})}, value)
-                    continue
-                for a in _PROMOTED:
-                    attrs[a][i] = ce.get(a)
-                payload[i] = value if value else None  # no data: a tombstone for the key
+                _binary_envelope(i, ce, content_type, value, payload, attrs, raw, reasons)
                 continue
             # structured mode (declared, or a value that looks like an event object)
             if value is None or value == b"":
@@ -286,6 +278,18 @@ class CloudEventsDecoder:
                 v = attributes.get(a)
                 attrs[a][i] = v if v is None or isinstance(v, str) else (rfc3339(v) if isinstance(v, datetime) else str(v))
             payload[i] = data
+        return _Envelope(payload, attrs, raw, reasons)
+
+    @staticmethod
+    def _parsed_envelopes(batch: Batch, attributes: list[dict[str, str]]) -> _Envelope:
+        n = len(batch)
+        payload: list[bytes | None] = [None] * n
+        raw: list[bytes | None] = list(batch.values)
+        reasons: list[str | None] = [None] * n
+        attrs: dict[str, list[str | None]] = {a: [None] * n for a in _PROMOTED}
+        for i in range(n):
+            ce = attributes[i]
+            _binary_envelope(i, ce, ce.get("datacontenttype"), batch.values[i], payload, attrs, raw, reasons)
         return _Envelope(payload, attrs, raw, reasons)
 
     def _envelope_failures(self, batch: Batch, env: _Envelope) -> pa.Table:
@@ -371,6 +375,23 @@ class CloudEventsDecoder:
                 self.seen[ce_id] = f"partition {partition} offset {offset}"
                 out.append(None)
         return pa.array(out, pa.string()) if any_dup else None
+
+
+def _binary_envelope(i: int, ce: Mapping[str, str | None], content_type: str | None, value: bytes | None,
+                     payload: list, attrs: dict[str, list], raw: list, reasons: list) -> None:
+    """Message i in binary mode: its attributes `ce`, checked, into the envelope's lists."""
+    problem = _missing(ce)
+    if problem is None and ce["specversion"] != SPECVERSION:
+        problem = f"unsupported CloudEvents specversion {ce['specversion'][:20]!r} (expected {SPECVERSION})"
+    if problem is None and content_type and not _is_json(content_type):
+        problem = f"binary event data has content-type {content_type[:60]!r}; this product reads JSON data"
+    if problem is not None:
+        reasons[i] = f"malformed CloudEvent (binary mode): {problem}"
+        raw[i] = to_structured_value({**ce, **({"datacontenttype": content_type} if content_type else {})}, value)
+        return
+    for a in _PROMOTED:
+        attrs[a][i] = ce.get(a)
+    payload[i] = value if value else None  # no data: a tombstone for the key
 
 
 def _missing(attrs: Mapping[str, str | None]) -> str | None:

@@ -47,7 +47,7 @@ async def _org(request: Request) -> str:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise FlowError(401, "Authorization: Bearer <token> is required (flowsuite flow token create --org NAME)")
+        raise FlowError(401, "Authorization: Bearer <token> is required (a token the gateway's operator issued to your organisation)")
     org = await run_in_threadpool(service.store.org_of_token, token.strip())
     if org is None:
         raise FlowError(401, "the bearer token is not valid")
@@ -80,7 +80,7 @@ def _handler(fn):
         except FlowError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
             return _error(exc.status, exc.message, **headers)
-        except Exception:  # noqa: BLE001 - the caller gets a clean answer, the log the detail
+        except Exception:  # the caller gets a clean answer, the log the detail
             log.exception("flow API: %s %s failed", request.method, request.url.path)
             return _error(500, "internal error; the gateway's log has the details")
 

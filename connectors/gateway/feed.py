@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.formats import Batch, decoder_for
-from connectors.gateway.events import FlowEvent, events_from_batch
+from connectors.gateway.events import FlowEvent, events_from_batch, schema_url
 from connectors.kafka import consumer_config
 from connectors.spec import DataProductSpec
 
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 500  # records read at once
 RETAINED = 16  # recent batches kept for cursors that attach a moment late
 QUEUE_BATCHES = 32  # a cursor's bounded queue; a cursor that falls further behind is detached
+LOW_MAX_AGE_S = 5.0  # a low watermark probed this recently is trusted (retention moves it slowly)
 
 
 class EventBatch:
@@ -91,22 +92,49 @@ class Detached(Exception):
 
 
 class CursorQueue:
-    """A cursor's bounded queue of batches; `closed` once the feed detached it."""
+    """A cursor's bounded queue of batches; `closed` once the feed detached it.
 
-    def __init__(self, limit: int | None = None):
+    `wants(batch)` (the cursor's filters and policy: does the batch hold an event for it?) is
+    asked on the feed's thread; a batch it does not want is not queued and does not wake the
+    cursor — the offsets it covers are kept as one range (`passed`) that goes to the cursor as an
+    empty batch ahead of the next wanted one, or when its take() times out, so its position still
+    moves. With 1,000 partner subscriptions each wanting a thousandth of the events, the cursors
+    wake for their own events, not for every batch."""
+
+    def __init__(self, limit: int | None = None, wants=None):
         self.limit = QUEUE_BATCHES if limit is None else limit
         self.items: deque[EventBatch] = deque()
         self.closed = False
         self.cond = threading.Condition()
+        self.wants = wants
+        self.passed: EventBatch | None = None  # offsets passed over, nothing in them for this cursor
+
+    def _wanted(self, batch: EventBatch) -> bool:
+        if self.wants is None:
+            return True
+        if not batch.events:
+            return False
+        try:
+            return bool(self.wants(batch))
+        except Exception:  # noqa: BLE001 - the cursor finds out itself (and says why) when it selects
+            return True
 
     def offer(self, batch: EventBatch) -> bool:
+        wanted = self._wanted(batch)
         with self.cond:
             if self.closed:
                 return False
+            if not wanted:
+                start = batch.start if self.passed is None else self.passed.start
+                self.passed = EventBatch(batch.partition, start, batch.end, [])
+                return True
             if len(self.items) >= self.limit:
                 self.closed = True
                 self.cond.notify_all()
                 return False
+            if self.passed is not None:
+                self.items.append(self.passed)
+                self.passed = None
             self.items.append(batch)
             self.cond.notify_all()
             return True
@@ -118,8 +146,21 @@ class CursorQueue:
                 self.cond.wait(timeout)
             if self.items:
                 return self.items.popleft()
+            if self.passed is not None:
+                passed, self.passed = self.passed, None
+                return passed
             if self.closed:
                 raise Detached()
+            return None
+
+    def poll(self, start: int) -> EventBatch | None:
+        """The next batch without waiting, if one is queued (or passed over) and starts at `start`."""
+        with self.cond:
+            if self.items:
+                return self.items.popleft() if self.items[0].start == start else None
+            if self.passed is not None and self.passed.start == start:
+                passed, self.passed = self.passed, None
+                return passed
             return None
 
     def close(self) -> None:
@@ -128,8 +169,11 @@ class CursorQueue:
             self.cond.notify_all()
 
 
-def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start: int) -> EventBatch | None:
-    """The records of one consume() as a batch starting at `start` (the reader's position)."""
+def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start: int,
+               dataschema: str | None = None) -> EventBatch | None:
+    """The records of one consume() as a batch starting at `start` (the reader's position).
+    A decoder that reads headers (binary-mode CloudEvents: CDC products' `ce_*`) is given
+    them, as the landing and pull delivery give them; `dataschema` goes on every event."""
     records = []
     for m in msgs:
         err = m.error()
@@ -144,8 +188,9 @@ def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start
     decoded = decoder.decode(Batch(
         partition, [m.value() for m in records], [m.key() for m in records],
         [m.offset() for m in records], [m.timestamp()[1] for m in records],
+        [m.headers() for m in records] if decoder.needs_headers else None,
     ))
-    events = events_from_batch(spec, partition, {m.offset(): m for m in records}, decoded.valid)
+    events = events_from_batch(spec, partition, {m.offset(): m for m in records}, decoded.valid, dataschema)
     return EventBatch(partition, start, records[-1].offset() + 1, events)
 
 
@@ -164,9 +209,10 @@ def partition_consumer(spec: DataProductSpec, partition: int, bootstrap: str, gr
 class PartitionFeed(threading.Thread):
     """The shared reader of one (product, partition) in one gateway process."""
 
-    def __init__(self, spec: DataProductSpec, partition: int, bootstrap: str, kafka_config: dict[str, Any] | None = None):
+    def __init__(self, spec: DataProductSpec, partition: int, bootstrap: str, kafka_config: dict[str, Any] | None = None,
+                 dataschema: str | None = None):
         super().__init__(name=f"feed-{spec.name}-p{partition}", daemon=True)
-        self.spec, self.partition, self.bootstrap = spec, partition, bootstrap
+        self.spec, self.partition, self.bootstrap, self.dataschema = spec, partition, bootstrap, dataschema
         self.kafka_config = kafka_config or {}
         self.decoder = decoder_for(spec)
         self.lock = threading.Condition()
@@ -177,6 +223,25 @@ class PartitionFeed(threading.Thread):
         self.detaches = 0
         self._seek: int | None = None
         self._stopping = threading.Event()
+        self._low: tuple[float, int] | None = None  # (monotonic time, low watermark) of the last probe
+        self._low_lock = threading.Lock()
+
+    def low_watermark(self, max_age_s: float = LOW_MAX_AGE_S) -> int:
+        """The partition's first offset the broker still holds, probed at most every `max_age_s`
+        for every cursor of the process (each cursor probing on its own was a consumer per
+        (subscription, partition): minutes of start-up at 1,000 subscriptions)."""
+        with self._low_lock:
+            if self._low is not None and time.monotonic() - self._low[0] <= max_age_s:
+                return self._low[1]
+            probe = partition_consumer(self.spec, self.partition, self.bootstrap,
+                                       f"flowsuite.flow.feed.{self.spec.name}", self.kafka_config, 0)
+            try:
+                low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10,
+                                                  cached=False)[0]
+            finally:
+                probe.close()
+            self._low = (time.monotonic(), low)
+            return low
 
     def attach(self, queue: CursorQueue, position: int) -> bool:
         """Attach a cursor whose next offset is `position`; False when the feed is elsewhere
@@ -228,8 +293,9 @@ class PartitionFeed(threading.Thread):
                                                   f"flowsuite.flow.feed.{self.spec.name}", self.kafka_config, head)
                 try:
                     msgs = consumer.consume(num_messages=READ_SIZE, timeout=0.1)
-                    batch = read_batch(self.spec, self.partition, self.decoder, msgs, head) if msgs else None
-                except Exception:  # noqa: BLE001 - the cursors catch up on their own meanwhile
+                    batch = (read_batch(self.spec, self.partition, self.decoder, msgs, head, self.dataschema)
+                             if msgs else None)
+                except Exception:  # the cursors catch up on their own meanwhile
                     log.warning("feed %s[%d]: read failed; reading again", self.spec.topic, self.partition, exc_info=True)
                     self._detach_all()
                     consumer.close()
@@ -264,8 +330,9 @@ class Feeds:
     """The gateway process's feeds, one per (product, partition), started on first use, and
     the bound on catch-up readers (cursors behind the head reading on their own)."""
 
-    def __init__(self, bootstrap: str, kafka_config: dict[str, Any] | None = None, catchup_readers: int = 8):
-        self.bootstrap, self.kafka_config = bootstrap, kafka_config or {}
+    def __init__(self, bootstrap: str, kafka_config: dict[str, Any] | None = None, catchup_readers: int = 8,
+                 public_url: str | None = None):
+        self.bootstrap, self.kafka_config, self.public_url = bootstrap, kafka_config or {}, public_url
         self.catchup = threading.BoundedSemaphore(catchup_readers)
         self.feeds: dict[tuple[str, int], PartitionFeed] = {}
         self.lock = threading.Lock()
@@ -275,7 +342,8 @@ class Feeds:
             key = (spec.name, partition)
             feed = self.feeds.get(key)
             if feed is None or not feed.is_alive():
-                feed = PartitionFeed(spec, partition, self.bootstrap, self.kafka_config)
+                feed = PartitionFeed(spec, partition, self.bootstrap, self.kafka_config,
+                                     schema_url(self.public_url, spec))
                 feed.start()
                 self.feeds[key] = feed
             return feed

@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+from connectors.gateway.delivery_books import DeliveryBooks
 from connectors.gateway.feed import Feeds
 from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
@@ -55,7 +56,8 @@ class Gateway:
         self.lake = lake  # history below the broker's low watermark is delivered from it
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self.sender = Sender(settings)
-        self.feeds = Feeds(bootstrap, self.kafka_config)
+        self.feeds = Feeds(bootstrap, self.kafka_config, public_url=settings.public_url)
+        self.books = DeliveryBooks(store, settings.lease_s)  # every delivery's metastore side, one thread
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -114,10 +116,13 @@ class Gateway:
                                            self.gateway_id, self.settings.lease_s)
             except ClaimHeldError:
                 continue
+            if not self.books.is_alive() and not self._stop.is_set():
+                self.books.start()
             worker = PartitionDelivery(
                 self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
                 self._limiter(sub.id, rate_limit(spec, sub).per_minute), owner, self.gateway_id, self.kafka_config,
                 feed=self.feeds.feed(spec, partition), catchup=self.feeds.catchup, lake=self.lake,
+                books=self.books,
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()
@@ -128,7 +133,7 @@ class Gateway:
             try:
                 self.tick()
                 self.looks += 1
-            except Exception:  # noqa: BLE001 - the metastore or broker may be briefly away
+            except Exception:  # the metastore or broker may be briefly away
                 log.exception("the gateway's look for work failed; trying again")
             self._stop.wait(self.settings.poll_interval_s)
 
@@ -146,6 +151,7 @@ class Gateway:
             worker.join(max(0.1, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.books.stop()
         self.feeds.stop()
         self.sender.close()
         self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)

@@ -22,11 +22,13 @@ otherwise costs more reads, never more memory.
 
 `events_from_history` turns those rows into the CloudEvents push and pull send, through the same
 `events_from_batch` as a read from Kafka, so `id`, `sequence`, `time`, `subject`/`partitionkey`
-and the mapped extension attributes are those of the Kafka path. The one difference: the lake
-keeps the record's fields, not the bytes the producer wrote, so an event's `data` is the landed
-row serialised again (`history_data`: the spec's fields in the spec's order, absent ones left
-out, times in RFC 3339) — equal as JSON to the original on the spec's fields, not byte for byte
-(other fields the producer sent, and its spacing, are not in the lake).
+and the mapped extension attributes are those of the Kafka path, for every format. `data` is the
+landed row rendered by `events.record_json` (the spec's fields in its order, absent ones left
+out, timestamps RFC 3339 UTC with microseconds, decimals as plain text) — exactly what a Kafka
+read of an avro, protobuf or cloudevents product sends. A json product's Kafka events carry the
+bytes the producer wrote, which the lake does not keep: from the lake its `data` is equal to them
+as a record of the spec's fields (the same values; other fields the producer sent, its spacing
+and its spelling of times and decimals are not in the lake), not byte for byte.
 
 A compaction may replace (and delete) files while they are read. The slice being read is then
 read again from the metastore's new live files, which hold the same rows; nothing of a slice is
@@ -35,12 +37,9 @@ handed out before the slice is whole, so nothing is doubled or skipped.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -52,7 +51,7 @@ from sqlalchemy import and_, func, or_, select
 from connectors.errors import TransientError
 from connectors.flows.compaction import conform
 from connectors.formats import lake_schema
-from connectors.gateway.events import FlowEvent, events_from_batch
+from connectors.gateway.events import FlowEvent, events_from_batch, record_json
 from connectors.lake import Lake
 from connectors.metastore import Metastore, files, landings, offsets
 from connectors.spec import DataProductSpec
@@ -140,7 +139,7 @@ def _first_offset(conn, product: str, partition: int, since: int) -> int | None:
 
 # --- rows as events -----------------------------------------------------------------------------
 
-HISTORY_FORMATS = ("json",)  # products whose events' data is the record's JSON: the lake can rebuild it
+HISTORY_FORMATS = ("json", "cloudevents", "avro", "protobuf")  # every format: the lake keeps its decoded rows
 
 
 class _LakeRecord:
@@ -148,7 +147,7 @@ class _LakeRecord:
 
     __slots__ = ("_key", "_timestamp", "_value")
 
-    def __init__(self, key: bytes | None, timestamp_ms: int | None, value: bytes):
+    def __init__(self, key: bytes | None, timestamp_ms: int | None, value: bytes | None):
         self._key, self._timestamp, self._value = key, timestamp_ms, value
 
     def key(self) -> bytes | None:
@@ -157,53 +156,31 @@ class _LakeRecord:
     def timestamp(self) -> tuple[int, int | None]:
         return (1, self._timestamp)  # TIMESTAMP_CREATE_TIME, as the producer set it
 
-    def value(self) -> bytes:
+    def value(self) -> bytes | None:
         return self._value
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat().replace("+00:00", "Z")
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return int(v) if v == v.to_integral_value() else format(v, "f")  # exact: a float would round
-    if isinstance(v, bytes):
-        return base64.b64encode(v).decode()
-    if isinstance(v, dict):
-        return {k: _json_value(x) for k, x in v.items() if x is not None}
-    if isinstance(v, list):
-        return [_json_value(x) for x in v]
-    return v
-
-
-def history_data(spec: DataProductSpec, table: pa.Table) -> list[bytes]:
-    """Each row's record as JSON bytes: the spec's fields in its order, nulls left out."""
-    names = [f.name for f in spec.arrow_schema() if f.name in table.column_names]
-    columns = [table.column(n).to_pylist() for n in names]
-    out = []
-    for i in range(table.num_rows):
-        record = {n: _json_value(col[i]) for n, col in zip(names, columns, strict=True) if col[i] is not None}
-        out.append(json.dumps(record).encode())
-    return out
 
 
 def events_from_history(spec: DataProductSpec, partition: int, table: pa.Table,
                         dataschema: str | None = None) -> list[FlowEvent]:
     """The rows of a `read_history` table as the events a read of the same offsets from Kafka
-    gives (same ids, sequences, attributes — `dataschema` as events_from_batch takes it; `data`
-    rebuilt, see the module's docstring)."""
-    if spec.format not in HISTORY_FORMATS:
-        raise ValueError(f"{spec.name}: history of a {spec.format} product is not served from the lake "
-                         "(its events' data are the records' wire bytes, which the lake does not keep)")
+    gives (same ids, sequences, attributes — `dataschema` as events_from_batch takes it). `data`
+    is the row rendered by `record_json`, the renderer Kafka reads of avro, protobuf and
+    cloudevents products use, so for those the events are the same byte for byte; a json
+    product's Kafka events carry the producer's bytes, which the lake does not keep (module
+    docstring). A delete marker (`_deleted`) is a tombstone, which is no event, as from Kafka."""
     if table.num_rows == 0:
         return []
     offsets = table.column("_offset").to_pylist()
     keys = table.column("_key").to_pylist() if "_key" in table.column_names else [None] * table.num_rows
     stamps = pc.cast(table.column("_timestamp"), pa.int64()).to_pylist()
-    values = history_data(spec, table)
+    values: list[bytes | None] = record_json(spec, table)
+    if "_deleted" in table.column_names:
+        for i, deleted in enumerate(table.column("_deleted").to_pylist()):
+            if deleted:
+                values[i] = None
     messages = {o: _LakeRecord(k.encode() if k is not None else None, t, v)
                 for o, k, t, v in zip(offsets, keys, stamps, values, strict=True)}
+    # json: events_from_batch takes each message's value as data — here the rendered row
     return events_from_batch(spec, partition, messages, table, dataschema)
 
 

@@ -43,6 +43,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,6 @@ from connectors.errors import TransientError
 from connectors.formats import Batch, decoder_for
 from connectors.gateway.events import FlowEvent, events_from_batch, schema_url, structured_request
 from connectors.gateway.history import (
-    HISTORY_FORMATS,
     HistoryError,
     events_from_history,
     lake_span,
@@ -289,19 +289,20 @@ class PullService:
         not looked at, whether the startfrom time was passed). Skipped records move the frontier.
         Below the broker's low watermark the events come from the lake, then from Kafka."""
         keep = event_filter(spec, sub.org, sub.body)
+        since = _StartTime(not_before)
         try:
-            return self._read_kafka(spec, p, start, want, not_before, keep)
+            events, frontier = self._read_kafka(spec, p, start, want, since, keep)
+            return events, frontier, since.passed
         except _BelowBroker as below:
             low = below.low if below.low is not None else self._low_watermark(spec.topic, p)
-        events, frontier, not_before, cleared = self._read_lake(spec, p, start, low, want, not_before, keep)
+        events, frontier = self._read_lake(spec, p, start, low, want, since, keep)
         if len(events) < want and frontier == low:
             try:
-                more, frontier, c2 = self._read_kafka(spec, p, low, want - len(events), not_before, keep)
+                more, frontier = self._read_kafka(spec, p, low, want - len(events), since, keep)
             except _BelowBroker:  # the broker dropped more meanwhile: the next receive goes on from the lake
-                return events, frontier, cleared
+                return events, frontier, since.passed
             events += more
-            cleared = cleared or c2
-        return events, frontier, cleared
+        return events, frontier, since.passed
 
     def _low_watermark(self, topic: str, p: int) -> int:
         consumer = self._consumer(topic)
@@ -310,42 +311,34 @@ class PullService:
         finally:
             consumer.close()
 
-    def _read_lake(self, spec, p: int, start: int, low: int, want: int, not_before: int | None,
-                   keep) -> tuple[list[FlowEvent], int, int | None, bool]:
-        """Events of [start, low) from the lake's live files (history.py): (events, frontier,
-        not_before left, whether it was passed). A 409 when the lake does not hold the whole window."""
+    def _read_lake(self, spec, p: int, start: int, low: int, want: int, since: _StartTime,
+                   keep) -> tuple[list[FlowEvent], int]:
+        """Events of [start, low) from the lake's live files (history.py): (events, frontier).
+        A 409 when the lake does not hold the whole window."""
         lake = getattr(self.flow, "lake", None)
         if lake is None:
             raise _gone(p, start, low, "the gateway has no lake configured to serve history from")
-        if spec.format not in HISTORY_FORMATS:
-            raise _gone(p, start, low, f"history of a {spec.format} product is not served from the lake")
         span = lake_span(self.store.metastore, spec.name, p)
         if span is None or span.first > start or span.end < low:
             holds = "none of it" if span is None else f"{span.first}..{span.end - 1}"
             raise _gone(p, start, low, f"the lake holds {holds}, which does not reach from {start} to {low}")
         events: list[FlowEvent] = []
-        cleared = False
         try:
             for table in read_history(lake, self.store.metastore, spec, p, start, low, max_rows=min(max(want * 2, 500), 10_000)):
-                for ev in events_from_history(spec, p, table, schema_url(self.flow.settings.public_url, spec)):
-                    if not_before is not None:
-                        if ev.time_ms is None or ev.time_ms < not_before:
-                            continue
-                        not_before, cleared = None, True
-                    if keep(ev):
-                        events.append(ev)
-                        if len(events) == want:
-                            return events, ev.offset + 1, not_before, cleared
+                for ev in since.deliverable(events_from_history(spec, p, table, schema_url(self.flow.settings.public_url, spec)), keep):
+                    events.append(ev)
+                    if len(events) == want:
+                        return events, ev.offset + 1
         except HistoryError as e:
             raise FlowError(503, f"reading partition {p}'s history from the lake failed: {e}") from e
-        return events, low, not_before, cleared
+        return events, low
 
-    def _read_kafka(self, spec, p: int, start: int, want: int, not_before: int | None,
-                    keep) -> tuple[list[FlowEvent], int, bool]:
+    def _read_kafka(self, spec, p: int, start: int, want: int, since: _StartTime,
+                    keep) -> tuple[list[FlowEvent], int]:
         decoder = decoder_for(spec)
         consumer = self._consumer(spec.topic)
         events: list[FlowEvent] = []
-        frontier, cleared = start, False
+        frontier = start
         try:
             consumer.assign([TopicPartition(spec.topic, p, start)])
             deadline = time.monotonic() + READ_S
@@ -378,22 +371,17 @@ class PullService:
                     by_offset = {m.offset(): m for m in records}
                     stop = records[-1].offset() + 1
                     dataschema = schema_url(self.flow.settings.public_url, spec)
-                    for ev in events_from_batch(spec, p, by_offset, decoded.valid, dataschema):
-                        if not_before is not None:  # startfrom time: skip until the first at/after it
-                            if ev.time_ms is None or ev.time_ms < not_before:
-                                continue
-                            not_before, cleared = None, True
-                        if keep(ev):
-                            events.append(ev)
-                            if len(events) == want:
-                                stop = ev.offset + 1
-                                break
+                    for ev in since.deliverable(events_from_batch(spec, p, by_offset, decoded.valid, dataschema), keep):
+                        events.append(ev)
+                        if len(events) == want:
+                            stop = ev.offset + 1
+                            break
                     frontier = stop
                 if eof:
                     break
         finally:
             consumer.close()
-        return events, frontier, cleared
+        return events, frontier
 
     def _consumer(self, topic: str) -> Consumer:
         # one per read, closed after it: a pooled one would outlive the app (nothing closes it)
@@ -518,6 +506,25 @@ class PullService:
         if self._producer.flush(30) or errors:
             raise FlowError(503, f"the dead letter {topic} did not acknowledge the rejected events: {errors[:1]}; "
                                  "nothing was rejected, try again")
+
+
+class _StartTime:
+    """`startfrom` by time across the reads of one receive (the lake's, then Kafka's): events are
+    skipped until the first whose event time is at/after `not_before`; from then on every one
+    counts (`passed`: the position's not_before can be cleared)."""
+
+    def __init__(self, not_before: int | None):
+        self.not_before, self.passed = not_before, False
+
+    def deliverable(self, events: Iterable[FlowEvent], keep: Callable[[FlowEvent], bool]) -> Iterator[FlowEvent]:
+        """The events past the start time that the subscription's filters and policy keep."""
+        for ev in events:
+            if self.not_before is not None:
+                if ev.time_ms is None or ev.time_ms < self.not_before:
+                    continue
+                self.not_before, self.passed = None, True
+            if keep(ev):
+                yield ev
 
 
 class _BelowBroker(Exception):

@@ -208,6 +208,15 @@ class GatewayStore:
             row = conn.execute(select(subscriptions).where(subscriptions.c.id == sub_id)).mappings().first()
         return _subscription(row) if row else None
 
+    def get_many(self, ids: list[str]) -> dict[str, Subscription]:
+        """The subscriptions of `ids` that exist, by id, in one query per 500 ids."""
+        out: dict[str, Subscription] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = select(subscriptions).where(subscriptions.c.id.in_(ids[i:i + 500]))
+                out.update((r["id"], _subscription(r)) for r in conn.execute(q).mappings())
+        return out
+
     def list(self, org: str | None = None, products: Iterable[str] | None = None, states: Iterable[str] | None = None) -> list[Subscription]:
         q = select(subscriptions).order_by(subscriptions.c.created_at)
         if org is not None and products is not None:
@@ -296,36 +305,44 @@ class GatewayStore:
         the (subscription, partition) claim; False when the claim or the position moved.
         `delivered` events answered 2xx since the last commit are counted in the same transaction
         (one write per commit, not per request)."""
-        holds = exists().where(
-            and_(claims.c.product == claim_product(sub_id), claims.c.resource == claim_resource(partition), claims.c.owner == owner)
-        )
-        values: dict[str, Any] = {"next_offset": next_offset, "updated_at": time.time()}
-        if clear_not_before:
-            values["not_before_ms"] = None
 
         def tx() -> int:
             with self.engine.begin() as conn:
-                done = conn.execute(
-                    update(positions)
-                    .where(and_(positions.c.subscription == sub_id, positions.c.partition == partition,
-                                positions.c.next_offset == expected, holds))
-                    .values(**values)
-                ).rowcount
-                if delivered and done:
-                    now = time.time()
-                    conn.execute(update(subscriptions).where(subscriptions.c.id == sub_id).values(
-                        delivered=subscriptions.c.delivered + delivered, last_success_at=now, last_attempt_at=now,
-                        last_outcome=(outcome or "")[:500], failures=0))
-                if done == 0:  # a partition added after the subscription was created
-                    known = conn.execute(select(positions.c.partition).where(
-                        and_(positions.c.subscription == sub_id, positions.c.partition == partition))).first()
-                    owned = conn.execute(select(claims.c.owner).where(holds)).first()
-                    if known is None and owned is not None:
-                        conn.execute(insert(positions).values(subscription=sub_id, partition=partition, **values))
-                        return 1
-                return done
+                return commit_position_in(conn, sub_id, partition, expected, next_offset, owner, clear_not_before,
+                                          delivered, outcome)
 
         return retrying(tx) == 1
+
+
+def commit_position_in(conn, sub_id: str, partition: int, expected: int, next_offset: int, owner: str,
+                       clear_not_before: bool, delivered: int = 0, outcome: str | None = None) -> int:
+    """`GatewayStore.commit_position` inside the caller's transaction (a gateway commits all its
+    deliveries' positions in one, connectors/gateway/delivery_books.py); 1 when it moved."""
+    holds = exists().where(
+        and_(claims.c.product == claim_product(sub_id), claims.c.resource == claim_resource(partition), claims.c.owner == owner)
+    )
+    values: dict[str, Any] = {"next_offset": next_offset, "updated_at": time.time()}
+    if clear_not_before:
+        values["not_before_ms"] = None
+    done = conn.execute(
+        update(positions)
+        .where(and_(positions.c.subscription == sub_id, positions.c.partition == partition,
+                    positions.c.next_offset == expected, holds))
+        .values(**values)
+    ).rowcount
+    if delivered and done:
+        now = time.time()
+        conn.execute(update(subscriptions).where(subscriptions.c.id == sub_id).values(
+            delivered=subscriptions.c.delivered + delivered, last_success_at=now, last_attempt_at=now,
+            last_outcome=(outcome or "")[:500], failures=0))
+    if done == 0:  # a partition added after the subscription was created
+        known = conn.execute(select(positions.c.partition).where(
+            and_(positions.c.subscription == sub_id, positions.c.partition == partition))).first()
+        owned = conn.execute(select(claims.c.owner).where(holds)).first()
+        if known is None and owned is not None:
+            conn.execute(insert(positions).values(subscription=sub_id, partition=partition, **values))
+            return 1
+    return done
 
 
 # --- pull delivery (connectors/gateway/pull.py) ----------------------------------------------

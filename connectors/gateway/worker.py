@@ -21,11 +21,12 @@ While retrying, the cursor takes nothing: its feed queue runs full and is detach
 never waits for it), and a catch-up read of its own is paused in its consumer, so a slow
 receiver costs no memory beyond its bounded queue of shared batches or one read.
 
-The metastore is kept off the sending path: a bookkeeping thread per delivery re-reads the
-subscription (still active? position moved by a replay?) every 0.25 s, renews the lease every
-lease/4 (0.5 s with the default 2 s lease: a heartbeat, so a killed gateway's work moves within ~3 s),
-and commits the position through what was delivered. The sending thread trusts a state at most
-1 s old and waits, sending nothing, when the metastore is slower than that.
+The metastore is kept off the sending path: the gateway's one bookkeeper (delivery_books.py)
+re-reads every delivery's subscription (still active? position moved by a replay?) every
+0.25 s, renews all the process's leases every lease/4 in one statement (0.5 s with the default
+2 s lease: a heartbeat, so a killed gateway's work moves within ~3 s), and commits every
+delivery's position through what was delivered in one transaction. The sending thread trusts
+a state at most 1 s old and waits, sending nothing, when the metastore is slower than that.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connectors.formats import decoder_for
+from connectors.gateway.delivery_books import STATE_CHECK_S, DeliveryBooks
 from connectors.gateway.events import (
     FlowEvent,
     batch_request,
     binary_request,
+    schema_url,
     structured_request,
 )
 from connectors.gateway.feed import (
@@ -62,30 +65,17 @@ from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, Subscription, claim_product, claim_resource
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
-from connectors.spec import DataProductSpec, parse_duration
+from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
-STATE_CHECK_S = 0.25  # the bookkeeper re-reads state and commits positions this often
 STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
+TAKE_WAIT_S = 0.5  # a cursor with nothing to send wakes this often (to move its position past what it passed over)
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
 
 
 def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
     return f"{spec.topic}.flow.{sub_id}.dlq"
-
-
-def sub_options(sub: Subscription, settings: GatewaySettings) -> dict[str, Any]:
-    cfg = sub.config
-    mode = str(cfg.get("mode") or "binary")
-    ordered = str(cfg.get("ordered", "true")).lower() not in ("false", "0", "no")
-    return {
-        "mode": mode,
-        "ordered": ordered,
-        "maxbatch": int(cfg.get("maxbatch") or (100 if mode == "batched" else 1)),
-        "maxinflight": 1 if ordered else int(cfg.get("maxinflight") or 8),
-        "ttl_s": parse_duration(cfg["ttl"]).total_seconds() if cfg.get("ttl") is not None else settings.ttl_s,
-    }
 
 
 class Stopped(Exception):
@@ -103,13 +93,15 @@ class PartitionDelivery(threading.Thread):
         bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
         owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
         feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
-        lake: Lake | None = None,
+        lake: Lake | None = None, books: DeliveryBooks | None = None,
     ):
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
         self.bootstrap, self.settings, self.sender, self.limiter = bootstrap, settings, sender, limiter
         self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
-        self.opts = sub_options(sub, settings)
+        self.opts = sub.options  # typed config (models.SubscriptionOptions), parsed once
+        self.ttl_s = self.opts.ttl_s(settings.ttl_s)
+        self.dataschema = schema_url(settings.public_url, spec)  # as pull delivery names it
         self.stop_event = threading.Event()
         self.decoder = decoder_for(spec)
         self.lease_renewed_at = time.monotonic()
@@ -125,7 +117,7 @@ class PartitionDelivery(threading.Thread):
         self.last_ok = "HTTP 200"
         self.count_lock = threading.Lock()
         self.commit_lock = threading.Lock()
-        self.book_stop = threading.Event()
+        self.books = books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
         self.stop_reason: str | None = None
         self.state_ok_at = 0.0
         self._keep = None
@@ -143,6 +135,10 @@ class PartitionDelivery(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+        q = self.queue
+        if q is not None:  # waiting in take(): wake it now, not after TAKE_WAIT_S
+            with q.cond:
+                q.cond.notify_all()
 
     def _guard(self) -> None:
         """Raise Stopped unless the claim is ours and the subscription is still active, as the
@@ -155,39 +151,6 @@ class PartitionDelivery(threading.Thread):
             if time.monotonic() - self.state_ok_at <= STATE_STALE_S:
                 return
             self.stop_event.wait(0.02)  # the metastore is slow to answer: send nothing meanwhile
-
-    def _bookkeeping(self) -> None:
-        """The metastore side of a delivery, off the sending path: every STATE_CHECK_S re-read
-        the subscription and the stored position (paused? replayed?), renew the lease, and
-        commit the position through what was delivered."""
-        while not self.book_stop.is_set() and self.stop_reason is None:
-            try:
-                now = time.monotonic()
-                if now - self.lease_renewed_at > self.settings.lease_s / 4:  # a heartbeat
-                    if not self.store.metastore.renew(claim_product(self.sub.id), claim_resource(self.partition),
-                                                      self.owner, self.settings.lease_s):
-                        self.stop_reason = "claim lost"
-                        return
-                    self.lease_renewed_at = now
-                fresh = self.store.get(self.sub.id)
-                if fresh is None or fresh.state != "active":
-                    self.stop_reason = f"subscription is {fresh.state if fresh else 'gone'}"
-                    return
-                stored = self.store.positions(self.sub.id).get(self.partition, (self.position, None))[0]
-                if stored != self.position:
-                    self.stop_reason = f"position moved to {stored} (a replay)"
-                    return
-                self.sub = fresh
-                self.state_ok_at = now
-                self._flush()
-            except Stopped as why:
-                self.stop_reason = str(why)
-                return
-            except Exception as exc:  # noqa: BLE001 - e.g. the metastore away: stop, another attempt follows
-                self.stop_reason = f"bookkeeping failed: {type(exc).__name__}"
-                log.warning("flow %s partition %d: bookkeeping failed", self.sub.id, self.partition, exc_info=True)
-                return
-            self.book_stop.wait(STATE_CHECK_S)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -205,7 +168,7 @@ class PartitionDelivery(threading.Thread):
             self._run()
         except Stopped as why:
             log.info("flow %s partition %d stops: %s", self.sub.id, self.partition, why)
-        except Exception:  # noqa: BLE001 - one partition's failure must not kill the gateway
+        except Exception:  # one partition's failure must not kill the gateway
             log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
         finally:
             try:
@@ -219,9 +182,12 @@ class PartitionDelivery(threading.Thread):
         self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
         self.stored_not_before = not_before
         self.read_at = self.position  # the first offset not taken from the feed or read yet
-        book = threading.Thread(target=self._bookkeeping, name=f"{self.name}-book", daemon=True)
+        own_books = self.books is None
+        if own_books:
+            self.books = DeliveryBooks(self.store, self.settings.lease_s)
+            self.books.start()
         self.state_ok_at = time.monotonic()  # just read by the gateway's claim
-        book.start()
+        self.books.register(self)
         try:
             while True:
                 self._guard()
@@ -230,6 +196,7 @@ class PartitionDelivery(threading.Thread):
                     continue
                 self.read_at = batch.end
                 events = self._select(batch)
+                events, end = self._more_queued(events, batch.end)
                 if not_before is not None:  # startfrom time: Kafka's offsets_for_times, by event time
                     kept = []
                     for ev in events:
@@ -250,10 +217,11 @@ class PartitionDelivery(threading.Thread):
                 with self.count_lock:
                     if self.stored_not_before is not None and not_before is None:
                         self.clear_not_before = True
-                    self.done_through = batch.end
+                    self.done_through = end
         finally:
-            self.book_stop.set()
-            book.join()
+            self.books.unregister(self)
+            if own_books:
+                self.books.stop()
             try:
                 self._flush()  # delivered before the stop: committed, so not sent again
             except Exception:  # noqa: BLE001 - claim lost: the next owner re-sends, at least once
@@ -268,7 +236,7 @@ class PartitionDelivery(threading.Thread):
         feed's head, where it attaches again."""
         if self.queue is not None:
             try:
-                batch = self.queue.take(0.1)
+                batch = self.queue.take(TAKE_WAIT_S)
             except Detached:
                 self.queue = None  # fell behind: catch up on its own from read_at
                 self.detached += 1
@@ -290,7 +258,7 @@ class PartitionDelivery(threading.Thread):
             if batch is None:
                 self.history = None  # through the low watermark: Kafka from here, no gap, no double
             return batch
-        if self.feed is not None and self.feed.attach(q := CursorQueue(), self.read_at):
+        if self.feed is not None and self.feed.attach(q := CursorQueue(wants=self._select), self.read_at):
             self._close_catchup()
             self.queue = q
             return None
@@ -301,11 +269,29 @@ class PartitionDelivery(threading.Thread):
                                                f"flowsuite.flow.{self.sub.id}", self.kafka_config, self.read_at)
             self.tp = TopicPartition(self.spec.topic, self.partition, self.read_at)
             self.paused = False
-        msgs = self.consumer.consume(num_messages=max(self.opts["maxbatch"] * 4, READ_SIZE), timeout=0.1)
+        msgs = self.consumer.consume(num_messages=max(self.opts.events_per_request * 4, READ_SIZE), timeout=0.1)
         if not msgs:
             return None
         self.catchup_reads += 1
-        return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at)
+        return read_batch(self.spec, self.partition, self.decoder, msgs, self.read_at, self.dataschema)
+
+    def _more_queued(self, events: list[FlowEvent], end: int) -> tuple[list[FlowEvent], int]:
+        """Add the batches already waiting in the feed queue (contiguous, in order) to what is
+        sent next, up to one request's worth (or a read's in binary mode): a cursor whose
+        receiver answers slower than the feed reads sends fewer, fuller requests instead of
+        falling behind one small batch at a time until it is detached."""
+        if self.queue is None:
+            return events, end
+        want = max(self.opts.events_per_request, READ_SIZE)
+        merged = list(events)
+        while len(merged) < want:
+            nxt = self.queue.poll(end)
+            if nxt is None:
+                break
+            if nxt.events:
+                merged += self._select(nxt)
+            end = self.read_at = nxt.end
+        return merged, end
 
     def _below_broker(self) -> bool:
         """True (and `history` set) when `read_at` is below the partition's low watermark and the
@@ -316,12 +302,16 @@ class PartitionDelivery(threading.Thread):
         (a real Kafka then fails the read: auto.offset.reset is `error`)."""
         if self.lake is None or self.spec.format not in HISTORY_FORMATS:
             return False
-        probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
-                                   self.kafka_config, self.read_at)
-        try:
-            low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10, cached=False)[0]
-        finally:
-            probe.close()
+        if self.feed is not None:  # one probe per (product, partition) for every cursor, at most every 5 s
+            low = self.feed.low_watermark()
+        else:
+            probe = partition_consumer(self.spec, self.partition, self.bootstrap, f"flowsuite.flow.{self.sub.id}",
+                                       self.kafka_config, self.read_at)
+            try:
+                low = probe.get_watermark_offsets(TopicPartition(self.spec.topic, self.partition), timeout=10,
+                                                  cached=False)[0]
+            finally:
+                probe.close()
         if self.read_at >= low:
             return False
         span = lake_span(self.store.metastore, self.spec.name, self.partition)
@@ -339,7 +329,7 @@ class PartitionDelivery(threading.Thread):
                                   max_rows=READ_SIZE):
             end = table.column("_offset")[-1].as_py() + 1
             self.catchup_reads += 1
-            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table))
+            yield EventBatch(self.partition, at, end, events_from_history(self.spec, self.partition, table, self.dataschema))
             at = end
         if at < low:  # the rest of the window landed nothing (quarantined): passed over, as from Kafka
             yield EventBatch(self.partition, at, low, [])
@@ -408,23 +398,23 @@ class PartitionDelivery(threading.Thread):
             self.position = next_offset
 
     def _units(self, events: list[FlowEvent]) -> list[list[FlowEvent]]:
-        size = self.opts["maxbatch"] if self.opts["mode"] == "batched" else 1
+        size = self.opts.events_per_request
         return [events[i:i + size] for i in range(0, len(events), size)]
 
     def _deliver(self, events: list[FlowEvent]) -> None:
         units = self._units(events)
-        if self.opts["maxinflight"] <= 1:
+        if self.opts.requests_in_flight <= 1:
             for unit in units:
                 self._deliver_unit(unit)
                 with self.count_lock:  # the bookkeeper commits through here: a small re-send window
                     self.done_through = max(self.done_through, unit[-1].offset + 1)
             return
-        with ThreadPoolExecutor(self.opts["maxinflight"]) as pool:
+        with ThreadPoolExecutor(self.opts.requests_in_flight) as pool:
             for f in [pool.submit(self._deliver_unit, u) for u in units]:
                 f.result()
 
     def _request(self, unit: list[FlowEvent]) -> tuple[str, dict[str, str], bytes]:
-        mode = self.opts["mode"]
+        mode = self.opts.mode
         if mode == "batched":
             headers, body = batch_request(unit)
             return f"batch-{unit[0].id}-to-{unit[-1].offset}", headers, body
@@ -460,9 +450,9 @@ class PartitionDelivery(threading.Thread):
             pause = backoff(attempt, self.settings.retry_base_s, self.settings.retry_cap_s)
             if outcome.retry_after is not None:
                 pause = max(outcome.retry_after, 0.0)
-            if time.monotonic() + pause - first_try > self.opts["ttl_s"]:
+            if time.monotonic() + pause - first_try > self.ttl_s:
                 self._dead_letter(unit, attempt, outcome)
-                if self.opts["ordered"]:
+                if self.opts.ordered:
                     self.store.transition(
                         self.sub.id, "paused", ["active"],
                         f"paused after dead-lettering {len(unit)} event(s) at offset {unit[0].offset} "

@@ -137,7 +137,7 @@ class RangeReader:
                         consumer.close()
                     else:
                         consumer.unassign()
-                except Exception:  # noqa: BLE001 - nothing is committed through this consumer
+                except Exception:  # nothing is committed through this consumer
                     log.warning("closing the Kafka consumer of %s failed", self.topic, exc_info=True)
 
         return run_ahead(fetch, PREFETCH_BATCHES, f"fetch-{self.topic}", stop=stop, cancelled=cancelled)

@@ -88,7 +88,7 @@ def run_ahead(
             if close is not None:
                 try:
                     close()
-                except Exception:  # noqa: BLE001 - the consumer has stopped listening
+                except Exception:  # the consumer has stopped listening
                     log.warning("stage %s failed while closing after an early stop", name, exc_info=True)
 
     thread = threading.Thread(target=work, name=name, daemon=True)

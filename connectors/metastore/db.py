@@ -86,7 +86,7 @@ def schema_lock(conn: Connection, name: str) -> Iterator[None]:
         if dialect in ("mysql", "mariadb"):  # a session lock: MySQL's DDL commits on its own
             try:
                 conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-            except Exception:  # noqa: BLE001 - the lock goes with the session; keep the first error
+            except Exception:  # the lock goes with the session; keep the first error
                 log.warning("releasing the schema lock %r failed", name, exc_info=True)
 
 

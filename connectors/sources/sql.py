@@ -55,6 +55,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 
 from connectors.errors import TransientError
 from connectors.faults import crash_point
+from connectors.flows.context import RunContext
 from connectors.formats import binary_headers, cloudevent_id, json_default, rfc3339
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore, create_missing_tables
@@ -312,24 +313,28 @@ def _utc(v: datetime) -> datetime:
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
+# A source's claim lease: renewed after every batch, and a batch reads a legacy database first.
+SOURCE_LEASE_S = 60.0
+
+
 def publish(
     source: SourceSpec,
     product: DataProductSpec,
+    run: RunContext,
     *,
     source_url: str | None = None,
-    metastore: Metastore,
-    bootstrap: str,
-    kafka_config: Mapping[str, Any] | None = None,
-    now: datetime | None = None,
     max_rows: int | None = None,
-    run_id: str | None = None,
-    lease_s: float = 60.0,
     topic_partitions: int = 2,
     progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
-    """Publish every row past the cursor (up to `max_rows`), batch by batch; see the module doc."""
+    """Publish every row past the cursor (up to `max_rows`), batch by batch; see the module doc.
+
+    `run` carries the metastore (cursor and claim), the broker and its client settings, the run
+    id, the claim's lease (SOURCE_LEASE_S is the faces' choice) and the clock deciding which rows
+    are older than the source's delay; its lake is not used."""
     started = time.monotonic()
-    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
+    metastore, bootstrap, kafka_config = run.metastore, run.bootstrap, dict(run.kafka_config)
+    run_id, lease_s = run.run_id, run.lease_s
     owner = uuid.uuid4().hex
     claim_product = CLAIM_PRODUCT.format(name=source.name)
     metastore.claim(claim_product, CLAIM_RESOURCE, owner, run_id, lease_s)  # ClaimHeldError if live
@@ -341,7 +346,7 @@ def publish(
         table = _reflect(engine, source)
         cursor = read_cursor(metastore, source.name)
         result.cursor_before = result.cursor_after = cursor
-        now = _utc(now or datetime.now(UTC))
+        now = _utc(run.now())
         upper = now - source.timestamp_delay if source.timestamp_column and source.mode != "incrementing" else None
         result.upper_bound = upper
         ensure_topic(bootstrap, product.topic, topic_partitions, kafka_config=kafka_config)
@@ -393,7 +398,7 @@ def publish(
         engine.dispose()
         try:
             metastore.release(claim_product, CLAIM_RESOURCE, owner)
-        except Exception:  # noqa: BLE001 - the lease expires on its own
+        except Exception:  # the lease expires on its own
             log.warning("releasing the claim of source %s failed", source.name, exc_info=True)
 
 

@@ -48,8 +48,12 @@ Tables
     incompatible change (a type changed, the key changed) raises `WarehouseSchemaError` that
     says what to do.
 
-Secrets: URLs are rendered with the password hidden, and driver errors are re-raised as
-`WarehouseError` without parameters or passwords.
+Errors: SQLAlchemy and driver errors never leave the sink raw. Connection-level ones
+(OperationalError, InterfaceError, a disconnect, a pool timeout: the database away or
+restarting) become `WarehouseError`, transient; every other one (a URL that does not parse, a
+missing driver, a constraint, a permission, SQL the database refuses) becomes
+`WarehouseRefusedError`, terminal, since the same statement meets the same answer. Both carry
+no parameters, row values or passwords; URLs are rendered with the password hidden.
 """
 
 from __future__ import annotations
@@ -88,7 +92,15 @@ REPLAY_SLOT = -1
 
 
 class WarehouseError(TransientError, RuntimeError):
-    """A warehouse operation failed; the message never holds a password or row values."""
+    """A warehouse operation failed; the message never holds a password or row values.
+    Transient (the database away, a lost race) unless a subclass says otherwise."""
+
+
+class WarehouseRefusedError(WarehouseError):
+    """The warehouse (or its URL, or its driver) refused what the sink asked: retrying the same
+    statement gets the same answer, so a person must act."""
+
+    transient = False
 
 
 class WarehouseSchemaError(WarehouseError):
@@ -102,6 +114,26 @@ class ConcurrentSyncError(WarehouseError):
 
 
 # --- the sink ---------------------------------------------------------------------------------
+
+
+def _open(spec: DataProductSpec, url: str) -> Engine:
+    """The engine for `url`; a URL SQLAlchemy cannot parse or whose driver is missing is refused
+    by its error's type alone: the URL may hold a password, so it is never echoed."""
+    try:
+        return make_engine(url)
+    except (sa.exc.ArgumentError, ValueError, ImportError) as exc:  # ValueError: e.g. a port not a number
+        raise WarehouseRefusedError(
+            f"{spec.name}: cannot open the warehouse: {type(exc).__name__} (check the warehouse URL "
+            "and that its driver is installed)") from None
+
+
+# The database away, restarting or out of connections: the same statement may pass later.
+_CONNECTION_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
+                      sa.exc.TimeoutError)
+
+
+def _connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, _CONNECTION_ERRORS) or bool(getattr(exc, "connection_invalidated", False))
 
 
 def _dialect_name(engine: Engine) -> str:
@@ -118,10 +150,10 @@ class WarehouseSink:
         if engine is None and url is None:
             raise ValueError("give a warehouse url or an engine")
         self.spec = spec
-        self.engine = engine or make_engine(url)  # SQLite: WAL + BEGIN IMMEDIATE, as the metastore
+        self.engine = engine or _open(spec, url)  # SQLite: WAL + BEGIN IMMEDIATE, as the metastore
         self.dialect = _dialect_name(self.engine)
         if self.dialect not in ("postgresql", "mysql", "sqlite"):
-            raise WarehouseError(f"warehouse dialect {self.engine.dialect.name!r} is not supported "
+            raise WarehouseRefusedError(f"warehouse dialect {self.engine.dialect.name!r} is not supported "
                                  "(PostgreSQL, MariaDB/MySQL or SQLite)")
         self.table_name = spec.table_name
         self.deletes = spec.deletes_enabled
@@ -183,7 +215,8 @@ class WarehouseSink:
         password = self.engine.url.password
         if password:
             text = text.replace(str(password), "***")
-        return WarehouseError(f"{self.spec.name}: {doing} failed on {self.safe_url}: {type(orig).__name__}: {text}")
+        kind = WarehouseError if _connection_error(exc) else WarehouseRefusedError
+        return kind(f"{self.spec.name}: {doing} failed on {self.safe_url}: {type(orig).__name__}: {text}")
 
     def _guarded(self, doing: str, fn: Callable[[], object]) -> object:
         try:

@@ -91,5 +91,5 @@ def family(sql_type: sa.types.TypeEngine, dialect: str) -> str | None:
 def render_type(sql_type: sa.types.TypeEngine, engine: Engine) -> str:
     try:
         return sql_type.compile(dialect=engine.dialect)
-    except Exception:  # pragma: no cover - exotic reflected types
+    except sa.exc.CompileError:  # pragma: no cover - exotic reflected types the dialect cannot render
         return type(sql_type).__name__.upper()

@@ -109,7 +109,7 @@ def group() -> None:
 @click.option("--max-seconds", type=float, default=None, help="stop after this long")
 @pass_settings
 def run_cmd(settings: Settings, name: str, follow: bool, max_seconds: float | None) -> None:
-    from connectors.sources.cdc import capture
+    from connectors.sources.cdc import CaptureOptions, capture
     from connectors.sources.cdc.pgoutput import lsn_text
 
     source, product = _one(settings, name)
@@ -122,9 +122,8 @@ def run_cmd(settings: Settings, name: str, follow: bool, max_seconds: float | No
 
     flowsuite = engine(settings)
     try:  # a CdcError is the engine's: the root group prints it (one line, its exit code)
-        r = capture(source, product, metastore=flowsuite.metastore(), bootstrap=flowsuite.kafka_bootstrap,
-                    kafka_config=flowsuite.kafka(), follow=follow, stop=stop, max_seconds=max_seconds,
-                    progress=progress)
+        r = capture(source, product, flowsuite.run_context(),
+                    CaptureOptions(follow=follow, stop=stop, max_seconds=max_seconds, progress=progress))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

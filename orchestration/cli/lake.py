@@ -61,13 +61,12 @@ def compact(settings: Settings, product: str, hour: str | None) -> None:
     from connectors.flows import CompactionResult, compact_closed_hours
 
     spec = product_spec(settings, product)
-    lake, metastore = stores(settings)
 
     def show(r) -> None:
         click.echo(r.summary() if isinstance(r, CompactionResult) else f"{spec.name} {r.hour}: skipped — {r.reason}")
 
     results, skipped = compact_closed_hours(
-        spec, lake=lake, metastore=metastore, hours=[hour] if hour else None, on_result=show
+        spec, engine(settings).run_context(), hours=[hour] if hour else None, on_result=show
     )
     if not results and not skipped:
         click.echo(f"{spec.name}: no closed hour needs compaction")

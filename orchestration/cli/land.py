@@ -26,7 +26,7 @@ def status_line(message: str):
 @click.option("--max-records", type=click.IntRange(min=1), default=None, help="cap for this run (default: the spec's)")
 @pass_settings
 def command(settings: Settings, product: str, partitions: tuple[int, ...], max_records: int | None) -> None:
-    from orchestration.demo import IngestError, ingest_summary, run_ingest
+    from orchestration.ingest import IngestError, ingest_summary, run_ingest
 
     product_spec(settings, product)
     try:

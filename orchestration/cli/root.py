@@ -74,6 +74,7 @@ def cli_hint(exc: BaseException) -> str | None:
     messages never name a flag: the CLI adds them here, Dagster and Airflow have their own)."""
     from connectors.flows import OffsetsOfAnotherTopicError
     from connectors.kafka import HistoryLostError
+    from connectors.sources.cdc.spec import SnapshotNeededError
 
     if isinstance(exc, OffsetsOfAnotherTopicError):
         return (f"decide with `flowsuite offsets reset {exc.product} --partition N --to start` "
@@ -81,6 +82,8 @@ def cli_hint(exc: BaseException) -> str | None:
     if isinstance(exc, HistoryLostError):
         product = getattr(exc, "product", None) or "<product>"
         return f"`flowsuite offsets reset {product} --partition {exc.partition} --to {exc.reset_to}`"
+    if isinstance(exc, SnapshotNeededError):
+        return f"`flowsuite cdc reset {exc.source} --yes` drops the slot and the position: the next run takes a new snapshot"
     return None
 
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from connectors.settings import Settings
 from orchestration.demo import cdc, federation, flow, formats, gateway, sections, table
-from orchestration.demo.ingest import (
+from orchestration.demo.sections import Demo
+from orchestration.ingest import (
     LOCAL_DAGSTER_YAML,
     QUIET_LOGGERS,
     IngestError,
@@ -21,7 +22,6 @@ from orchestration.demo.ingest import (
     ingest_summary,
     run_ingest,
 )
-from orchestration.demo.sections import Demo
 
 __all__ = [
     "DEMO_PRODUCT", "LOCAL_DAGSTER_YAML", "QUIET_LOGGERS", "SECTIONS", "Demo", "IngestError", "IngestOutcome",

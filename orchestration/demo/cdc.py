@@ -61,11 +61,12 @@ def make_changes(url: str, rng: random.Random) -> dict[str, int]:
 
 
 def orders_section(demo) -> list[str] | None:
+    from connectors.flows import RunContext
     from connectors.sources import load_sources
     from connectors.sources.cdc import CdcError, capture
     from connectors.sources.cdc.pgoutput import lsn_text
     from connectors.warehouse import WarehouseSink
-    from orchestration.demo.ingest import ingest_summary, run_ingest
+    from orchestration.ingest import ingest_summary, run_ingest
     from orchestration.services.pg_cluster import (
         ClusterError,
         PgCluster,
@@ -93,9 +94,11 @@ def orders_section(demo) -> list[str] | None:
         rng = random.Random()
         _exec(cluster.url, (CREATE,))
         try:
-            first = capture(source, product, metastore=demo.metastore, bootstrap=demo.settings.kafka_bootstrap)
+            run = RunContext(lake=demo.lake, metastore=demo.metastore, bootstrap=demo.settings.kafka_bootstrap,
+                             kafka_config=demo.settings.kafka_client_config())
+            first = capture(source, product, run)
             made = make_changes(cluster.url, rng)
-            r = capture(source, product, metastore=demo.metastore, bootstrap=demo.settings.kafka_bootstrap)
+            r = capture(source, product, run)
         except CdcError as exc:
             return [*lines, f"(capture failed: {exc})"]
         if first.snapshot_rows or first.created_slot:

@@ -373,10 +373,10 @@ def run_pull(a: Settings, *, max_events: int = 500, timeout_s: float = 120.0) ->
     from connectors.gateway.events import product_source
     from connectors.lake import Lake
     from connectors.metastore import Metastore
-    from connectors.spec import load_specs
+    from quality.expectations import load_checked_specs
 
     out = Pulled()
-    clicks = next(s for s in load_specs(a.products_dir) if s.name == "clicks")
+    clicks = next(s for s in load_checked_specs(a.products_dir) if s.name == "clicks")
     metastore = Metastore(a.metastore_url)
     out.expected = _sent_by_a(Lake(a.lake_url), metastore, clicks.name)
     store = GatewayStore(metastore)

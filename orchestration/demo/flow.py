@@ -63,9 +63,10 @@ def refresh_legacy(url: str, now: datetime, changes: int = 5) -> str:
 
 
 def partners_section(demo) -> list[str]:
-    from connectors.sources import load_sources, publish
+    from connectors.flows import RunContext
+    from connectors.sources import SOURCE_LEASE_S, load_sources, publish
     from connectors.warehouse import WarehouseSink
-    from orchestration.demo.ingest import ingest_summary, run_ingest
+    from orchestration.ingest import ingest_summary, run_ingest
     from quality.expectations import load_checked_specs
 
     products = {s.name: s for s in load_checked_specs(demo.settings.products_dir)}
@@ -75,7 +76,8 @@ def partners_section(demo) -> list[str]:
     source, product = sources[0], products["partners"]
     url = source.resolved_url()
     lines = [refresh_legacy(url, datetime.now(UTC))]
-    r = publish(source, product, metastore=demo.metastore, bootstrap=demo.settings.kafka_bootstrap)
+    r = publish(source, product, RunContext(lake=demo.lake, metastore=demo.metastore, bootstrap=demo.settings.kafka_bootstrap,
+                                            kafka_config=demo.settings.kafka_client_config(), lease_s=SOURCE_LEASE_S))
     lines.append(
         f"source connector {source.name} ({source.mode}, delay {int(source.timestamp_delay.total_seconds())}s): "
         f"published {r.published} row version(s) to topic {product.topic} as CloudEvents; cursor {r.cursor_after.describe()}"

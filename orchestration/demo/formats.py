@@ -10,7 +10,7 @@ PRODUCT = "clicks_avro"
 
 def avro_section(demo) -> list[str] | None:
     from examples.demo_data import encode_clicks, generate_clicks, produce
-    from orchestration.demo.ingest import ingest_summary, run_ingest
+    from orchestration.ingest import ingest_summary, run_ingest
     from quality.expectations import load_checked_specs
 
     products = {s.name: s for s in load_checked_specs(demo.settings.products_dir)}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.settings import Settings
-from orchestration.demo.ingest import QUIET_LOGGERS, IngestOutcome, dagster_instance
+from orchestration.ingest import QUIET_LOGGERS, IngestOutcome, dagster_instance
 
 
 @dataclass

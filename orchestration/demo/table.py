@@ -10,14 +10,14 @@ def iceberg_section(demo) -> list[str] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from connectors.flows import compact_closed_hours
+    from connectors.flows import RunContext, compact_closed_hours
     from connectors.tables import IcebergTables, catalog_url, publish_sealed_hours
     from connectors.tables.publish import sealed_hours
 
     spec, lake, metastore = demo.spec, demo.lake, demo.metastore
     if not spec.sinks.lake.iceberg.enabled:
         return None
-    compacted, _ = compact_closed_hours(spec, lake=lake, metastore=metastore, run_id="demo")
+    compacted, _ = compact_closed_hours(spec, RunContext(lake=lake, metastore=metastore, run_id="demo"))
     tables = IcebergTables(catalog_url(demo.settings.metastore_url, demo.settings.iceberg_catalog_url), lake)
     try:
         result = publish_sealed_hours(spec, lake=lake, metastore=metastore, tables=tables)

@@ -165,13 +165,14 @@ _QUIET.propagate = False
 
 def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
     """One metadata request; True when the broker answered it."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
     try:
         admin.list_topics(timeout=timeout)
         return True
-    except Exception:  # KafkaException on timeout/transport: not ready yet
+    except KafkaException:  # timeout or transport: not ready yet
         return False
 
 

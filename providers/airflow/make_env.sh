@@ -33,6 +33,7 @@ fi
 # The engine imports without Dagster, the provider with Airflow, and Airflow sees the provider.
 "$VENV/bin/python" -c 'import connectors.flows, connectors.warehouse, connectors.formats, connectors.settings
 import cloudevents.core.bindings.kafka  # lazily imported by connectors.formats.cloudevents (structured mode)
+from quality.expectations import known_expectation_types; assert known_expectation_types()  # spec checks need GX, as in Dagster
 import flowsuite_airflow.operators.flowsuite, flowsuite_airflow.sensors.flowsuite, flowsuite_airflow.triggers.flowsuite
 import sys; assert "dagster" not in sys.modules'
 echo "make_env.sh: $VENV ready in $(( $(date +%s) - started ))s"

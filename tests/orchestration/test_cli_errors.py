@@ -47,6 +47,33 @@ def test_the_cli_adds_the_command_to_run_and_the_engine_does_not():
     assert "flowsuite offsets reset clicks --partition N --to start" in cli_error(moved).format_message()
 
 
+def test_a_cdc_source_that_needs_a_new_snapshot_is_terminal_and_the_cli_names_the_reset():
+    from connectors.sources.cdc import SnapshotNeededError
+
+    gone = SnapshotNeededError("orders", "orders: replication slot 'o' is gone; reset the source's capture")
+    assert not gone.transient and "flowsuite" not in str(gone)
+    err = cli_error(gone)
+    assert err.exit_code == EXIT_ERROR and "`flowsuite cdc reset orders --yes`" in err.format_message()
+
+
+def test_no_engine_error_message_names_a_command_or_a_flag():
+    """The strings raised in connectors/ speak of products, fields and states, never of
+    `flowsuite <command>` or `--flags`: the CLI (cli_hint), Dagster and Airflow add their own."""
+    import ast
+    import re
+
+    wrong = []
+    for path in sorted((REPO / "connectors").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for const in ast.walk(node.exc):
+                if isinstance(const, ast.Constant) and isinstance(const.value, str) and (
+                        re.search(r"`flowsuite |flowsuite (?:land|read|offsets|cdc|flow|lake|warehouse|table|quarantine|broker)\b", const.value) or re.search(r"(^|\s)--[a-z]", const.value)):
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno}: {const.value!r}")
+    assert wrong == [], "\n".join(wrong)
+
+
 def test_client_library_errors_are_one_line_and_anything_else_is_a_bug():
     assert cli_error(KafkaException("broker down")).exit_code == EXIT_ERROR
     assert cli_error(OSError("disk full")).exit_code == EXIT_ERROR

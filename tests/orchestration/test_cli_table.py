@@ -16,6 +16,7 @@ from orchestration.cli.root import cli
 from orchestration.resources import default_flowsuite_resource
 from orchestration.services.status import collect_status
 from tests.support.compaction import HOURS, LATER, hour_rows, land_in_rounds
+from tests.support.runs import run_at
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def sealed_clicks(flowsuite_home, topic, kafka_bootstrap, monkeypatch, tmp_path)
     lake, metastore = flowsuite.lake(), flowsuite.metastore()
     land_in_rounds(spec, kafka_bootstrap, lake, metastore, rounds=1, per_round=500)
     for h in HOURS:
-        compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+        compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     return spec, lake, metastore
 
 

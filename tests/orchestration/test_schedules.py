@@ -13,6 +13,7 @@ from connectors.flows import compact_hour
 from orchestration.resources import FlowsuiteResource
 from orchestration.schedules import build_schedules
 from tests.support.compaction import HOURS, LATER, clicks_spec, land_in_rounds
+from tests.support.runs import run_at
 
 
 @pytest.fixture
@@ -67,10 +68,10 @@ def test_schedule_requests_exactly_the_closed_due_hours(product, instance):
     assert _keys(_tick(schedule, res, datetime(2026, 1, 10, 14, 5, tzinfo=UTC))) == _keys(data)
 
     # compacted hours drop out; a blocked one is skipped with its reason
-    compact_hour(spec, HOURS[0], lake=res.lake(), metastore=res.metastore(), now=LATER)
+    compact_hour(spec, HOURS[0], run_at(lake=res.lake(), metastore=res.metastore(), now=LATER))
     res.metastore().block_hours(p, [HOURS[1]], "not_null failed")
     assert _keys(_tick(schedule, res, datetime(2026, 1, 10, 14, 5, tzinfo=UTC))) == [f"{p}:{HOURS[2]}:g0"]
-    compact_hour(spec, HOURS[2], lake=res.lake(), metastore=res.metastore(), now=LATER)
+    compact_hour(spec, HOURS[2], run_at(lake=res.lake(), metastore=res.metastore(), now=LATER))
     data = _tick(schedule, res, datetime(2026, 1, 10, 14, 5, tzinfo=UTC))
     assert not data.run_requests and "not_null failed" in data.skip_message
 
@@ -82,7 +83,7 @@ def test_reopened_hour_gets_a_new_run_key(product, kafka_bootstrap, instance):
     spec, res = product
     [schedule] = build_schedules([spec])
     schedule._flowsuite_spec, schedule._instance = spec, instance
-    compact_hour(spec, HOURS[0], lake=res.lake(), metastore=res.metastore(), now=LATER)
+    compact_hour(spec, HOURS[0], run_at(lake=res.lake(), metastore=res.metastore(), now=LATER))
     late = (b"late", b'{"event_id":"late","user_id":"u","partner_id":"p-001","ad_id":"a","kind":"click",'
             b'"cost_micros":1,"event_time":"2026-01-10T10:30:00Z"}', True)
     produce(kafka_bootstrap, spec.topic, [late])

@@ -22,6 +22,7 @@ from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.support import airflow as af
+from tests.support.runs import run_at
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_TEST_TIMEOUT_S = 240  # an `airflow dags test` takes ~30-60 s on 2 busy cores
@@ -66,8 +67,7 @@ def _land_hour(env: dict[str, str], bootstrap: str, topic: str, hour: datetime, 
 
 
 def _compact(env: dict[str, str], topic: str, hour: str):
-    r = compact_hour(_clicks(topic), hour, lake=Lake(env["FLOWSUITE_LAKE_URL"]),
-                     metastore=Metastore(env["FLOWSUITE_METASTORE_URL"]))
+    r = compact_hour(_clicks(topic), hour, run_at(lake=Lake(env["FLOWSUITE_LAKE_URL"]), metastore=Metastore(env["FLOWSUITE_METASTORE_URL"])))
     assert r.marker_written, r.summary()
     return r
 

@@ -20,6 +20,7 @@ from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.support import airflow as af
+from tests.support.runs import run_at
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "providers" / "airflow"))  # the provider's package, without Airflow
@@ -111,7 +112,7 @@ def test_hour_status_follows_the_metastore(tmp_path, kafka_bootstrap, make_topic
     status = hour_status(metastore, lake, "clicks", hour)
     assert (status.state, status.info) == ("waiting", None) and "is open" in status.reason
 
-    first = compact_hour(spec, hour, lake=lake, metastore=metastore)
+    first = compact_hour(spec, hour, run_at(lake=lake, metastore=metastore))
     status = hour_status(metastore, lake, "clicks", hour)
     assert status.state == "ready", status.reason
     info = status.info
@@ -124,7 +125,7 @@ def test_hour_status_follows_the_metastore(tmp_path, kafka_bootstrap, make_topic
     land_clicks(3, 2)  # late records reopen the hour: no longer whole
     status = hour_status(metastore, lake, "clicks", hour)
     assert status.state == "waiting" and "reopened" in status.reason
-    compact_hour(spec, hour, lake=lake, metastore=metastore)
+    compact_hour(spec, hour, run_at(lake=lake, metastore=metastore))
     status = hour_status(metastore, lake, "clicks", hour)
     assert status.state == "ready" and status.info["generation"] == first.generation + 1
     assert status.info["rows"] == 403

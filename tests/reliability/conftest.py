@@ -18,7 +18,7 @@ from tests.reliability.table import ROWS, as_dicts, render, strength
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.json"
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest's hook signature
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # pytest's hook signature
     if not ROWS:
         return
     terminalreporter.section(f"reliability (strength: {strength()})")

@@ -53,7 +53,7 @@ def _event(i: int) -> dict:
 
 
 def test_sigkilled_inbound_lands_what_the_sender_sent_exactly_once(tmp_path, kafka_bootstrap, make_topic):
-    kills = iterations(quick=3, full=50)
+    kills = iterations(quick=1, full=50)
     rng = random.Random(SEED + 25)
     topic = make_topic(partitions=2)
     b = load_settings({"FLOWSUITE_HOME": str(tmp_path / "b"), "FLOWSUITE_KAFKA_BOOTSTRAP": kafka_bootstrap,

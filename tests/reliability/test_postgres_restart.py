@@ -112,7 +112,7 @@ def _retry(fn, attempts: int = 20):
     for i in range(attempts):
         try:
             return fn()
-        except Exception:  # noqa: BLE001 - the server may still be coming back
+        except Exception:  # the server may still be coming back
             if i + 1 == attempts:
                 raise
             time.sleep(0.5)

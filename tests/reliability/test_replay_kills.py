@@ -32,6 +32,7 @@ from tests.support.compaction import (
     pairs,
 )
 from tests.support.reliability import ROOT
+from tests.support.runs import run_at
 
 _CHILD = """
 import sys
@@ -40,10 +41,12 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.flows import replay_hour
 from tests.support.compaction import clicks_spec
+from tests.support.runs import run_at
 spec = clicks_spec(sys.argv[1])
 for h in sys.argv[5:]:
-    replay_hour(spec, h, lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), bootstrap=sys.argv[4],
-                run_id="replay-child", now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0, idle_timeout_s=5)
+    run = run_at(lake=Lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), bootstrap=sys.argv[4],
+                 run_id="replay-child", now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0)
+    replay_hour(spec, h, run, idle_timeout_s=5)
 """
 POINTS = [
     "compact_after_register",
@@ -108,16 +111,7 @@ def test_sigkill_at_random_points_of_replay(topic, kafka_bootstrap, tmp_path):
     assert kills >= wanted, f"only {kills} of {wanted} replays were killed"
 
     for h in HOURS:  # completion: each hour replays from the stream and ends marked
-        r = replay_hour(
-            spec,
-            h,
-            lake=lake,
-            metastore=metastore,
-            bootstrap=kafka_bootstrap,
-            now=LATER,
-            lease_s=LEASE_S,
-            idle_timeout_s=5,
-        )
+        r = replay_hour(spec, h, run_at(lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, lease_s=LEASE_S, now=LATER), idle_timeout_s=5)
         assert r.source == "kafka", r.note
         assert read_marker(lake, spec.name, h) is not None
     final = Counter(pairs(hour_rows(lake, metastore, spec.name)))

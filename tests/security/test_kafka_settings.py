@@ -106,3 +106,29 @@ def test_the_pass_through_names_are_written_once_and_the_docs_list_them():
     for doc in ("README.md", "docs/deploy.md"):
         named = set(re.findall(r"FLOWSUITE_KAFKA_[A-Z_]*[A-Z]", (root / doc).read_text(encoding="utf-8")))
         assert named - {"FLOWSUITE_KAFKA_BOOTSTRAP"} == set(KAFKA_ENV_SETTINGS), doc
+
+
+def test_every_secret_kafka_setting_is_a_resource_field_read_through_env_var(monkeypatch):
+    """The resource derives its secret fields from the one list: each secret pass-through setting
+    has its field, is given as dg.EnvVar (never a plain value in kafka_config) and reaches the client."""
+    import dagster as dg
+
+    from connectors.settings import KAFKA_PASS_THROUGH, kafka_env_var
+    from orchestration.resources import (
+        FlowsuiteResource,
+        default_flowsuite_resource,
+        kafka_secret_field,
+    )
+
+    secrets = [s for s, secret in KAFKA_PASS_THROUGH.items() if secret]
+    assert secrets and all(kafka_secret_field(s) in FlowsuiteResource.model_fields for s in secrets)
+    for s in secrets:
+        monkeypatch.setenv(kafka_env_var(s), f"pw-{s}")
+    resource = default_flowsuite_resource()
+    assert not set(secrets) & set(resource.kafka_config)
+    for s in secrets:
+        given = getattr(resource, kafka_secret_field(s))
+        assert isinstance(given, dg.EnvVar) and given.env_var_name == kafka_env_var(s)
+    values = {kafka_secret_field(s): f"pw-{s}" for s in secrets}
+    built = FlowsuiteResource(kafka_bootstrap="b", lake_url="/l", metastore_url="sqlite://", warehouse_url="sqlite://", **values)
+    assert {s: built.kafka()[s] for s in secrets} == {s: f"pw-{s}" for s in secrets}

@@ -98,7 +98,7 @@ class DagRun:
 
 def dags_test(env: dict[str, str], dag_id: str, logical_date: str, log: Path, *args: str) -> DagRun:
     """Start `airflow dags test DAG DATE` in its own process group, output to `log`."""
-    out = open(log, "wb")  # noqa: SIM115 - the child writes it; closed with the process
+    out = open(log, "wb")  # the child writes it; closed with the process
     proc = subprocess.Popen([str(AIRFLOW), "dags", "test", dag_id, logical_date, *args], env=env, cwd=str(ROOT),
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()

@@ -74,11 +74,13 @@ from datetime import datetime, UTC
 from connectors.flows import compact_hour
 from connectors.metastore import Metastore
 from tests.support.compaction import clicks_spec
+from tests.support.runs import run_at
 from tests.support.s3 import env_lake
 spec = clicks_spec(sys.argv[1])
 for h in sys.argv[4:]:
-    compact_hour(spec, h, lake=env_lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), run_id="child",
-                 now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0, target_file_bytes=int(sys.argv[0] == "" or 20000))
+    run = run_at(lake=env_lake(sys.argv[2]), metastore=Metastore(sys.argv[3]), run_id="child",
+                 now=datetime(2026, 1, 11, tzinfo=UTC), lease_s=1.0)
+    compact_hour(spec, h, run, target_file_bytes=int(sys.argv[0] == "" or 20000))
 """
 
 

@@ -16,6 +16,7 @@ from connectors.metastore import Metastore
 from connectors.tables import IcebergTables
 from connectors.tables.publish import SEQ_PROPERTY
 from tests.support.compaction import HOURS, LATER, clicks_spec, land_in_rounds, pairs
+from tests.support.runs import run_at
 
 __all__ = ["HOURS", "LATER", "assert_table_equals_metastore", "child", "comparable", "seal", "seqs_in_ancestry"]
 
@@ -25,7 +26,7 @@ def seal(topic: str, bootstrap: str, lake: Lake, metastore: Metastore, **lake_sp
     spec = clicks_spec(topic, **lake_spec)
     land_in_rounds(spec, bootstrap, lake, metastore)
     for h in HOURS:
-        r = compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+        r = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
         assert r.marker_written, r.marker_reason
     return spec
 

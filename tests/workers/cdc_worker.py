@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from connectors.flows import RunContext
 from connectors.metastore import Metastore
-from connectors.sources.cdc import capture
+from connectors.sources.cdc import CaptureOptions, capture
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.spec import DataProductSpec
 
@@ -27,8 +28,8 @@ def main() -> int:
     source = CdcSourceSpec.model_validate_json(args.source_json)
     product = DataProductSpec.model_validate_json(args.product_json)
     print("ready", flush=True)
-    result = capture(source, product, metastore=Metastore(args.metastore_url), bootstrap=args.bootstrap,
-                     follow=args.follow)
+    run = RunContext(lake=None, metastore=Metastore(args.metastore_url), bootstrap=args.bootstrap)
+    result = capture(source, product, run, CaptureOptions(follow=args.follow))
     print(result.events, flush=True)
     return 0
 

@@ -14,9 +14,10 @@ import json
 import sys
 
 from connectors.flows import land
+from connectors.lake import Lake, S3Options
 from connectors.metastore import Metastore
+from connectors.settings import load_settings
 from connectors.spec import DataProductSpec
-from tests.support.s3 import env_lake
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
     spec = DataProductSpec.model_validate_json(args.spec_json)
     result = land(
         spec,
-        lake=env_lake(args.lake_url),
+        lake=Lake(args.lake_url, S3Options.from_settings(load_settings())),  # as a face builds it
         metastore=Metastore(args.metastore_url),
         bootstrap=args.bootstrap,
         run_id=args.run_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from connectors.flows import RunContext
 from connectors.metastore import Metastore
 from connectors.sources import SourceSpec, publish
 from connectors.spec import DataProductSpec
@@ -24,8 +25,8 @@ def main() -> int:
     args = parser.parse_args()
     source = SourceSpec.model_validate_json(args.source_json)
     product = DataProductSpec.model_validate_json(args.product_json)
-    result = publish(source, product, source_url=args.source_url, metastore=Metastore(args.metastore_url),
-                     bootstrap=args.bootstrap, lease_s=args.lease)
+    run = RunContext(lake=None, metastore=Metastore(args.metastore_url), bootstrap=args.bootstrap, lease_s=args.lease)
+    result = publish(source, product, run, source_url=args.source_url)
     print(result.published)
     return 0
 

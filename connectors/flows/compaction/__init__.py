@@ -6,7 +6,6 @@ hours (claim an hour, rewrite, swap in the metastore, mark `_SUCCESS`; which hou
 from __future__ import annotations
 
 from connectors.flows.compaction.hours import (
-    DEFAULT_LEASE_S,
     CompactionResult,
     DueHour,
     HourBlockedError,
@@ -43,6 +42,7 @@ from connectors.flows.compaction.verify import (
     VerificationError,
     verify_same_rows,
 )
+from connectors.flows.context import DEFAULT_LEASE_S
 
 __all__ = [
     "RewriteJob",

@@ -56,6 +56,7 @@ from connectors.flows.compaction.rewrite import (
     Rewritten,
     sources_of,
 )
+from connectors.flows.context import RunContext
 from connectors.lake import SUCCESS, Lake, hour_dir, normalize_hour, parse_hour_key
 from connectors.leases import LeaseKeeper
 from connectors.metastore import (
@@ -68,7 +69,6 @@ from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 30.0
 
 
 class HourBlockedError(TerminalError, RuntimeError):
@@ -139,26 +139,21 @@ class CompactionResult:
 def compact_hour(
     spec: DataProductSpec,
     hour: str,
+    run: RunContext,
     *,
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str | None = None,
-    is_dead: Callable[[str], bool] | None = None,
-    now: datetime | None = None,
     force: bool = False,
-    lease_s: float = DEFAULT_LEASE_S,
     target_file_bytes: int | None = None,
     spill_dir: str | None = None,
     rebuild: Callable[[RewriteJob, list[FileRecord]], Rewritten] | None = None,
 ) -> CompactionResult:
-    """Compact one hour (see the module docstring). Idempotent: an hour already compacted with
-    no new files is a no-op that says so (and finishes an interrupted tail, marker included).
+    """Compact one hour (see the module docstring) in `run` (connectors/flows/context.py: the
+    lake, the metastore, the run id recorded with the claim and the files, `is_dead` to take over
+    a failed run's claim before its lease ends, the lease, and the clock that decides whether the
+    hour is closed). Idempotent: an hour already compacted with no new files is a no-op that says
+    so (and finishes an interrupted tail, marker included).
 
     Args:
         hour: '2026-11-26-10' or a Dagster key '2026-11-26-10:00'.
-        run_id: recorded with the claim and the files (the Dagster run id).
-        is_dead: says whether the run holding a claim failed, to take it over before its lease ends.
-        now: the clock deciding whether the hour is closed (tests); default the real time.
         force: write a new generation even when nothing changed (a rebuild).
         target_file_bytes: size of output files (default the spec's target_file_size_mb).
         rebuild: `rebuild(job, live_files)` replaces "rewrite the live files" as the source of
@@ -167,77 +162,115 @@ def compact_hour(
         HourBlockedError: a quality gate blocked the hour. ClaimHeldError: another live run
         compacts it. VerificationError: the rewrite did not hold exactly the input rows.
     """
-    started = time.monotonic()
-    hour = normalize_hour(hour)
-    run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
-    product = spec.name
-    record = metastore.hour(product, hour)
-    if record is not None and record.blocked_reason:
-        raise HourBlockedError(product, hour, record.blocked_reason)
-    resource = hour_resource(hour)
-    owner = uuid.uuid4().hex
-    takeover = metastore.claim(product, resource, owner, run_id, lease_s, is_dead=is_dead, on_delete=lake.delete)
-    if takeover.previous_run_id:
-        log.warning(
-            "%s %s: took over the compaction claim from run %s; deleted %d pending file(s)",
-            product, hour, takeover.previous_run_id, len(takeover.pending_files),
-        )
-    swapped = False
-    try:
-        with LeaseKeeper(metastore, product, owner, lease_s, [resource], what="nothing swapped") as keeper:
-            record = metastore.hour(product, hour)
-            if record is not None and record.blocked_reason:
-                raise HourBlockedError(product, hour, record.blocked_reason)
-            # An interrupted tail of an earlier compaction: its replaced files go first.
-            leftover_files = [f for f in metastore.files_in_states(product, ["replaced"]) if f.hour == hour]
-            leftovers = [f.path for f in leftover_files]
-            for path in _deletable_now(spec, metastore, leftover_files):
-                lake.delete(path)
-            live = metastore.live_files(product, hour)
-            landed = [f for f in live if f.kind == "landed"]
-            result = CompactionResult(
-                product=product, hour=hour, status="noop", reason="", generation=record.generation if record else 0,
-                files_before=[f.path for f in live], bytes_before=sum(f.bytes for f in live),
-                took_over_from=takeover.previous_run_id, deleted_pending=list(takeover.pending_files),
-                cleaned_replaced=leftovers, source="live_files", run_id=run_id,
-            )
-            if not live:
-                result.reason = "no live files in this hour (nothing landed, or only quarantined records)"
-                result.marker_reason = "nothing to mark"
-                metastore.release(product, resource, owner)
-                metastore.drop_replaced(leftovers)
-                result.duration_s = time.monotonic() - started
-                return result
-            if not landed and not force and record is not None and record.state == "compacted":
-                result.reason = f"already compacted at generation {record.generation}; no new files"
-                result.files_after = [f.path for f in live]
-                result.rows = sum(f.rows for f in live)
-                result.bytes_after = result.bytes_before
-                result.file_rows = {f.path: f.rows for f in live}
-                result.file_bytes = {f.path: f.bytes for f in live}
-                result.offset_ranges = merge_ranges(f.ranges for f in live)
-                metastore.release(product, resource, owner)
-                swapped = True  # nothing of ours is pending
-                _finish_tail(spec, hour, lake, metastore, result, live_records=live, now=now, generation=record.generation)
-                metastore.drop_replaced(leftovers)
-                result.duration_s = time.monotonic() - started
-                return result
+    return _HourCompaction(spec, normalize_hour(hour), run).run(force, target_file_bytes, spill_dir, rebuild)
 
-            generation = max([record.generation if record else 0, *(f.generation for f in live)]) + 1
-            target = target_file_bytes or spec.sinks.lake.target_file_size_mb * 1024 * 1024
-            row_group_rows = max(MIN_ROW_GROUP_ROWS, spec.sinks.lake.row_group_rows)
-            job = RewriteJob(spec, hour, lake, metastore, run_id, generation, target, row_group_rows, keeper, spill_dir)
-            done = rebuild(job, live) if rebuild is not None else job.rewrite(sources_of(lake, live))
-            outputs, fingerprint = done.outputs, done.fingerprint
-            result.source, result.note = done.source, done.note
-            keeper.check()
-            crash_point("compact_before_swap")
-            metastore.swap_hour(
-                product=product, hour=hour, owner=owner, replaced=[f.path for f in live],
-                new_files=[o.stats() for o in outputs], generation=generation,
+
+class _HourCompaction:
+    """One compaction of one hour, step by step (the module docstring's 1–5), sharing its state."""
+
+    def __init__(self, spec: DataProductSpec, hour: str, run: RunContext):
+        self.started = time.monotonic()
+        self.spec, self.hour, self.run_ctx = spec, hour, run
+        self.product, self.lake, self.metastore = spec.name, run.lake, run.metastore
+        self.resource = hour_resource(hour)
+        self.owner = uuid.uuid4().hex
+
+    def _not_blocked(self) -> HourRecord | None:
+        record = self.metastore.hour(self.product, self.hour)
+        if record is not None and record.blocked_reason:
+            raise HourBlockedError(self.product, self.hour, record.blocked_reason)
+        return record
+
+    def run(self, force: bool, target_file_bytes: int | None, spill_dir: str | None,
+            rebuild: Callable[[RewriteJob, list[FileRecord]], Rewritten] | None) -> CompactionResult:
+        run, product, metastore = self.run_ctx, self.product, self.metastore
+        self._not_blocked()
+        takeover = metastore.claim(product, self.resource, self.owner, run.run_id, run.lease_s,
+                                   is_dead=run.is_dead, on_delete=self.lake.delete)
+        if takeover.previous_run_id:
+            log.warning(
+                "%s %s: took over the compaction claim from run %s; deleted %d pending file(s)",
+                product, self.hour, takeover.previous_run_id, len(takeover.pending_files),
             )
-            swapped = True
-        crash_point("compact_after_swap")
+        self.swapped = False
+        try:
+            with LeaseKeeper(metastore, product, self.owner, run.lease_s, [self.resource], what="nothing swapped") as keeper:
+                record = self._not_blocked()
+                # An interrupted tail of an earlier compaction: its replaced files go first.
+                leftover_files = [f for f in metastore.files_in_states(product, ["replaced"]) if f.hour == self.hour]
+                self.leftovers = [f.path for f in leftover_files]
+                for path in _deletable_now(self.spec, metastore, leftover_files):
+                    self.lake.delete(path)
+                live = metastore.live_files(product, self.hour)
+                landed = [f for f in live if f.kind == "landed"]
+                result = CompactionResult(
+                    product=product, hour=self.hour, status="noop", reason="",
+                    generation=record.generation if record else 0,
+                    files_before=[f.path for f in live], bytes_before=sum(f.bytes for f in live),
+                    took_over_from=takeover.previous_run_id, deleted_pending=list(takeover.pending_files),
+                    cleaned_replaced=self.leftovers, source="live_files", run_id=run.run_id,
+                )
+                if not live:
+                    return self._nothing_live(result)
+                if not landed and not force and record is not None and record.state == "compacted":
+                    return self._already_compacted(result, record, live)
+                generation = max([record.generation if record else 0, *(f.generation for f in live)]) + 1
+                outputs, fingerprint = self._rewrite_and_swap(result, live, generation, keeper, target_file_bytes,
+                                                              spill_dir, rebuild)
+            crash_point("compact_after_swap")
+            return self._after_swap(result, live, landed, generation, outputs, fingerprint)
+        except BaseException:
+            if not self.swapped:
+                _abandon(product, self.resource, self.owner, self.lake, metastore)
+            raise
+
+    def _done(self, result: CompactionResult) -> CompactionResult:
+        result.duration_s = time.monotonic() - self.started
+        return result
+
+    def _nothing_live(self, result: CompactionResult) -> CompactionResult:
+        result.reason = "no live files in this hour (nothing landed, or only quarantined records)"
+        result.marker_reason = "nothing to mark"
+        self.metastore.release(self.product, self.resource, self.owner)
+        self.metastore.drop_replaced(self.leftovers)
+        return self._done(result)
+
+    def _already_compacted(self, result: CompactionResult, record: HourRecord, live: list[FileRecord]) -> CompactionResult:
+        result.reason = f"already compacted at generation {record.generation}; no new files"
+        result.files_after = [f.path for f in live]
+        result.rows = sum(f.rows for f in live)
+        result.bytes_after = result.bytes_before
+        result.file_rows = {f.path: f.rows for f in live}
+        result.file_bytes = {f.path: f.bytes for f in live}
+        result.offset_ranges = merge_ranges(f.ranges for f in live)
+        self.metastore.release(self.product, self.resource, self.owner)
+        self.swapped = True  # nothing of ours is pending
+        _finish_tail(self.spec, self.hour, self.lake, self.metastore, result, live_records=live,
+                     now=self.run_ctx.now(), generation=record.generation)
+        self.metastore.drop_replaced(self.leftovers)
+        return self._done(result)
+
+    def _rewrite_and_swap(self, result: CompactionResult, live: list[FileRecord], generation: int,
+                          keeper: LeaseKeeper, target_file_bytes: int | None, spill_dir: str | None,
+                          rebuild: Callable[[RewriteJob, list[FileRecord]], Rewritten] | None):
+        lake_sink = self.spec.sinks.lake
+        target = target_file_bytes or lake_sink.target_file_size_mb * 1024 * 1024
+        row_group_rows = max(MIN_ROW_GROUP_ROWS, lake_sink.row_group_rows)
+        job = RewriteJob(self.spec, self.hour, self.lake, self.metastore, self.run_ctx.run_id, generation, target,
+                         row_group_rows, keeper, spill_dir)
+        done = rebuild(job, live) if rebuild is not None else job.rewrite(sources_of(self.lake, live))
+        result.source, result.note = done.source, done.note
+        keeper.check()
+        crash_point("compact_before_swap")
+        self.metastore.swap_hour(
+            product=self.product, hour=self.hour, owner=self.owner, replaced=[f.path for f in live],
+            new_files=[o.stats() for o in done.outputs], generation=generation,
+        )
+        self.swapped = True
+        return done.outputs, done.fingerprint
+
+    def _after_swap(self, result: CompactionResult, live: list[FileRecord], landed: list[FileRecord],
+                    generation: int, outputs: list[Output], fingerprint) -> CompactionResult:
         result.status = "compacted"
         result.generation = generation
         result.files_after = [o.path for o in outputs]
@@ -248,20 +281,16 @@ def compact_hour(
         result.file_bytes = {o.path: o.bytes for o in outputs}
         result.offset_ranges = merge_ranges(o.ranges for o in outputs)
         result.reason = f"{len(live)} file(s) ({len(landed)} landed) rewritten as generation {generation}"
-        doomed = _deletable_now(spec, metastore, live)
+        doomed = _deletable_now(self.spec, self.metastore, live)
         if doomed:
-            lake.delete(doomed[0])
+            self.lake.delete(doomed[0])
             crash_point("compact_during_delete")
-            lake.delete_many(doomed[1:])  # one folder listing, not one per file
-        _finish_tail(spec, hour, lake, metastore, result, outputs=outputs, now=now, generation=generation)
-        metastore.drop_replaced([f.path for f in live] + leftovers)
+            self.lake.delete_many(doomed[1:])  # one folder listing, not one per file
+        _finish_tail(self.spec, self.hour, self.lake, self.metastore, result, outputs=outputs,
+                     now=self.run_ctx.now(), generation=generation)
+        self.metastore.drop_replaced([f.path for f in live] + self.leftovers)
         crash_point("compact_after_drop")
-        result.duration_s = time.monotonic() - started
-        return result
-    except BaseException:
-        if not swapped:
-            _abandon(product, resource, owner, lake, metastore)
-        raise
+        return self._done(result)
 
 
 def _deletable_now(spec: DataProductSpec, metastore: Metastore, replaced: Sequence[FileRecord]) -> list[str]:
@@ -288,7 +317,7 @@ def _abandon(product: str, resource: str, owner: str, lake: Lake, metastore: Met
             lake.delete(path)
         metastore.forget_files(pending, only_pending=True)
         metastore.release(product, resource, owner)
-    except Exception:  # noqa: BLE001 - the lease expires and the next claimant cleans up
+    except Exception:  # the lease expires and the next claimant cleans up
         log.warning("%s: cleaning up after a failed compaction of %s failed", product, resource, exc_info=True)
 
 
@@ -427,20 +456,17 @@ def hours_due(spec: DataProductSpec, metastore: Metastore, now: datetime | None 
 
 def compact_closed_hours(
     spec: DataProductSpec,
+    run: RunContext,
     *,
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str | None = None,
-    now: datetime | None = None,
     hours: Sequence[str] | None = None,
     on_result: Callable[[CompactionResult | SkippedHour], None] | None = None,
 ) -> tuple[list[CompactionResult], list[SkippedHour]]:
-    """Compact the given hours, or every due closed hour; blocked or busy hours are skipped
-    with their reason (never an exception for one hour stopping the others)."""
+    """Compact the given hours, or every hour due at `run`'s clock, in `run`; blocked or busy
+    hours are skipped with their reason (never an exception for one hour stopping the others)."""
     from connectors.metastore import ClaimHeldError
 
     if hours is None:
-        due, skipped = hours_due(spec, metastore, now)
+        due, skipped = hours_due(spec, run.metastore, run.now())
         wanted = [d.hour for d in due]
     else:
         wanted, skipped = [normalize_hour(h) for h in hours], []
@@ -450,7 +476,7 @@ def compact_closed_hours(
             on_result(s)
     for h in wanted:
         try:
-            r = compact_hour(spec, h, lake=lake, metastore=metastore, run_id=run_id, now=now)
+            r = compact_hour(spec, h, run)
         except (HourBlockedError, ClaimHeldError) as exc:
             s = SkippedHour(h, str(exc))
             skipped.append(s)

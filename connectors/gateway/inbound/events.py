@@ -134,62 +134,79 @@ def _canonical(value: Any) -> str | None:
 
 
 def _structured(obj: Any, index: int) -> InboundEvent:
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise RequestRefused(400, f"event {index} is not a JSON object", [EventProblem(index, None, "not a JSON object")])
-    attributes: dict[str, str] = {}
-    for name, value in obj.items():
-        if type(value) is str:  # the common case, first
-            attributes[name] = value
-            continue
-        if name in ("data", "data_base64") or value is None:
-            continue
-        text = _canonical(value)
-        if text is None:
-            problem = EventProblem(index, _canonical(obj.get("id")), f"attribute {name!r} is a {type(value).__name__}, "
-                                   "not a CloudEvents attribute type (string, integer, boolean)")
-            raise RequestRefused(400, f"event {index}: {problem.reason}", [problem])
-        attributes[name] = text
-    attributes.pop("data", None)  # a string `data` is data, not an attribute
-    attributes.pop("data_base64", None)
-    if "data" in obj and "data_base64" in obj:
+    # The parsed object is ours: it becomes the attributes once data is taken out of it. Every
+    # attribute a sender sends is a string in practice; other types are fixed up (rare) below.
+    has_data, has_base64 = "data" in obj, "data_base64" in obj
+    value = obj.pop("data") if has_data else None
+    encoded = obj.pop("data_base64") if has_base64 else None
+    attributes: dict[str, str] = obj
+    for v in obj.values():
+        if type(v) is not str:
+            attributes = _canonical_attributes(obj, index)
+            break
+    if has_data and has_base64:
         problem = EventProblem(index, attributes.get("id"), "both data and data_base64")
         raise RequestRefused(400, f"event {index}: {problem.reason}", [problem])
     data: bytes | None = None
-    if obj.get("data_base64") is not None:
+    if encoded is not None:
         try:
-            data = base64.b64decode(obj["data_base64"], validate=True)
+            data = base64.b64decode(encoded, validate=True)
         except (ValueError, TypeError):
             problem = EventProblem(index, attributes.get("id"), "data_base64 is not base64")
             raise RequestRefused(400, f"event {index}: {problem.reason}", [problem]) from None
-    elif obj.get("data") is not None:
-        value = obj["data"]
-        ctype = media_type(attributes.get("datacontenttype")) or "application/json"
-        is_json = ctype == "application/json" or ctype.endswith("+json") or ctype == "text/json"
-        if isinstance(value, str) and not is_json:
+    elif value is not None:
+        ctype = media_type(attributes.get("datacontenttype")) if type(value) is str else None  # none: JSON
+        if ctype and not _is_json(ctype):
             data = value.encode("utf-8")
         else:
             data = _COMPACT(value).encode("utf-8")
     return InboundEvent(attributes, data)
 
 
+def _is_json(ctype: str) -> bool:
+    return ctype == "application/json" or ctype.endswith("+json") or ctype == "text/json"
+
+
+def _canonical_attributes(obj: dict[str, Any], index: int) -> dict[str, str]:
+    """The attributes as canonical strings: integers and booleans as text, nulls left out; a
+    float, object or array is no CloudEvents attribute type (400)."""
+    attributes: dict[str, str] = {}
+    for name, value in obj.items():
+        if value is None:
+            continue
+        text = value if type(value) is str else _canonical(value)
+        if text is None:
+            problem = EventProblem(index, _canonical(obj.get("id")), f"attribute {name!r} is a {type(value).__name__}, "
+                                   "not a CloudEvents attribute type (string, integer, boolean)")
+            raise RequestRefused(400, f"event {index}: {problem.reason}", [problem])
+        attributes[name] = text
+    return attributes
+
+
 def envelope_problems(events: list[InboundEvent]) -> list[EventProblem]:
     """What makes an event no CloudEvent 1.0: a required attribute missing or empty, another
-    specversion, an attribute name outside [a-z0-9], a `time` that is not RFC 3339."""
+    specversion, an attribute name outside [a-z0-9], a `time` that is not RFC 3339. Each
+    distinct attribute name of the request is matched once (a batch repeats the same dozen)."""
     problems = []
+    good_names: set[str] = set()
     for i, event in enumerate(events):
         attrs = event.attributes
-        absent = [a for a in REQUIRED if not attrs.get(a)]
-        if absent:
+        if not (attrs.get("specversion") and attrs.get("id") and attrs.get("source") and attrs.get("type")):
+            absent = [a for a in REQUIRED if not attrs.get(a)]
             problems.append(EventProblem(i, attrs.get("id"), "missing required attribute(s) " + ", ".join(absent)))
             continue
         if attrs["specversion"] != SPECVERSION:
             problems.append(EventProblem(i, attrs["id"], f"specversion {attrs['specversion'][:20]!r} (expected {SPECVERSION})"))
             continue
-        bad = sorted(n for n in attrs if not ATTRIBUTE_NAME.match(n))
-        if bad:
-            problems.append(EventProblem(i, attrs["id"], f"attribute name(s) {', '.join(repr(b[:40]) for b in bad)} "
-                                         "must be lower-case letters and digits"))
-            continue
+        if not good_names.issuperset(attrs):
+            bad = sorted(n for n in attrs if not ATTRIBUTE_NAME.match(n))
+            if bad:
+                problems.append(EventProblem(i, attrs["id"], f"attribute name(s) {', '.join(repr(b[:40]) for b in bad)} "
+                                             "must be lower-case letters and digits"))
+                continue
+            good_names.update(attrs)
         if "time" in attrs and not _rfc3339(attrs["time"]):
             problems.append(EventProblem(i, attrs["id"], f"time {attrs['time'][:40]!r} is not an RFC 3339 timestamp"))
     return problems

@@ -61,7 +61,7 @@ async def inbound(request: Request) -> Response:
             return JSONResponse({"error": f"the request body is larger than {limit} bytes (inbound.max_body_bytes "
                                           f"of {product}); send smaller batches", "status": 413}, status_code=413)
         return _response(await run_in_threadpool(service.receive, product, headers, body))
-    except Exception:  # noqa: BLE001 - the sender gets a clean answer, the log the detail
+    except Exception:  # the sender gets a clean answer, the log the detail
         log.exception("inbound %s %s failed", request.method, request.url.path)
         return JSONResponse({"error": "internal error; the receiving gateway's log has the details", "status": 500},
                             status_code=500)

@@ -21,7 +21,7 @@ from connectors.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes | str]]]  # key, value, headers (str: UTF-8)
 
 
 class NotAcknowledged(TransientError):
@@ -49,7 +49,7 @@ class _Pending:
 
 class AckingProducer:
     def __init__(self, bootstrap: str, kafka_config: Mapping[str, Any] | None = None, ack_timeout_s: float = 10.0,
-                 linger_ms: int = 5):
+                 linger_ms: int = 1):
         self.ack_timeout_s = ack_timeout_s
         self.config = {
             **(kafka_config or {}),

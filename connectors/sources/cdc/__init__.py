@@ -8,8 +8,8 @@ specs and checks load without the capture machinery.
 from importlib import import_module
 
 _PUBLIC = {
-    "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
-    "CdcSourceSpec": "spec",
+    "CaptureOptions": "stream", "CaptureResult": "stream", "capture": "stream", "CdcError": "server", "SlotInfo": "server",
+    "CdcSourceSpec": "spec", "SnapshotNeededError": "spec",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -32,6 +32,18 @@ class CdcError(TransientError, RuntimeError):
     """Capture cannot go on; nothing unacknowledged was recorded or confirmed."""
 
 
+class SnapshotNeededError(CdcError):
+    """Capture cannot go on from its position until the source takes a new snapshot (its slot
+    is gone, or a column changed type): retrying meets the same answer, so it is terminal. The
+    faces say how to reset a source (the CLI: `flowsuite cdc reset NAME`)."""
+
+    transient = False
+
+    def __init__(self, source: str, message: str):
+        self.source = source
+        super().__init__(message)
+
+
 class CdcConnectionSpec(SpecModel):
     url: str = Field(description="postgresql:// URL; ${VAR} and ${VAR:-default} come from the environment")
 

@@ -23,13 +23,13 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.faults import crash_point
+from connectors.flows.context import RunContext
 from connectors.kafka import ensure_topic
-from connectors.metastore import Metastore
 from connectors.sources.cdc import pgoutput as pgo
 from connectors.sources.cdc.events import EventBuilder, TxnContext
 from connectors.sources.cdc.position import Position, read_position, store_position
@@ -47,7 +47,7 @@ from connectors.sources.cdc.server import (
     slot_info,
 )
 from connectors.sources.cdc.snapshot import read_snapshot
-from connectors.sources.cdc.spec import CdcSourceSpec
+from connectors.sources.cdc.spec import CdcSourceSpec, SnapshotNeededError
 from connectors.sources.cdc.types import type_name
 from connectors.spec import DataProductSpec
 
@@ -83,33 +83,46 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) or type(exc) is psycopg2.DatabaseError
 
 
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How long one capture runs, and what it calls back.
+
+    follow: keep streaming after catching up, until `stop` is set (a long-running capture);
+    max_seconds: stop after this long in any case; reconnect_for_s: how long a lost source
+    connection is retried before the capture fails; progress: called with the result so far."""
+
+    follow: bool = False
+    stop: threading.Event | None = None
+    max_seconds: float | None = None
+    reconnect_for_s: float = 60.0
+    progress: Callable[[CaptureResult], None] | None = None
+
+
 def capture(
     source: CdcSourceSpec,
     product: DataProductSpec,
+    run: RunContext,
+    options: CaptureOptions | None = None,
     *,
-    metastore: Metastore,
-    bootstrap: str,
-    kafka_config: Mapping[str, Any] | None = None,
     source_url: str | None = None,
-    follow: bool = False,
-    stop: threading.Event | None = None,
-    max_seconds: float | None = None,
-    reconnect_for_s: float = 60.0,
-    progress: Callable[[CaptureResult], None] | None = None,
 ) -> CaptureResult:
-    """Snapshot when needed, then stream until caught up (or, with `follow`, until `stop`)."""
+    """Snapshot when needed, then stream until caught up (or, with `options.follow`, until
+    `options.stop`). `run` carries the metastore (the position), the broker and its client
+    settings; its lake is not used. `source_url` replaces the source file's connection."""
+    options = options or CaptureOptions()
+    metastore, reconnect_for_s = run.metastore, options.reconnect_for_s
     started = time.monotonic()
     url = source_url or source.resolved_url()
     result = CaptureResult(source.name, product.topic, source.slot_name)
     result.position_before = read_position(metastore, source.name, source.slot_name).commit_lsn
-    ensure_topic(bootstrap, product.topic, source.topic_partitions, kafka_config=kafka_config)
-    stop = stop or threading.Event()
+    ensure_topic(run.bootstrap, product.topic, source.topic_partitions, kafka_config=dict(run.kafka_config))
+    stop = options.stop or threading.Event()
     lost_since: float | None = None
     try:
         while True:
             try:
-                _Session(source, product, url, metastore, bootstrap, kafka_config, result, stop, progress).run(
-                    follow=follow, deadline=None if max_seconds is None else started + max_seconds)
+                _Session(source, product, url, run, result, stop, options.progress).run(
+                    follow=options.follow, deadline=None if options.max_seconds is None else started + options.max_seconds)
                 break
             except Exception as exc:  # the server went away: resume from the record
                 if not (_connection_lost(exc) or isinstance(exc, SourceUnreachable) and result.sessions):
@@ -138,10 +151,10 @@ def capture(
 class _Session:
     """One connection's worth of capture (a reconnect starts a new one from the record)."""
 
-    def __init__(self, source, product, url, metastore, bootstrap, kafka_config, result, stop, progress):
-        self.source, self.product, self.url, self.metastore = source, product, url, metastore
+    def __init__(self, source, product, url, run: RunContext, result, stop, progress):
+        self.source, self.product, self.url, self.metastore = source, product, url, run.metastore
         self.result, self.stop, self.progress = result, stop, progress
-        self.producer, self.delivery = make_producer(bootstrap, kafka_config)
+        self.producer, self.delivery = make_producer(run.bootstrap, dict(run.kafka_config))
         self.sent = 0  # events produced since the last recorded step
         self.pending: tuple[int, int] | None = None  # (commit lsn, end lsn) of the last unrecorded txn
         self.pending_txns = 0
@@ -190,9 +203,10 @@ class _Session:
             repl = connect(self.url, replication=True)
             if slot is None:
                 if pos.snapshot_done:
-                    raise CdcError(f"{source.name}: replication slot {source.slot_name!r} is gone but the recorded position "
-                                   f"is {pgo.lsn_text(pos.commit_lsn or 0)}; changes since then are lost to the slot. "
-                                   f"Run `flowsuite cdc reset {source.name}` to take a new snapshot")
+                    raise SnapshotNeededError(
+                        source.name, f"{source.name}: replication slot {source.slot_name!r} is gone but the recorded "
+                        f"position is {pgo.lsn_text(pos.commit_lsn or 0)}; changes since then are lost to the slot. "
+                        "Reset the source's capture to take a new snapshot")
                 created = create_slot(repl, source)
                 self.result.created_slot = True
                 pos = Position(source.name, source.slot_name, snapshot_lsn=created.consistent_lsn)
@@ -319,10 +333,11 @@ class _Session:
         for col in rel.columns:
             before = known.get(col.name)
             if before is not None and before != col.type_oid:
-                raise CdcError(
+                raise SnapshotNeededError(
+                    self.source.name,
                     f"{self.source.name}: column {col.name!r} of {rel.qualified} changed type from {type_name(before)} "
                     f"to {type_name(col.type_oid)}; capture stopped before publishing anything of the new type. Change "
-                    f"the product's field to match, then run `flowsuite cdc reset {self.source.name}` (a new snapshot)")
+                    "the product's field to match, then reset the source's capture (a new snapshot)")
         for col in rel.columns:
             if col.name not in known:
                 log.info("%s: new column %s (%s)", self.source.name, col.name, type_name(col.type_oid))

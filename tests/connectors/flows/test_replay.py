@@ -16,6 +16,7 @@ from tests.support.compaction import (
     pairs,
     sorted_rows,
 )
+from tests.support.runs import run_at
 
 
 @pytest.fixture
@@ -32,11 +33,11 @@ def test_replay_rebuild_equals_the_original(landed, kafka_bootstrap):
     spec, lake, metastore = landed
     h = HOURS[1]
     original = hour_rows(lake, metastore, spec.name, h)
-    compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+    compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     spans = recorded_spans(metastore.live_files(spec.name, h))
     assert spans and all(runs for runs in spans.values())
 
-    r = replay_hour(spec, h, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER)
+    r = replay_hour(spec, h, run_at(lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER))
     assert r.status == "compacted" and r.source == "kafka", r.note
     assert r.generation == 2 and "values equal" in r.note
     rebuilt = hour_rows(lake, metastore, spec.name, h)
@@ -44,7 +45,7 @@ def test_replay_rebuild_equals_the_original(landed, kafka_bootstrap):
     assert sorted_rows(rebuilt) == sorted_rows(original)
     assert read_marker(lake, spec.name, h)["generation"] == 2
     # a never-compacted hour (landed files only) replays too
-    r0 = replay_hour(spec, HOURS[0], lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER)
+    r0 = replay_hour(spec, HOURS[0], run_at(lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER))
     assert r0.source == "kafka" and r0.generation == 1
     assert len(metastore.live_files(spec.name, HOURS[0])) == 1
 
@@ -55,7 +56,7 @@ def test_replay_falls_back_to_live_files_when_the_topic_lost_the_range(landed, k
     original = hour_rows(lake, metastore, spec.name, h)
     # The product's topic was recreated empty: the recorded offsets are no longer in it.
     lost = spec.model_copy(update={"topic": make_topic(partitions=2)})
-    r = replay_hour(lost, h, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER, idle_timeout_s=2)
+    r = replay_hour(lost, h, run_at(lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER), idle_timeout_s=2)
     assert r.status == "compacted" and r.source == "live_files"
     assert "no longer holds" in r.note
     assert sorted_rows(hour_rows(lake, metastore, spec.name, h)) == sorted_rows(original)

@@ -13,6 +13,7 @@ from connectors.metastore import Metastore
 from connectors.warehouse import WarehouseSink, sync
 from examples.demo_data import produce
 from tests.support.avro import avro_spec, batch, wire, write_schemas
+from tests.support.runs import run_at
 
 TS = datetime(2026, 11, 30, 10, 15, tzinfo=UTC)
 MONEY = {
@@ -191,7 +192,7 @@ def test_decimal_type_through_broker_lake_warehouse_and_iceberg(db, request, tmp
 
     if db != "sqlite":
         return  # the Iceberg table does not depend on the warehouse
-    compact_hour(spec, hour_key(TS), lake=lake, metastore=ms)
+    compact_hour(spec, hour_key(TS), run_at(lake=lake, metastore=ms))
     tables = IcebergTables(catalog_url(f"sqlite:///{tmp_path / 'ms.db'}"), lake)
     publish_sealed_hours(spec, lake=lake, metastore=ms, tables=tables)
     iceberg = tables.catalog.load_table(f"flowsuite.{spec.name}")

@@ -17,6 +17,7 @@ from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, parse_spec_file
 from connectors.warehouse import WarehouseSink, sync
 from examples.demo_data import encode_clicks, generate_clicks, produce
+from tests.support.runs import run_at
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCT = {"avro": "clicks_avro", "protobuf": "clicks_proto"}
@@ -82,7 +83,7 @@ def test_three_schema_versions_land_then_replay_sync_and_compact(fmt, make_topic
         sink.dispose()
 
     hour = sorted({f.hour for f in ms.live_files(wide.name)})[0]
-    compacted = compact_hour(wide, hour, lake=lake, metastore=ms, now=NOW + timedelta(days=1))
+    compacted = compact_hour(wide, hour, run_at(lake=lake, metastore=ms, now=NOW + timedelta(days=1)))
     assert compacted.status == "compacted", compacted.reason
     assert lake.read_tables([f.path for f in ms.live_files(wide.name)]).num_rows == report.valid
 

@@ -94,7 +94,7 @@ class _Registry(BaseHTTPRequestHandler):
     requests: list[str] = []
     auth: str | None = None
 
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):  # the http.server API
         type(self).requests.append(self.path)
         if self.auth and self.headers.get("Authorization") != "Basic " + base64.b64encode(self.auth.encode()).decode():
             return self._send(401, {"error_code": 40101, "message": "Unauthorized"})

@@ -206,6 +206,26 @@ def test_products_endpoint_still_works_and_points_at_the_standards(gateway):
     assert clicks["contract"] == f"{api.url}/products/clicks/contract"
 
 
+def test_subscriptionconfig_lists_every_config_key_the_api_takes_with_its_real_bounds(gateway):
+    """Pull's `maxdeliverycount` and `lockduration` are there with push's keys, and the range
+    discovery states is the one the Subscriptions API enforces."""
+    from connectors.gateway.models import CONFIG_KEYS, SubscriptionOptions
+
+    api, token, _ = gateway
+    with api.client(token) as c:
+        config = c.get("/products").json()["endpoints"]["clicks"]["subscriptionconfig"]
+        assert list(config) == list(CONFIG_KEYS)
+        assert config["maxdeliverycount"].startswith("1-10 ") and "default 10" in config["maxdeliverycount"]
+        assert config["lockduration"].startswith("1-300 ") and config["delivery"].startswith("push ")
+        for key, top in (("maxdeliverycount", 10), ("lockduration", 300)):
+            body = {"source": "/flowsuite/products/clicks", "protocol": "HTTP",
+                    "filters": [{"exact": {"partnerid": "p-001"}}], "config": {"delivery": "pull", key: top + 1}}
+            resp = c.post("/subscriptions", json=body)
+            assert resp.status_code == 400 and f"config.{key}" in resp.text and f"1 to {top}" in resp.text, resp.text
+            accepted = SubscriptionOptions.model_validate({"delivery": "pull", key: top})  # the bound itself is taken
+            assert (accepted.max_deliveries, accepted.lock_s)[key == "lockduration"] == top
+
+
 def test_contract_endpoint_serves_a_valid_odcs_contract_in_json_and_yaml(gateway):
     api, token, specs = gateway
     assert get(api, "/products/clicks/contract").status_code == 401

@@ -148,3 +148,32 @@ def test_a_position_below_the_low_watermark_is_delivered_from_the_lake_then_kafk
             assert json.loads(x.body)["partner_id"] == "p-001"
         assert got == want  # 0..49 from the lake, then Kafka: no gap, no double, in order
         assert any(o < 50 for o in got[0]) and any(o < 50 for o in got[1])
+
+
+def test_a_cursor_takes_queued_batches_only_in_order_and_without_waiting():
+    # A cursor behind its receiver sends the batches already queued together (worker._more_queued):
+    # poll hands out only the batch that starts where the cursor is, never one past a gap.
+    q = feed.CursorQueue(limit=4)
+    first, second, far = (feed.EventBatch(0, a, b, []) for a, b in ((0, 10), (10, 25), (40, 50)))
+    assert q.offer(first) and q.offer(second) and q.offer(far)
+    assert q.take(0.1) is first
+    assert q.poll(0) is None  # the cursor is at 10, not 0: nothing taken
+    assert q.poll(10) is second
+    assert q.poll(25) is None and list(q.items) == [far]  # 25..39 missing: left for take() to see
+    assert q.poll(40) is far and q.poll(50) is None
+
+
+def test_a_batch_with_nothing_for_a_cursor_does_not_wake_it_but_its_position_still_moves():
+    mine = lambda b: [e for e in b.events if e == "mine"]  # noqa: E731 - the cursor's selector
+    q = feed.CursorQueue(limit=2, wants=mine)
+    for start, events in ((0, ["other"]), (10, ["other"]), (20, ["mine"]), (30, ["other"])):
+        assert q.offer(feed.EventBatch(0, start, start + 10, events))
+    passed, wanted = q.take(0.01), q.take(0.01)
+    assert (passed.start, passed.end, passed.events) == (0, 20, [])  # one range, nothing in it
+    assert (wanted.start, wanted.events) == (20, ["mine"])
+    late = q.take(0.01)  # nothing queued: the range passed over comes after the wait, so the cursor commits it
+    assert (late.start, late.end, late.events) == (30, 40, [])
+    assert q.take(0.01) is None
+    for start in range(40, 100, 10):  # passed-over batches take no slot: never detached for them
+        assert q.offer(feed.EventBatch(0, start, start + 10, ["other"]))
+    assert not q.closed

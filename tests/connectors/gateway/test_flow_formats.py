@@ -185,7 +185,6 @@ def produce_changes(bootstrap: str, topic: str) -> None:
 
 
 def test_cdc_products_flow_as_records_with_their_change_kind(env_of, kafka_bootstrap, make_topic):
-    # Pull delivery: the push worker decodes without the messages' headers today (see the xfail below).
     topic = make_topic(partitions=1)
     spec = flowing(orders_product(topic), topic, attributes={"customer": "customer"})
     produce_changes(kafka_bootstrap, topic)
@@ -207,10 +206,6 @@ def test_cdc_products_flow_as_records_with_their_change_kind(env_of, kafka_boots
         jsonschema.validate(record, env.schema())
 
 
-@pytest.mark.xfail(strict=True, reason="connectors/gateway/worker.py `_decode` builds its Batch without the "
-                   "messages' headers, which a cloudevents product's decoder needs (ce_* are headers): "
-                   "every CDC record is quarantined by the push worker. Pass `[m.headers() for m in records]` "
-                   "when `decoder.needs_headers` (as pull.py and the landing do), then drop this mark.")
 def test_cdc_products_are_pushed_to_a_receiver(env_of, receiver, kafka_bootstrap, make_topic):
     topic = make_topic(partitions=1)
     spec = flowing(orders_product(topic), topic)
@@ -222,4 +217,9 @@ def test_cdc_products_are_pushed_to_a_receiver(env_of, receiver, kafka_bootstrap
         wait_for(lambda: len(receiver.deliveries()) >= 3, 15, what="3 change events pushed")
     finally:
         gateway.stop()
-    assert [r.headers["ce-flowop"] for r in receiver.deliveries()] == ["c", "u", "d"]
+    got = receiver.deliveries()
+    assert [r.headers["ce-flowop"] for r in got] == ["c", "u", "d"]  # the tombstone is no event
+    assert [int(r.headers["ce-sequence"]) for r in got] == [0, 1, 2]
+    assert {r.headers["ce-dataschema"] for r in got} == {f"{PUBLIC}/schemagroups/orders/schemas/orders"}
+    insert, update, delete = (json.loads(r.body) for r in got)
+    assert insert["status"] == "new" and update["status"] == "paid" and delete == {"id": 7}

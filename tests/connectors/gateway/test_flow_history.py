@@ -16,7 +16,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.flows import compact_hour
 from connectors.formats import Batch, decoder_for
-from connectors.gateway.history import HistoryError, LakeSpan, lake_span, read_history
+from connectors.gateway.events import events_from_batch
+from connectors.gateway.history import (
+    HistoryError,
+    LakeSpan,
+    events_from_history,
+    lake_span,
+    read_history,
+)
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
 from connectors.metastore import Metastore
@@ -29,6 +36,7 @@ from tests.support.gateway import (
     land_all,
     produce_history,
 )
+from tests.support.runs import run_at
 from tests.support.s3 import env_lake
 from tests.support.tansu import S3Broker
 
@@ -60,7 +68,7 @@ def assert_same(got: pa.Table, expected: pa.Table) -> None:
 
 def compact_all(spec, lake, metastore) -> None:
     for hour in sorted({f.hour for f in metastore.live_files(spec.name)}):
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id="compaction", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id="compaction", now=LATER))
     kinds = {f.kind for f in metastore.live_files(spec.name)}
     assert kinds == {"compacted"}, kinds
 
@@ -123,7 +131,7 @@ def test_history_continues_across_a_compaction_that_swaps_the_files_under_it(lan
         compact_all(spec, lake, metastore)  # deletes every landed file the reader was reading
     else:  # one hour swapped, its neighbours' landed files stay live: both kinds in one slice
         hour = sorted({f.hour for f in metastore.live_files(spec.name)})[2]
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id="compaction", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id="compaction", now=LATER))
     rest = list(tables)
     assert_same(pa.concat_tables([first, *rest]), window(expected[1], 0, 3000))
 
@@ -172,10 +180,32 @@ def test_truncated_topic_is_served_from_the_lake_then_kafka_without_gap_or_doubl
     metastore.dispose()
 
 
+def kafka_events(bootstrap: str, spec, partition: int) -> list:
+    """The events a read of the whole partition from Kafka makes (push's and pull's path)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-history-events",
+                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    msgs = []
+    try:
+        consumer.assign([TopicPartition(spec.topic, partition, 0)])
+        while True:
+            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            msgs += [m for m in batch if not m.error()]
+            if any(m.error() for m in batch):
+                break
+    finally:
+        consumer.close()
+    decoder = decoder_for(spec)
+    decoded = decoder.decode(Batch(partition, [m.value() for m in msgs], [m.key() for m in msgs],
+                                   [m.offset() for m in msgs], [m.timestamp()[1] for m in msgs],
+                                   [m.headers() for m in msgs] if decoder.needs_headers else None))
+    return events_from_batch(spec, partition, {m.offset(): m for m in msgs}, decoded.valid, "https://x/schema")
+
+
 @pytest.mark.parametrize("fmt, product", [("avro", "clicks_avro"), ("protobuf", "clicks_proto")])
 def test_history_of_a_wire_format_product_equals_its_decode(fmt, product, tmp_path, kafka_bootstrap, make_topic):
     """Avro and protobuf products (three writer schemas, flattened fields, wire faults): the
-    lake's rows are the decoder's, so every format can be replayed from the lake."""
+    lake's rows are the decoder's, so every format can be replayed from the lake — and the
+    events built from them (push's and pull's history) are those of a Kafka read, byte for byte."""
     topic = make_topic(partitions=2)
     spec = parse_spec_file(SHIPPED / f"{product}.yaml").model_copy(update={"topic": topic})
     records = list(encode_clicks(generate_clicks(900, 2, 0.05, seed=11, now=datetime(2026, 11, 30, 11, 30, tzinfo=UTC)), fmt))
@@ -188,6 +218,11 @@ def test_history_of_a_wire_format_product_equals_its_decode(fmt, product, tmp_pa
             end = lake_span(metastore, spec.name, p).end
             assert 0 < expected.num_rows < end
             assert_same(history(lake, metastore, spec, p, 0, end, 128), expected)
+            from_lake = [ev for t in read_history(lake, metastore, spec, p, 0, end, max_rows=128)
+                         for ev in events_from_history(spec, p, t, "https://x/schema")]
+            from_kafka = kafka_events(kafka_bootstrap, spec, p)
+            assert len(from_lake) == len(from_kafka) == expected.num_rows
+            assert from_lake == from_kafka  # ids, sequences, attributes, data bytes, event times
         if stage == "landed":
             compact_all(spec, lake, metastore)
     metastore.dispose()

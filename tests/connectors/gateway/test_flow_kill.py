@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _start_gateway(tmp_path: Path, env: dict[str, str], n: int) -> subprocess.Popen:
-    log = open(tmp_path / f"gateway-{n}.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(tmp_path / f"gateway-{n}.log", "wb")  # closed with the process
     return subprocess.Popen(
         [sys.executable, "-m", "orchestration.cli", "flow", "serve", "--port", "0"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -318,3 +318,69 @@ def test_inbound_needs_cloudevents_with_dedupe(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(SpecError, match="dedupe_on_id"):
         parse_spec_file(path)
+
+
+def test_the_decoder_given_parsed_attributes_judges_as_it_does_from_the_headers():
+    """The endpoint hands the product's decoder the attributes it parsed instead of headers to
+    read back (the fast path of a batch): the rows and every quarantine reason are the same."""
+    from connectors.formats.base import Batch
+    from connectors.formats.cloudevents import CloudEventsDecoder
+
+    spec = inbound_spec("t")
+    base = {"specversion": "1.0", "source": SOURCE, "type": TYPE, "time": "2026-11-30T08:00:00Z"}
+    cases = [
+        ({**base, "id": "ok", "datacontenttype": "application/json"}, click(1)),
+        ({**base, "id": "no-type-given"}, click(2)),  # no datacontenttype: JSON
+        ({**base, "id": "xml", "datacontenttype": "application/xml"}, click(3)),
+        ({**base, "id": "old", "specversion": "0.3"}, click(4)),
+        ({k: v for k, v in base.items() if k != "source"} | {"id": "nosource"}, click(5)),
+        ({**base, "id": "bad-kind"}, {**click(6), "kind": "view"}),
+        ({**base, "id": "bad-time", "time": "yesterday"}, click(7)),
+        ({**base, "id": "no-data"}, None),
+    ]
+    attributes = [a for a, _ in cases]
+    values = [None if d is None else json.dumps(d).encode() for _, d in cases]
+    headers = [[(f"ce_{k}", v.encode()) for k, v in a.items() if k != "datacontenttype"]
+               + ([("content-type", a["datacontenttype"].encode())] if "datacontenttype" in a else []) for a in attributes]
+    n = len(cases)
+    batch = dict(partition=0, values=values, keys=[b"k%d" % i for i in range(n)], offsets=list(range(n)),
+                 timestamps=[1_796_000_000_000] * n)
+    from_headers = CloudEventsDecoder(spec).decode(Batch(**batch, headers=headers))
+    parsed = CloudEventsDecoder(spec).decode(Batch(**batch), attributes)
+    assert parsed.valid.equals(from_headers.valid)
+    reasons = lambda d: dict(zip(d.invalid.column("_offset").to_pylist(), d.invalid.column("_error").to_pylist(), strict=True))  # noqa: E731
+    assert reasons(parsed) == reasons(from_headers)
+    assert parsed.valid.column("ce_id").to_pylist() == ["ok", "no-type-given"]
+    assert set(reasons(parsed)) == {2, 3, 4, 5, 6, 7}  # xml, 0.3, no source, bad kind, bad time, no data (no deletes)
+
+
+def test_concurrent_requests_share_the_webhook_id_log_commit(tmp_path):
+    """Group commit: 40 requests recording at once are all in the log when `record` returns, in
+    fewer transactions than requests (each one a durable SQLite commit)."""
+    import threading
+
+    from connectors.gateway.inbound.log import DeliveryLog
+    from connectors.metastore import Metastore
+
+    metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
+    log = DeliveryLog(metastore)
+    start = threading.Barrier(40)
+    returned: list[str] = []
+
+    def one(i: int) -> None:
+        start.wait()
+        log.record("ads_clicks", ORG, f"msg-{i}", 200, i, {"accepted": i}, 3600)
+        assert log.get("ads_clicks", ORG, f"msg-{i}").answer == {"accepted": i}  # committed when record returns
+        returned.append(f"msg-{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert sorted(returned) == sorted(f"msg-{i}" for i in range(40))
+        assert log.totals("ads_clicks") == {ORG: sum(range(40))}
+        assert 1 <= log.commits < 40, log.commits
+    finally:
+        metastore.dispose()

@@ -31,6 +31,7 @@ from tests.support.compaction import (
     compaction_child,
     land_in_rounds,
 )
+from tests.support.runs import run_at
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY, env_lake, list_lake_files, read_lake
 from tests.support.s3_faults import FaultyS3Proxy
 
@@ -84,7 +85,7 @@ def test_compaction_markers_read_replay_and_late_data_on_s3(
     landed_objects = {p for p in list_lake_files(s3_lake_url, "clicks")}
     assert len(landed_objects) >= 2 * len(HOURS)
 
-    results, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
+    results, skipped = compact_closed_hours(spec, run_at(lake=lake, metastore=metastore, now=LATER))
     assert not skipped and sorted(r.hour for r in results) == HOURS
     objects = list_lake_files(s3_lake_url, "clicks")
     for h in HOURS:  # per hour: the compacted file and the marker, no landed file left
@@ -111,7 +112,7 @@ def test_compaction_markers_read_replay_and_late_data_on_s3(
     assert "1 live file(s)" in out and "event_id" in out
 
     # Replay rebuilds an hour from Kafka into generation 2; the generation-1 object goes.
-    r = replay_hour(spec, HOURS[1], lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER)
+    r = replay_hour(spec, HOURS[1], run_at(lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, now=LATER))
     assert r.status == "compacted" and r.source == "kafka" and r.generation == 2, r.note
     h1 = sorted(p.rsplit("/", 1)[-1] for p in list_lake_files(s3_lake_url, hour_dir("clicks", HOURS[1])))
     assert h1 == [SUCCESS, "part-g2-0.parquet"]
@@ -124,7 +125,7 @@ def test_compaction_markers_read_replay_and_late_data_on_s3(
     res = land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, idle_timeout_s=10)
     assert res.reopened_hours == [HOURS[0]]
     assert f"{hour_dir('clicks', HOURS[0])}/{SUCCESS}" not in list_lake_files(s3_lake_url, "clicks")
-    compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
+    compact_closed_hours(spec, run_at(lake=lake, metastore=metastore, now=LATER))
     assert read_marker(lake, "clicks", HOURS[0])["generation"] == 2
     assert read_lake(s3_lake_url, "clicks").column("event_id").to_pylist().count("late-1") == 1
 
@@ -141,7 +142,7 @@ def test_compaction_crash_then_rerun_is_exactly_once_on_s3(kafka_bootstrap, topi
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     metastore.clock = lambda: time.time() + 1.2  # the dead child's lease (1 s) has run out, without waiting
-    _, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
+    _, skipped = compact_closed_hours(spec, run_at(lake=lake, metastore=metastore, now=LATER))
     assert not skipped, skipped
     assert_exactly_once(spec, lake, metastore, expected)
     assert positions(read_lake(s3_lake_url, "clicks")) == Counter(expected)  # the bucket, read from outside

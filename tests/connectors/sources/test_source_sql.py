@@ -22,6 +22,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.sources import SourceError, SourceSpec, load_sources, publish, read_cursor
 from connectors.spec import SpecError, parse_spec_file
+from tests.support.runs import run_at
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -104,7 +105,7 @@ def read_events(bootstrap: str, topic: str) -> list[dict]:
 
 
 def run(src, product, url, ms, bootstrap, now):
-    return publish(src, product, source_url=url, metastore=ms, bootstrap=bootstrap, now=now)
+    return publish(src, product, run_at(lake=None, metastore=ms, bootstrap=bootstrap, now=now), source_url=url)
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
@@ -178,8 +179,9 @@ def test_cursor_stays_when_the_broker_does_not_acknowledge(sqlite_url, tmp_path,
     ms = Metastore(f"sqlite:///{tmp_path / 'ms.db'}")
     put(sqlite_url, table, (1, "p-001", NOW - timedelta(minutes=1)))
     with pytest.raises(Exception):  # noqa: B017 - no broker answers: topic creation or delivery fails
-        publish(source(), product, source_url=sqlite_url, metastore=ms, bootstrap="127.0.0.1:1",
-                kafka_config={"message.timeout.ms": 2000, "socket.timeout.ms": 1000}, now=NOW)
+        run = run_at(lake=None, metastore=ms, bootstrap="127.0.0.1:1", now=NOW,
+                     kafka_config={"message.timeout.ms": 2000, "socket.timeout.ms": 1000})
+        publish(source(), product, run, source_url=sqlite_url)
     assert read_cursor(ms, "partners_crm").generation == 0
 
 
@@ -202,7 +204,7 @@ def test_sigkill_mid_publish_then_restart_no_gap_no_duplicate_after_dedupe(sqlit
     assert cursor.rows_published == 200 and cursor.last_incrementing == 200  # batch 3 was acked, not stored
     assert len(read_events(kafka_bootstrap, product.topic)) == 300
     ms.clock = lambda: time.time() + 1.2  # the dead publisher's claim lease (1 s) has run out, without waiting
-    r = publish(src, product, source_url=sqlite_url, metastore=ms, bootstrap=kafka_bootstrap)
+    r = publish(src, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap), source_url=sqlite_url)
     assert r.published == 300 and r.cursor_after.last_incrementing == 500
     events = read_events(kafka_bootstrap, product.topic)
     assert len(events) == 600  # batch 3 went out twice ...

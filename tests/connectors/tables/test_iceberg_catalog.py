@@ -25,6 +25,7 @@ from tests.support.iceberg import (
     assert_table_equals_metastore,
     seal,
 )
+from tests.support.runs import run_at
 
 
 def _catalog_rows(url: str) -> list[tuple]:
@@ -72,7 +73,7 @@ def test_new_spec_column_becomes_a_new_iceberg_column_with_ids_kept(topic, kafka
     ids_before = {f.name: f.field_id for f in tables.load(spec.name).schema().fields}
 
     grown = spec.model_copy(update={"fields": [*spec.fields, FieldSpec(name="campaign", type="string")]})
-    compact_hour(grown, HOURS[0], lake=lake, metastore=metastore, now=LATER, force=True)  # files with the column
+    compact_hour(grown, HOURS[0], run_at(lake=lake, metastore=metastore, now=LATER), force=True)  # files with the column
     r = publish_sealed_hours(grown, lake=lake, metastore=metastore, tables=tables)
     assert [(p["hour"], p["generation"]) for p in r.published] == [(HOURS[0], 2)]
     table = tables.load(spec.name)

@@ -31,6 +31,7 @@ from tests.support.iceberg import (
     seal,
     seqs_in_ancestry,
 )
+from tests.support.runs import run_at
 from tests.support.s3 import env_lake
 
 LATE = (
@@ -117,7 +118,7 @@ def test_late_data_republishes_the_hour_and_the_old_snapshot_reads_until_it_expi
 
     produce(kafka_bootstrap, spec.topic, [LATE])
     assert land(spec, lake=lake, metastore=metastore, bootstrap=kafka_bootstrap, idle_timeout_s=10).reopened_hours == [h]
-    r = compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+    r = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     assert r.generation == 2 and r.marker_written
     # the old generation was published: compaction defers its deletion to snapshot expiry
     assert all(lake.exists(p) for p in g1)
@@ -153,7 +154,7 @@ def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topi
     killed = 0
     for i in range(kills):
         if i:  # a new generation of a random hour (a rebuild): the next publish overwrites it
-            compact_hour(spec, rng.choice(HOURS), lake=lake, metastore=metastore, now=LATER, force=True)
+            compact_hour(spec, rng.choice(HOURS), run_at(lake=lake, metastore=metastore, now=LATER), force=True)
         point = rng.choice(points)
         proc = child(spec, lake, url, crash_at=point)
         if point is None:  # no crash point: a kill at a random moment instead

@@ -19,6 +19,7 @@ from tests.support.cdc import (
     orders_source,
     sql,
 )
+from tests.support.runs import run_at
 
 COLUMNS = ["id", "customer", "amount", "status", "note", "tags"]
 BIG = "".join(chr(65 + (i * 7919) % 26) for i in range(300_000))
@@ -62,7 +63,7 @@ def test_warehouse_equals_the_table_after_every_kind_of_change(cdc_db, make_topi
     sink = WarehouseSink(product, warehouse_url)
 
     def cycle():
-        capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+        capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
         land(product, lake=lake, metastore=ms, bootstrap=kafka_bootstrap, idle_timeout_s=2)
         sync(product, lake=lake, metastore=ms, sink=sink)
         assert warehouse_state(sink) == source_state(cdc_db)
@@ -122,12 +123,12 @@ def test_added_column_becomes_a_nullable_column_of_the_product(cdc_db, make_topi
     ms = Metastore(f"sqlite:///{tmp_path / 'ms.db'}")
     lake = Lake(str(tmp_path / "lake"))
     wh = f"sqlite:///{tmp_path / 'wh.db'}"
-    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     sql(cdc_db, "ALTER TABLE orders ADD COLUMN coupon text", "INSERT INTO orders (id, customer, coupon) VALUES (2, 'b', 'X1')")
-    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     land(product, lake=lake, metastore=ms, bootstrap=kafka_bootstrap, idle_timeout_s=2)  # before the owner adds the field
     sql(cdc_db, "UPDATE orders SET coupon = 'Y2' WHERE id = 1")
-    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)
+    capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     evolved = orders_product(topic, fields=[*[f.model_dump() for f in product.fields], {"name": "coupon", "type": "string"}])
     land(evolved, lake=lake, metastore=ms, bootstrap=kafka_bootstrap, idle_timeout_s=2)
     sink = WarehouseSink(evolved, wh)

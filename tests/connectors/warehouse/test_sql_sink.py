@@ -23,6 +23,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from connectors.errors import is_transient
 from connectors.flows import land
 from connectors.formats import lake_schema
 from connectors.lake import Lake
@@ -30,12 +31,15 @@ from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
 from connectors.warehouse import (
     WarehouseError,
+    WarehouseRefusedError,
     WarehouseSchemaError,
     WarehouseSink,
     reduce_latest,
     sync,
 )
 from connectors.warehouse.dialects import PostgresDialect
+from tests.support.runs import run_at
+from tests.support.services import PG_HOST, PG_PORT
 from tests.support.warehouse import T0, expected_state, make_spec, produce_accounts, state
 
 DIALECTS = ["sqlite", "postgresql", "mariadb"]
@@ -286,6 +290,37 @@ def test_passwords_never_appear_in_errors():
     assert "s3cret-pw" not in str(info.value)
     assert "***" in str(info.value) and "127.0.0.1:1" in str(info.value)
     assert "s3cret-pw" not in repr(sink)
+    assert is_transient(info.value)  # nobody answered: the same sync may pass once it is up
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://u:s3cret-pw@host:notaport/db",
+                                 "nosuchdb://u:s3cret-pw@host/db"])
+def test_a_url_that_cannot_open_is_refused_terminally_without_echoing_it(url):
+    with pytest.raises(WarehouseRefusedError) as info:
+        WarehouseSink(make_spec(), url)
+    assert not is_transient(info.value)  # the same URL fails the same way: a person must fix it
+    assert "s3cret-pw" not in str(info.value) and "warehouse URL" in str(info.value)
+
+
+def test_a_statement_the_database_refuses_is_terminal(pg_url):
+    """A role without CREATE on the schema (PostgreSQL 15's default for public): the driver's
+    ProgrammingError becomes WarehouseRefusedError, which retries would only repeat."""
+    import psycopg
+
+    role = f"flowsuite_ro_{uuid.uuid4().hex[:8]}"
+    dbname = pg_url.rsplit("/", 1)[1]
+    admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=dbname, autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    admin.execute(f'REVOKE CREATE ON SCHEMA public FROM PUBLIC, "{role}"')
+    sink = WarehouseSink(make_spec(), pg_url.replace("//postgres@", f"//{role}@"))
+    try:
+        with pytest.raises(WarehouseRefusedError, match="InsufficientPrivilege") as info:
+            sink.ensure_table()
+        assert not is_transient(info.value)
+    finally:
+        sink.dispose()
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
 
 
 # --- from the lake: end to end and crashes -----------------------------------------------
@@ -431,7 +466,7 @@ def test_a_file_compacted_away_while_reading_is_listed_again(kafka_bootstrap, to
     def compact_then_read(spec_, lake_, files, window):
         if not failures:
             for hour in sorted({f.hour for f in files}):
-                compact_hour(spec, hour, lake=lake, metastore=metastore, force=True)
+                compact_hour(spec, hour, run_at(lake=lake, metastore=metastore), force=True)
             try:
                 return real_read(spec_, lake_, files, window)  # the listing from before the swap
             except OSError as exc:

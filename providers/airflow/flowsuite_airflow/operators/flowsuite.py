@@ -164,8 +164,9 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
         from connectors.metastore import ClaimHeldError
 
         config = self.config()
-        spec, lake, metastore = self.spec(config), config.lake(), config.metastore()
+        spec, metastore = self.spec(config), config.metastore()
         run_id = self.run_id(context)
+        run = config.run_context(run_id=run_id, is_dead=try_is_dead(run_id), lease_s=self.lease_s)
         named = self.hours is not None
         if named:
             try:
@@ -181,8 +182,7 @@ class FlowsuiteCompactOperator(_FlowsuiteOperator):
         blocked: dict[str, str] = {}
         for hour in wanted:
             try:
-                r = compact_hour(spec, hour, lake=lake, metastore=metastore, run_id=run_id,
-                                 is_dead=try_is_dead(run_id), force=self.force, lease_s=self.lease_s)
+                r = compact_hour(spec, hour, run, force=self.force)
             except HourBlockedError as exc:
                 (blocked if named else skipped)[hour] = str(exc)
                 continue

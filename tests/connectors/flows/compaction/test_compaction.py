@@ -34,6 +34,7 @@ from tests.support.compaction import (
     pairs,
     sorted_rows,
 )
+from tests.support.runs import run_at
 
 FULL = os.environ.get("FLOWSUITE_RELIABILITY") == "full"
 
@@ -56,7 +57,7 @@ def test_compaction_keeps_every_row_and_value_and_drops_files(landed):
     assert all(n >= 4 for n in files_before.values()), files_before  # several small landings
 
     for h in HOURS:
-        result = compact_hour(spec, h, lake=lake, metastore=metastore, run_id="c1", now=LATER)
+        result = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, run_id="c1", now=LATER))
         assert result.status == "compacted", result.reason
         after = hour_rows(lake, metastore, spec.name, h)
         assert pairs(after) == pairs(before[h])  # exact multiset of (partition, offset)
@@ -78,7 +79,7 @@ def test_compaction_keeps_every_row_and_value_and_drops_files(landed):
         assert sum(r[1] - r[0] + 1 for runs in marker["offset_ranges"].values() for r in runs) >= after.num_rows
 
     # idempotent: nothing new → a no-op that says so
-    again = compact_hour(spec, HOURS[0], lake=lake, metastore=metastore, run_id="c2", now=LATER)
+    again = compact_hour(spec, HOURS[0], run_at(lake=lake, metastore=metastore, run_id="c2", now=LATER))
     assert again.status == "noop" and "already compacted" in again.reason
     assert metastore.hour(spec.name, HOURS[0]).generation == 1
 
@@ -86,12 +87,12 @@ def test_compaction_keeps_every_row_and_value_and_drops_files(landed):
 def test_open_hour_gets_no_marker_until_closed_and_schedule_finishes_it(landed):
     spec, lake, metastore, _ = landed
     h = HOURS[-1]
-    r = compact_hour(spec, h, lake=lake, metastore=metastore, now=NOW)
+    r = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=NOW))
     assert r.status == "compacted" and not r.marker_written and "still open" in r.marker_reason
     assert not lake.exists(f"{hour_dir(spec.name, h)}/{SUCCESS}")
     due, _ = hours_due(spec, metastore, now=LATER)
     assert {d.hour: d.reason for d in due}[h] == "marker missing"
-    r2 = compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+    r2 = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     assert r2.status == "noop" and r2.marker_written
 
 
@@ -100,7 +101,7 @@ def test_multi_file_output_is_globally_sorted_and_exact(landed):
     h = HOURS[1]
     before = hour_rows(lake, metastore, spec.name, h)
     total = sum(f.bytes for f in metastore.live_files(spec.name, h))
-    r = compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER, target_file_bytes=max(1, total // 3))
+    r = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER), target_file_bytes=max(1, total // 3))
     assert len(r.files_after) >= 3
     assert sorted_rows(hour_rows(lake, metastore, spec.name, h)) == sorted_rows(before)
     # outputs are disjoint, ordered ranges of event time
@@ -115,7 +116,7 @@ def test_multi_file_output_is_globally_sorted_and_exact(landed):
 def test_late_record_reopens_hour_and_next_compaction_includes_it(landed, kafka_bootstrap):
     spec, lake, metastore, _ = landed
     h = HOURS[0]
-    compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+    compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     assert read_marker(lake, spec.name, h) is not None
     late = (
         b"late-1",
@@ -131,7 +132,7 @@ def test_late_record_reopens_hour_and_next_compaction_includes_it(landed, kafka_
     due, _ = hours_due(spec, metastore, now=LATER)
     assert [d for d in due if d.hour == h][0].reason == "reopened"
 
-    r = compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+    r = compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
     assert r.generation == 2 and r.marker_written
     ids = hour_rows(lake, metastore, spec.name, h).column("event_id").to_pylist()
     assert ids.count("late-1") == 1
@@ -143,8 +144,8 @@ def test_blocked_hour_is_refused_with_its_reason(landed):
     spec, lake, metastore, _ = landed
     metastore.block_hours(spec.name, [HOURS[0]], "expect_column_values_to_not_be_null failed on user_id")
     with pytest.raises(HourBlockedError, match="user_id"):
-        compact_hour(spec, HOURS[0], lake=lake, metastore=metastore, now=LATER)
-    results, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
+        compact_hour(spec, HOURS[0], run_at(lake=lake, metastore=metastore, now=LATER))
+    results, skipped = compact_closed_hours(spec, run_at(lake=lake, metastore=metastore, now=LATER))
     assert {r.hour for r in results} == set(HOURS[1:])
     assert [s.hour for s in skipped] == [HOURS[0]] and "blocked" in skipped[0].reason
     assert all(f.kind == "landed" for f in metastore.live_files(spec.name, HOURS[0]))
@@ -164,10 +165,10 @@ def test_crash_at_each_point_then_rerun_is_exactly_once(landed, crash_at, tmp_pa
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     metastore.clock = lambda: time.time() + 1.2  # the dead child's lease (1 s) has run out, without waiting
-    results, skipped = compact_closed_hours(spec, lake=lake, metastore=metastore, now=LATER)
+    results, skipped = compact_closed_hours(spec, run_at(lake=lake, metastore=metastore, now=LATER))
     assert not skipped, skipped
     for h in HOURS:  # every hour ends compacted and marked, whatever the crash left behind
-        compact_hour(spec, h, lake=lake, metastore=metastore, now=LATER)
+        compact_hour(spec, h, run_at(lake=lake, metastore=metastore, now=LATER))
         assert read_marker(lake, spec.name, h) is not None
         assert metastore.hour(spec.name, h).state == "compacted"
     assert_exactly_once(spec, lake, metastore, expected)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from connectors.metastore import Metastore
-from connectors.sources.cdc import CdcError, capture
+from connectors.sources.cdc import CaptureOptions, CdcError, capture
 from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.position import read_position
 from tests.support import wait_for
@@ -24,6 +24,7 @@ from tests.support.cdc import (
     slot_streaming,
     sql,
 )
+from tests.support.runs import run_at
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def setup(cdc_db, make_topic, tmp_path, kafka_bootstrap):
     ms = Metastore(f"sqlite:///{tmp_path / 'ms.db'}")
     product, source = orders_product(topic), orders_source(cdc_db)
 
-    def run(**kw):
-        return capture(source, product, metastore=ms, bootstrap=kafka_bootstrap, **kw)
+    def run(**options):
+        return capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap), CaptureOptions(**options))
 
     return cdc_db, topic, ms, run
 
@@ -166,12 +167,12 @@ def test_slot_creation_errors_are_clear(pg_logical, cdc_db, make_topic, tmp_path
     product = orders_product(make_topic(partitions=1))
     plain = cdc_db.replace("postgres@", "plain@")
     with pytest.raises(CdcError, match=r"lacks the REPLICATION attribute \(ALTER ROLE plain REPLICATION\)"):
-        capture(orders_source(plain), product, metastore=ms, bootstrap=kafka_bootstrap)
+        capture(orders_source(plain), product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     with pytest.raises(CdcError, match="table public.nope does not exist"):
-        capture(orders_source(cdc_db, table="nope"), product, metastore=ms, bootstrap=kafka_bootstrap)
+        capture(orders_source(cdc_db, table="nope"), product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     sql(cdc_db, "CREATE TABLE other (id int PRIMARY KEY)", "CREATE PUBLICATION elsewhere FOR TABLE other")
     with pytest.raises(CdcError, match="publication 'elsewhere' exists but does not publish public.orders"):
-        capture(orders_source(cdc_db, publication="elsewhere"), product, metastore=ms, bootstrap=kafka_bootstrap)
+        capture(orders_source(cdc_db, publication="elsewhere"), product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
     sql(pg_logical.url, "DROP ROLE IF EXISTS plain_owner")
     # the machine's own server runs wal_level=replica: the message says what to change
     from tests.support.services import PG_HOST, PG_PORT
@@ -182,7 +183,7 @@ def test_slot_creation_errors_are_clear(pg_logical, cdc_db, make_topic, tmp_path
         return
     if sql(replica_url, "SHOW wal_level")[0][0] != "logical":
         with pytest.raises(CdcError, match="wal_level is 'replica'; change data capture needs wal_level = logical"):
-            capture(orders_source(replica_url), product, metastore=ms, bootstrap=kafka_bootstrap)
+            capture(orders_source(replica_url), product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))
 
 
 def test_snapshot_with_concurrent_writes_every_row_once(setup, kafka_bootstrap):

@@ -19,7 +19,7 @@ import pytest
 from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from connectors.sources.cdc import capture
+from connectors.sources.cdc import CaptureOptions, capture
 from connectors.warehouse import WarehouseSink, sync
 from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for
@@ -32,6 +32,7 @@ from tests.support.cdc import (
     slot_streaming,
     sql,
 )
+from tests.support.runs import run_at
 
 
 class Writer(threading.Thread):
@@ -84,7 +85,7 @@ def _worker(source, product, ms_url, bootstrap, crash_at: str | None = None) -> 
 
 
 def _settle(cdc_db, product, source, ms, lake, sink, bootstrap, writer):
-    capture(source, product, metastore=ms, bootstrap=bootstrap)  # bounded: until caught up
+    capture(source, product, run_at(lake=None, metastore=ms, bootstrap=bootstrap))  # bounded: until caught up
     land(product, lake=lake, metastore=ms, bootstrap=bootstrap, idle_timeout_s=2)
     sync(product, lake=lake, metastore=ms, sink=sink)
     table = {r[0]: (r[1], r[2]) for r in sql(cdc_db, "SELECT id, status, amount::text FROM orders")}
@@ -104,7 +105,7 @@ def test_sigkill_capture_then_restart_warehouse_equals_table(scenario, cdc_db, m
     ms = Metastore(ms_url)
     lake = Lake(str(tmp_path / "lake"))
     sink = WarehouseSink(product, f"sqlite:///{tmp_path / 'wh.db'}")
-    capture(source, product, metastore=ms, bootstrap=kafka_bootstrap)  # the snapshot
+    capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap))  # the snapshot
     rng = random.Random(SEED)
     writer = Writer(cdc_db, SEED)
     writer.start()
@@ -171,7 +172,7 @@ def test_postgres_restarted_mid_stream(pg_logical, cdc_db, make_topic, tmp_path,
     stop = threading.Event()
     results = []
     follower = threading.Thread(target=lambda: results.append(
-        capture(source, product, metastore=ms, bootstrap=kafka_bootstrap, follow=True, stop=stop)))
+        capture(source, product, run_at(lake=None, metastore=ms, bootstrap=kafka_bootstrap), CaptureOptions(follow=True, stop=stop))))
     follower.start()
     try:
         wait_for(lambda: slot_streaming(cdc_db), 30, what="the capture to stream from its slot")

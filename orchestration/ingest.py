@@ -1,5 +1,6 @@
 """Run a product's `<P>_ingest` job in process through Dagster and say what happened
-(`flowsuite land` and the demo).
+(`flowsuite land`; the demo uses it too, but this is no demo code: `flowsuite land` never
+imports orchestration/demo/).
 
 `run_ingest` executes `<P>_ingest` against the instance at DAGSTER_HOME (so the run shows in
 the UI of `make dev`), or an ephemeral one without it.
