@@ -23,6 +23,7 @@ from quality.freshness import (
     unsealed_hours,
 )
 from tests.support.compaction import HOURS, LATER, NOW, clicks_spec, land_in_rounds
+from tests.support.runs import run_at
 
 
 def _clicks(**update):
@@ -74,13 +75,13 @@ def test_hours_sealed_names_the_hours_without_success(kafka_bootstrap, topic, tm
     late = unsealed_hours(spec, metastore, lake, now=LATER)
     assert set(late) == landed
     first = sorted(landed)[0]
-    compact_hour(spec, first, lake=lake, metastore=metastore, run_id="c1", now=LATER)
+    compact_hour(spec, first, run_at(lake=lake, metastore=metastore, run_id="c1", now=LATER))
     status = hours_sealed_status(spec, metastore, lake, now=LATER)
     assert not status.passed
     assert first not in status.metadata["unsealed_hours"]
     assert set(status.metadata["unsealed_hours"]) == landed - {first}
     for hour in landed - {first}:
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id=f"c-{hour}", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id=f"c-{hour}", now=LATER))
     assert hours_sealed_status(spec, metastore, lake, now=LATER).passed
     # A late record reopens its hour: the marker goes, and the hour is unsealed again.
     report = produce(kafka_bootstrap, topic, generate_clicks(20, 1, 0.0, seed=9, now=NOW), partitions=2)
@@ -107,7 +108,7 @@ def test_product_health_is_one_status_worst_first(kafka_bootstrap, topic, tmp_pa
     if health.status == "late":  # the demo hours (2026-01-10) are long closed and not compacted
         assert all(r.startswith("hour ") for r in health.reasons["late"]), health.reasons
     for hour in {h.hour for h in metastore.hours(spec.name)}:
-        compact_hour(spec, hour, lake=lake, metastore=metastore, run_id=f"c-{hour}", now=LATER)
+        compact_hour(spec, hour, run_at(lake=lake, metastore=metastore, run_id=f"c-{hour}", now=LATER))
     assert product_health(spec, flowsuite, now=now).status == "fresh"
     if blocked:
         metastore.block_hours(spec.name, [HOURS[0]], "test: a blocking check failed")
