@@ -58,6 +58,7 @@ def test_events_only_for_changed_hours_and_refusals_at_once(airflow_template, tm
     doc = yaml.safe_load((ROOT / "dataproducts" / "clicks.yaml").read_text())
     doc["topic"] = topic
     doc["sinks"]["lake"]["iceberg"] = {"enabled": False}
+    doc["partitioning"]["start"] = "-3d"  # h1 is 1 day 4 hours back: before "-1d" from 00:00 to 04:00 UTC
     (products / "clicks.yaml").write_text(yaml.safe_dump(doc))
     fs = tmp_path / "flowsuite"
     h1 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1, hours=4)
