@@ -313,18 +313,25 @@ def latency(bench: Bench, subscribers: int, mode: str, seconds: float) -> dict:
     config = {"mode": mode, "maxbatch": 500} if mode == "batched" else {}
     bench.subscribe(spec, subscribers, **config)
     bench.start_gateway()
+    lat = paced_latencies(bench, topic, subscribers, seconds)
+    return {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "p99": pct(lat, 0.99), "events": len(lat)}
+
+
+def paced_latencies(bench: Bench, topic: str, answering: int, seconds: float) -> list[float]:
+    """The delivery latencies of `answering` receivers for `seconds` at 1,000 events/s, after a
+    warm-up (every subscriber's partitions claimed and flowing before the clock starts); stops
+    the gateway."""
     prefix = f"/s{bench.topic_n}-"
-    # warm up: every subscriber's partitions are claimed and flowing before the clock starts
     p = Producer({"bootstrap.servers": bench.bootstrap})
     for partition in (0, 1):
         p.produce(topic, value=record(-1, False), partition=partition)
     p.flush(30)
-    bench.wait_count(prefix, 2 * subscribers, timeout=120)
+    bench.wait_count(prefix, 2 * answering, timeout=120)
     n = produce_paced(bench.bootstrap, topic, 1000, seconds)
-    bench.wait_count(prefix, (n + 2) * subscribers, timeout=seconds * 20 + 60)
+    bench.wait_count(prefix, (n + 2) * answering, timeout=seconds * 20 + 60)
     lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
     bench.stop_gateway()
-    return {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "p99": pct(lat, 0.99), "events": len(lat)}
+    return lat
 
 
 def throughput(bench: Bench, events: int, mode: str, subscribers: int = 1) -> tuple[float, float, int]:
@@ -450,17 +457,7 @@ def hung(bench: Bench, seconds: float, hung_receivers: int) -> dict:
     topic, spec = bench.topic(2)
     bench.subscribe(spec, 10, hung=hung_receivers, mode="batched", maxbatch=500)
     bench.start_gateway()
-    prefix = f"/s{bench.topic_n}-"
-    live = 10 - hung_receivers
-    p = Producer({"bootstrap.servers": bench.bootstrap})
-    for partition in (0, 1):
-        p.produce(topic, value=record(-1, False), partition=partition)
-    p.flush(30)
-    bench.wait_count(prefix, 2 * live, timeout=120)
-    n = produce_paced(bench.bootstrap, topic, 1000, seconds)
-    bench.wait_count(prefix, (n + 2) * live, timeout=seconds * 20 + 60)
-    lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
-    bench.stop_gateway()
+    lat = paced_latencies(bench, topic, 10 - hung_receivers, seconds)
     return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "events": len(lat)}
 
 
