@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import yaml
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -511,7 +512,9 @@ class DataProductSpec(SpecModel):
     description: str = ""
     topic: str
     format: Literal["json", "cloudevents", "avro", "protobuf"] = "json"
-    key: list[str] = Field(default_factory=list)
+    # A field name or a list of them (`_key_list`); the JSON schema says so for `dg check yaml`.
+    key: Annotated[list[str], WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})] = \
+        Field(default_factory=list)
     fields: list[FieldSpec]
     event_time: EventTimeSpec
     partitioning: PartitioningSpec

@@ -54,9 +54,22 @@ def shared_flowsuite_resource() -> FlowsuiteResource:
 
 
 class DataProductAttributes(BaseModel):
-    """Any mapping: the spec loader validates it (one model, one set of messages)."""
+    """Any mapping: the spec loader validates it (one model, one set of messages).
+
+    Its JSON schema, what `dg check yaml` checks a defs.yaml against, is the spec's own
+    (`DataProductSpec`) without `name`, the folder's: so `dg check yaml` points at a wrong type,
+    a missing required field or an unknown key by line; the checks no schema states (a key
+    that names no field, an expectation's kwargs) are the loader's, reported by `dg check defs`."""
 
     model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        schema = DataProductSpec.model_json_schema(*args, **kwargs)
+        schema["properties"].pop("name", None)
+        schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+        schema["title"] = cls.__name__
+        return schema
 
 
 SCAFFOLD = """\

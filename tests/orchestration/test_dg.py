@@ -1,6 +1,6 @@
 """The `dg` CLI on the code location, as a Dagster user runs it: `dg list defs --json` and
 `dg check defs` on the repository, and `dg scaffold defs flowsuite.DataProduct` in a fresh
-project, whose spec errors `dg check defs` reports with file and field."""
+project, whose spec errors `dg check yaml` and `dg check defs` report with file and field."""
 
 from __future__ import annotations
 
@@ -81,8 +81,18 @@ def test_a_scaffolded_product_loads_and_its_spec_errors_name_file_and_field(tmp_
     assert "hourly_compaction_orders" in {s["name"] for s in defs["schedules"]}
     assert "orders_offsets" in {s["name"] for s in defs["sensors"]}
 
-    defs_yaml.write_text(defs_yaml.read_text().replace("type: timestamp,", "type: timestampz,", 1))
+    # What the spec's JSON schema states, dg check yaml (and dg check defs first) reports by line.
+    scaffolded = defs_yaml.read_text()
+    defs_yaml.write_text(scaffolded.replace("type: timestamp,", "type: timestampz,", 1))
+    for command in (("check", "yaml"), ("check", "defs")):
+        bad = dg(*command, cwd=root, env=env)
+        assert bad.returncode != 0
+        said = bad.stdout + bad.stderr
+        assert f"{defs_yaml}:12 - flowsuite.DataProduct attributes.fields.1.type 'timestampz' is not one of" in said, said[-3000:]
+    # A rule no schema states (the key names a declared field) is the loader's, with file and field.
+    defs_yaml.write_text(scaffolded.replace("key: id", "key: order_id", 1))
+    assert dg("check", "yaml", cwd=root, env=env).returncode == 0
     bad = dg("check", "defs", cwd=root, env=env)
     assert bad.returncode != 0
     said = bad.stdout + bad.stderr
-    assert f"{defs_yaml} at attributes.fields[1](event_time).type: got 'timestampz'" in said, said[-3000:]
+    assert f"{defs_yaml} at attributes: key field 'order_id' is not declared in fields" in said, said[-3000:]
