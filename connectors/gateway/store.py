@@ -299,6 +299,15 @@ class GatewayStore:
             rows = conn.execute(select(positions).where(positions.c.subscription == sub_id)).mappings().all()
         return {r["partition"]: (r["next_offset"], r["not_before_ms"]) for r in rows}
 
+    def positions_of(self, sub_ids: list[str]) -> dict[str, dict[int, tuple[int, int | None]]]:
+        """`positions` of many subscriptions, by id, in one query per 500 ids."""
+        out: dict[str, dict[int, tuple[int, int | None]]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(sub_ids), 500):
+                for r in conn.execute(select(positions).where(positions.c.subscription.in_(sub_ids[i:i + 500]))).mappings():
+                    out.setdefault(r["subscription"], {})[r["partition"]] = (r["next_offset"], r["not_before_ms"])
+        return out
+
     def commit_position(self, sub_id: str, partition: int, expected: int, next_offset: int, owner: str,
                         clear_not_before: bool, delivered: int = 0, outcome: str | None = None) -> bool:
         """Advance a position from `expected` to `next_offset`, only while `owner` still holds

@@ -94,6 +94,7 @@ class PartitionDelivery(threading.Thread):
         owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
         feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
         lake: Lake | None = None, books: DeliveryBooks | None = None,
+        start_at: tuple[int, int | None] | None = None,
     ):
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
         self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
@@ -118,6 +119,7 @@ class PartitionDelivery(threading.Thread):
         self.count_lock = threading.Lock()
         self.commit_lock = threading.Lock()
         self.books = books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
+        self.start_at = start_at  # (position, not_before_ms) read after the claim; None: read it here
         self.stop_reason: str | None = None
         self.state_ok_at = 0.0
         self._keep = None
@@ -179,7 +181,9 @@ class PartitionDelivery(threading.Thread):
                 self._producer.flush(10)
 
     def _run(self) -> None:
-        self.position, not_before = self.store.positions(self.sub.id).get(self.partition, (0, None))
+        if self.start_at is None:
+            self.start_at = self.store.positions(self.sub.id).get(self.partition, (0, None))
+        self.position, not_before = self.start_at
         self.stored_not_before = not_before
         self.read_at = self.position  # the first offset not taken from the feed or read yet
         own_books = self.books is None

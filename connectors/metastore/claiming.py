@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -90,6 +90,77 @@ class Claims:
         if stale:
             self.forget_files(stale, only_pending=True)
         return Takeover(previous_run_id=previous, pending_files=stale)
+
+    def claim_many(self, units: list[tuple[str, str, str]], run_id: str, lease_s: float,
+                   attempts: int = 5) -> set[tuple[str, str]]:
+        """Claim many units of work in one transaction; the (product, resource) pairs now ours.
+
+        `units` are (product, resource, owner). A unit is taken when it is free, when its lease
+        ran out (taken over: a compare-and-set on the previous owner *and* its expiry, so a
+        renewal that lands first wins), or when `owner` holds it already (its lease renewed).
+        A unit held live by someone else is left out, as `claim` would raise ClaimHeldError.
+        Exclusive like `claim`: the primary key stops two inserts, the conditional UPDATE two
+        takeovers (PostgreSQL and MariaDB re-check its WHERE after the row lock, SQLite's
+        BEGIN IMMEDIATE serializes), and what is returned is read back inside the transaction.
+
+        For claims that leave no pending files and need no `is_dead` (the flow gateway's):
+        `claim` deletes a previous owner's pending files, this does not look for them. A
+        concurrent insert of the same unit (IntegrityError) or a deadlock repeats the whole
+        transaction, up to `attempts` times; after that nothing is claimed (the caller's next
+        look for work tries again).
+        """
+        if not units:
+            return set()
+        want = {(p, r): o for p, r, o in sorted(units)}
+        products = sorted({p for p, _ in want})
+        resources = sorted({r for _, r in want})
+
+        def tx() -> set[tuple[str, str]]:
+            now = self.clock()
+            until = now + lease_s
+            with self.engine.begin() as conn:
+                held: dict[tuple[str, str], tuple[str, float]] = {}
+                for i in range(0, len(products), 500):
+                    rows = conn.execute(
+                        select(claims.c.product, claims.c.resource, claims.c.owner, claims.c.lease_until)
+                        .where(and_(claims.c.product.in_(products[i:i + 500]), claims.c.resource.in_(resources)))
+                    )
+                    held.update(((r.product, r.resource), (r.owner, r.lease_until)) for r in rows if (r.product, r.resource) in want)
+                free = [k for k in want if k not in held]
+                if free:
+                    conn.execute(insert(claims), [
+                        {"product": p, "resource": r, "owner": want[(p, r)], "run_id": run_id,
+                         "lease_until": until, "created_at": now} for p, r in free
+                    ])
+                moved = [(k, old) for k, (old, lease) in held.items() if old == want[k] or lease <= now]
+                if moved:
+                    conn.execute(
+                        update(claims)
+                        .where(and_(claims.c.product == bindparam("k_product"), claims.c.resource == bindparam("k_resource"),
+                                    claims.c.owner == bindparam("k_owner"),
+                                    (claims.c.lease_until <= now) | (claims.c.owner == bindparam("k_new"))))
+                        .values(owner=bindparam("k_new"), run_id=run_id, lease_until=until),
+                        [{"k_product": p, "k_resource": r, "k_owner": old, "k_new": want[(p, r)]} for (p, r), old in moved],
+                    )
+                taken: set[tuple[str, str]] = set(free)
+                check = [k for k, _ in moved]
+                for i in range(0, len(check), 500):
+                    part = check[i:i + 500]
+                    rows = conn.execute(
+                        select(claims.c.product, claims.c.resource, claims.c.owner)
+                        .where(and_(claims.c.product.in_(sorted({p for p, _ in part})),
+                                    claims.c.resource.in_(sorted({r for _, r in part}))))
+                    )
+                    taken |= {(r.product, r.resource) for r in rows
+                              if (r.product, r.resource) in want and r.owner == want[(r.product, r.resource)]}
+                return taken
+
+        for _ in range(attempts):
+            try:
+                return retrying(tx)
+            except IntegrityError:  # another process inserted one of them meanwhile: look again
+                continue
+        return set()
 
     def renew(self, product: str, resource: str, owner: str, lease_s: float) -> bool:
         def tx() -> int:
