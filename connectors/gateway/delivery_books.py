@@ -60,6 +60,7 @@ class DeliveryBooks(threading.Thread):
         self.stopping = threading.Event()
         self.renewed_at = 0.0
         self.cycles = 0
+        self.cycled = threading.Condition()  # notified after every cycle (and on a delivery's stop)
 
     def register(self, delivery: PartitionDelivery) -> None:
         with self.lock:
@@ -75,6 +76,17 @@ class DeliveryBooks(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        self.wake()
+
+    def wait_cycle(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the next cycle's end: a delivery whose state is stale
+        waits here instead of polling."""
+        with self.cycled:
+            self.cycled.wait(timeout)
+
+    def wake(self) -> None:
+        with self.cycled:
+            self.cycled.notify_all()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -87,6 +99,7 @@ class DeliveryBooks(threading.Thread):
                         self.cycles += 1
                     except Exception:  # the metastore away: states go stale, deliveries wait
                         log.warning("the gateway's delivery bookkeeping failed; trying again", exc_info=True)
+                self.wake()
             self.stopping.wait(self.interval_s)
 
     # --- one cycle ------------------------------------------------------------------------
