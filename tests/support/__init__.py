@@ -21,17 +21,22 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "the condition") -> T:
+             what: str = "the condition", detail: Callable[[], str] | None = None) -> T:
     """Poll `condition` until it returns something truthy, and return that; fail after `timeout`
-    seconds naming `what` (and the last value seen), never a silent fixed sleep."""
+    seconds naming `what` (and the last value seen), never a silent fixed sleep.
+
+    `detail`, read only when it times out, adds what explains the wait (a log's tail, say).
+    A condition that sees the wait can no longer succeed (the process it waits on exited)
+    raises its own AssertionError instead of returning falsy."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
+            message = f"timed out after {timeout:g} s waiting for {what} (last: {value!r})"
+            raise AssertionError(message + (f"\n{detail()}" if detail is not None else ""))
+        time.sleep(interval)  # the one sleep of a poll: between two looks at the state
 
 
 def read_hive(root: Path, columns: list[str] | None = None) -> pa.Table:
