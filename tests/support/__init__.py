@@ -7,6 +7,7 @@ landing engine's own code paths: the lake is read as any batch job would
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -75,3 +76,21 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, i
     finally:
         consumer.close()
     return records
+
+
+START_SIGNAL = 'print("ready", flush=True); sys.stdin.readline()'
+"""A child's line (it needs `import sys`) that says its imports are done and waits for `start_together`."""
+
+
+def start_together(procs: list[subprocess.Popen]) -> None:
+    """Release children that run START_SIGNAL at the same moment, once each has said it is ready:
+    a race between processes starts on a signal, not at a guessed wall-clock instant. The
+    children need stdin and stdout pipes (text mode)."""
+    for proc in procs:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise AssertionError(f"child {proc.pid} never got ready (said {line!r}):\n{proc.stderr.read()[-2000:]}")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
