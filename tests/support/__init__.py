@@ -40,6 +40,21 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         time.sleep(interval)  # the one sleep of a poll: between two looks at the state
 
 
+def wait_while_running(proc: subprocess.Popen, condition: Callable[[], T], timeout: float, what: str,
+                       log: Path | None = None, interval: float = 0.5) -> T:
+    """`wait_for` a state a child process brings about (it listens, it logged a line): fail at once
+    if the process exits first, and show the tail of its `log` either way."""
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+
+    def ready() -> T:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}:\n{tail()}")
+        return condition()
+
+    return wait_for(ready, timeout, interval, what, detail=tail)
+
+
 def read_hive(root: Path, columns: list[str] | None = None) -> pa.Table:
     """Every visible Parquet file under a product's folder, as a batch reader sees it."""
     if not root.exists():
@@ -94,3 +109,15 @@ def start_together(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
+
+
+def wait_for_dead_claims(metastore, product: str, timeout: float = 30.0) -> None:
+    """Until no claim of `product` is live (each released, or past its lease by the metastore's
+    clock), so the next run takes over instead of skipping. After a clean exit it returns at once;
+    after a kill it waits out the lease, which is the rule, not a guess."""
+    def dead() -> bool:
+        now = metastore.clock()
+        return all(c["lease_until"] <= now for c in metastore.claims_of(product))
+
+    wait_for(dead, timeout, interval=0.1, what=f"the claims of {product} to be released or run out",
+             detail=lambda: f"claims: {metastore.claims_of(product)}")

@@ -137,7 +137,7 @@ def test_an_expired_lock_delivers_again_exactly_the_unacknowledged(tmp_path, kaf
         acked = items[:3] + items[5:6]
         assert _settle(flow, sub_id, "acknowledge", _tokens(acked)).status_code == 200
         assert _receive(flow, sub_id) == []  # ordered: the partition is held while locks are live
-        time.sleep(1.3)
+        time.sleep(1.3)  # the 1 s locks run out: time passing is the rule under test
         again = _receive(flow, sub_id, n=100)
         expected = [i["event"]["id"] for i in items if i not in acked]
         assert [i["event"]["id"] for i in again] == expected
@@ -160,7 +160,7 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert [(i["event"]["id"], i["brokerProperties"]["deliveryCount"]) for i in again] == [(a["event"]["id"], 2)]
         # renewLock: the lock outlives its first duration
         for _ in range(2):  # 4 s in all: past the first 3 s lock
-            time.sleep(2)
+            time.sleep(2)  # time passing is the scenario: renew before the lock runs out
             renewed = _settle(flow, sub_id, "renewLock", _tokens([b, c, *again]))
             assert renewed.json()["succeededLockTokens"] == _tokens([b, c, *again])
         assert _settle(flow, sub_id, "acknowledge", _tokens([b])).status_code == 200
