@@ -158,9 +158,10 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert _settle(flow, sub_id, "release", _tokens([a])).status_code == 200
         again = _receive(flow, sub_id, n=10)
         assert [(i["event"]["id"], i["brokerProperties"]["deliveryCount"]) for i in again] == [(a["event"]["id"], 2)]
-        # renewLock: the lock outlives its first duration
-        for _ in range(2):  # 4 s in all: past the first 3 s lock
-            time.sleep(2)  # time passing is the scenario: renew before the lock runs out
+        # renewLock: the lock outlives its first duration. Renewed at once first: the receive of
+        # `again` may have taken a while of b's and c's 3 s on a busy machine.
+        for pause in (0, 1.2, 1.2, 1.2):  # 3.6 s after the first renewal: past a 3 s lock
+            time.sleep(pause)  # time passing is the scenario: renew before the lock runs out
             renewed = _settle(flow, sub_id, "renewLock", _tokens([b, c, *again]))
             assert renewed.json()["succeededLockTokens"] == _tokens([b, c, *again])
         assert _settle(flow, sub_id, "acknowledge", _tokens([b])).status_code == 200
