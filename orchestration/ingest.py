@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from quality.freshness import PRODUCT_HEALTH
+
 # In-process runs log every step event to the terminal at DEBUG; the CLI prints its own
 # summary, and the full event log stays in the run (and the UI).
 QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
@@ -29,7 +31,12 @@ class IngestOutcome:
     metadata: dict[str, Any]  # the landed materialization's metadata, as plain values
     duration_s: float
     persistent: bool  # recorded in the DAGSTER_HOME instance (visible in the UI)
-    checks: dict[str, bool] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)  # this run's checks, by name
+    # The product's status at a glance (quality/freshness.py `product_health`: blocked > late >
+    # lagging > fresh) and why: it describes the product, not this run, so it is not counted
+    # with the checks (a first landing of old hours is "late" until they are compacted).
+    health: str | None = None
+    health_reasons: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:
@@ -110,12 +117,15 @@ def run_ingest(
         raise IngestError(f"{job_name} run {result.run_id} failed: {message}")
     mats = result.asset_materializations_for_node(landed_op)
     metadata = {k: _plain(v) for k, v in (mats[-1].metadata if mats else {}).items()}
-    checks = {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
-    return IngestOutcome(product, result.run_id, metadata, time.monotonic() - started, persistent, checks)
+    evaluations = [e.asset_check_evaluation_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = {e.check_name: e.passed for e in evaluations if e.check_name != PRODUCT_HEALTH}
+    health = next((e for e in evaluations if e.check_name == PRODUCT_HEALTH), None)
+    return IngestOutcome(
+        product, result.run_id, metadata, time.monotonic() - started, persistent, checks,
+        health=_plain(health.metadata["status"]) if health else None,
+        health_reasons=_plain(health.metadata["reasons"]) if health else {},
+    )
 
 
 def _root_cause(error: Any) -> str:
@@ -146,4 +156,8 @@ def ingest_summary(outcome: IngestOutcome) -> list[str]:
             f"  checks: {len(outcome.checks) - len(failed)}/{len(outcome.checks)} passed"
             + (f"; failed: {', '.join(failed)}" if failed else "")
         )
+    if outcome.health:
+        reasons = [r for v in outcome.health_reasons.values() for r in v]
+        more = f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else ""
+        lines.append(f"  product health: {outcome.health}" + (f": {'; '.join(reasons[:2])}{more}" if reasons else ""))
     return lines

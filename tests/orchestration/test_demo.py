@@ -31,6 +31,9 @@ def test_demo_twice_lands_only_new_records(kafka_bootstrap, flowsuite_home):
     assert consumed == 3000
     assert "== landed per hour ==" in first and "== quarantined ==" in first
     assert "== committed offsets ==" in first and "make dev" in first
+    # The run's checks all pass; the product's status (product_health) is shown apart, not counted.
+    assert re.search(r"^  checks: (\d+)/\1 passed$", first, re.M), first[:3000]
+    assert re.search(r"^  product health: (fresh|late|lagging|blocked)", first, re.M), first[:3000]
     # Quarantine reasons are grouped by a code and shown whole (never cut mid-sentence), and the
     # reading hint names an exact way to read, not a glob over every file.
     quarantined = first.split("== quarantined ==", 1)[1].split("\n==", 1)[0]

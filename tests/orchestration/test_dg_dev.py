@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from connectors.settings import REPO_ROOT
 from orchestration.services.broker import free_port
+from tests.support import wait_while_running
 from tests.ui.browser import location_loaded, stop_group
 
 REPO = Path(REPO_ROOT)
@@ -48,11 +48,8 @@ def test_the_ui_starts_and_serves_the_code_location(command: str, tmp_path: Path
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while not location_loaded(url):
-            assert proc.poll() is None, f"{command} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{command} did not serve within {SERVE_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
+        wait_while_running(proc, lambda: location_loaded(url), SERVE_TIMEOUT_S,
+                           f"{command} to serve the code location", log, interval=1)
         with urllib.request.urlopen(f"{url}/server_info", timeout=10) as resp:
             info = json.loads(resp.read())
         assert "dagster_webserver_version" in info, info

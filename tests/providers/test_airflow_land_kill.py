@@ -18,7 +18,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +32,7 @@ from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from connectors.warehouse import WarehouseSink
 from tests.support import airflow as af
-from tests.support import read_topic
+from tests.support import read_topic, wait_while_running
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 30_000
@@ -62,15 +61,11 @@ def _produce_partners(bootstrap: str, topic: str, hour: datetime, n: int) -> Non
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"airflow api-server ended ({proc.returncode}):\n{log.read_text()[-3000:]}")
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"airflow api-server not listening in {timeout}s:\n{log.read_text()[-3000:]}")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_while_running(proc, listening, timeout, f"the airflow api-server to listen on {port}", log)
 
 
 def _task_processes(root: int) -> list[psutil.Process]:
@@ -125,16 +120,14 @@ def test_land_operator_sigkilled_mid_run_and_retried_by_airflow_lands_every_reco
         run = af.dags_test(env, "flowsuite_partners", (hour + timedelta(hours=1)).isoformat(),
                            tmp_path / "dags-test.log", "--use-executor")
         # Kill the landing try while it holds its claims and has written files not yet committed.
-        deadline, killed = time.monotonic() + 300, None
-        while killed is None and time.monotonic() < deadline:
-            assert run.proc.poll() is None, run.output()[-4000:]
-            pending = [f for f in metastore.files_in_states("partners", ["pending"])]
-            if pending and not metastore.committed_offsets("partners"):
-                for p in _task_processes(run.proc.pid):
-                    p.send_signal(signal.SIGKILL)
-                    killed = p.pid
-            time.sleep(0.02)
-        assert killed, f"never saw the landing try mid-run:\n{run.output()[-4000:]}"
+        def mid_run() -> list[psutil.Process]:
+            if metastore.files_in_states("partners", ["pending"]) and not metastore.committed_offsets("partners"):
+                return _task_processes(run.proc.pid)
+            return []
+
+        for p in wait_while_running(run.proc, mid_run, 300, "the landing try mid-run (files pending, nothing "
+                                    "committed)", run.log, interval=0.02):
+            p.send_signal(signal.SIGKILL)
         assert run.wait(420) == 0, run.output()[-4000:]
     finally:
         if run is not None:

@@ -40,7 +40,7 @@ def _land_measuring(spec, lake_url, meta_url, bootstrap, max_records) -> tuple[d
                 peak = max(peak, ps.memory_info().rss)
             except psutil.Error:
                 return
-            time.sleep(0.02)
+            time.sleep(0.02)  # the memory sampler's period
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()

@@ -27,6 +27,7 @@ from connectors.spec import load_specs
 from orchestration.demo.federation import B_PRODUCTS_DIR, Serve, settings_env
 from orchestration.services.broker import free_port
 from tests.reliability.table import SEED, iterations, record
+from tests.support import wait_for
 from tests.support.inbound import (
     ORIGIN,
     SECRET_ENV,
@@ -92,7 +93,7 @@ def test_sigkilled_inbound_lands_what_the_sender_sent_exactly_once(tmp_path, kaf
                     except httpx.HTTPError:
                         pass
                     stats["failed attempts"] += 1
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # a sender's back-off before it retries (the server may be down)
                     if srng.random() < 0.3:  # re-cut: a new webhook-id for what is not acknowledged
                         more = srng.randint(0, 10)
                         pending += [_event(i) for i in range(next_id, next_id + more)]
@@ -107,10 +108,11 @@ def test_sigkilled_inbound_lands_what_the_sender_sent_exactly_once(tmp_path, kaf
     thread.start()
     try:
         for _ in range(kills):
-            time.sleep(rng.uniform(0.2, 1.2))
+            time.sleep(rng.uniform(0.2, 1.2))  # a seeded random moment for the kill: the scenario
             serve.kill()
             serve.start().wait_ready("/inbound/ads_clicks")
-        time.sleep(0.5)
+        accepted = len(sent)
+        wait_for(lambda: len(sent) > accepted or failure, 60, what="a batch accepted by the last restarted server")
         done.set()
         thread.join(120)
         assert not thread.is_alive(), "the sender did not finish"

@@ -30,6 +30,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.warehouse import WarehouseSink, sync
 from tests.reliability.table import SEED, iterations, record
+from tests.support import wait_for, wait_for_dead_claims
 from tests.support.reliability import ROOT, audit_lake, clicks, start_land_worker
 from tests.support.warehouse import expected_state, make_spec, produce_accounts, state
 
@@ -63,17 +64,18 @@ def _pg_ctl(action: str) -> subprocess.CompletedProcess:
 def _wait_up(timeout: float = 30.0) -> None:
     import psycopg
 
-    deadline = time.monotonic() + timeout
-    while True:
+    errors: list[str] = []
+
+    def accepts() -> bool:
         try:
-            psycopg.connect(
-                host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=2
-            ).close()
-            return
-        except psycopg.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=2).close()
+            return True
+        except psycopg.Error as exc:
+            errors.append(str(exc))
+            return False
+
+    wait_for(accepts, timeout, interval=0.2, what="PostgreSQL to accept connections again",
+             detail=lambda: f"last error: {errors[-1] if errors else None}")
 
 
 @contextlib.contextmanager
@@ -115,7 +117,7 @@ def _retry(fn, attempts: int = 20):
         except Exception:  # the server may still be coming back
             if i + 1 == attempts:
                 raise
-            time.sleep(0.5)
+            time.sleep(0.5)  # a back-off between attempts while the server comes back
     return None
 
 
@@ -149,7 +151,7 @@ def test_postgres_restarted_during_warehouse_sync(kafka_bootstrap, topic, tmp_pa
                 assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[
                     -2000:
                 ]
-                time.sleep(rng.uniform(0.3, 1.0))
+                time.sleep(rng.uniform(0.3, 1.0))  # a seeded random moment of the sync for the restart
                 restart_postgres()
                 out, err = proc.communicate(timeout=120)
             finally:
@@ -231,7 +233,7 @@ def test_postgres_restarted_during_landing_with_metastore_on_postgres(
                         if r.consumed == 0 and not r.skipped:
                             return
                         if r.skipped:
-                            time.sleep(3.2)  # the failed run's claim expires
+                            wait_for_dead_claims(metastore, spec.name, 10)  # the failed run's 3 s lease runs out
                     raise AssertionError("did not drain")
                 finally:
                     metastore.dispose()

@@ -125,7 +125,7 @@ def test_sigkilled_pull_server_acknowledges_every_event_once_in_order(tmp_path, 
                                        params={"maxEvents": prng.randint(1, 60), "maxWaitTime": 1})
                 except httpx.HTTPError:
                     stats["cut receives"] += 1
-                    time.sleep(0.1)  # about 100 events/s
+                    time.sleep(0.1)  # a puller's back-off while the server is down
                     continue
                 if resp.status_code != 200:
                     violations.append(f"receive answered {resp.status_code}: {resp.text[:200]}")
@@ -183,7 +183,7 @@ def test_sigkilled_pull_server_acknowledges_every_event_once_in_order(tmp_path, 
     pulling.start()
     try:
         for _ in range(kills):
-            time.sleep(rng.uniform(0.2, 1.0))
+            time.sleep(rng.uniform(0.2, 1.0))  # a seeded random moment for the kill: the scenario
             serve.kill()
             serve.start().wait_ready("/subscriptions")
         producer.stop_event.set()

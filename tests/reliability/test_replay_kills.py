@@ -23,6 +23,7 @@ from connectors.flows import read_marker, replay_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
 from tests.reliability.table import SEED, iterations, record
+from tests.support import wait_for_dead_claims
 from tests.support.compaction import (
     HOURS,
     LATER,
@@ -101,7 +102,7 @@ def test_sigkill_at_random_points_of_replay(topic, kafka_bootstrap, tmp_path):
         proc.wait(timeout=120)
         assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()[-2000:]
         kills += proc.returncode == -signal.SIGKILL
-        time.sleep(LEASE_S + 0.2)  # the killed replay's claim expires
+        wait_for_dead_claims(metastore, spec.name, LEASE_S * 3)  # a killed replay's lease runs out
         seen = Counter(pairs(hour_rows(lake, metastore, spec.name)))
         lost += sum((expected - seen).values())
         dup += sum((seen - expected).values())

@@ -7,6 +7,7 @@ landing engine's own code paths: the lake is read as any batch job would
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,17 +22,37 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "the condition") -> T:
+             what: str = "the condition", detail: Callable[[], str] | None = None) -> T:
     """Poll `condition` until it returns something truthy, and return that; fail after `timeout`
-    seconds naming `what` (and the last value seen), never a silent fixed sleep."""
+    seconds naming `what` (and the last value seen), never a silent fixed sleep.
+
+    `detail`, read only when it times out, adds what explains the wait (a log's tail, say).
+    A condition that sees the wait can no longer succeed (the process it waits on exited)
+    raises its own AssertionError instead of returning falsy."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
+            message = f"timed out after {timeout:g} s waiting for {what} (last: {value!r})"
+            raise AssertionError(message + (f"\n{detail()}" if detail is not None else ""))
+        time.sleep(interval)  # the one sleep of a poll: between two looks at the state
+
+
+def wait_while_running(proc: subprocess.Popen, condition: Callable[[], T], timeout: float, what: str,
+                       log: Path | None = None, interval: float = 0.5) -> T:
+    """`wait_for` a state a child process brings about (it listens, it logged a line): fail at once
+    if the process exits first, and show the tail of its `log` either way."""
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+
+    def ready() -> T:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended ({proc.returncode}) before {what}:\n{tail()}")
+        return condition()
+
+    return wait_for(ready, timeout, interval, what, detail=tail)
 
 
 def read_hive(root: Path, columns: list[str] | None = None) -> pa.Table:
@@ -70,3 +91,33 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, i
     finally:
         consumer.close()
     return records
+
+
+START_SIGNAL = 'print("ready", flush=True); sys.stdin.readline()'
+"""A child's line (it needs `import sys`) that says its imports are done and waits for `start_together`."""
+
+
+def start_together(procs: list[subprocess.Popen]) -> None:
+    """Release children that run START_SIGNAL at the same moment, once each has said it is ready:
+    a race between processes starts on a signal, not at a guessed wall-clock instant. The
+    children need stdin and stdout pipes (text mode)."""
+    for proc in procs:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise AssertionError(f"child {proc.pid} never got ready (said {line!r}):\n{proc.stderr.read()[-2000:]}")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+
+def wait_for_dead_claims(metastore, product: str, timeout: float = 30.0) -> None:
+    """Until no claim of `product` is live (each released, or past its lease by the metastore's
+    clock), so the next run takes over instead of skipping. After a clean exit it returns at once;
+    after a kill it waits out the lease, which is the rule, not a guess."""
+    def dead() -> bool:
+        now = metastore.clock()
+        return all(c["lease_until"] <= now for c in metastore.claims_of(product))
+
+    wait_for(dead, timeout, interval=0.1, what=f"the claims of {product} to be released or run out",
+             detail=lambda: f"claims: {metastore.claims_of(product)}")

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import wait_while_running
+
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_VENV = ROOT / ".venv-airflow"
 AIRFLOW = AIRFLOW_VENV / "bin" / "airflow"
@@ -80,15 +82,9 @@ class DagRun:
             raise AssertionError(f"airflow dags test did not finish in {timeout}s:\n{self.output()[-4000:]}") from None
 
     def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"airflow dags test ended ({self.proc.returncode}) before {text!r}:\n"
-                                     f"{self.output()[-4000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"no {text!r} in {timeout}s:\n{self.output()[-4000:]}")
+        """Until `text` is in the output of `airflow dags test`; fails at once if it ends first."""
+        wait_while_running(self.proc, lambda: text in self.output(), timeout,
+                           f"{text!r} in the output of airflow dags test", self.log, interval=0.2)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

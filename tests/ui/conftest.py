@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestration.services.broker import free_port, running_broker
+from tests.support import wait_while_running
 from tests.ui.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -103,19 +103,8 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
             )
         stack = UiStack(url, home, env, log)
         try:
-            deadline = time.monotonic() + SERVE_TIMEOUT_S
-            while not location_loaded(url):
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"dagster dev exited with {proc.returncode}:\n{stack.log_tail()}",
-                        pytrace=False,
-                    )
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"dagster dev did not serve within {SERVE_TIMEOUT_S}s:\n{stack.log_tail()}",
-                        pytrace=False,
-                    )
-                time.sleep(1)
+            wait_while_running(proc, lambda: location_loaded(url), SERVE_TIMEOUT_S,
+                               "dagster dev to serve the code location", log, interval=1)
             yield stack
         finally:
             stop_group(proc)

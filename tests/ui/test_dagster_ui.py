@@ -9,12 +9,12 @@ sensor and schedule status) so a page that only looks right does not pass.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from connectors.metastore import Metastore
+from tests.support import wait_for
 from tests.ui.browser import FAILING_CHECK, UiStack, graphql, open_ui, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -131,15 +131,15 @@ def test_backfill_two_hours_from_the_ui(page, ui_stack: UiStack):
     # Poll the partitions view until each hour's latest materialization is the backfill's
     # replay (the demo compacted these hours already: only a rebuild says `replay`).
     open_ui(page, f"{ui_stack.url}/assets/clicks/hourly?view=partitions", ui_stack)
+    def rebuilt(key: str) -> bool:
+        if _partition_rebuilt_by_replay(page, key):
+            return True
+        page.reload()  # the view does not refresh itself: look again at a fresh page
+        return False
+
     for key in keys:
-        deadline = time.monotonic() + BACKFILL_TIMEOUT_S
-        while not _partition_rebuilt_by_replay(page, key):
-            assert time.monotonic() < deadline, (
-                f"{key} not rebuilt by backfill {backfill_id} after {BACKFILL_TIMEOUT_S}s\n"
-                f"{ui_stack.log_tail()}"
-            )
-            time.sleep(3)
-            page.reload()
+        wait_for(lambda key=key: rebuilt(key), BACKFILL_TIMEOUT_S, interval=3,
+                 what=f"{key} rebuilt by backfill {backfill_id}", detail=ui_stack.log_tail)
     counter = page.get_by_text(re.compile(r"^Materialized \(\d+\)$")).first
     assert int(re.search(r"\d+", counter.inner_text()).group()) >= 2
     shot(page, "backfill-partitions-materialized")
@@ -196,10 +196,8 @@ def test_sensor_and_schedule_listed_and_startable(page, ui_stack: UiStack, kind:
     assert not toggle.is_checked()
     # The input is drawn as a switch: a person clicks its label.
     page.locator(f'label[for="{toggle.get_attribute("id")}"]').click()
-    deadline = time.monotonic() + 30
-    while _instigator_status(ui_stack, kind, name) != "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _instigator_status(ui_stack, kind, name) == "RUNNING"
+    wait_for(lambda: _instigator_status(ui_stack, kind, name) == "RUNNING", 30, interval=0.5,
+             what=f"{kind[:-1]} {name} RUNNING after the toggle", detail=ui_stack.log_tail)
     page.reload()
     page.get_by_text("Running", exact=True).first.wait_for()
     page.wait_for_function("() => document.querySelector('input[type=checkbox]')?.checked === true")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from connectors.lake import parse_hour_key
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks, produce
+from tests.support import wait_for
 from tests.ui.browser import REPO, UiStack, bin_path, graphql, open_ui, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -63,13 +63,15 @@ def _check_state(page, name: str) -> str:
 
 
 def test_freshness_passes_after_the_demo_and_a_late_hour_turns_the_product_late(page, ui_stack: UiStack):
-    deadline = time.monotonic() + DAEMON_WAIT_S
-    state, cron = _freshness(ui_stack)
-    while state != "HEALTHY" and time.monotonic() < deadline:
-        time.sleep(5)
-        state, cron = _freshness(ui_stack)
-    assert cron == "20 * * * *"
-    assert state == "HEALTHY", f"clicks/hourly freshness {state} after the demo:\n{ui_stack.log_tail()}"
+    seen: list[tuple[str, str | None]] = []
+
+    def healthy() -> bool:
+        seen.append(_freshness(ui_stack))
+        return seen[-1][0] == "HEALTHY"
+
+    wait_for(healthy, DAEMON_WAIT_S, interval=5, what="clicks/hourly freshness HEALTHY after the demo",
+             detail=lambda: f"freshness {seen[-1][0]}:\n{ui_stack.log_tail()}")
+    assert seen[-1][1] == "20 * * * *"
     open_ui(page, f"{ui_stack.url}/assets/clicks/hourly", ui_stack)
     page.get_by_text("Freshness policy").first.wait_for()
     page.get_by_text("Passing", exact=True).first.wait_for()  # the policy's state, as the sidebar shows it

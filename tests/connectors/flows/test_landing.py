@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -19,6 +18,7 @@ from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from orchestration.services.broker import running_broker
+from tests.support import START_SIGNAL, start_together
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -105,15 +105,15 @@ def test_cap_leaves_the_rest_for_the_next_run(kafka_bootstrap, topic, tmp_path, 
 
 
 LAND_SCRIPT = """
-import json, sys, time
+import json, sys
 from connectors.lake import Lake
 from connectors.flows import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 spec = parse_spec_file(__import__("pathlib").Path("dataproducts/clicks.yaml")).model_copy(update={"topic": sys.argv[1]})
 lake, metastore = Lake(sys.argv[3]), Metastore(sys.argv[4])
-time.sleep(max(0.0, float(sys.argv[5]) - time.time()))  # both start at the same instant
-r = land(spec, lake=lake, metastore=metastore, bootstrap=sys.argv[2], run_id=sys.argv[6])
+""" + START_SIGNAL + """  # both start at the same instant
+r = land(spec, lake=lake, metastore=metastore, bootstrap=sys.argv[2], run_id=sys.argv[5])
 print(json.dumps({"consumed": r.consumed, "skipped": {str(p): s for p, s in r.skipped.items()},
                   "landed_partitions": [p for p, pl in r.partitions.items() if pl.consumed]}))
 """
@@ -123,14 +123,14 @@ def test_double_trigger_in_two_processes_lands_once(kafka_bootstrap, topic, tmp_
     records, report = produce_clicks(kafka_bootstrap, topic, 20_000, invalid_rate=0.01)
     lake_root = tmp_path / "lake"
     Metastore(sqlite_url).dispose()  # schema created once, before the race
-    start_at = time.time() + 3.0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", LAND_SCRIPT, topic, kafka_bootstrap, str(lake_root), sqlite_url, str(start_at), f"run-{i}"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", LAND_SCRIPT, topic, kafka_bootstrap, str(lake_root), sqlite_url, f"run-{i}"],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for i in (1, 2)
     ]
+    start_together(procs)
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)

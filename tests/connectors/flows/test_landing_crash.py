@@ -18,7 +18,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
 from tests.reliability.table import iterations
-from tests.support import positions, read_topic
+from tests.support import positions, read_topic, wait_for_dead_claims
 from tests.support.s3 import env_lake, list_lake_files, read_lake
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,7 +99,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
                                      max_buffered_bytes=rng.choice([None, 16 * 1024]))
         if code == -signal.SIGKILL:
             kills += 1
-            time.sleep(LEASE_S + 0.2)  # the killed run's claims expire within one lease
+            wait_for_dead_claims(metastore, spec.name, LEASE_S * 3)  # the killed run's leases run out
         elif consumed == 0:
             produce_more(2000)  # drained: give the next trials something to crash in
 
@@ -110,7 +109,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
         if result.consumed == 0 and not result.skipped:
             break
         if result.skipped:
-            time.sleep(LEASE_S + 0.2)
+            wait_for_dead_claims(metastore, spec.name, LEASE_S * 3)
     else:
         pytest.fail("landing did not drain the topic")
 

@@ -9,6 +9,7 @@ import pytest
 
 from connectors.flows import landing
 from connectors.formats.base import Batch
+from tests.support import wait_for
 
 
 class _Reader:
@@ -35,7 +36,7 @@ class _Decoder:
             self.active += 1
             self.most_at_once = max(self.most_at_once, self.active)
             self.threads.add(threading.current_thread().name)
-        time.sleep(0.02 if batch.offsets[0] % 2 == 0 else 0.001)
+        time.sleep(0.02 if batch.offsets[0] % 2 == 0 else 0.001)  # the decode's work: uneven on purpose
         with self.lock:
             self.active -= 1
         return batch.offsets[0]
@@ -62,10 +63,7 @@ def test_stopping_early_stops_the_decoding_threads():
     first = [next(batches)[1] for _ in range(3)]
     batches.close()
     assert first == [0, 1, 2]
-    deadline = time.monotonic() + 5
-    while decoder.active and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert decoder.active == 0
+    wait_for(lambda: decoder.active == 0, 5, what="the decoding threads to finish their batches")
     assert not [t for t in threading.enumerate() if t.name.startswith("t_") or t.name == "t"]
 
 

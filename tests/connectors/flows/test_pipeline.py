@@ -9,6 +9,7 @@ import weakref
 import pytest
 
 from connectors.kafka import run_ahead
+from tests.support import wait_for
 
 
 def test_items_arrive_in_order_from_another_thread():
@@ -33,9 +34,10 @@ def test_the_producer_runs_at_most_depth_items_ahead():
 
     items = run_ahead(produce, 2, "stage-depth")
     assert next(items) == 0
-    time.sleep(0.3)
     # One handed over, `depth` waiting, one held by the producer while the queue is full.
-    assert len(produced) <= 1 + 2 + 1
+    wait_for(lambda: len(produced) == 1 + 2 + 1, 5, what="the producer filling the queue")
+    time.sleep(0.3)  # an absence cannot be polled: give the producer time to run further, if it would
+    assert len(produced) == 1 + 2 + 1
     items.close()
 
 
@@ -105,8 +107,7 @@ def _chain(inner_closed: threading.Event, middle_fails_at: int | None = None):
         try:
             yield 0
             yield 1
-            while not inner_stop.is_set():  # a topic with nothing more: poll until told to stop
-                time.sleep(0.01)
+            inner_stop.wait()  # a topic with nothing more: wait until told to stop
         finally:
             inner_closed.set()
 

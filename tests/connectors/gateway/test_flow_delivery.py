@@ -336,7 +336,7 @@ def test_unordered_allows_several_requests_at_once(flow, gateway, kafka_bootstra
         with lock:
             inflight["now"] += 1
             inflight["max"] = max(inflight["max"], inflight["now"])
-        time.sleep(0.05)
+        time.sleep(0.05)  # a receiver that takes a moment, so requests overlap
         with lock:
             inflight["now"] -= 1
         return 200, {}

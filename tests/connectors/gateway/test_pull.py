@@ -137,7 +137,7 @@ def test_an_expired_lock_delivers_again_exactly_the_unacknowledged(tmp_path, kaf
         acked = items[:3] + items[5:6]
         assert _settle(flow, sub_id, "acknowledge", _tokens(acked)).status_code == 200
         assert _receive(flow, sub_id) == []  # ordered: the partition is held while locks are live
-        time.sleep(1.3)
+        time.sleep(1.3)  # the 1 s locks run out: time passing is the rule under test
         again = _receive(flow, sub_id, n=100)
         expected = [i["event"]["id"] for i in items if i not in acked]
         assert [i["event"]["id"] for i in again] == expected
@@ -158,9 +158,10 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert _settle(flow, sub_id, "release", _tokens([a])).status_code == 200
         again = _receive(flow, sub_id, n=10)
         assert [(i["event"]["id"], i["brokerProperties"]["deliveryCount"]) for i in again] == [(a["event"]["id"], 2)]
-        # renewLock: the lock outlives its first duration
-        for _ in range(2):  # 4 s in all: past the first 3 s lock
-            time.sleep(2)
+        # renewLock: the lock outlives its first duration. Renewed at once first: the receive of
+        # `again` may have taken a while of b's and c's 3 s on a busy machine.
+        for pause in (0, 1.2, 1.2, 1.2):  # 3.6 s after the first renewal: past a 3 s lock
+            time.sleep(pause)  # time passing is the scenario: renew before the lock runs out
             renewed = _settle(flow, sub_id, "renewLock", _tokens([b, c, *again]))
             assert renewed.json()["succeededLockTokens"] == _tokens([b, c, *again])
         assert _settle(flow, sub_id, "acknowledge", _tokens([b])).status_code == 200

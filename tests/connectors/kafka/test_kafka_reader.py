@@ -21,7 +21,7 @@ class _LateConsumer:
 
     def consume(self, *args, **kwargs):
         if not self._waited:
-            time.sleep(1.5)
+            time.sleep(1.5)  # the scenario: a caller late to consume (no signal says the fetch is whole)
             self._waited = True
         return self._consumer.consume(*args, **kwargs)
 

@@ -11,13 +11,13 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import inspect
 
 from connectors.metastore import Metastore
+from tests.support import START_SIGNAL, start_together
 
 REPO = Path(__file__).resolve().parents[3]
 OPENERS = 6
@@ -48,21 +48,21 @@ def test_threads_opening_a_fresh_metastore_together_all_succeed(tmp_path):
 
 
 def _open_in_processes(url: str) -> list[list[str]]:
-    """OPENERS real processes open `url` at once (each waits for a common start time);
+    """OPENERS real processes open `url` at once (each is released when all have imported);
     each prints the tables it sees. A process that hangs is killed and fails the test."""
-    start = time.time() + 3.0  # every process is up and importing is done by then
     code = (
-        "import json, sys, time; from connectors.metastore import Metastore; from sqlalchemy import inspect; "
-        f"time.sleep(max(0.0, {start} - time.time())); "
+        "import json, sys; from connectors.metastore import Metastore; from sqlalchemy import inspect; "
+        f"{START_SIGNAL}; "
         "store = Metastore(sys.argv[1]); print(json.dumps(sorted(inspect(store.engine).get_table_names())))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stdout=subprocess.PIPE,
+        subprocess.Popen([sys.executable, "-c", code, url], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
         for _ in range(OPENERS)
     ]
     seen = []
     try:
+        start_together(procs)
         for proc in procs:
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-2000:]

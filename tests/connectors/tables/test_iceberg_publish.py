@@ -158,7 +158,7 @@ def test_sigkilled_publishing_is_finished_by_the_next_attempt_never_doubled(topi
         point = rng.choice(points)
         proc = child(spec, lake, url, crash_at=point)
         if point is None:  # no crash point: a kill at a random moment instead
-            time.sleep(rng.uniform(0.5, 3.0))
+            time.sleep(rng.uniform(0.5, 3.0))  # a seeded random moment for the kill: the scenario
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=180)

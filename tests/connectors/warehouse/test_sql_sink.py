@@ -418,7 +418,7 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
             try:
                 assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[-2000:]
                 if how == "delay":
-                    time.sleep(what)
+                    time.sleep(what)  # a seeded random moment for the kill: the scenario
                     proc.kill()
                 proc.wait(timeout=120)
             finally:

@@ -22,6 +22,7 @@ from connectors.flows import (
 from connectors.lake import SUCCESS, Lake, hour_dir
 from connectors.metastore import Metastore
 from examples.demo_data import produce
+from tests.support import wait_for_dead_claims
 from tests.support.compaction import (
     HOURS,
     LATER,
@@ -183,12 +184,12 @@ def test_random_sigkills_during_compaction(landed, kills):
     killed = 0
     for _ in range(kills * 3):
         proc = compaction_child(spec, lake, meta_url, HOURS)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.3, 2.5))  # a seeded random moment for the kill: the scenario
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait(timeout=60)
-        time.sleep(1.1)
+        wait_for_dead_claims(metastore, spec.name, 5)  # a killed child's 1 s lease runs out
         # between kills: never a file listed twice, never a record live twice or missing
         live = [f.path for f in metastore.live_files(spec.name)]
         assert len(live) == len(set(live))

@@ -232,15 +232,13 @@ def test_idle_table_does_not_retain_wal(setup, kafka_bootstrap):
         wait_for(lambda: slot_streaming(url), 30, what="the capture to stream from its slot")
         for _ in range(20):  # another table fills WAL (~40 MB); ours stays idle
             sql(url, "INSERT INTO busy (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
-        lag = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            lag = sql(url, "SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots "
-                           "WHERE slot_name = 'flowsuite_shop_orders'")[0][0]
-            if lag is not None and lag < 1024 * 1024:
-                break
-            time.sleep(0.5)
-        assert lag is not None and lag < 1024 * 1024, f"the idle slot still holds {lag} bytes unconfirmed"
+        def unconfirmed() -> int | None:
+            return sql(url, "SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots "
+                            "WHERE slot_name = 'flowsuite_shop_orders'")[0][0]
+
+        wait_for(lambda: (lag := unconfirmed()) is not None and lag < 1024 * 1024, 15, interval=0.5,
+                 what="the idle slot to confirm the WAL (< 1 MB unconfirmed)",
+                 detail=lambda: f"the slot holds {unconfirmed()} bytes unconfirmed")
     finally:
         stop.set()
         follower.join(30)

@@ -68,7 +68,7 @@ class Writer(threading.Thread):
                             cur.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
                             done["d"] += cur.rowcount
                 self.counts.update(done)
-                time.sleep(self.rng.random() * 0.01)
+                time.sleep(self.rng.random() * 0.01)  # the writer's pace
         finally:
             conn.close()
 
@@ -116,7 +116,7 @@ def test_sigkill_capture_then_restart_warehouse_equals_table(scenario, cdc_db, m
             if scenario == "random":
                 proc = _worker(source, product, ms_url, kafka_bootstrap)
                 proc.stdout.readline()  # imported and about to capture
-                time.sleep(rng.uniform(0.05, 1.5))
+                time.sleep(rng.uniform(0.05, 1.5))  # a seeded random moment for the kill: the scenario
                 proc.kill()
             else:
                 proc = _worker(source, product, ms_url, kafka_bootstrap, f"{points[i % 2]}:{rng.randint(1, 4)}")
