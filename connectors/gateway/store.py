@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Float,
+    Double,
     Integer,
     LargeBinary,
     MetaData,
@@ -52,7 +52,7 @@ tokens = Table(
     Column("id", String(32), primary_key=True),
     Column("org", String(128), nullable=False),
     Column("secret_sha256", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Double, nullable=False),
 )
 
 subscriptions = Table(
@@ -66,12 +66,12 @@ subscriptions = Table(
     Column("body", Text, nullable=False),  # the subscription object as JSON, without secrets
     Column("secret", String(128), nullable=False),  # whsec_...: needed to sign, never returned again
     Column("previous_secret", String(128)),  # still signed with during a rotation's grace
-    Column("previous_until", Float),
+    Column("previous_until", Double),
     Column("rate_per_min", Integer),  # WebHook-Allowed-Rate; null: no limit
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("last_attempt_at", Float),
-    Column("last_success_at", Float),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("last_attempt_at", Double),
+    Column("last_success_at", Double),
     Column("last_outcome", Text),
     Column("failures", Integer, nullable=False, default=0),  # consecutive failed attempts
     Column("delivered", BigInteger, nullable=False, default=0),
@@ -85,7 +85,7 @@ positions = Table(
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
     Column("not_before_ms", BigInteger),  # startfrom time: skip earlier events until one is at/after
-    Column("updated_at", Float, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
 
 STATES = ("requested", "pending_approval", "active", "paused", "retired", "failed", "rejected", "deleted")
@@ -363,7 +363,7 @@ pull_state = Table(
     Column("partition", Integer, primary_key=True),
     Column("read_through", BigInteger, nullable=False),  # first offset not yet handed out or skipped
     Column("position", BigInteger, nullable=False),  # the fs_flow_positions value pull last wrote
-    Column("position_at", Float, nullable=False),  # and its updated_at: another value is a replay
+    Column("position_at", Double, nullable=False),  # and its updated_at: another value is a replay
     Column("version", BigInteger, nullable=False),  # bumped by every change of the partition's locks
 )
 
@@ -374,7 +374,7 @@ locks = Table(
     Column("partition", Integer, primary_key=True),
     Column("event_offset", BigInteger, primary_key=True),
     Column("lock_token", String(64), nullable=False, unique=True),
-    Column("expires_at", Float, nullable=False),
+    Column("expires_at", Double, nullable=False),
     Column("delivery_count", Integer, nullable=False),
     Column("attributes", Text, nullable=False),  # the CloudEvent's attributes as JSON
     Column("data", LargeBinary, nullable=False),  # its data, the record's bytes

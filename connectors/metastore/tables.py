@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Double, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -13,8 +13,8 @@ claims = Table(
     Column("resource", String(200), primary_key=True),  # partition/<p>/<start> or hour/<hour>
     Column("owner", String(64), nullable=False),  # one attempt: uuid
     Column("run_id", String(64), nullable=False),
-    Column("lease_until", Float, nullable=False),  # epoch seconds
-    Column("created_at", Float, nullable=False),
+    Column("lease_until", Double, nullable=False),  # epoch seconds
+    Column("created_at", Double, nullable=False),
 )
 
 files = Table(
@@ -36,9 +36,9 @@ files = Table(
     Column("min_offset", BigInteger),
     Column("max_offset", BigInteger),
     Column("run_id", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("committed_at", Float),
-    Column("replaced_at", Float),
+    Column("created_at", Double, nullable=False),
+    Column("committed_at", Double),
+    Column("replaced_at", Double),
 )
 
 offsets = Table(
@@ -50,7 +50,7 @@ offsets = Table(
     Column("at_eof", Boolean, nullable=False, default=False),  # the last run read to the end
     Column("topic", String(249), nullable=False),
     Column("run_id", String(64), nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
 
 hours = Table(
@@ -62,15 +62,15 @@ hours = Table(
     Column("generation", Integer, nullable=False, default=0),
     Column("landed_rows", BigInteger, nullable=False, default=0),
     Column("quarantined_rows", BigInteger, nullable=False, default=0),
-    Column("first_landed_at", Float),
-    Column("last_landed_at", Float),
-    Column("compacted_at", Float),
+    Column("first_landed_at", Double),
+    Column("last_landed_at", Double),
+    Column("compacted_at", Double),
     Column("compacted_rows", BigInteger),
-    Column("reopened_at", Float),
+    Column("reopened_at", Double),
     # Set when a blocking quality check failed on data landed in this hour: compaction (and
     # anything downstream) leaves the hour alone until the owner clears it.
     Column("blocked_reason", Text),
-    Column("blocked_at", Float),
+    Column("blocked_at", Double),
 )
 
 # Records landed by a quarantine replay carry their original (old) offsets, below what an
@@ -87,7 +87,7 @@ replays = Table(
     Column("min_offset", BigInteger, nullable=False),
     Column("max_offset", BigInteger, nullable=False),
     Column("rows", BigInteger, nullable=False),
-    Column("committed_at", Float, nullable=False),
+    Column("committed_at", Double, nullable=False),
 )
 
 landings = Table(
@@ -102,7 +102,7 @@ landings = Table(
     Column("consumed", BigInteger, nullable=False),
     Column("landed", BigInteger, nullable=False),
     Column("quarantined", BigInteger, nullable=False),
-    Column("committed_at", Float, nullable=False),
+    Column("committed_at", Double, nullable=False),
 )
 
 
@@ -116,5 +116,5 @@ markers = Table(
     Column("hour", String(16), primary_key=True),
     Column("generation", Integer, nullable=False),
     Column("rows", BigInteger, nullable=False),
-    Column("written_at", Float, nullable=False),
+    Column("written_at", Double, nullable=False),
 )

@@ -47,7 +47,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 from sqlalchemy import (
     BigInteger,
     Column,
-    Float,
+    Double,
     Integer,
     MetaData,
     String,
@@ -82,7 +82,7 @@ queue = SqlTable(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("hour", String(16), nullable=False),
     Column("generation", Integer, nullable=False),
-    Column("enqueued_at", Float, nullable=False),
+    Column("enqueued_at", Double, nullable=False),
     UniqueConstraint("product", "hour", "generation", name="fs_iceberg_queue_hour_gen"),
 )
 deferred = SqlTable(
@@ -92,7 +92,7 @@ deferred = SqlTable(
     Column("product", String(128), nullable=False, index=True),
     Column("hour", String(16), nullable=False),
     Column("generation", Integer, nullable=False),
-    Column("deferred_at", Float, nullable=False),
+    Column("deferred_at", Double, nullable=False),
 )
 
 

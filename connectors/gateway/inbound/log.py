@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Float,
+    Double,
     Integer,
     MetaData,
     String,
@@ -40,7 +40,7 @@ deliveries = Table(
     Column("product", String(128), primary_key=True),
     Column("org", String(128), primary_key=True),
     Column("webhook_id", String(255), primary_key=True),
-    Column("received_at", Float, nullable=False, index=True),
+    Column("received_at", Double, nullable=False, index=True),
     Column("status", Integer, nullable=False),
     Column("events", BigInteger, nullable=False),  # produced to the topic
     Column("answer", Text, nullable=False),  # the JSON answer (no secrets: ids, counts, reasons)

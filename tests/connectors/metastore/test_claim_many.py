@@ -2,6 +2,8 @@
 
 On SQLite and PostgreSQL: a free unit is taken, a live one of another owner is left
 out, an expired one is taken over, and processes racing for the same units never both hold one.
+On MariaDB: leases keep their precision (epoch seconds are Double columns; a Float column was
+MariaDB's single-precision FLOAT, which answered 1796697073 as 1796700000).
 """
 
 from __future__ import annotations
@@ -14,10 +16,6 @@ import pytest
 from connectors.metastore import ClaimHeldError, Metastore
 
 LEASE = 1000.0
-# Not MariaDB: fs_claims.lease_until is a Float column, which MariaDB makes a single-precision
-# FLOAT and answers with six significant digits (1796697073 comes back as 1796700000), so a
-# lease there is off by up to ~5,000 s for claim() as much as for claim_many(): a metastore
-# defect of its own (the column needs Double), reported, not hidden behind long leases here.
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,3 +88,14 @@ def test_processes_racing_for_the_same_units_never_both_hold_one(url):
     for owner, got in results.items():
         for product, _resource in got:
             assert ms.claims_of(product)[0]["owner"].startswith(owner + "-")
+
+
+def test_leases_keep_their_precision_on_mariadb(mariadb_url):
+    ms = Metastore(mariadb_url)
+    before = time.time()
+    assert len(ms.claim_many(units("a", 5, product="mdb:p"), "gw-a", 2.0)) == 5
+    leases = [c["lease_until"] for i in range(5) for c in ms.claims_of(f"mdb:p{i}")]
+    assert len(leases) == 5 and all(before + 2.0 <= lease <= time.time() + 2.0 for lease in leases), leases
+    assert ms.claim_many(units("b", 5, product="mdb:p"), "gw-b", 2.0) == set()
+    time.sleep(2.2)  # the 2 s leases run out: a clock-based rule, nothing to poll
+    assert len(ms.claim_many(units("b", 5, product="mdb:p"), "gw-b", 2.0)) == 5
