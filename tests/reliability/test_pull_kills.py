@@ -78,6 +78,9 @@ class _Producer:
             time.sleep(0.1)  # about 100 events/s
 
 
+MIN_EVENTS = 100
+
+
 def test_sigkilled_pull_server_acknowledges_every_event_once_in_order(tmp_path, kafka_bootstrap, make_topic):
     kills = iterations(quick=1, full=50)
     rng = random.Random(SEED + 27)
@@ -186,6 +189,8 @@ def test_sigkilled_pull_server_acknowledges_every_event_once_in_order(tmp_path, 
             time.sleep(rng.uniform(0.2, 1.0))  # a seeded random moment for the kill: the scenario
             serve.kill()
             serve.start().wait_ready("/subscriptions")
+        # Enough events for the scenario to mean something, however early the (one, quick) kill fell.
+        wait_for(lambda: len(producer.mine) > MIN_EVENTS, timeout=120, what=f"more than {MIN_EVENTS} events of {PARTNER}")
         producer.stop_event.set()
         producing.join(60)
         draining.set()
@@ -224,4 +229,4 @@ def test_sigkilled_pull_server_acknowledges_every_event_once_in_order(tmp_path, 
     assert positions == dict(producer.ends), (positions, dict(producer.ends))
     assert set(acked) | cut >= expected and twice == 0
     assert stats["redelivered"] > 0  # the expired locks did come again
-    assert len(expected) > 100
+    assert len(expected) > MIN_EVENTS
