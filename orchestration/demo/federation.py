@@ -129,7 +129,10 @@ class Federation:
 
 
 def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool = True, maxbatch: int = 50,
-                   timeout_s: float = 180.0) -> Federation:
+                   rate: int = 300, timeout_s: float = 180.0) -> Federation:
+    """A pushes B's events to B's inbound; `rate` (requests per minute, the subscription's
+    config.rate) paces it so the kill falls mid-stream: unpaced, the whole backlog can be
+    delivered before anyone sees a third of it acknowledged."""
     import httpx
 
     from connectors.gateway import GatewayStore
@@ -181,13 +184,13 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
         resp = partner.post("/subscriptions", json={
             "source": product_source(clicks), "protocol": "HTTP", "sink": sink,
             "filters": [{"exact": {"partnerid": PARTNER}}],
-            "config": {"startfrom": "earliest", "mode": "batched", "maxbatch": maxbatch},
+            "config": {"startfrom": "earliest", "mode": "batched", "maxbatch": maxbatch, "rate": rate},
         })
         if resp.status_code != 201:
             raise RuntimeError(f"A refused B's subscription: HTTP {resp.status_code} {resp.text[:300]}")
         created = resp.json()
         sub_id = created["id"]
-        out.lines.append(f"B → A: POST /subscriptions, sink {sink} (batched, {maxbatch} per request) → 201, "
+        out.lines.append(f"B → A: POST /subscriptions, sink {sink} (batched, {maxbatch} per request, {rate} requests/min) → 201, "
                          f"state {created['state']}: B's endpoint consented to A's handshake (origin {A_ORIGIN})")
         b_inbound.stop()  # B keeps the secret shown once where its spec says, and restarts its inbound
         b_inbound.env = {**b_env, SECRET_ENV: created["webhooksecret"]}
