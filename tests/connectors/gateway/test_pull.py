@@ -431,7 +431,11 @@ def test_below_the_low_watermark_pull_serves_the_lake_then_kafka_without_gap_or_
         assert broker.truncate(topic, {0: 50}) == {0: 50}
         flow.service.bootstrap = broker.bootstrap
         with flow.client("p-001") as c:  # no lake configured: the clear 409, naming why
-            r = c.post(f"/subscriptions/{sub_id}:receive", params={"maxEvents": 10})
+            def answered():  # the broker was just restarted: until it serves fetches, a receive is rightly empty
+                r = c.post(f"/subscriptions/{sub_id}:receive", params={"maxEvents": 10})
+                return r if r.status_code != 200 or r.json()["value"] else None
+
+            r = wait_for(answered, timeout=60, what="a receive that is not empty")
             assert r.status_code == 409 and "no lake configured" in r.json()["error"], r.text
         flow.service.lake = lake
         got: list[dict[str, Any]] = []
