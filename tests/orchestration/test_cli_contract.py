@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,17 +11,12 @@ from connectors.contracts.odcs import validate
 from connectors.spec import parse_spec_file
 from orchestration.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
-def products(flowsuite_home, monkeypatch, tmp_path):
-    folder = tmp_path / "products"
-    folder.mkdir()
-    (folder / "clicks.yaml").write_text((REPO / "dataproducts" / "clicks.yaml").read_text())
-    monkeypatch.setenv("FLOWSUITE_PRODUCTS_DIR", str(folder))
+def products(products, monkeypatch):
+    """conftest's clicks folder, with the lake on S3 (the contract names its server)."""
     monkeypatch.setenv("FLOWSUITE_LAKE_URL", "s3://lake-bucket/lake")
-    return folder
+    return products
 
 
 def test_export_writes_a_valid_contract_in_yaml_and_json(products, tmp_path, capsys):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from confluent_kafka import KafkaException
 
 from connectors.engine import UnknownProductError
@@ -78,15 +77,6 @@ def test_client_library_errors_are_one_line_and_anything_else_is_a_bug():
     assert cli_error(KafkaException("broker down")).exit_code == EXIT_ERROR
     assert cli_error(OSError("disk full")).exit_code == EXIT_ERROR
     assert cli_error(KeyError("a bug")) is None  # a traceback, not a line that hides it
-
-
-@pytest.fixture
-def products(flowsuite_home, monkeypatch, tmp_path):
-    folder = tmp_path / "products"
-    folder.mkdir()
-    (folder / "clicks.yaml").write_text((REPO / "dataproducts" / "clicks.yaml").read_text())
-    monkeypatch.setenv("FLOWSUITE_PRODUCTS_DIR", str(folder))
-    return folder
 
 
 def test_an_engine_error_from_a_command_is_the_root_groups_one_line(products, capsys):

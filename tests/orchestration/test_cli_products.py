@@ -30,15 +30,6 @@ PRODUCT_COMMANDS = [
 ]
 
 
-@pytest.fixture
-def products(flowsuite_home, monkeypatch, tmp_path):
-    folder = tmp_path / "products"
-    folder.mkdir()
-    (folder / "clicks.yaml").write_text((REPO / "dataproducts" / "clicks.yaml").read_text())
-    monkeypatch.setenv("FLOWSUITE_PRODUCTS_DIR", str(folder))
-    return folder
-
-
 def _argv(template: list[str], product: str) -> list[str]:
     return [part.format(p=product) for part in template]
 
