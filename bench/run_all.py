@@ -109,10 +109,9 @@ def _load(name: str):
     if not path.exists():
         return None
     text = path.read_text().strip()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:  # JSON lines (upsert.json appends a line per figure)
+    if path.suffix == ".jsonl":  # JSON Lines: upsert.jsonl appends one object per figure each run
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
 
 
 def _row(bench, what, figure, ceiling, goal, unit, mach, ratio=None, src: dict | None = None) -> dict:
@@ -165,7 +164,7 @@ def collect() -> list[dict]:
                     r,
                 )
             )
-    data = _load("upsert.json")
+    data = _load("upsert.jsonl")
     if data:
         lines = data if isinstance(data, list) else [data]
         latest = max(line.get("at", "") for line in lines)

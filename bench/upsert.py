@@ -40,7 +40,7 @@ MariaDB (127.0.0.1:3306, root): the ceiling is one LOAD DATA LOCAL INFILE of the
 an empty keyed table (MariaDB's bulk load), the baseline PyMySQL's executemany of the guarded
 INSERT … ON DUPLICATE KEY UPDATE (PyMySQL sends it as multi-row statements).
 
-Prints a table and appends one JSON line per ratio to bench/results/upsert.json. The lake read
+Prints a table and appends one JSON line per ratio to bench/results/upsert.jsonl (JSON Lines). The lake read
 is not measured here (the sink's write path is).
 """
 
@@ -478,7 +478,7 @@ def main() -> int:
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    with open(out / "upsert.json", "a", encoding="utf-8") as f:
+    with open(out / "upsert.jsonl", "a", encoding="utf-8") as f:
         for r in rows_out:
             f.write(json.dumps({"bench": "upsert", "at": now, **r, "rows": args.rows, "batch_rows": args.batch_rows,
                                 "rounds_n": args.rounds, "load_avg": [round(load_before, 2), round(load_after, 2)]}) + "\n")
