@@ -15,6 +15,7 @@ from connectors.metastore.db import (
     create_missing_tables,
     insert_ignore,
     make_engine,
+    reading,
     retrying,
     schema_lock,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "metadata",
     "offsets",
     "own_claim",
+    "reading",
     "replays",
     "retrying",
     "schema_lock",

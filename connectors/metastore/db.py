@@ -55,10 +55,25 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - driver hook
             # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A connection from `reading` only reads: a deferred BEGIN, which in WAL mode neither
+            # takes the write lock nor waits for a writer's commit (its fsync).
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+READ_ONLY = "flowsuite_read_only"  # the execution option `reading` sets
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only. On SQLite its transaction is deferred, so a read never
+    queues behind the write lock the other connections take up front (BEGIN IMMEDIATE);
+    elsewhere it is an ordinary connection. A write through it fails on SQLite's upgrade rules
+    under contention, so do not write through it."""
+    with engine.connect() as conn:
+        yield conn.execution_options(**{READ_ONLY: True})
 
 
 @contextlib.contextmanager
