@@ -12,7 +12,8 @@ Its attributes *are* the spec: the component's attribute model lets any mapping 
 the one spec loader (`connectors.spec.parse_spec_data`, with the expectation checks of
 `quality.expectations.spec_checks`) validates it, so a bad spec is reported as
 `<folder>/defs.yaml at attributes.<field>: <what was expected>`, the same messages as
-`dataproducts/*.yaml`. No second spec format: what the component builds is what
+`dataproducts/*.yaml`. Dagster's templates (`{{ env.NAME }}`) work in any string attribute.
+No second spec format: what the component builds is what
 `orchestration.definitions` builds for a YAML file (`assets.factory.product_definitions`,
 `assets.flow.flow_definitions`), plus its own compaction schedule `hourly_compaction_<name>`.
 """
@@ -111,6 +112,23 @@ class DataProductScaffolder(dg.Scaffolder):
         (folder / DEFS_FILE).write_text(SCAFFOLD.format(type_name=request.type_name, name=folder.name))
 
 
+def _templated(value: Any, context: dg.ResolutionContext) -> Any:
+    """`value` with Dagster's component templates rendered (`{{ env.KAFKA_TOPIC }}`,
+    `{{ env.X or 'default' }}`, the scopes a component's YAML has), each at its path, so an
+    undefined name is reported by file and line as for any component.
+
+    Only strings that hold a template are rendered: Dagster's native rendering would otherwise
+    turn a plain `"1000"` or `"None"` into a number or None, and the spec loader judges types
+    as written. The spec's own `${VAR:-default}` (connection URLs) is left to the loader."""
+    if isinstance(value, str):
+        return context.resolve_value(value) if "{{" in value or "{%" in value else value
+    if isinstance(value, dict):
+        return {k: _templated(v, context.at_path(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_templated(v, context.at_path(i)) for i, v in enumerate(value)]
+    return value
+
+
 @dg.scaffold_with(DataProductScaffolder)
 class DataProduct(dg.Component):
     """A flowsuite data product: landed, hourly and warehouse assets, checks, jobs, sensors."""
@@ -138,6 +156,7 @@ class DataProduct(dg.Component):
         folder = Path(context.path)
         path = folder / DEFS_FILE if folder.is_dir() else folder
         data: Any = attributes.model_dump() if attributes is not None else {}
+        data = _templated(data, context.resolution_context.at_path("attributes"))
         name = folder.name if folder.is_dir() else folder.parent.name
         spec = parse_spec_data(path, data, name=name, prefix="attributes", checks=spec_checks())
         return cls(spec, path)

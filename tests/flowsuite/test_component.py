@@ -108,3 +108,34 @@ def test_a_product_through_both_doors_names_both_files(dg_project):
         f"{path} at attributes.name: 'clicks' is already defined in {CLICKS}",
         f"{path} at attributes.topic: topic 'clicks' is already owned by {CLICKS}",
     ]
+
+
+def test_templates_in_attributes_are_rendered_and_plain_strings_kept(dg_project, monkeypatch: pytest.MonkeyPatch):
+    """Dagster's `{{ env.NAME }}` works in a product's attributes; a string without a template
+    keeps its type (Dagster's native rendering would read "1000" as a number)."""
+    monkeypatch.setenv("FLOWSUITE_TEST_TOPIC", "clicks_from_env")
+    attributes = _clicks_attributes()
+    attributes["topic"] = "{{ env.FLOWSUITE_TEST_TOPIC }}"
+    attributes["description"] = "1000"
+    root, defs = dg_project()
+    _write(defs, "clicks", _component_yaml(attributes))
+    [component] = dg.ComponentTree.for_project(root).get_all_components(of_type=DataProduct)
+    assert component.spec.topic == "clicks_from_env"
+    assert component.spec.description == "1000"
+
+
+def test_an_undefined_template_name_is_reported_at_its_line(dg_project):
+    attributes = _clicks_attributes()
+    attributes["topic"] = "{{ nope.TOPIC }}"
+    root, defs = dg_project()
+    path = _write(defs, "clicks", _component_yaml(attributes))
+    with pytest.raises(Exception) as err:
+        dg.ComponentTree.for_project(root).get_all_components(of_type=DataProduct)
+    exc: BaseException | None = err.value
+    text = str(exc)
+    while exc is not None and "nope" not in text:  # under Dagster's wrapping
+        exc = exc.__cause__
+        text = str(exc)
+    assert "'nope' not found in scope" in text and "attributes.topic" in text, text
+    line = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if "nope.TOPIC" in line)
+    assert f"defs.yaml:{line}" in text, text
