@@ -39,10 +39,13 @@ def _tick(schedule, res, when):
         build_hourly_definitions(spec), build_table_definitions(spec),  # clicks: hourly, then its Iceberg table
         dg.Definitions(schedules=[schedule], resources={"flowsuite": res}),
     ).get_repository_def()
-    ctx = dg.build_schedule_context(
+    # A schedule context opens its own instance from the given one's ref (for `context.log`) and
+    # makes that instance's state storage the process's current one until the context exits:
+    # left open, the next `Definitions` load in the process finds a dead instance behind it.
+    with dg.build_schedule_context(
         instance=schedule._instance, scheduled_execution_time=when, resources={"flowsuite": res}, repository_def=repo
-    )
-    return schedule.evaluate_tick(ctx)
+    ) as ctx:
+        return schedule.evaluate_tick(ctx)
 
 
 def _keys(data):

@@ -1,12 +1,18 @@
 """Fixtures of the browser tests: a real `dagster dev` over demo data, and headless chromium.
 
-- `ui_stack` (module): a temp FLOWSUITE_HOME + DAGSTER_HOME, an embedded broker on a free port,
+- `ui_stack` (session): a temp FLOWSUITE_HOME + DAGSTER_HOME, an embedded broker on a free port,
   demo clicks produced and landed through `flowsuite demo` (so the runs are in the instance the
   UI reads), then `dagster dev -w workspace.yaml -p <free port>` (webserver + daemon, the daemon
-  runs backfills, sensors and schedules) until it serves the code location.
-- `browser` (module) / `page` (function): Debian's `/usr/bin/chromium` driven by playwright
+  runs backfills, sensors and schedules) until it serves the code location. One stack serves
+  every browser test file: starting it (the demo, then the code location) takes minutes.
+- `browser` (session) / `page` (function): Debian's `/usr/bin/chromium` driven by playwright
   (`playwright install` cannot download browsers here). A missing chromium skips locally and
   fails under CI=true (`make browsers` / `.ci/run` install it).
+
+Since the stack is shared, a test that changes what the others read is marked
+`@pytest.mark.changes_ui_stack(n, "what it changes")`: unmarked tests run first, on the demo's
+state as `flowsuite demo` left it, then the marked ones in the order of n, whatever the files'
+order (`pytest_collection_modifyitems` below).
 
 `dagster dev` ignores SIGTERM: it is stopped with SIGINT, then SIGKILL of its process group.
 """
@@ -40,7 +46,7 @@ from tests.ui.browser import (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     home = tmp_path_factory.mktemp("ui_home")
     dagster_home = home / "dagster"
@@ -110,7 +116,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
             stop_group(proc)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         message = f"chromium not found at {CHROMIUM}; install it with `make browsers` (apt-get install chromium)"
@@ -139,6 +145,25 @@ def page(browser, ui_stack: UiStack, request: pytest.FixtureRequest):
         if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
             shot(page, f"FAILED-{request.node.name}")
         context.close()
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests that leave the shared stack changed run after those that read the demo's state.
+
+    Only the items under tests/ui move, among the places they held; the rest keep their order.
+    """
+    places = [i for i, item in enumerate(items) if HERE in Path(item.path).resolve().parents]
+
+    def rank(item: pytest.Item) -> int:
+        marker = item.get_closest_marker("changes_ui_stack")
+        return 0 if marker is None else marker.args[0]
+
+    ordered = sorted((items[i] for i in places), key=rank)  # stable: file order within a rank
+    for i, item in zip(places, ordered, strict=True):
+        items[i] = item
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -1,6 +1,7 @@
 """The Dagster UI as a person uses it, in headless chromium, over `dagster dev` with demo data.
 
-One `dagster dev` serves the whole module (fixtures in conftest.py). Each test checks what is
+One `dagster dev` serves every browser test (fixtures in conftest.py): the tests that change
+its state are marked `changes_ui_stack` and run after those that read the demo's. Each test checks what is
 on the page, saves screenshots under tests/artifacts/ui/, and, where the page reflects state
 kept elsewhere, also checks that state (the lake's `_SUCCESS` markers, the instance's
 sensor and schedule status) so a page that only looks right does not pass.
@@ -102,6 +103,7 @@ def _metadata_value(page, key: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+@pytest.mark.changes_ui_stack(1, "rebuilds the two oldest hours (a new generation each)")
 def test_backfill_two_hours_from_the_ui(page, ui_stack: UiStack):
     metastore = Metastore(ui_stack.env_metastore_url)
     try:
@@ -189,6 +191,7 @@ def _partition_rebuilt_by_replay(page, key: str) -> bool:
     return _metadata_value(page, "mode") == "replay"
 
 
+@pytest.mark.changes_ui_stack(3, "turns on the sensor and the schedule: they would land and compact what later tests produce")
 @pytest.mark.parametrize(
     "kind, name",
     [("sensors", "clicks_offsets"), ("schedules", "hourly_compaction")],

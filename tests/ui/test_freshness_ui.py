@@ -1,8 +1,9 @@
 """Freshness of clicks/hourly in the UI after the demo, and a late hour turning the product late.
 
-Over the module's own `dagster dev` with demo data (tests/ui/conftest.py): Dagster's freshness
-state of `clicks/hourly` (its cron policy, evaluated by the daemon) passes after the demo's
-compactions. Then a late record lands in the oldest sealed demo hour: the hour is reopened (its
+Over the browser tests' shared `dagster dev` with demo data (tests/ui/conftest.py), after the
+backfill test and before the sensor and schedule are turned on (`changes_ui_stack`): Dagster's
+freshness state of `clicks/hourly` (its cron policy, evaluated by the daemon) passes after the
+demo's compactions and the backfill's rebuilds. Then a late record lands in the oldest sealed demo hour: the hour is reopened (its
 `_SUCCESS` goes), `hours_sealed` fails naming it and `product_health` says `late` — what the
 policy, judged on the latest materialization, cannot see (docs/dagster.md). Screenshots go to
 tests/artifacts/ui/ (freshness-*.png), copied into docs/screenshots/ for the README's UI tour.
@@ -62,6 +63,7 @@ def _check_state(page, name: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.changes_ui_stack(2, "reopens the oldest sealed hour with a late record")
 def test_freshness_passes_after_the_demo_and_a_late_hour_turns_the_product_late(page, ui_stack: UiStack):
     seen: list[tuple[str, str | None]] = []
 
