@@ -99,7 +99,9 @@ class Sender:
         self.settings = settings
         self.client = httpx.Client(
             follow_redirects=False, timeout=settings.request_timeout_s, trust_env=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+            # every connection kept alive: with 1,000 subscriptions' deliveries sending at once, a
+            # keep-alive limit below the connection limit closed and opened connections all the time
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
         )
         self._checked: dict[str, float] = {}
 
