@@ -30,18 +30,20 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from connectors.gateway.store import GatewayStore, commit_position_in, positions
+from connectors.gateway.store import GatewayStore, commit_positions_in, positions
 from connectors.metastore import claims, retrying
 
 # A delivery is worker.PartitionDelivery (not imported: it imports this module). What a cycle
 # reads and sets of it: sub, partition, owner, position, done_through, clear_not_before,
 # unrecorded, last_ok, stored_not_before, count_lock, commit_lock, stop_reason, state_ok_at,
-# lease_renewed_at.
+# lease_renewed_at; and it calls move_idle() (move an idle cursor past what it passed over) and
+# wake() (a stop_reason was set: do not wait for the cursor's next timeout).
 PartitionDelivery = Any
 
 log = logging.getLogger(__name__)
 
 STATE_CHECK_S = 0.25  # state re-read and positions committed this often
+IDLE_MOVE_S = 1.0  # idle cursors moved past the offsets they passed over (and committed) this often
 CHUNK = 500  # parameters of one IN (...): well inside every database's limit
 
 
@@ -59,6 +61,8 @@ class DeliveryBooks(threading.Thread):
         self.cycle_lock = threading.Lock()  # held for a whole cycle: unregister waits for it
         self.stopping = threading.Event()
         self.renewed_at = 0.0
+        self.idle_moved_at = 0.0
+        self.known: dict[str, Any] = {}  # the subscriptions as last read (store.get_many)
         self.cycles = 0
         self.cycled = threading.Condition()  # notified after every cycle (and on a delivery's stop)
 
@@ -111,7 +115,7 @@ class DeliveryBooks(threading.Thread):
             held = self._renew([d.owner for d in ds])
             for d in ds:
                 if d.owner not in held:
-                    d.stop_reason = "claim lost"
+                    self._stop(d, "claim lost")
                 else:
                     d.lease_renewed_at = now
             self.renewed_at = now
@@ -123,16 +127,25 @@ class DeliveryBooks(threading.Thread):
                 continue
             sub = fresh.get(d.sub.id)
             if sub is None or sub.state != "active":
-                d.stop_reason = f"subscription is {sub.state if sub else 'gone'}"
+                self._stop(d, f"subscription is {sub.state if sub else 'gone'}")
                 continue
             at = stored.get((d.sub.id, d.partition), d.position)
             if at != before[d] and d.position == before[d]:
-                d.stop_reason = f"position moved to {at} (a replay)"
+                self._stop(d, f"position moved to {at} (a replay)")
                 continue
             d.sub = sub
             d.state_ok_at = now
             live.append(d)
+        if now - self.idle_moved_at >= IDLE_MOVE_S:  # idle cursors need not wake to move past others' events
+            self.idle_moved_at = now
+            for d in live:
+                d.move_idle()
         self._commit(live)
+
+    @staticmethod
+    def _stop(d: PartitionDelivery, why: str) -> None:
+        d.stop_reason = why
+        d.wake()
 
     def _renew(self, owners: list[str]) -> set[str]:
         """Renew every lease held by `owners` in one transaction; the owners still holding one."""
@@ -149,7 +162,8 @@ class DeliveryBooks(threading.Thread):
         return retrying(tx)
 
     def _read(self, ids: list[str]):
-        subs, at = self.store.get_many(ids), {}
+        subs, at = self.store.get_many(ids, known=self.known), {}  # only changed rows parsed again
+        self.known = subs
         with self.store.engine.connect() as conn:
             for part in _chunks(ids):
                 for row in conn.execute(select(positions.c.subscription, positions.c.partition, positions.c.next_offset)
@@ -172,15 +186,15 @@ class DeliveryBooks(threading.Thread):
             d.commit_lock.acquire()
         try:
             def tx() -> list[int]:
-                with self.store.engine.begin() as conn:
-                    return [commit_position_in(conn, d.sub.id, d.partition, d.position, through, d.owner, clear,
-                                               delivered, last_ok)
-                            for d, through, clear, delivered, last_ok in due]
+                with self.store.engine.begin() as conn:  # a few statements for all of them (store.py)
+                    return commit_positions_in(conn, [(d.sub.id, d.partition, d.position, through, d.owner, clear,
+                                                       delivered, last_ok)
+                                                      for d, through, clear, delivered, last_ok in due])
 
             done = retrying(tx)
             for (d, through, clear, delivered, _), moved in zip(due, done, strict=True):
                 if moved != 1:
-                    d.stop_reason = "claim or position moved"
+                    self._stop(d, "claim or position moved")
                     continue
                 d.position = through
                 with d.count_lock:

@@ -99,7 +99,9 @@ class CursorQueue:
     cursor — the offsets it covers are kept as one range (`passed`) that goes to the cursor as an
     empty batch ahead of the next wanted one, or when its take() times out, so its position still
     moves. With 1,000 partner subscriptions each wanting a thousandth of the events, the cursors
-    wake for their own events, not for every batch."""
+    wake for their own events, not for every batch. A cursor idle in take() (`idle`: nothing
+    queued, nothing in hand) does not wake to move past a range either: the gateway's bookkeeper
+    takes the range from it (`take_passed`) and moves the cursor's position itself."""
 
     def __init__(self, limit: int | None = None, wants=None):
         self.limit = QUEUE_BATCHES if limit is None else limit
@@ -108,6 +110,7 @@ class CursorQueue:
         self.cond = threading.Condition()
         self.wants = wants
         self.passed: EventBatch | None = None  # offsets passed over, nothing in them for this cursor
+        self.idle = False  # a take() waits with nothing queued: the cursor holds nothing undelivered
 
     def _wanted(self, batch: EventBatch) -> bool:
         if self.wants is None:
@@ -143,7 +146,11 @@ class CursorQueue:
         """The next batch, None after `timeout`; raises Detached when the queue is empty and closed."""
         with self.cond:
             if not self.items and not self.closed:
-                self.cond.wait(timeout)
+                self.idle = True
+                try:
+                    self.cond.wait(timeout)
+                finally:
+                    self.idle = False
             if self.items:
                 return self.items.popleft()
             if self.passed is not None:
@@ -152,6 +159,22 @@ class CursorQueue:
             if self.closed:
                 raise Detached()
             return None
+
+    def take_passed(self, start: int, moved) -> bool:
+        """While the cursor waits idle in take() at `start`, hand the range passed over from
+        there to `moved(end)` (called under the queue's lock, so the cursor wakes to the moved
+        position) instead of waking the cursor; False when it is not idle there."""
+        with self.cond:
+            passed = self.passed
+            if not self.idle or self.items or passed is None or passed.start != start:
+                return False
+            self.passed = None
+            moved(passed.end)
+            return True
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
     def poll(self, start: int) -> EventBatch | None:
         """The next batch without waiting, if one is queued (or passed over) and starts at `start`."""

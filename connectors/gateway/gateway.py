@@ -63,6 +63,7 @@ class Gateway:
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
+        self._listed: dict[str, Any] = {}  # the active subscriptions as last listed
         self.looks = 0  # looks for work done (tests and health wait for one instead of sleeping)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +100,9 @@ class Gateway:
             if not worker.is_alive():
                 del self.workers[key]
         units = []
-        for sub in self.store.list(states=["active"]):
+        listed = self.store.list(states=["active"], known=self._listed)  # unchanged ones not parsed again
+        self._listed = {sub.id: sub for sub in listed}
+        for sub in listed:
             spec = self.specs.get(sub.product)
             if spec is None or not spec.flow.enabled or not pushed(sub):
                 continue

@@ -6,18 +6,28 @@ their `Retry-After`; everything else — 3xx included, redirects are never follo
 connection error is retried with backoff. Before each connection the sink is checked again
 (its name may resolve elsewhere now). Outcomes never carry the sink's query string, headers
 or secrets: they end up in the metastore and in logs.
+
+The requests go through the standard library's `http.client` on keep-alive connections pooled
+per (scheme, host, port), at most MAX_CONNECTIONS at once: with 1,000 partner subscriptions
+each event is a request of its own, and httpx's per-request machinery (URL model, h11 state
+machine, pool bookkeeping) was most of the gateway's CPU per event. A pooled connection the
+receiver has closed is dropped before use (its socket reads as ready: EOF), and a request on a
+reused connection that the receiver closed meanwhile is sent once more on a fresh one (the
+receiver may then see it twice: at least once, as everywhere).
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import logging
 import random
+import select
+import ssl
 import threading
 import time
 from dataclasses import dataclass
-
-import httpx
+from urllib.parse import urlsplit
 
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.signing import webhook_headers
@@ -28,6 +38,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 RESERVED_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection"}
+MAX_CONNECTIONS = 200  # requests in flight at once (a delivery beyond waits for one to end)
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 @dataclass(frozen=True)
@@ -97,14 +109,18 @@ class RateLimiter:
 class Sender:
     def __init__(self, settings: GatewaySettings):
         self.settings = settings
-        self.client = httpx.Client(
-            follow_redirects=False, timeout=settings.request_timeout_s, trust_env=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-        )
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle_lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
         self._checked: dict[str, float] = {}
 
     def close(self) -> None:
-        self.client.close()
+        with self._idle_lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for c in conns:
+                c.close()
 
     def _check(self, sink: str) -> None:
         # A resolution is trusted for a few seconds; then checked again before connecting.
@@ -112,6 +128,39 @@ class Sender:
             return
         check_sink(sink, self.settings)
         self._checked[sink] = time.monotonic() + 5.0
+
+    def _connection(self, key: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection to `key` still open (True), or a new one (False)."""
+        while True:
+            with self._idle_lock:
+                conns = self._idle.get(key)
+                conn = conns.pop() if conns else None
+            if conn is None:
+                break
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    readable = select.select([sock], [], [], 0)[0]
+                except (OSError, ValueError):
+                    readable = True
+                if not readable:  # nothing to read on an idle connection: still open
+                    return conn, True
+            conn.close()  # the receiver closed it (EOF reads as ready)
+        scheme, host, port = key
+        timeout = self.settings.request_timeout_s
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls), False
+        return http.client.HTTPConnection(host, port, timeout=timeout), False
+
+    def _keep(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            conns = self._idle.setdefault(key, [])
+            if len(conns) < MAX_CONNECTIONS:
+                conns.append(conn)
+                return
+        conn.close()
 
     def send(self, body_of_sub: dict, secrets: list[str], msg_id: str, headers: dict[str, str], body: bytes) -> Outcome:
         sink = body_of_sub["sink"]
@@ -124,8 +173,28 @@ class Sender:
         send.update(headers)
         send.update(webhook_headers(secrets, msg_id, body))
         send["WebHook-Request-Origin"] = self.settings.origin
-        try:
-            resp = self.client.request(settings.get("method") or "POST", sink, headers=send, content=body)
-        except httpx.HTTPError as exc:
-            return Outcome("retry", f"no answer: {type(exc).__name__}")
-        return classify(resp.status_code, resp.headers.get("retry-after"))
+        url = urlsplit(sink)
+        key = (url.scheme, url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        method = settings.get("method") or "POST"
+        with self.slots:
+            for _ in range(2):
+                conn, reused = self._connection(key)
+                try:
+                    conn.request(method, target, body=body, headers=send)
+                    resp = conn.getresponse()
+                    resp.read()
+                except STALE as exc:
+                    conn.close()
+                    if reused:  # closed by the receiver while it sat in the pool: once more on a fresh one
+                        continue
+                    return Outcome("retry", f"no answer: {type(exc).__name__}")
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    return Outcome("retry", f"no answer: {type(exc).__name__}")
+                if resp.will_close:
+                    conn.close()
+                else:
+                    self._keep(key, conn)
+                return classify(resp.status, resp.getheader("retry-after"))
+        return Outcome("retry", "no answer: the connection was closed twice")

@@ -70,7 +70,8 @@ from connectors.spec import DataProductSpec
 log = logging.getLogger(__name__)
 
 STATE_STALE_S = 1.0  # a state older than this is waited for before anything is sent
-TAKE_WAIT_S = 0.5  # a cursor with nothing to send wakes this often (to move its position past what it passed over)
+TAKE_WAIT_S = 5.0  # a cursor with nothing to send wakes this often; the bookkeeper moves it past what it passed
+# over meanwhile (DeliveryBooks.IDLE_MOVE_S) and wakes it at once when it must stop
 READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight window is what was sent)
 
 
@@ -139,10 +140,33 @@ class PartitionDelivery(threading.Thread):
         self.stop_event.set()
         if self.books is not None:  # waiting in _guard for a cycle: wake it now
             self.books.wake()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the cursor if it waits in take() (a stop, or a stop_reason the bookkeeper set)."""
         q = self.queue
-        if q is not None:  # waiting in take(): wake it now, not after TAKE_WAIT_S
-            with q.cond:
-                q.cond.notify_all()
+        if q is not None:
+            q.wake()
+
+    def move_idle(self) -> bool:
+        """The bookkeeper's part of an idle cursor (waiting in take(), everything before `read_at`
+        done): move `read_at` and `done_through` past the range the feed passed over for it, so
+        it need not wake to do so. True when it moved."""
+        q = self.queue
+        if q is None:
+            return False
+        at = self.read_at
+
+        def moved(end: int) -> None:
+            with self.count_lock:
+                if self.done_through == at:
+                    self.done_through = end
+            self.read_at = end
+
+        with self.count_lock:
+            if self.done_through != at:
+                return False
+        return q.take_passed(at, moved)
 
     def _guard(self) -> None:
         """Raise Stopped unless the claim is ours and the subscription is still active, as the

@@ -177,3 +177,22 @@ def test_a_batch_with_nothing_for_a_cursor_does_not_wake_it_but_its_position_sti
     for start in range(40, 100, 10):  # passed-over batches take no slot: never detached for them
         assert q.offer(feed.EventBatch(0, start, start + 10, ["other"]))
     assert not q.closed
+
+
+def test_the_bookkeeper_moves_an_idle_cursor_past_a_passed_range_without_waking_it():
+    # DeliveryBooks.cycle calls move_idle: a cursor waiting in take() is moved by take_passed,
+    # one that holds a batch (not idle) or stands elsewhere is left to move itself.
+    q = feed.CursorQueue(limit=4, wants=lambda b: [e for e in b.events if e == "mine"])
+    assert q.offer(feed.EventBatch(0, 0, 10, ["other"]))
+    moved: list[int] = []
+    assert not q.take_passed(0, moved.append)  # nobody waits in take(): the cursor may be mid-batch
+    got: list = []
+    taker = threading.Thread(target=lambda: got.append(q.take(30)))
+    taker.start()
+    wait_for(lambda: q.idle, 10, what="the cursor waiting in take()")
+    assert not q.take_passed(5, moved.append) and moved == []  # not where the cursor stands
+    assert q.take_passed(0, moved.append) and moved == [10] and q.passed is None
+    assert q.idle and taker.is_alive()  # not woken for it
+    assert q.offer(feed.EventBatch(0, 10, 20, ["other", "mine"]))  # its own event wakes it, at 10
+    taker.join(10)
+    assert [(b.start, b.end) for b in got] == [(10, 20)]
