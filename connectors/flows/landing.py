@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.errors import TerminalError
 from connectors.faults import crash_point
-from connectors.flows.context import DEFAULT_LEASE_S, RunContext
+from connectors.flows.context import RunContext
 from connectors.formats import DEFAULT_DEDUPE_LOOKBACK, Batch, Decoded, Decoder, decoder_for
 from connectors.kafka import (
     KafkaReadError,
@@ -62,6 +62,7 @@ from connectors.leases import LeaseKeeper
 from connectors.metastore import (
     ClaimHeldError,
     FileStats,
+    LandingCommit,
     Metastore,
     landing_resource,
 )
@@ -363,45 +364,54 @@ class LandingOptions:
     progress: Callable[[int], None] | None = None
 
 
-def land(
-    spec: DataProductSpec,
-    *,
-    lake: Lake,
-    metastore: Metastore,
-    bootstrap: str,
-    run_id: str | None = None,
-    kafka_config: dict[str, Any] | None = None,
-    partitions: list[int] | None = None,
-    max_records: int | None = None,
-    is_dead: Callable[[str], bool] | None = None,
-    lease_s: float = DEFAULT_LEASE_S,
-    batch_size: int = 10_000,
-    idle_timeout_s: float = 30.0,
-    on_invalid: Callable[[pa.Table], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> LandingResult:
+class LandKeywords(TypedDict, total=False):
+    """The keywords of `land` beyond the stores and the broker: the rest of its RunContext
+    (`run_id`, `kafka_config`, `is_dead`, `lease_s`) and its LandingOptions (the others)."""
+
+    run_id: str | None
+    kafka_config: dict[str, Any] | None
+    is_dead: Callable[[str], bool] | None
+    lease_s: float
+    partitions: list[int] | None
+    max_records: int | None
+    batch_size: int
+    idle_timeout_s: float
+    on_invalid: Callable[[pa.Table], None] | None
+    progress: Callable[[int], None] | None
+
+
+_RUN_KEYWORDS = ("run_id", "kafka_config", "is_dead", "lease_s")
+
+
+def land(spec: DataProductSpec, *, lake: Lake, metastore: Metastore, bootstrap: str,
+         **values: Unpack[LandKeywords]) -> LandingResult:
     """Land everything available from the committed offsets, up to the product's cap.
 
-    The keyword form of `land_run` (one value each, as callers before the RunContext had them).
+    The keyword form of `land_run`: the keywords that belong to the run go into its RunContext
+    (connectors/flows/context.py), the others into LandingOptions.
 
     Args:
         spec: the data product.
         lake / metastore: where files go and where their state is kept.
         bootstrap / kafka_config: the broker; security settings pass through unchanged.
         run_id: the Dagster run id (or any id) recorded with claims and files.
+        is_dead: says whether the run holding a claim has failed, to take it over early.
+        lease_s: the claims' lease, renewed while the run lives.
         partitions: land only these Kafka partitions (a parallel step each); default all.
         max_records: cap for this run (default: the spec's trigger.max_records_per_run),
             shared evenly by the partitions landed.
-        is_dead: says whether the run holding a claim has failed, to take it over early.
+        batch_size / idle_timeout_s: records per read; how long an empty partition is waited on.
         on_invalid: called with each batch's quarantined rows before they are written
             (the dead-letter topic publisher of on_invalid: dlq).
         progress: called with the number of records consumed so far.
     """
-    run = RunContext(lake=lake, metastore=metastore, bootstrap=bootstrap, kafka_config=dict(kafka_config or {}),
-                     is_dead=is_dead, lease_s=lease_s, **({"run_id": run_id} if run_id else {}))
-    options = LandingOptions(partitions=partitions, max_records=max_records, batch_size=batch_size,
-                             idle_timeout_s=idle_timeout_s, on_invalid=on_invalid, progress=progress)
-    return land_run(spec, run, options)
+    given: dict[str, Any] = dict(values)
+    run_values = {k: given.pop(k) for k in _RUN_KEYWORDS if k in given}
+    if not run_values.get("run_id"):
+        run_values.pop("run_id", None)  # none given: the context makes an ad-hoc id
+    run_values["kafka_config"] = dict(run_values.get("kafka_config") or {})
+    run = RunContext(lake=lake, metastore=metastore, bootstrap=bootstrap, **run_values)
+    return land_run(spec, run, LandingOptions(**given))
 
 
 def land_run(spec: DataProductSpec, run: RunContext, options: LandingOptions | None = None) -> LandingResult:
@@ -421,6 +431,7 @@ class _Landing:
     def __init__(self, spec: DataProductSpec, run: RunContext, options: LandingOptions,
                  consumer: Consumer, conf: dict[str, Any], started: float):
         self.spec, self.ctx, self.options = spec, run, options
+        self.lake = run.require_lake(f"landing {spec.name}")
         self.consumer, self.conf, self.started = consumer, conf, started
         self.topic = spec.topic
         self.owner = uuid.uuid4().hex
@@ -436,7 +447,7 @@ class _Landing:
         self.claim(self.start_offsets())
         if not self.claimed:
             return self.result([])
-        files = HourFiles(self.spec, self.ctx.lake, self.ctx.metastore, self.ctx.run_id)
+        files = HourFiles(self.spec, self.lake, self.ctx.metastore, self.ctx.run_id)
         self.leases.start()
         try:
             self.read_and_write(files)
@@ -479,7 +490,7 @@ class _Landing:
             resource = landing_resource(p, start)
             try:
                 takeover = ctx.metastore.claim(spec.name, resource, self.owner, ctx.run_id, ctx.lease_s,
-                                               is_dead=ctx.is_dead, on_delete=ctx.lake.delete)
+                                               is_dead=ctx.is_dead, on_delete=self.lake.delete)
             except ClaimHeldError as exc:
                 self.results[p].skipped = str(exc)
                 log.warning("%s", exc)
@@ -507,7 +518,7 @@ class _Landing:
         spec, options, claimed = self.spec, self.options, self.claimed
         cap = options.max_records if options.max_records is not None else spec.trigger.max_records_per_run
         per_partition_cap = math.ceil(cap / len(claimed))
-        decoder = _decoder(spec, self.topic, self.ctx.lake, self.ctx.metastore)
+        decoder = _decoder(spec, self.topic, self.lake, self.ctx.metastore)
         reader = RangeReader(
             self.conf, self.topic, claimed, {p: per_partition_cap for p in claimed},
             batch_size=options.batch_size, idle_timeout_s=options.idle_timeout_s,
@@ -603,11 +614,11 @@ class _Landing:
                 self.leases.discard(resource)
                 continue
             landed_files, quarantine_files = finished[p]
-            reopened += ctx.metastore.commit_landing(
+            reopened += ctx.metastore.commit_landing(LandingCommit(
                 product=spec.name, topic=self.topic, partition=p, start=start, end=res.end,
                 at_eof=res.reached_eof, owner=self.owner, run_id=ctx.run_id,
                 landed=landed_files, quarantined=quarantine_files, consumed=res.consumed,
-            )
+            ))
             self.leases.discard(resource)
             # Committed: a failure of a later partition's commit must not delete these files.
             files.committed(resource)
@@ -616,7 +627,7 @@ class _Landing:
         files.written.clear()
         # A late record reopened a compacted hour: readers must not take it as whole anymore.
         for hour in sorted(set(reopened)):
-            ctx.lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
+            self.lake.delete(f"{hour_dir(spec.name, hour)}/{SUCCESS}")
         try:
             commit_group_offsets(self.conf, self.topic, group_offsets, consumer=self.consumer)
         except Exception as exc:  # noqa: BLE001 - the metastore holds the truth; lag tools lag

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.flows.context import RunContext
 from connectors.formats import Batch, decoder_for
 from connectors.kafka import original_key
 from connectors.lake import SUCCESS, Lake, hour_dir, hour_key
@@ -232,6 +233,7 @@ def replay_quarantine(
 
     `progress(done, total)` is called with quarantine files handled so far, for a bar."""
     run_id = run_id or f"replay-{uuid.uuid4().hex[:12]}"
+    run = RunContext(lake=lake, metastore=metastore, run_id=run_id, lease_s=lease_s)  # what each file's replay carries
     owner = uuid.uuid4().hex
     results: list[ReplayedFile] = []
     reopened: set[str] = set()
@@ -263,7 +265,7 @@ def replay_quarantine(
         if decoded.valid.num_rows == 0 or dry_run:
             continue
         try:
-            reopened |= set(_replay_file(spec, qf, topic, decoded, hours, lake, metastore, run_id, owner, lease_s, outcome))
+            reopened |= set(_replay_file(spec, run, owner, qf, topic, decoded, hours, outcome))
         except (ClaimHeldError, CommitConflictError) as exc:
             # Another replay holds or already replayed this file: it is not ours to land.
             outcome.skipped, outcome.replayed, outcome.landed_files, outcome.hours = str(exc), 0, [], {}
@@ -277,20 +279,20 @@ def replay_quarantine(
 
 def _replay_file(
     spec: DataProductSpec,
+    run: RunContext,
+    owner: str,
     qf: FileRecord,
     topic: str,
     decoded,
     hours: list[str],
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str,
-    owner: str,
-    lease_s: float,
     outcome: ReplayedFile,
 ) -> list[str]:
+    """Land one quarantine file's rows that now pass, under its own claim held by `owner`, in
+    `run` (its lake, metastore, run id and claim lease); returns the hours it reopened."""
+    lake, metastore, run_id = run.require_lake(f"replaying the quarantine of {spec.name}"), run.metastore, run.run_id
     rid = replay_id(qf.path)
     claim = f"replay/{rid}"
-    metastore.claim(spec.name, claim, owner, run_id, lease_s, on_delete=lake.delete)
+    metastore.claim(spec.name, claim, owner, run_id, run.lease_s, on_delete=lake.delete)
     # The file was listed before the claim was ours: another replay may have landed it since
     # (two replays at once). Its output files carry the same names, so stop before touching them.
     if metastore.file_states([qf.path]).get(qf.path) != "committed":

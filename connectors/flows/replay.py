@@ -169,7 +169,7 @@ def replay_hour(
     generation, in `run` (its broker and client settings, stores, claim and clock, as
     `compact_hour` takes them). Raises HourBlockedError / ClaimHeldError like `compact_hour`."""
     hour = normalize_hour(hour)
-    lake = run.lake
+    lake = run.require_lake(f"replaying {spec.name} {hour}")
     conf = consumer_config(run.bootstrap, spec.consumer_group, dict(run.kafka_config))
 
     def rebuild(job: RewriteJob, live: list[FileRecord]) -> Rewritten:

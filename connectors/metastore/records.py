@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from connectors.errors import TerminalError, TransientError
@@ -54,6 +55,25 @@ class FileStats:
     min_offset: int | None = None
     max_offset: int | None = None
     ranges: dict[int, list[list[int]]] | None = None
+
+
+@dataclass(frozen=True)
+class LandingCommit:
+    """What one landing run commits for one partition: the range [start, end) it read, the files
+    it wrote for it, and the claim (`owner`) and run that did; `Metastore.commit_landing` makes it
+    live in one transaction."""
+
+    product: str
+    topic: str
+    partition: int
+    start: int
+    end: int
+    at_eof: bool
+    owner: str
+    run_id: str
+    landed: Sequence[tuple[FileStats, str]]  # (stats, hour)
+    quarantined: Sequence[tuple[FileStats, str]]
+    consumed: int
 
 
 @dataclass(frozen=True)

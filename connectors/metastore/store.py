@@ -43,6 +43,7 @@ from connectors.metastore.records import (
     FileRecord,
     FileStats,
     HourRecord,
+    LandingCommit,
     OffsetState,
     ReplayRecord,
     hour_resource,
@@ -237,26 +238,15 @@ class Metastore(Claims):
 
     # --- the landing commit -------------------------------------------------------------
 
-    def commit_landing(
-        self,
-        *,
-        product: str,
-        topic: str,
-        partition: int,
-        start: int,
-        end: int,
-        at_eof: bool,
-        owner: str,
-        run_id: str,
-        landed: Sequence[tuple[FileStats, str]],  # (stats, hour)
-        quarantined: Sequence[tuple[FileStats, str]],
-        consumed: int,
-    ) -> list[str]:
+    def commit_landing(self, commit: LandingCommit) -> list[str]:
         """Make the range's files live and advance the committed offset, in one transaction.
 
         Compare-and-set on the claim (still ours) and on the committed offset (still `start`).
         Returns the hours that were compacted before and are now reopened by late data.
         """
+        product, topic, partition, start, end = commit.product, commit.topic, commit.partition, commit.start, commit.end
+        at_eof, owner, run_id, consumed = commit.at_eof, commit.owner, commit.run_id, commit.consumed
+        landed, quarantined = commit.landed, commit.quarantined
         resource = landing_resource(partition, start)
 
         def tx() -> list[str]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
 from examples.demo_data import INVALID_KINDS, demo_window, generate_clicks, produce
+from tests.support import read_messages
 
 NOW = datetime(2026, 11, 26, 10, 17, 30, tzinfo=UTC)
 
@@ -66,31 +64,11 @@ def test_invalid_records_cover_every_kind():
     assert len(INVALID_KINDS) == 8
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> dict[int, list]:
-    """Every record of the topic, per partition, read with assign() until partition EOF."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "test.read_all",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+def read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list]:
+    """Every record of the topic, per partition: [(offset, key, value)] in offset order."""
     found: dict[int, list] = {p: [] for p in range(partitions)}
-    at_eof: set[int] = set()
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        deadline = time.monotonic() + timeout
-        while len(at_eof) < partitions:
-            assert time.monotonic() < deadline, f"no EOF on partitions {set(found) - at_eof}"
-            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
-                if msg.error():
-                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                    at_eof.add(msg.partition())
-                    continue
-                found[msg.partition()].append((msg.offset(), msg.key(), msg.value()))
-    finally:
-        consumer.close()
+    for m in read_messages(bootstrap, topic, partitions):
+        found[m.partition()].append((m.offset(), m.key(), m.value()))
     return found
 
 

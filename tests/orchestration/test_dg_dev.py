@@ -19,7 +19,7 @@ import pytest
 from connectors.settings import REPO_ROOT
 from orchestration.services.broker import free_port
 from tests.support import wait_while_running
-from tests.ui.browser import location_loaded, stop_group
+from tests.support.dagster_dev import bin_path, location_loaded, stop_group
 
 REPO = Path(REPO_ROOT)
 SERVE_TIMEOUT_S = 300  # webserver, daemon and a code server on shared cores
@@ -27,16 +27,12 @@ SERVE_TIMEOUT_S = 300  # webserver, daemon and a code server on shared cores
 pytestmark = pytest.mark.timeout(900)
 
 
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
 @pytest.mark.parametrize("command", ["dg dev", "dagster dev"])
 def test_the_ui_starts_and_serves_the_code_location(command: str, tmp_path: Path):
     port = free_port()
     args = {
-        "dg dev": [_bin("dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
-        "dagster dev": [_bin("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        "dg dev": [bin_path("dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
+        "dagster dev": [bin_path("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
     }[command]
     (tmp_path / "dagster").mkdir()
     (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

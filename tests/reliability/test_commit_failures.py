@@ -23,13 +23,13 @@ class DropsConnectionOnSecondCommit(Metastore):
 
     commits = 0
 
-    def commit_landing(self, **kwargs):
+    def commit_landing(self, commit):
         type(self).commits += 1
         if type(self).commits == 2:
             raise sa.exc.OperationalError(
                 "COMMIT", {}, Exception("server closed the connection unexpectedly")
             )
-        return super().commit_landing(**kwargs)
+        return super().commit_landing(commit)
 
 
 def test_a_failed_second_commit_keeps_the_first_partitions_files(topic, kafka_bootstrap, tmp_path):

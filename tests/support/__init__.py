@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 T = TypeVar("T")
 
@@ -70,27 +70,51 @@ def positions(table: pa.Table) -> Counter:
     return Counter(zip(table.column("_partition").to_pylist(), table.column("_offset").to_pylist(), strict=True))
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], tuple[bytes | None, bytes | None]]:
-    """(partition, offset) → (key, value) for every record of the topic, read with assign()."""
+def read_messages(bootstrap: str, topic: str, partitions: int | None = None,
+                  timeout: float = 30.0) -> list[Message]:
+    """Every record of the topic from its beginning to its end, read with assign() until each
+    partition says EOF, as confluent-kafka messages (key, value, headers, partition, offset), in
+    the order read. `partitions`: the first n partitions (default: all the topic has). Fails
+    after `timeout` seconds naming the topic and the partitions that never reached their end."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "tests-reader", "enable.auto.commit": False,
         "enable.partition.eof": True, "auto.offset.reset": "earliest",
     })
-    records: dict[tuple[int, int], tuple[bytes | None, bytes | None]] = {}
+    messages: list[Message] = []
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        done: set[int] = set()
-        while len(done) < partitions:
+        if partitions is None:
+            metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+            if metadata.error is not None:
+                raise AssertionError(f"cannot read topic {topic}: {metadata.error}")
+            wanted = sorted(metadata.partitions)
+        else:
+            wanted = list(range(partitions))
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        at_end: set[int] = set()
+
+        def read_to_end() -> bool:
             for msg in consumer.consume(num_messages=10_000, timeout=0.2):
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
+                        at_end.add(msg.partition())
                         continue
-                    raise RuntimeError(msg.error().str())
-                records[(msg.partition(), msg.offset())] = (msg.key(), msg.value())
+                    raise AssertionError(f"reading {topic}[{msg.partition()}]: {msg.error().str()}")
+                messages.append(msg)
+            return at_end >= set(wanted)
+
+        wait_for(read_to_end, timeout, interval=0, what=f"the end of every partition of {topic}",
+                 detail=lambda: f"partitions {sorted(set(wanted) - at_end)} never reached their end "
+                                f"({len(messages)} records read)")
     finally:
         consumer.close()
-    return records
+    return messages
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int | None = None,
+               timeout: float = 30.0) -> dict[tuple[int, int], tuple[bytes | None, bytes | None]]:
+    """(partition, offset) → (key, value) for every record of the topic (`read_messages`)."""
+    return {(m.partition(), m.offset()): (m.key(), m.value())
+            for m in read_messages(bootstrap, topic, partitions, timeout)}
 
 
 START_SIGNAL = 'print("ready", flush=True); sys.stdin.readline()'

@@ -1,13 +1,10 @@
-"""Helpers of the browser tests: the stack under test, page helpers, the UI's GraphQL API."""
+"""Helpers of the browser tests: the stack under test and page helpers (the `dagster dev` helpers
+they share with the CLI tests are in tests/support/dagster_dev.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,58 +49,6 @@ class UiStack:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-def bin_path(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def graphql(url: str, query: str, timeout: float = 5.0) -> dict:
-    import json
-
-    req = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def location_loaded(url: str) -> bool:
-    """True once the code location `flowsuite` is loaded (not merely the webserver up)."""
-    try:
-        answer = graphql(
-            url,
-            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-            "locationOrLoadError { __typename } } } } }",
-        )
-    except OSError:
-        return False
-    entries = (answer.get("data") or {}).get("workspaceOrError", {}).get("locationEntries") or []
-    for e in entries:
-        if e["name"] == "flowsuite" and e["loadStatus"] == "LOADED":
-            kind = (e.get("locationOrLoadError") or {}).get("__typename")
-            if kind != "RepositoryLocation":
-                raise RuntimeError(f"code location flowsuite failed to load: {answer}")
-            return True
-    return False
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGINT the process group (dagster dev ignores SIGTERM), then SIGKILL what is left."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=20)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the webserver's and daemon's children too
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def products_with_failing_check(target: Path) -> Path:

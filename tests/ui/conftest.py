@@ -29,6 +29,7 @@ import pytest
 
 from orchestration.services.broker import free_port, running_broker
 from tests.support import wait_while_running
+from tests.support.dagster_dev import bin_path, location_loaded, stop_group
 from tests.ui.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -38,11 +39,8 @@ from tests.ui.browser import (
     REPO,
     SERVE_TIMEOUT_S,
     UiStack,
-    bin_path,
-    location_loaded,
     products_with_failing_check,
     shot,
-    stop_group,
 )
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from connectors.metastore import Metastore
 from tests.support import wait_for
-from tests.ui.browser import FAILING_CHECK, UiStack, graphql, open_ui, shot
+from tests.support.dagster_dev import graphql
+from tests.ui.browser import FAILING_CHECK, UiStack, open_ui, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 

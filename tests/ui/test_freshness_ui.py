@@ -22,7 +22,8 @@ from connectors.lake import parse_hour_key
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks, produce
 from tests.support import wait_for
-from tests.ui.browser import REPO, UiStack, bin_path, graphql, open_ui, shot
+from tests.support.dagster_dev import bin_path, graphql
+from tests.ui.browser import REPO, UiStack, open_ui, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 

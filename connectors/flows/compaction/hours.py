@@ -171,7 +171,8 @@ class _HourCompaction:
     def __init__(self, spec: DataProductSpec, hour: str, run: RunContext):
         self.started = time.monotonic()
         self.spec, self.hour, self.run_ctx = spec, hour, run
-        self.product, self.lake, self.metastore = spec.name, run.lake, run.metastore
+        self.product, self.metastore = spec.name, run.metastore
+        self.lake = run.require_lake(f"compacting {spec.name} {hour}")
         self.resource = hour_resource(hour)
         self.owner = uuid.uuid4().hex
 

@@ -140,22 +140,12 @@ def _row_groups(rows: int, target: int) -> int:
     return math.ceil(rows / groups) if rows else target
 
 
-def rewrite_hour(
-    spec: DataProductSpec,
-    hour: str,
-    sources: Sequence[Source],
-    *,
-    lake: Lake,
-    metastore: Metastore,
-    run_id: str,
-    generation: int,
-    target_file_bytes: int,
-    row_group_rows: int,
-    keeper: LeaseKeeper | None = None,
-    spill_dir: str | None = None,
-) -> tuple[list[Output], Fingerprint]:
+def rewrite_hour(job: RewriteJob, sources: Sequence[Source]) -> tuple[list[Output], Fingerprint]:
     """Write the rows of `sources` sorted into pending `part-g<generation>-<n>` files of the
-    hour, and verify them; returns the outputs and the inputs' fingerprint."""
+    job's hour, and verify them; returns the outputs and the inputs' fingerprint."""
+    spec, hour, lake, metastore, run_id = job.spec, job.hour, job.lake, job.metastore, job.run_id
+    generation, target_file_bytes, row_group_rows = job.generation, job.target_file_bytes, job.row_group_rows
+    keeper, spill_dir = job.keeper, job.spill_dir
     schema = lake_schema(spec)
     layout = compacted_layout(spec, schema)
     order_by = [(c, "ascending") for c in sort_columns(spec, schema)]
@@ -325,9 +315,5 @@ class RewriteJob:
     spill_dir: str | None = None
 
     def rewrite(self, sources: Sequence[Source], source: str = "live_files", note: str = "") -> Rewritten:
-        outputs, fingerprint = rewrite_hour(
-            self.spec, self.hour, sources, lake=self.lake, metastore=self.metastore, run_id=self.run_id,
-            generation=self.generation, target_file_bytes=self.target_file_bytes,
-            row_group_rows=self.row_group_rows, keeper=self.keeper, spill_dir=self.spill_dir,
-        )
+        outputs, fingerprint = rewrite_hour(self, sources)
         return Rewritten(outputs, fingerprint, source, note)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from connectors.flows import land
+from connectors.flows import RunContext, compact_hour, land, land_run
+from connectors.flows.context import NoLakeError
 from connectors.kafka import HistoryLostError
 from connectors.lake import Lake
 from connectors.metastore import Metastore
@@ -107,7 +108,8 @@ def test_cap_leaves_the_rest_for_the_next_run(kafka_bootstrap, topic, tmp_path, 
 LAND_SCRIPT = """
 import json, sys
 from connectors.lake import Lake
-from connectors.flows import land
+from connectors.flows import RunContext, compact_hour, land, land_run
+from connectors.flows.context import NoLakeError
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 spec = parse_spec_file(__import__("pathlib").Path("dataproducts/clicks.yaml")).model_copy(update={"topic": sys.argv[1]})
@@ -165,6 +167,40 @@ def test_history_lost_stops_with_a_clear_message(kafka_bootstrap, topic, tmp_pat
     assert "reset the committed offset of partition" in message and "partition's end" in message
     assert "--" not in message and lost.value.reset_to == "end"
     assert len(metastore.live_files(spec.name)) > 0  # nothing committed, nothing deleted
+
+
+def test_land_keywords_are_the_run_contexts_and_the_landing_options(tmp_path):
+    """`land`'s keywords are split between RunContext and LandingOptions: every one belongs to
+    exactly one of them, so none is dropped, and an unknown one is refused as before."""
+    from dataclasses import fields
+
+    from connectors.flows.landing import _RUN_KEYWORDS, LandingOptions, LandKeywords
+
+    options = {f.name for f in fields(LandingOptions)}
+    run = {f.name for f in fields(RunContext)}
+    assert set(_RUN_KEYWORDS) <= run and not set(_RUN_KEYWORDS) & options
+    assert set(LandKeywords.__annotations__) == set(_RUN_KEYWORDS) | options
+    with pytest.raises(TypeError, match="idle_timeout"):
+        land(clicks_spec("clicks"), lake=Lake(str(tmp_path / "lake")), metastore=None, bootstrap="",
+             idle_timeout=1)
+
+
+def test_a_run_context_without_a_lake_is_refused_by_the_steps_that_write_one(kafka_bootstrap, topic, sqlite_url):
+    """publish and capture are given `lake=None`; landing and compaction, handed such a context,
+    say which step needed the lake before they claim or read anything."""
+    produce_clicks(kafka_bootstrap, topic, 20, invalid_rate=0.0)
+    spec = clicks_spec(topic)
+    metastore = Metastore(sqlite_url)
+    try:
+        run = RunContext(lake=None, metastore=metastore, bootstrap=kafka_bootstrap)
+        with pytest.raises(NoLakeError, match=f"landing {spec.name} writes the lake"):
+            land_run(spec, run)
+        with pytest.raises(NoLakeError, match=f"compacting {spec.name} 2026-01-10-10 writes the lake"):
+            compact_hour(spec, "2026-01-10-10", run)
+        assert metastore.committed_offsets(spec.name) == {}
+        assert metastore.hours(spec.name) == []
+    finally:
+        metastore.dispose()
 
 
 def test_past_the_memory_budget_files_are_finished_early_and_nothing_is_lost(

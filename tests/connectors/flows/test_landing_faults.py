@@ -31,9 +31,9 @@ class LosesCommitAnswer(Metastore):
         self.partition = partition
         self.tripped = False
 
-    def commit_landing(self, **kwargs):
-        reopened = super().commit_landing(**kwargs)
-        if kwargs["partition"] == self.partition and not self.tripped:
+    def commit_landing(self, commit):
+        reopened = super().commit_landing(commit)
+        if commit.partition == self.partition and not self.tripped:
             self.tripped = True
             raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
         return reopened

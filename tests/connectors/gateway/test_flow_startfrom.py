@@ -12,7 +12,7 @@ import pytest
 from connectors.gateway.startfrom import StartFromError, parse_startfrom, resolve_startfrom
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
-from connectors.metastore import FileStats, Metastore, landing_resource
+from connectors.metastore import FileStats, LandingCommit, Metastore, landing_resource
 from tests.support.gateway import (
     clicks_flow_spec,
     flow_env,
@@ -30,8 +30,9 @@ def _land(ms: Metastore, product: str, topic: str, partition: int, start: int, e
     ms.register_pending(path, product=product, kind="landed", hour=hour, claim=resource, run_id="run",
                         partition=partition, start_offset=start)
     stats = FileStats(path, rows=end - start, bytes=1, end_offset=end, min_offset=start, max_offset=end - 1)
-    ms.commit_landing(product=product, topic=topic, partition=partition, start=start, end=end, at_eof=True,
-                      owner="owner", run_id="run", landed=[(stats, hour)], quarantined=[], consumed=end - start)
+    ms.commit_landing(LandingCommit(product=product, topic=topic, partition=partition, start=start, end=end,
+                                    at_eof=True, owner="owner", run_id="run", landed=[(stats, hour)], quarantined=[],
+                                    consumed=end - start))
     ms.release(product, resource, "owner")
 
 

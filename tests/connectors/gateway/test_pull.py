@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.gateway import FlowService, GatewayStore
 from connectors.gateway.events import structured_request
@@ -19,7 +18,7 @@ from connectors.gateway.pull import PullService
 from connectors.gateway.worker import dlq_topic_of
 from connectors.kafka import ensure_topic
 from connectors.metastore import Metastore
-from tests.support import wait_for
+from tests.support import read_messages, wait_for
 from tests.support.gateway import (
     OWNER,
     SOURCE,
@@ -167,7 +166,7 @@ def test_release_reject_and_renew(tmp_path, kafka_bootstrap, make_topic):
         assert _settle(flow, sub_id, "acknowledge", _tokens([b])).status_code == 200
         # reject: to the dead letter, as push's, and never delivered again
         assert _settle(flow, sub_id, "reject", _tokens([c])).status_code == 200
-        dlq = _read_all(kafka_bootstrap, dlq_topic_of(flow.spec, sub_id))
+        dlq = read_messages(kafka_bootstrap, dlq_topic_of(flow.spec, sub_id))
         assert [dict(m.headers())["ce_id"].decode() for m in dlq] == [c["event"]["id"]]
         assert json.loads(dlq[0].value()) == c["event"]["data"]
         # release with a delay: not handed out before it
@@ -200,7 +199,7 @@ def test_max_delivery_count_sends_an_event_never_acknowledged_to_the_dead_letter
                  what="the position past the dead-lettered events")
         assert _positions(flow, sub_id) == {0: 6}
         assert _receive(flow, sub_id, n=10) == []  # never delivered a third time
-        dlq = _read_all(kafka_bootstrap, dlq_topic_of(flow.spec, sub_id))
+        dlq = read_messages(kafka_bootstrap, dlq_topic_of(flow.spec, sub_id))
         headers = [dict(m.headers()) for m in dlq]
         assert [h["ce_id"].decode() for h in headers] == ["clicks-0-2", "clicks-0-4"]
         assert {h["flowsuite.flow.attempts"] for h in headers} == {b"2"}
@@ -215,23 +214,6 @@ def test_max_delivery_count_sends_an_event_never_acknowledged_to_the_dead_letter
                 r = c.post("/subscriptions", json={**body, "config": config, **({} if "delivery" in config else
                                                                                {"sink": "http://127.0.0.1:9/x"})})
                 assert r.status_code == 400 and why in r.text and "maxdeliverycount" in r.text, r.text
-
-
-def _read_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-pull", "enable.partition.eof": True,
-                         "enable.auto.commit": False})
-    out = []
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            msgs = consumer.consume(100, timeout=0.5)
-            out += [m for m in msgs if m.error() is None]
-            if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF for m in msgs):
-                break
-    finally:
-        consumer.close()
-    return out
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
@@ -459,19 +441,7 @@ def _kafka_events(flow: Flow, bootstrap: str):
     from connectors.formats import Batch, decoder_for
     from connectors.gateway.events import events_from_batch
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.partition.eof": True})
-    msgs = []
-    try:
-        consumer.assign([TopicPartition(flow.spec.topic, 0, 0)])
-        while True:
-            m = consumer.poll(5)
-            assert m is not None
-            if m.error():
-                assert m.error().code() == KafkaError._PARTITION_EOF
-                break
-            msgs.append(m)
-    finally:
-        consumer.close()
+    msgs = read_messages(bootstrap, flow.spec.topic, partitions=1)  # partition 0
     decoded = decoder_for(flow.spec).decode(Batch(0, [m.value() for m in msgs], [m.key() for m in msgs],
                                                   [m.offset() for m in msgs], [m.timestamp()[1] for m in msgs]))
     events = events_from_batch(flow.spec, 0, {m.offset(): m for m in msgs}, decoded.valid)

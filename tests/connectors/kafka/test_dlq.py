@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from connectors.flows import InvalidRecordsError, land
 from connectors.kafka import DeadLetterError, dlq_publisher, dlq_topic, topic_partitions
@@ -16,6 +16,7 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from connectors.spec import DataProductSpec
+from tests.support import read_messages
 
 CLICKS = yaml.safe_load((REPO_ROOT / "dataproducts" / "clicks.yaml").read_text())
 
@@ -42,26 +43,6 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
     assert p.flush(30) == 0 and not errors
 
 
-def read_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-dlq-reader",
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    parts = topic_partitions(bootstrap, topic)
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    out, eof = [], set()
-    try:
-        for _ in range(60):
-            for m in consumer.consume(100, timeout=0.5):
-                if m.error():
-                    eof.add(m.partition())
-                else:
-                    out.append(m)
-            if eof >= set(parts):
-                break
-    finally:
-        consumer.close()
-    return out
-
-
 @pytest.fixture
 def stores(tmp_path):
     return Lake(str(tmp_path / "lake")), Metastore(f"sqlite:///{tmp_path / 'm.db'}")
@@ -86,7 +67,7 @@ def test_dlq_mode_publishes_each_quarantined_record_with_origin_headers(kafka_bo
     assert (result.landed, result.quarantined) == (20, 3)
     assert publisher.published == 3
 
-    messages = read_all(kafka_bootstrap, dlq_topic(spec))
+    messages = read_messages(kafka_bootstrap, dlq_topic(spec))
     assert len(messages) == 3
     assert topic_partitions(kafka_bootstrap, dlq_topic(spec)) == [0, 1]
     by_value = {m.value(): m for m in messages}

@@ -8,7 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.flows.compaction.rewrite import _read_all, compacted_layout, conform, rewrite_hour
+from connectors.flows.compaction.rewrite import (
+    RewriteJob,
+    _read_all,
+    compacted_layout,
+    conform,
+    rewrite_hour,
+)
 from connectors.formats import lake_schema
 from connectors.lake import Lake
 from connectors.metastore import Metastore
@@ -60,10 +66,9 @@ def test_compacted_file_is_written_with_the_layout_and_reads_back_exactly(tmp_pa
             paths.append(str(tmp_path / f"in{i}.parquet"))
             pq.write_table(t, paths[-1])
         sources = [(lake.fs, p, 1) for p in paths]
-        outputs, _ = rewrite_hour(
-            spec, "2026-01-10-11", sources, lake=lake, metastore=metastore, run_id="t", generation=1,
-            target_file_bytes=1 << 30, row_group_rows=4000,
-        )
+        job = RewriteJob(spec, "2026-01-10-11", lake, metastore, run_id="t", generation=1,
+                         target_file_bytes=1 << 30, row_group_rows=4000)
+        outputs, _ = rewrite_hour(job, sources)
         [out] = outputs
         meta = pq.ParquetFile(lake.full(out.path)).metadata
         chunks = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
@@ -119,10 +124,9 @@ def _rewrite(tmp_path, lake, metastore, tables):
     for i, t in enumerate(tables):
         paths.append(str(tmp_path / f"in{i}.parquet"))
         pq.write_table(t, paths[-1])
-    return rewrite_hour(
-        spec, "2026-01-10-11", [(lake.fs, p, 1) for p in paths], lake=lake, metastore=metastore, run_id="t",
-        generation=1, target_file_bytes=1 << 30, row_group_rows=4000,
-    )
+    job = RewriteJob(spec, "2026-01-10-11", lake, metastore, run_id="t", generation=1,
+                     target_file_bytes=1 << 30, row_group_rows=4000)
+    return rewrite_hour(job, [(lake.fs, p, 1) for p in paths])
 
 
 def test_a_durable_file_that_differs_from_the_rows_written_is_refused(tmp_path, monkeypatch) -> None:
