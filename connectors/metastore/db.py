@@ -12,9 +12,16 @@ from sqlalchemy import MetaData, Table, create_engine, event, insert, inspect, t
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from connectors.errors import TransientError
+
 log = logging.getLogger(__name__)
 
 SCHEMA_LOCK_WAIT_S = 60  # MySQL's GET_LOCK: how long to wait for another process's schema change
+
+
+class SchemaLockTimeoutError(TransientError, TimeoutError):
+    """Another process held a schema lock past SCHEMA_LOCK_WAIT_S: it is still changing these
+    tables, so the same attempt may succeed once it is done."""
 
 
 def _enter_wal(cursor, deadline_s: float = 60.0) -> None:
@@ -91,7 +98,7 @@ def schema_lock(conn: Connection, name: str) -> Iterator[None]:
     elif dialect in ("mysql", "mariadb"):
         got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": SCHEMA_LOCK_WAIT_S}).scalar()
         if got != 1:
-            raise TimeoutError(
+            raise SchemaLockTimeoutError(
                 f"waited {SCHEMA_LOCK_WAIT_S} s for the schema lock {name!r}: another process is "
                 "changing these tables"
             )

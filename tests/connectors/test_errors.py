@@ -31,6 +31,7 @@ def test_every_engine_exception_is_in_the_family():
 
 def test_kinds_follow_what_a_retry_would_do():
     from connectors.kafka.reader import HistoryLostError, KafkaReadError
+    from connectors.metastore.db import SchemaLockTimeoutError
     from connectors.warehouse.sink import ConcurrentSyncError, WarehouseSchemaError
 
     assert is_transient(KafkaReadError("broker away"))
@@ -39,4 +40,6 @@ def test_kinds_follow_what_a_retry_would_do():
     assert is_transient(ConcurrentSyncError("another sync won"))
     assert not is_transient(ValueError("not ours"))
     assert issubclass(KafkaReadError, RuntimeError)  # `except RuntimeError` callers keep working
+    assert is_transient(SchemaLockTimeoutError("another process changes the tables"))
+    assert issubclass(SchemaLockTimeoutError, TimeoutError)  # still the built-in it was raised as
     assert not issubclass(TerminalError, TransientError)
