@@ -26,3 +26,11 @@ def test_read_messages_fails_naming_the_partition_that_never_ends(kafka_bootstra
     message = str(waited.value)
     assert f"the end of every partition of {topic}" in message
     assert "partitions [2] never reached their end" in message
+
+
+def test_read_messages_from_an_offset_reads_each_partition_from_there(kafka_bootstrap, make_topic):
+    topic = make_topic(partitions=2)
+    report = produce(kafka_bootstrap, topic, generate_clicks(40, 1, 0.0, seed=6), partitions=2)
+    tail = read_messages(kafka_bootstrap, topic, 2, start=5)
+    assert sorted((m.partition(), m.offset()) for m in tail) == sorted(
+        (p, o) for p, n in report.per_partition.items() for o in range(5, n))

@@ -71,11 +71,12 @@ def positions(table: pa.Table) -> Counter:
 
 
 def read_messages(bootstrap: str, topic: str, partitions: int | None = None,
-                  timeout: float = 30.0) -> list[Message]:
-    """Every record of the topic from its beginning to its end, read with assign() until each
-    partition says EOF, as confluent-kafka messages (key, value, headers, partition, offset), in
-    the order read. `partitions`: the first n partitions (default: all the topic has). Fails
-    after `timeout` seconds naming the topic and the partitions that never reached their end."""
+                  timeout: float = 30.0, start: int = OFFSET_BEGINNING) -> list[Message]:
+    """Every record of the topic from its beginning (or offset `start` of each partition) to its
+    end, read with assign() until each partition says EOF, as confluent-kafka messages (key,
+    value, headers, partition, offset), in the order read. `partitions`: the first n partitions
+    (default: all the topic has). Fails after `timeout` seconds naming the topic and the
+    partitions that never reached their end."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "tests-reader", "enable.auto.commit": False,
         "enable.partition.eof": True, "auto.offset.reset": "earliest",
@@ -89,7 +90,7 @@ def read_messages(bootstrap: str, topic: str, partitions: int | None = None,
             wanted = sorted(metadata.partitions)
         else:
             wanted = list(range(partitions))
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        consumer.assign([TopicPartition(topic, p, start) for p in wanted])
         at_end: set[int] = set()
 
         def read_to_end() -> bool:

@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka import Producer as KafkaProducer
 
 from connectors.gateway.events import BATCH, STRUCTURED
-from tests.support import wait_for
+from tests.support import read_messages, wait_for
 from tests.support.gateway import T0, Received, Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,27 +292,13 @@ class Produced:
     offset: int
 
 
-def read_topic(bootstrap: str, topic: str, partitions: Iterable[int], start: int = 0) -> list[Produced]:
-    """Every record of the topic's partitions from `start`, read with a plain consumer."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-audit", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    parts = list(partitions)
+def read_produced(bootstrap: str, topic: str, partitions: int = 2, start: int = 0) -> list[Produced]:
+    """Every click of the topic's first `partitions` partitions from offset `start`, read to the
+    end with the shared plain-consumer reader (tests.support.read_messages)."""
     out: list[Produced] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, start) for p in parts])
-        done: set[int] = set()
-        deadline = time.monotonic() + 60
-        while done != set(parts):
-            assert time.monotonic() < deadline, "the audit's read of the topic did not reach the end"
-            for m in consumer.consume(num_messages=10_000, timeout=1.0):
-                if m.error():
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    done.add(m.partition())
-                    continue
-                rec = json.loads(m.value())
-                out.append(Produced(rec["event_id"], rec.get("partner_id"), m.partition(), m.offset()))
-    finally:
-        consumer.close()
+    for m in read_messages(bootstrap, topic, partitions, timeout=60, start=start):
+        rec = json.loads(m.value())
+        out.append(Produced(rec["event_id"], rec.get("partner_id"), m.partition(), m.offset()))
     return out
 
 

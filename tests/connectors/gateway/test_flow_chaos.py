@@ -27,7 +27,7 @@ from tests.support.flow_chaos import (
     PartnerReceiver,
     audit,
     gateway_env,
-    read_topic,
+    read_produced,
 )
 from tests.support.gateway import clicks_flow_spec, flow_env, produce_history, wait_for
 
@@ -116,7 +116,7 @@ def test_partner_chaos_two_gateways_sigkilled_while_producing(tmp_path, kafka_bo
                 _kill_and_restart(gateways, rng)
             total = producer.finish()
             produced_in = time.monotonic() - began
-            produced = read_topic(kafka_bootstrap, topic, [0, 1])
+            produced = read_produced(kafka_bootstrap, topic)
             assert len(produced) == total
             want = {org: {p.event_id for p in produced if p.partner == org} for org in PARTNERS}
             wait_for(lambda: all(want[o] <= r.accepted_ids() for o, r in receivers.items()), timeout=180,
@@ -167,7 +167,7 @@ def test_replay_from_the_lake_into_kafka_with_gateway_kills(tmp_path, broker):
     ensure_topic(broker.bootstrap, topic, 2)
     spec = clicks_flow_spec(topic)
     produce_history(broker.bootstrap, topic, 2 * per_partition, chunk=50)  # p-000..p-004, ~1 in 40 quarantined
-    history = [p for p in read_topic(broker.bootstrap, topic, [0, 1]) if p.offset < low]
+    history = [p for p in read_produced(broker.bootstrap, topic) if p.offset < low]
     ms = Metastore(f"sqlite:///{tmp_path / 'metastore.db'}")  # the one flow_env opens below
     lake, runs_of = Lake(str(tmp_path / "lake")), max(1000, per_partition // 10)
     for run in range(4 * per_partition // runs_of + 2):  # land_all, with room for the S3 broker under load
@@ -187,7 +187,7 @@ def test_replay_from_the_lake_into_kafka_with_gateway_kills(tmp_path, broker):
             assert flow.store.positions(sid) == {0: (0, None), 1: (0, None)}
         env = gateway_env(tmp_path, _write_products(tmp_path, flow.spec), flow.store.metastore.url, broker.bootstrap)
         gateways = Gateways(tmp_path, env).start_all()
-        tail = read_topic(broker.bootstrap, topic, [0, 1], start=low)  # what Kafka still holds
+        tail = read_produced(broker.bootstrap, topic, start=low)  # what Kafka still holds
         produced = history + tail
         want = {org: {p.event_id for p in produced if p.partner == org} for org in REPLAYERS}
         everything = sum(len(w) for w in want.values())
