@@ -59,10 +59,9 @@ def test_expired_units_are_taken_over_live_ones_left_and_mixed_batches_split(url
     assert ms.claims_of("cm:p3")[0]["lease_until"] == pytest.approx(later + 1.5 * LEASE, abs=128)
 
 
-def _race(url: str, owner: str, n: int, start_at: float, out) -> None:
+def _race(url: str, owner: str, n: int, go, out) -> None:
     ms = Metastore(url)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    go.wait(timeout=120)  # every racer imported and connected: all start together, on a signal
     got = set()
     for i in range(0, n, 50):  # overlapping batches, as two gateways' ticks would be
         got |= ms.claim_many(units(owner, n)[i:i + 50], owner, LEASE)
@@ -74,8 +73,8 @@ def test_processes_racing_for_the_same_units_never_both_hold_one(url):
     n = 200
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 3.0
-    procs = [ctx.Process(target=_race, args=(url, f"r{k}", n, start_at, out)) for k in range(3)]
+    go = ctx.Barrier(3)
+    procs = [ctx.Process(target=_race, args=(url, f"r{k}", n, go, out)) for k in range(3)]
     for p in procs:
         p.start()
     results = dict(out.get(timeout=120) for _ in procs)
