@@ -8,7 +8,6 @@ import base64
 import contextlib
 import json
 import secrets
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.flows import land
 from connectors.gateway import FlowService, GatewayStore
@@ -26,6 +24,7 @@ from connectors.gateway.signing import webhook_headers
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
+from tests.support import read_messages
 from tests.support.gateway import ApiServer, test_settings
 
 ORG = "ads"
@@ -153,27 +152,8 @@ def inbound_env(tmp_path: Path, bootstrap: str, topic: str, spec: DataProductSpe
 
 
 def topic_records(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
-    """Every record of the topic, read from the start of each partition to its end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "inbound-test-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    try:
-        parts = consumer.list_topics(timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        out, open_parts = [], set(parts)
-        deadline = time.monotonic() + timeout
-        while open_parts and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
-                    open_parts.discard(msg.partition())
-                continue
-            out.append(msg)
-        assert not open_parts, f"partitions {open_parts} of {topic} not read to their end in {timeout} s"
-        return out
-    finally:
-        consumer.close()
+    """Every record of the topic, read from the start of each partition to its end (read_messages)."""
+    return read_messages(bootstrap, topic, timeout=timeout)
 
 
 def topic_ce_ids(bootstrap: str, topic: str) -> Counter:
