@@ -30,6 +30,7 @@ from connectors.metastore import Metastore
 from connectors.settings import REPO_ROOT
 from connectors.spec import parse_spec_file
 from examples.demo_data import encode_clicks, generate_clicks, produce
+from tests.support import read_messages
 from tests.support.gateway import (
     clicks_flow_spec,
     decode_from_kafka,
@@ -182,18 +183,7 @@ def test_truncated_topic_is_served_from_the_lake_then_kafka_without_gap_or_doubl
 
 def kafka_events(bootstrap: str, spec, partition: int) -> list:
     """The events a read of the whole partition from Kafka makes (push's and pull's path)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-history-events",
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    msgs = []
-    try:
-        consumer.assign([TopicPartition(spec.topic, partition, 0)])
-        while True:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
-            msgs += [m for m in batch if not m.error()]
-            if any(m.error() for m in batch):
-                break
-    finally:
-        consumer.close()
+    msgs = [m for m in read_messages(bootstrap, spec.topic, partition + 1) if m.partition() == partition]
     decoder = decoder_for(spec)
     decoded = decoder.decode(Batch(partition, [m.value() for m in msgs], [m.key() for m in msgs],
                                    [m.offset() for m in msgs], [m.timestamp()[1] for m in msgs],
