@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.spec import DataProductSpec
 from orchestration.services.pg_cluster import ClusterError, PgCluster, find_bin_dir
+from tests.support import read_messages
 from tests.support.services import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,22 +136,10 @@ def orders_source(url: str, **changes) -> CdcSourceSpec:
 
 def read_events(bootstrap: str, topic: str, partitions: int = 1) -> list[dict]:
     """Every record of the topic in offset order: key, headers, parsed value (None: tombstone)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-cdc", "enable.partition.eof": True,
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    out, done = [], set()
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        while len(done) < partitions:
-            for m in consumer.consume(10_000, timeout=0.2):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                        continue
-                    raise RuntimeError(m.error().str())
-                headers = {k: v.decode() for k, v in (m.headers() or [])}
-                out.append({"key": m.key().decode() if m.key() is not None else None, "headers": headers,
-                            "data": json.loads(m.value()) if m.value() is not None else None,
-                            "offset": m.offset()})
-    finally:
-        consumer.close()
+    out = []
+    for m in read_messages(bootstrap, topic, partitions):
+        headers = {k: v.decode() for k, v in (m.headers() or [])}
+        out.append({"key": m.key().decode() if m.key() is not None else None, "headers": headers,
+                    "data": json.loads(m.value()) if m.value() is not None else None,
+                    "offset": m.offset()})
     return out
