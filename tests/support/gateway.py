@@ -22,7 +22,7 @@ import httpx
 import pyarrow as pa
 import pytest
 import uvicorn
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from connectors.flows import land
 from connectors.formats import Batch, decoder_for
@@ -30,7 +30,7 @@ from connectors.gateway import FlowService, GatewaySettings, GatewayStore
 from connectors.gateway.api import create_app
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec
-from tests.support import wait_for
+from tests.support import read_messages, wait_for
 from tests.support.tansu import S3Broker, s3_broker
 
 OWNER = "team:ads"
@@ -88,19 +88,7 @@ def produce_history(bootstrap: str, topic: str, n: int, partitions: int = 2, see
 
 def decode_from_kafka(bootstrap: str, spec, partition: int, start: int = 0) -> pa.Table:
     """The landing decoder's `valid` table of everything in the partition from `start` on."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-history", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    msgs = []
-    try:
-        consumer.assign([TopicPartition(spec.topic, partition, start)])
-        while True:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
-            if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF for m in batch):
-                msgs += [m for m in batch if not m.error()]
-                break
-            msgs += [m for m in batch if not m.error()]
-    finally:
-        consumer.close()
+    msgs = [m for m in read_messages(bootstrap, spec.topic, partition + 1, start=start) if m.partition() == partition]
     return decoder_for(spec).decode(Batch(
         partition, [m.value() for m in msgs], [m.key() for m in msgs], [m.offset() for m in msgs],
         [m.timestamp()[1] for m in msgs],
