@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.sources import SourceError, SourceSpec, load_sources, publish, read_cursor
 from connectors.spec import SpecError, parse_spec_file
+from tests.support import read_messages
 from tests.support.runs import run_at
 
 REPO = Path(__file__).resolve().parents[3]
@@ -83,24 +83,12 @@ def product(topic):
 
 
 def read_events(bootstrap: str, topic: str) -> list[dict]:
-    """Every event of the topic with its headers, by a plain consumer."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-source", "enable.partition.eof": True,
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    out, done = [], set()
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
-        while len(done) < 2:
-            for m in consumer.consume(1000, timeout=0.2):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                        continue
-                    raise RuntimeError(m.error().str())
-                headers = {k: v.decode() for k, v in (m.headers() or [])}
-                out.append({"headers": headers, "data": json.loads(m.value()), "key": m.key().decode(),
-                            "partition": m.partition()})
-    finally:
-        consumer.close()
+    """Every event of the topic with its headers, by a plain consumer (tests.support.read_messages)."""
+    out = []
+    for m in read_messages(bootstrap, topic, 2):
+        headers = {k: v.decode() for k, v in (m.headers() or [])}
+        out.append({"headers": headers, "data": json.loads(m.value()), "key": m.key().decode(),
+                    "partition": m.partition()})
     return out
 
 
