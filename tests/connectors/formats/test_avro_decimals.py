@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
@@ -93,7 +95,6 @@ DECIMAL_FIELDS = [{"name": "id", "type": "int64", "required": True},
 
 
 def test_decimal_fields_are_checked_with_file_and_field(tmp_path):
-    import pytest
     import yaml
 
     from connectors.spec import SpecError, parse_spec_file
@@ -145,9 +146,6 @@ def test_json_decimals_exact_from_strings_and_numbers(tmp_path):
 
 def _decimal_cases_want() -> list[tuple[Decimal, Decimal | None]]:
     return [(a, r) for a, _, r, _ in CASES]
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql", "mariadb"])
