@@ -22,6 +22,9 @@ import pytest
 
 from connectors.kafka import ensure_topic
 from orchestration.services.broker import running_broker
+
+# Change data capture: a throwaway PostgreSQL with wal_level=logical and a database per test.
+from tests.support.cdc import cdc_db, pg_logical  # noqa: F401 - fixtures
 from tests.support.services import MARIADB_HOST, MARIADB_PORT, PG_HOST, PG_PORT, unavailable
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -197,6 +200,3 @@ def lake_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "lake")
     return request.getfixturevalue("s3_lake_url")
 
-
-# Change data capture: a throwaway PostgreSQL with wal_level=logical and a database per test.
-from tests.support.cdc import cdc_db, pg_logical  # noqa: E402, F401 - fixtures
