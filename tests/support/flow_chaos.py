@@ -117,7 +117,7 @@ class PartnerReceiver:
         self.receiver.stop()
 
     def _respond(self, rec: Received) -> tuple[int, dict[str, str]]:
-        time.sleep(self.delay_s)
+        time.sleep(self.delay_s)  # the partner's own time to answer (delay_s): the scenario, not a wait
         msg_id = rec.headers.get("webhook-id", "")
         with self._lock:
             self._attempts[msg_id] += 1
