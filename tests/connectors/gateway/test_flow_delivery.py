@@ -10,11 +10,11 @@ from collections import defaultdict
 from datetime import timedelta
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks import Webhook
 
 from connectors.gateway import Gateway
 from connectors.gateway.worker import dlq_topic_of
+from tests.support import read_messages
 from tests.support.gateway import (
     OWNER,
     T0,
@@ -154,19 +154,6 @@ def test_410_retires_the_subscription(flow, gateway, receiver, kafka_bootstrap, 
     assert "410" in flow.store.get(created["id"]).reason
 
 
-def _dlq(bootstrap: str, topic: str, expect: int) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    out = []
-    deadline = time.monotonic() + 15
-    while len(out) < expect and time.monotonic() < deadline:
-        for m in consumer.consume(10, timeout=0.2):
-            if m.error() is None:
-                out.append(m)
-    consumer.close()
-    return out
-
-
 def test_gone_for_good_dead_letters_then_pauses(flow, gateway, receiver, kafka_bootstrap, topic2):
     produce_clicks(kafka_bootstrap, topic2, 4, partition=0)
     created = active_subscription(flow, receiver, ttl="3s")
@@ -177,7 +164,7 @@ def test_gone_for_good_dead_letters_then_pauses(flow, gateway, receiver, kafka_b
     wait_for(lambda: flow.store.get(created["id"]).state == "paused", what="paused after the dead letter")
     sub = flow.store.get(created["id"])
     assert "dead-letter" in sub.reason and sub.dead_lettered == 1
-    [dead] = _dlq(kafka_bootstrap, dlq_topic_of(flow.spec, created["id"]), 1)
+    [dead] = read_messages(kafka_bootstrap, dlq_topic_of(flow.spec, created["id"]), 1)  # acked before it moved on
     headers = dict(dead.headers())
     assert int(headers["flowsuite.flow.attempts"]) >= 2
     assert headers["flowsuite.flow.outcome"].startswith(b"no answer")
@@ -194,7 +181,7 @@ def test_400_dead_letters_at_once_and_goes_on(flow, gateway, receiver, kafka_boo
     wait_for(lambda: flow.store.get(created["id"]).delivered == 5, what="the other five")
     assert [r.headers["ce-subject"] for r in receiver.deliveries()].count("e2") == 1  # not retried
     assert flow.store.get(created["id"]).state == "active"
-    [dead] = _dlq(kafka_bootstrap, dlq_topic_of(flow.spec, created["id"]), 1)
+    [dead] = read_messages(kafka_bootstrap, dlq_topic_of(flow.spec, created["id"]), 1)  # acked before it moved on
     assert dead.key() == b"e2"
 
 
