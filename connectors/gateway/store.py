@@ -42,10 +42,15 @@ from sqlalchemy import (
     update,
 )
 
+from connectors.errors import TerminalError
 from connectors.gateway.models import SubscriptionOptions, parse_options
 from connectors.metastore import Metastore, claims, create_missing_tables, retrying
 
 md = MetaData()
+
+
+class OrgNameError(TerminalError, ValueError):
+    """An organisation name a token cannot be made for (1-128 characters)."""
 
 tokens = Table(
     "fs_flow_tokens",
@@ -177,7 +182,7 @@ class GatewayStore:
     def create_token(self, org: str) -> str:
         """A new bearer token for `org`; returned once, only its hash is stored."""
         if not org or len(org) > 128:
-            raise ValueError("an organisation name is 1-128 characters")
+            raise OrgNameError(f"an organisation name is 1-128 characters, got {len(org)}")
         token_id, secret = uuid.uuid4().hex, secrets.token_urlsafe(32)
         digest = hashlib.sha256(secret.encode()).hexdigest()
         with self.engine.begin() as conn:

@@ -38,6 +38,13 @@ def flow(tmp_path, kafka_bootstrap, make_topic, monkeypatch):
         yield f
 
 
+def test_a_token_for_an_org_name_too_long_is_the_root_groups_one_line(flow, capsys):
+    # The store refuses with an engine error (OrgNameError, terminal), not a bare ValueError's traceback.
+    assert main(["flow", "token", "create", "--org", "x" * 129]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "flowsuite: error: an organisation name is 1-128 characters, got 129"
+
+
 def test_cli_token_list_show_and_decisions(flow, receiver):
     runner = CliRunner()
     invoke = runner.invoke
