@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from connectors.kafka import consumer_config
 from connectors.kafka.probe import PROBE_CONF, probe_committed, topic_metadata
 from examples.demo_data import generate_clicks, produce
+from tests.support import read_messages
 
 
 def _consumer(bootstrap: str) -> Consumer:
@@ -17,22 +18,11 @@ def _consumer(bootstrap: str) -> Consumer:
 
 
 def _true_ends(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    """Ends by reading every record (independent of the probe)."""
-    c = Consumer(consumer_config(bootstrap, "probe-test-count"))
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        ends, eof = dict.fromkeys(range(partitions), 0), set()
-        deadline = time.monotonic() + 30
-        while len(eof) < partitions and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.1):
-                if m.error() is None:
-                    ends[m.partition()] = m.offset() + 1
-                else:
-                    eof.add(m.partition())
-        assert len(eof) == partitions
-        return ends
-    finally:
-        c.close()
+    """Ends by reading every record (independent of the probe: tests.support.read_messages)."""
+    ends = dict.fromkeys(range(partitions), 0)
+    for m in read_messages(bootstrap, topic, partitions):
+        ends[m.partition()] = m.offset() + 1
+    return ends
 
 
 def test_probe_gives_exact_ends_where_the_hint_lags(kafka_bootstrap, make_topic):
