@@ -1,4 +1,4 @@
-"""Prints the reliability table (tests/reliability/table.py) at the end of the session.
+"""Prints the reliability table (tests/support/reliability_table.py) at the end of the session.
 
 The rows come from every fault scenario that ran in this session, wherever it lives (the
 crash tests of landing, warehouse sync and compaction stay in tests/connectors and record
@@ -13,7 +13,7 @@ import platform
 import time
 from pathlib import Path
 
-from tests.reliability.table import ROWS, as_dicts, render, strength
+from tests.support.reliability_table import ROWS, as_dicts, render, strength
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.json"
 

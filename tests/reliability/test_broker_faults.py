@@ -29,9 +29,9 @@ from orchestration.jobs import ingest_job
 from orchestration.resources import FlowsuiteResource
 from orchestration.services.broker import free_port, start_broker, stop_broker
 from sensors.offsets import build_offset_sensor
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for_dead_claims
 from tests.support.reliability import audit_lake, clicks
+from tests.support.reliability_table import SEED, iterations, record
 from tests.support.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
 # Small fetches: many round trips, so a stop lands in the middle of a read.

@@ -14,8 +14,8 @@ from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from examples.demo_data import generate_clicks, produce
-from tests.reliability.table import record
 from tests.support.reliability import audit_lake, clicks
+from tests.support.reliability_table import record
 
 
 class DropsConnectionOnSecondCommit(Metastore):

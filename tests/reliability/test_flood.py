@@ -18,8 +18,8 @@ import time
 import psutil
 
 from examples.demo_data import generate_clicks, produce
-from tests.reliability.table import SEED, iterations, record
 from tests.support.reliability import audit_lake, clicks, start_land_worker
+from tests.support.reliability_table import SEED, iterations, record
 
 USUAL = 10_000
 BOUND_MB = 600

@@ -31,8 +31,8 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.spec import DataProductSpec, SpecError, parse_spec_file
 from examples.demo_data import produce
-from tests.reliability.table import iterations, record
 from tests.support.reliability import ROOT, audit_lake, clicks
+from tests.support.reliability_table import iterations, record
 
 GOOD = {
     "event_id": "e-1",

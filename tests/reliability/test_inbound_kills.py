@@ -26,7 +26,6 @@ from connectors.settings import load_settings
 from connectors.spec import load_specs
 from orchestration.demo.federation import B_PRODUCTS_DIR, Serve, settings_env
 from orchestration.services.broker import free_port
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for
 from tests.support.inbound import (
     ORIGIN,
@@ -37,6 +36,7 @@ from tests.support.inbound import (
     new_secret,
     structured,
 )
+from tests.support.reliability_table import SEED, iterations, record
 
 
 def _products_dir(tmp_path: Path, topic: str) -> Path:

@@ -29,9 +29,9 @@ from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.warehouse import WarehouseSink, sync
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for, wait_for_dead_claims
 from tests.support.reliability import ROOT, audit_lake, clicks, start_land_worker
+from tests.support.reliability_table import SEED, iterations, record
 from tests.support.warehouse import expected_state, make_spec, produce_accounts, state
 
 

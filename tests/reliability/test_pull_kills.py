@@ -35,8 +35,8 @@ from connectors.settings import REPO_ROOT, load_settings
 from connectors.spec import load_specs
 from orchestration.demo.federation import Serve, settings_env
 from orchestration.services.broker import free_port
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for
+from tests.support.reliability_table import SEED, iterations, record
 
 PARTNER = "p-001"
 

@@ -22,7 +22,6 @@ from collections import Counter
 from connectors.flows import read_marker, replay_hour
 from connectors.lake import Lake, hour_dir
 from connectors.metastore import Metastore
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for_dead_claims
 from tests.support.compaction import (
     HOURS,
@@ -33,6 +32,7 @@ from tests.support.compaction import (
     pairs,
 )
 from tests.support.reliability import ROOT
+from tests.support.reliability_table import SEED, iterations, record
 from tests.support.runs import run_at
 
 _CHILD = """

@@ -13,7 +13,7 @@ import time
 
 from connectors.kafka import RangeReader, consumer_config
 from examples.demo_data import generate_clicks, produce
-from tests.reliability.table import record
+from tests.support.reliability_table import record
 
 SMALL = {
     "fetch.max.bytes": 4_096,

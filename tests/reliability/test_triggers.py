@@ -21,8 +21,8 @@ from examples.demo_data import generate_clicks, produce
 from orchestration.jobs import ingest_job
 from orchestration.resources import FlowsuiteResource
 from sensors.offsets import build_offset_sensor
-from tests.reliability.table import SEED, iterations, record
 from tests.support.reliability import audit_lake, clicks, start_land_worker
+from tests.support.reliability_table import SEED, iterations, record
 
 
 def test_double_and_triple_landing_processes(make_topic, kafka_bootstrap, tmp_path):

@@ -27,8 +27,8 @@ from connectors.flows import land
 from connectors.metastore import Metastore
 from connectors.spec import parse_spec_file
 from examples.demo_data import generate_clicks, produce
-from tests.reliability.table import iterations
 from tests.support import positions, read_topic, wait_for_dead_claims
+from tests.support.reliability_table import iterations
 from tests.support.s3 import env_lake, list_lake_files, read_lake
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -136,6 +136,6 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(store, make_topic
     ends = {p: max(o for q, o in topic_records if q == p) + 1 for p in (0, 1)}
     assert {p: s.next_offset for p, s in offsets.items()} == ends
     print(json.dumps({"store": store, "kills": kills, "attempts": attempts, "records": len(topic_records)}))
-    from tests.reliability.table import record  # the reliability table (tests/reliability)
+    from tests.support.reliability_table import record  # the reliability table
 
     record(f"landing: SIGKILL ({store})", kills, len(topic_records), 0, 0, kills, f"{attempts} attempts")

@@ -20,7 +20,6 @@ from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import ensure_topic
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from tests.reliability.table import SEED, iterations, record
 from tests.support.flow_chaos import (
     ClickProducer,
     Gateways,
@@ -30,6 +29,7 @@ from tests.support.flow_chaos import (
     read_produced,
 )
 from tests.support.gateway import clicks_flow_spec, flow_env, produce_history, wait_for
+from tests.support.reliability_table import SEED, iterations, record
 
 PARTNERS = tuple(f"p-{n:03d}" for n in range(10))
 NOBODY = ("p-010", "p-011")  # produced, subscribed by no one: a leaking filter would show them

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from connectors.gateway.worker import READ_SIZE
-from tests.reliability.table import SEED, iterations, record
 from tests.support.gateway import Receiver, flow_env, produce_clicks, wait_for
+from tests.support.reliability_table import SEED, iterations, record
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -19,7 +19,6 @@ from connectors.metastore import Metastore
 from connectors.tables import IcebergTables, publish_sealed_hours
 from connectors.tables.publish import expire, publish_lag_hours
 from examples.demo_data import produce
-from tests.reliability.table import iterations, record
 from tests.support.compaction import hour_rows, pairs
 from tests.support.iceberg import (
     HOURS,
@@ -31,6 +30,7 @@ from tests.support.iceberg import (
     seal,
     seqs_in_ancestry,
 )
+from tests.support.reliability_table import iterations, record
 from tests.support.runs import run_at
 from tests.support.s3 import env_lake
 

@@ -440,7 +440,7 @@ def test_sigkill_mid_sync_then_completion_equals_latest_per_key(kafka_bootstrap,
         assert {k: v[0] for k, v in state(sink).items()} == expected_state(produced)
     finally:
         sink.dispose()
-    from tests.reliability.table import record  # the reliability table (tests/reliability)
+    from tests.support.reliability_table import record  # the reliability table
 
     record(f"warehouse sync: SIGKILL ({spec_dialect(warehouse_url)})", len(plans), len(produced), 0, 0, len(plans),
            f"{killed} killed mid-sync")

@@ -200,6 +200,6 @@ def test_random_sigkills_during_compaction(landed, kills):
     proc = compaction_child(spec, lake, meta_url, HOURS)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
     assert_exactly_once(spec, lake, metastore, expected)
-    from tests.reliability.table import record  # the reliability table (tests/reliability)
+    from tests.support.reliability_table import record  # the reliability table
 
     record("compaction: SIGKILL (random)", killed, len(expected), 0, 0, killed)

@@ -21,7 +21,6 @@ from connectors.lake import Lake
 from connectors.metastore import Metastore
 from connectors.sources.cdc import CaptureOptions, capture
 from connectors.warehouse import WarehouseSink, sync
-from tests.reliability.table import SEED, iterations, record
 from tests.support import wait_for
 from tests.support.cdc import (
     ORDERS_DDL,
@@ -32,6 +31,7 @@ from tests.support.cdc import (
     slot_streaming,
     sql,
 )
+from tests.support.reliability_table import SEED, iterations, record
 from tests.support.runs import run_at
 
 
