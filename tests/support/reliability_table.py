@@ -1,6 +1,6 @@
 """The reliability table: one row per fault scenario, printed at the end of the pytest session.
 
-Every fault test (here and the crash tests under tests/connectors) calls `record(...)` with
+Every fault test (tests/reliability and the crash tests under tests/connectors) calls `record(...)` with
 what it did: how many iterations (kills, restarts, triggers, examples), how many records it
 checked, how many were lost or duplicated (always 0 when the test passes: it asserts that),
 and how many iterations ended in a recovered state. `tests/reliability/conftest.py` prints the
