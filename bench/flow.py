@@ -448,7 +448,18 @@ def fanout(bench: Bench, subscribers: int, rate: int, seconds: float) -> dict:
     lat = [x for k, v in bench.stats().items() if k.startswith(prefix) for x in v["lat"]]
     bench.stop_gateway()
     return {"subscribers": subscribers, "events": n, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_event": cpu / n * 1e6,
-            "idle_cpu_per_s": idle, "p99": pct(lat, 0.99), "p50": pct(lat, 0.5), "rss": peak}
+            "idle_cpu_per_s": idle, "p99": pct(lat, 0.99), "p50": pct(lat, 0.5), "rss": peak,
+            # the machine is shared: the load beside the figure, and which code it measured
+            "load_average": round(os.getloadavg()[0], 1), "commit": _commit(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def hung(bench: Bench, seconds: float, hung_receivers: int) -> dict:

@@ -293,6 +293,31 @@ def peers_crash_table() -> list[str]:
     return lines
 
 
+def fanout_table() -> list[str]:
+    """The flow gateway's fan-out rows (bench/results/flow_fanout.json, `python -m bench.flow
+    --only fanout`): CPU per event delivered against the first count's, p99, RSS, each row with
+    the load average it was measured under and the commit it measured."""
+    path = RESULTS / "flow_fanout.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())
+    if not rows:
+        return []
+    base = rows[0]["cpu_us_per_event"]
+    out = ["", "## Flow fan-out: partner subscriptions on one gateway process", "",
+           "Each subscription a partner organisation filtered to its own partner id, every event for exactly one "
+           "(`python -m bench.flow --only fanout`). Goals at 1,000: every event delivered, p99 <= 1 s, peak RSS "
+           "<= 1 GiB, CPU per event flat (ratio against the first row).", "",
+           "| subscriptions | events | µs CPU per event | ratio | p50 | p99 | peak RSS | idle CPU s/s | load average | commit | at |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['subscribers']:,} | {r['events']:,} | {r['cpu_us_per_event']:,.0f} | {r['cpu_us_per_event'] / base:.2f} | "
+            f"{r['p50'] * 1000:,.0f} ms | {r['p99'] * 1000:,.0f} ms | {r['rss'] / 2**20:,.0f} MiB | "
+            f"{r['idle_cpu_per_s']:.2f} | {r.get('load_average', '-')} | {r.get('commit') or '-'} | {r.get('at') or '-'} |")
+    return out
+
+
 def write_report(rows: list[dict], outcomes: list | None = None, full: bool = False) -> None:
     lines = [
         "# flowsuite benchmarks",
@@ -330,6 +355,7 @@ def write_report(rows: list[dict], outcomes: list | None = None, full: bool = Fa
         for n, _, c, tail in outcomes:
             if c:
                 lines += ["", f"`{n}` failed:", "", "```", tail, "```"]
+    lines += fanout_table()
     lines += ["", "## Peers: crash row", "", *peers_crash_table()]
     lines += ["", "## Reliability", "", *reliability_table(), ""]
     REPORT.write_text("\n".join(lines))

@@ -11,10 +11,13 @@ time, p99 72 s at 2,000 events/s).
 
 `DeliveryBooks` does it for all the process's deliveries at once, every STATE_CHECK_S: one
 UPDATE renewing every lease this process holds (and one SELECT saying which it still holds),
-one SELECT of the subscriptions, one of their positions, and one transaction committing every
-position that moved (each still a compare-and-set on the previous position, only while the
-claim is ours: store.commit_position_in). Its cost per cycle grows with the deliveries in
-statements' parameters, not in transactions or threads.
+one SELECT of the subscriptions (parsed again only when changed: store.get_many(known=…)), one
+of their positions, and one transaction committing every position that moved — an executemany
+of the compare-and-set on the previous position while the claim is ours, and a read-back
+(store.commit_positions_in). Its cost per cycle grows with the deliveries in statements'
+parameters, not in transactions or threads. Every IDLE_MOVE_S it also moves the cursors idle
+in their feed queue past the offsets the feed passed over for them (nothing in them for that
+subscription), so 2,000 cursors need not wake to do it.
 
 A cycle that fails (the metastore away) stops nothing: the deliveries' state goes stale, and
 a delivery sends nothing on a state older than STATE_STALE_S (worker._guard) until a cycle

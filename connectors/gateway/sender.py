@@ -23,6 +23,7 @@ import http.client
 import logging
 import random
 import select
+import socket
 import ssl
 import threading
 import time
@@ -181,6 +182,11 @@ class Sender:
             for _ in range(2):
                 conn, reused = self._connection(key)
                 try:
+                    if conn.sock is None:
+                        conn.connect()
+                        # http.client writes the head and the body apart: without TCP_NODELAY the
+                        # body's last segment could wait for the head's delayed ACK (Nagle)
+                        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     conn.request(method, target, body=body, headers=send)
                     resp = conn.getresponse()
                     resp.read()
