@@ -307,7 +307,7 @@ def fanout_table() -> list[str]:
     out = ["", "## Flow fan-out: partner subscriptions on one gateway process", "",
            "Each subscription a partner organisation filtered to its own partner id, every event for exactly one "
            "(`python -m bench.flow --only fanout`). Goals at 1,000: every event delivered, p99 <= 1 s, peak RSS "
-           "<= 1 GiB, CPU per event flat (ratio against the first row).", "",
+           "<= 1 GiB, CPU per event flat (ratio against the first row). The load average is the 1-minute one at the row's end (2 shared cores; the gateway's own runnable threads count in it); docs/flow.md has the runs before and after.", "",
            "| subscriptions | events | µs CPU per event | ratio | p50 | p99 | peak RSS | idle CPU s/s | load average | commit | at |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
