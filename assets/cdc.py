@@ -25,6 +25,7 @@ from connectors.sources.cdc.pgoutput import lsn_text
 from connectors.sources.cdc.server import CdcError
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.stream import capture
+from connectors.sources.common import UnsetVariableError
 from connectors.spec import DataProductSpec
 from orchestration.failures import failure
 from orchestration.resources import FlowsuiteResource
@@ -39,7 +40,7 @@ def _mb(n: int | None) -> float | None:
 def retained_wal_result(source: CdcSourceSpec) -> dg.AssetCheckResult:
     try:
         info = slot_report(source)
-    except CdcError as exc:
+    except (CdcError, UnsetVariableError) as exc:  # the server away, or its URL's ${VAR} unset
         return dg.AssetCheckResult(passed=False, description=f"cannot read the slot: {exc}")
     if info is None:
         return dg.AssetCheckResult(passed=True, description=f"slot {source.slot_name} does not exist yet",
@@ -122,6 +123,8 @@ def build_cdc_definitions(spec: DataProductSpec, source: CdcSourceSpec, publishe
             info = slot_report(source)
         except CdcError as exc:
             return dg.SkipReason(f"cannot reach the source database: {exc}")
+        except UnsetVariableError as exc:
+            return dg.SkipReason(f"cannot connect to the source database: {exc}")
         if info is None:
             return dg.RunRequest(run_key=f"{source.name}:snapshot", tags={"flowsuite/source": source.name})
         if not info.lag_bytes:

@@ -23,6 +23,7 @@ from connectors.sources import (
     SOURCE_LEASE_S,
     SourceError,
     SourceSpec,
+    UnsetVariableError,
     load_sources,
     publish,
     read_cursor,
@@ -41,9 +42,11 @@ def _sources_for(spec: DataProductSpec) -> list[SourceSpec]:
 
 
 def _kind(source: SourceSpec) -> str:
+    """The asset kind of the legacy table, from its URL's scheme; "sql" while a ${VAR} of the URL
+    is unset (the definitions still load: the publish step fails, terminally, naming it)."""
     try:
         url = source.resolved_url()
-    except SourceError:
+    except UnsetVariableError:
         return "sql"
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     return {"postgresql": "postgres", "mariadb": "mysql"}.get(scheme, scheme or "sql")

@@ -61,6 +61,16 @@ def shared_metastore(url: str) -> Metastore:
         return _METASTORES[url]
 
 
+def release_metastore(url: str) -> None:
+    """Dispose of the shared metastore of `url` and forget it, for an installation whose files
+    are removed while this process lives (the demo's second organisation starts afresh each
+    time): the next `shared_metastore(url)` opens, and creates, it again."""
+    with _METASTORES_LOCK:
+        store = _METASTORES.pop(url, None)
+    if store is not None:
+        store.dispose()
+
+
 @dataclass(frozen=True)
 class Engine:
     """Where flowsuite reads and writes. `repr` hides the URLs and secrets: they may hold passwords."""

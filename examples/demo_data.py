@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from connectors.errors import TransientError
 from connectors.kafka import ensure_topic
 
 # Every kind of bad record the landing must send to the quarantine, with its reason.
@@ -51,8 +52,24 @@ class ProduceReport:
     per_partition: dict[int, int] = field(default_factory=dict)
 
 
-class ProduceError(RuntimeError):
-    """At least one record was not delivered; the message says how many and why."""
+# Delivery failures the broker gives a request it will refuse again (too large, not valid, not
+# allowed): producing the same records fails the same way.
+REFUSED_REQUESTS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.INVALID_REQUIRED_ACKS,
+    KafkaError.UNSUPPORTED_VERSION, KafkaError._INVALID_ARG,
+})
+
+
+class ProduceError(TransientError, RuntimeError):
+    """At least one record was not delivered; the message says how many and why. Transient (a
+    broker that refused for now or timed out: producing again may succeed) unless a delivery
+    failed for the request itself (`REFUSED_REQUESTS`: too large, not valid, not allowed), which
+    a retry meets again."""
+
+    def __init__(self, message: str, failures: Iterable[KafkaError] = ()):
+        super().__init__(message)
+        self.transient = not any(f.code() in REFUSED_REQUESTS for f in failures)
 
 
 def demo_window(hours: int, now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -247,7 +264,8 @@ def produce(
         reason = f"; first error: {failures[0]}" if failures else ""
         raise ProduceError(
             f"{sent - produced} of {sent} records to topic {topic!r} were not delivered "
-            f"({len(failures)} failed, {remaining} still queued after flush){reason}"
+            f"({len(failures)} failed, {remaining} still queued after flush){reason}",
+            failures,
         )
     return ProduceReport(
         produced=produced,

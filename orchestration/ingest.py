@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.errors import TerminalError
 from quality.freshness import PRODUCT_HEALTH
 
 # In-process runs log every step event to the terminal at DEBUG; the CLI prints its own
@@ -20,8 +21,15 @@ from quality.freshness import PRODUCT_HEALTH
 QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
 
 
-class IngestError(RuntimeError):
-    """The ingest run failed; the message carries Dagster's failure description."""
+class IngestError(TerminalError, RuntimeError):
+    """The ingest run could not start or failed; the message carries Dagster's failure
+    description. Terminal (no such job, a bad spec, a blocked hour), unless `transient`: the
+    failure that stopped the run was a transient flowsuite error (a broker away), or the run
+    could not start for a reason that passes (no broker answers yet)."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -108,13 +116,20 @@ def run_ingest(
             for e in result.all_events
             if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
         ]
-        descriptions = [
-            e.step_failure_data.user_failure_data.description
+        user = [
+            e.step_failure_data.user_failure_data
             for e in result.all_events
             if e.is_step_failure and e.step_failure_data and e.step_failure_data.user_failure_data
         ]
-        message = next((d for d in descriptions if d), None) or (failures[0] if failures else "see the run's logs")
-        raise IngestError(f"{job_name} run {result.run_id} failed: {message}")
+        message = next((u.description for u in user if u.description), None) or (
+            failures[0] if failures else "see the run's logs")
+        # orchestration/failures.py records the kind of the engine error a failed step raised:
+        # the run may succeed again only if every step failed with a transient one.
+        steps = [e.step_failure_data for e in result.all_events if e.is_step_failure and e.step_failure_data]
+        transient = bool(steps) and all(
+            d.user_failure_data is not None and _plain((d.user_failure_data.metadata or {}).get("flowsuite/transient")) is True
+            for d in steps)
+        raise IngestError(f"{job_name} run {result.run_id} failed: {message}", transient=transient)
     mats = result.asset_materializations_for_node(landed_op)
     metadata = {k: _plain(v) for k, v in (mats[-1].metadata if mats else {}).items()}
     evaluations = [e.asset_check_evaluation_data for e in result.all_events

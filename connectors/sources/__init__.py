@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.sources.common import UnsetVariableError, expand_vars
 from connectors.sources.sql import (
     CLAIM_PRODUCT,
     CLAIM_RESOURCE,
@@ -15,7 +16,6 @@ from connectors.sources.sql import (
     SourceError,
     SourceSpec,
     cursors,
-    expand_vars,
     load_sources,
     parse_source_file,
     publish,
@@ -36,6 +36,7 @@ __all__ = [
     "SourceConnectionSpec",
     "SourceError",
     "SourceSpec",
+    "UnsetVariableError",
     "cursors",
     "expand_vars",
     "load_sources",

@@ -3,7 +3,8 @@ data capture (connectors/sources/cdc). They live here because sql.py declares th
 both declarations (`SourceDeclaration`, told apart by `mode`) and so imports cdc's spec: cdc
 cannot import sql.py back without a cycle.
 
-Each connector raises its own error type: the functions that can fail take it as an argument.
+A `${VAR}` of a connection URL that is unset is a configuration error whatever the connector:
+both raise the one `UnsetVariableError` (terminal: a retry meets the same environment).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from pydantic import field_validator
 
+from connectors.errors import TerminalError
 from connectors.settings import load_settings
 from connectors.spec import IDENTIFIER, SpecModel
 
@@ -23,28 +25,39 @@ from connectors.spec import IDENTIFIER, SpecModel
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
 
 
-def expand_vars(text: str, env: Mapping[str, str], error: type[Exception] = RuntimeError) -> str:
+class UnsetVariableError(TerminalError, RuntimeError):
+    """A `${VAR}` without a default names an environment variable that is unset (or empty):
+    a configuration error, so terminal — retrying meets the same environment. `variable` is its
+    name, `needed_by` what needs it (the connection URL of which source)."""
+
+    def __init__(self, variable: str, needed_by: str):
+        self.variable, self.needed_by = variable, needed_by
+        super().__init__(f"environment variable {variable} is not set (needed by {needed_by})")
+
+
+def expand_vars(text: str, env: Mapping[str, str], needed_by: str = "the source connection URL") -> str:
     """`text` with ${VAR} / ${VAR:-default} filled in from `env`; a variable that is unset (or
-    empty) and has no default raises `error`."""
+    empty) and has no default raises UnsetVariableError naming it and `needed_by`."""
 
     def sub(m: re.Match) -> str:
         name, default = m.group(1), m.group(2)
         if env.get(name):
             return env[name]
         if default is not None:
-            return expand_vars(default, env, error)
-        raise error(f"environment variable {name} is not set (needed by the source connection URL)")
+            return expand_vars(default, env, needed_by)
+        raise UnsetVariableError(name, needed_by)
 
     return VAR.sub(sub, text)
 
 
-def resolve_connection_url(url: str, env: Mapping[str, str] | None, error: type[Exception] = RuntimeError) -> str:
+def resolve_connection_url(url: str, env: Mapping[str, str] | None, needed_by: str = "the source connection URL") -> str:
     """A connection URL with ${VAR} / ${VAR:-default} filled in from `env` (default: the process
-    environment); FLOWSUITE_HOME defaults to the settings' home."""
+    environment); FLOWSUITE_HOME defaults to the settings' home. An unset variable raises
+    UnsetVariableError."""
     env = dict(os.environ if env is None else env)
     if "FLOWSUITE_HOME" not in env:
         env["FLOWSUITE_HOME"] = str(load_settings(env).home)
-    return expand_vars(url, env, error)
+    return expand_vars(url, env, needed_by)
 
 
 SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")

@@ -67,7 +67,6 @@ from connectors.sources.common import (
     send,
     sql_name,
 )
-from connectors.sources.common import expand_vars as _expand_vars
 from connectors.spec import (
     DataProductSpec,
     SpecError,
@@ -146,13 +145,8 @@ class SourceSpec(SourceSpecModel):
 
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
         """The connection URL with ${VAR} / ${VAR:-default} filled in (FLOWSUITE_HOME defaults
-        to the settings' home)."""
-        return resolve_connection_url(self.connection.url, env, SourceError)
-
-
-def expand_vars(text: str, env: Mapping[str, str]) -> str:
-    """`text` with ${VAR} / ${VAR:-default} filled in; an unset variable raises SourceError."""
-    return _expand_vars(text, env, SourceError)
+        to the settings' home); an unset variable raises UnsetVariableError (terminal)."""
+        return resolve_connection_url(self.connection.url, env, f"the connection URL of source {self.name}")
 
 
 class SourceError(TransientError, RuntimeError):
@@ -337,9 +331,10 @@ def publish(
     run_id, lease_s = run.run_id, run.lease_s
     owner = uuid.uuid4().hex
     claim_product = CLAIM_PRODUCT.format(name=source.name)
+    url = source_url or source.resolved_url()  # before the claim: an unset ${VAR} holds nothing
     metastore.claim(claim_product, CLAIM_RESOURCE, owner, run_id, lease_s)  # ClaimHeldError if live
     # A plain engine: reading a legacy database must not take write locks (SQLite IMMEDIATE).
-    engine = sa.create_engine(source_url or source.resolved_url(), pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
     producer = None
     result = PublishResult(source.name, product.topic, source.mode, run_id)
     try:

@@ -46,6 +46,7 @@ def _metastore(settings: Settings):
 
 def status_rows(settings: Settings, products: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per CDC source: position and slot (retained WAL, lag); `flowsuite status` shows them."""
+    from connectors.sources import UnsetVariableError
     from connectors.sources.cdc.checks import slot_report
     from connectors.sources.cdc.pgoutput import lsn_text
     from connectors.sources.cdc.position import read_position
@@ -67,7 +68,7 @@ def status_rows(settings: Settings, products: list[str] | None = None) -> list[d
         }
         try:
             info = slot_report(s)
-        except CdcError as exc:
+        except (CdcError, UnsetVariableError) as exc:  # the server away, or its URL's ${VAR} unset
             row["error"] = str(exc)
         else:
             row.update(slot_exists=info is not None,
@@ -159,7 +160,7 @@ def reset_cmd(settings: Settings, name: str, yes: bool) -> None:
     source, _ = _one(settings, name)
     if not yes:
         raise CliError(f"this drops slot {source.slot_name} and the recorded position; add --yes")
-    conn = connect(source.resolved_url())  # a CdcError: the root group's one line
+    conn = connect(source.resolved_url())  # a CdcError or UnsetVariableError: the root group's one line
     try:
         dropped = drop_slot(conn, source.slot_name)
     finally:

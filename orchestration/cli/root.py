@@ -39,14 +39,13 @@ EXIT_TRANSIENT = 75  # EX_TEMPFAIL (sysexits.h): the same command may succeed la
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to act on: printed as one line, without a traceback. The
-    engine's family (FlowsuiteError: terminal and transient), the demo producer's, and the
-    client libraries' own (a broker that refuses, a file that cannot be read)."""
+    family (FlowsuiteError: terminal and transient — the engine's, the demo producer's, an
+    ingest run's) and the client libraries' own (a broker that refuses, a file that cannot be read)."""
     from confluent_kafka import KafkaException
 
     from connectors.errors import FlowsuiteError
-    from examples.demo_data import ProduceError
 
-    return (FlowsuiteError, ProduceError, KafkaException, OSError)
+    return (FlowsuiteError, KafkaException, OSError)
 
 
 def cli_error(exc: BaseException) -> CliError | None:

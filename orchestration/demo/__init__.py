@@ -60,7 +60,7 @@ def ensure_broker(settings: Settings, say: Callable[[str], None]) -> bool:
         return False
     host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
-        raise IngestError(f"no Kafka broker answers at {settings.kafka_bootstrap}")
+        raise IngestError(f"no Kafka broker answers at {settings.kafka_bootstrap}", transient=True)
     say(start_broker(settings.home, port=int(port)).message)
     return True
 

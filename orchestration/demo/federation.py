@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.engine import Engine
 from connectors.settings import REPO_ROOT, Settings
 
 PARTNER = "p-001"
@@ -37,6 +38,15 @@ B_PRODUCT = "ads_clicks"
 B_PRODUCTS_DIR = REPO_ROOT / "examples" / "federation" / PARTNER / "dataproducts"
 A_ORIGIN = "ads.flowsuite.example"  # A's WebHook-Request-Origin, registered in B's ads_clicks.yaml
 SECRET_ENV = "FLOWSUITE_INBOUND_ADS_SECRET"
+
+
+def engine_of(settings: Settings) -> Engine:
+    """The engine of one organisation's settings, as the CLI builds it (connectors/engine.py):
+    its lake with the settings' S3 options, its shared metastore, its specs with their checks."""
+    from quality.expectations import spec_checks
+
+    settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite files live there
+    return Engine.from_settings(settings, spec_checks=spec_checks)
 
 
 def _free_port() -> int:
@@ -135,21 +145,19 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
     delivered before anyone sees a third of it acknowledged."""
     import httpx
 
+    from connectors.engine import release_metastore
     from connectors.gateway import GatewayStore
     from connectors.gateway.events import product_source
     from connectors.gateway.health import partition_lag
     from connectors.gateway.inbound.log import DeliveryLog
-    from connectors.lake import Lake
-    from connectors.metastore import Metastore
     from connectors.settings import load_settings
     from orchestration.services.broker import start_broker, stop_broker
-    from quality.expectations import load_checked_specs
 
     out = Federation()
     t0 = time.monotonic()
-    a_specs = {s.name: s for s in load_checked_specs(a.products_dir)}
-    clicks = a_specs["clicks"]
-    a_metastore, a_lake = Metastore(a.metastore_url), Lake(a.lake_url)
+    a_engine = engine_of(a)
+    clicks = a_engine.spec("clicks")
+    a_metastore, a_lake = a_engine.metastore(), a_engine.lake()
     out.expected = _sent_by_a(a_lake, a_metastore, clicks.name)
     if not out.expected:
         out.lines.append(f"A's lake holds no clicks of {PARTNER} yet: nothing to federate")
@@ -161,6 +169,7 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
     b_port = b_broker_port or _free_port()
     b = load_settings({"FLOWSUITE_HOME": str(b_home), "FLOWSUITE_KAFKA_BOOTSTRAP": f"127.0.0.1:{b_port}",
                        "FLOWSUITE_PRODUCTS_DIR": str(B_PRODUCTS_DIR)})
+    release_metastore(b.metastore_url)  # B's files were just removed: its metastore opens afresh
     start_broker(b_home, port=b_port)
     b_env = settings_env(b)
     a_env = {**settings_env(a), "FLOWSUITE_FLOW_ORIGIN": A_ORIGIN, "FLOWSUITE_FLOW_ALLOW_HTTP": "true",
@@ -175,7 +184,7 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
     owner = httpx.Client(base_url=a_gateway.url, headers={"Authorization": f"Bearer {store.create_token(clicks.owner)}"},
                          timeout=60, trust_env=False)
     sub_id = None
-    b_metastore = None
+    b_engine = None
     try:
         b_inbound.wait_ready(f"/inbound/{B_PRODUCT}")
         a_gateway.wait_ready("/subscriptions")
@@ -199,8 +208,8 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
         approved = owner.post(f"/subscriptions/{sub_id}/approve").json()
         out.lines.append(f"{clicks.owner} (A, owner of clicks) approves → {approved['state']}; A pushes "
                          f"{len(out.expected):,} events of {PARTNER}")
-        b_metastore = Metastore(b.metastore_url)
-        b_log = DeliveryLog(b_metastore)
+        b_engine = engine_of(b)
+        b_log = DeliveryLog(b_engine.metastore())
         started = time.monotonic()
         out.timings["setup"] = started - t0
         if kill:
@@ -226,7 +235,7 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
         sub = store.get(sub_id)
         out.lines.append(f"A: delivered to B in {time.monotonic() - started:.1f} s ({sub.delivered:,} events counted, "
                          f"last outcome {sub.last_outcome}); lag 0 on every partition")
-        out.lines += _land_b(b, b_metastore, out)
+        out.lines += _land_b(b_engine, out)
         out.timings["land"] = time.monotonic() - started
         out.lines += _compare(a_lake, a_metastore, out)
     finally:
@@ -236,10 +245,9 @@ def run_federation(a: Settings, *, b_broker_port: int | None = None, kill: bool 
         owner.close()
         a_gateway.stop()
         b_inbound.stop()
-        if b_metastore is not None:
-            b_metastore.dispose()
+        if b_engine is not None:
+            release_metastore(b.metastore_url)  # B's home goes with the next run
         stop_broker(b_home)
-        a_metastore.dispose()
     return out
 
 
@@ -266,19 +274,17 @@ def _sent_by_a(lake, metastore, product: str) -> set[str]:
                                                  strict=True)}
 
 
-def _land_b(b: Settings, b_metastore, out: Federation) -> list[str]:
+def _land_b(b: Engine, out: Federation) -> list[str]:
     """B lands ads_clicks and syncs its warehouse table with the engine its `ads_clicks_ingest`
     job runs (Dagster-free here, to keep the demo quick; `flowsuite land ads_clicks` in B's
     home runs the job itself, with its checks)."""
-    from connectors.flows import land
-    from connectors.lake import Lake
+    from connectors.flows import LandingOptions, land_run
     from connectors.warehouse import WarehouseSink, sync
-    from quality.expectations import load_checked_specs
 
-    spec = next(s for s in load_checked_specs(b.products_dir) if s.name == B_PRODUCT)
+    spec = b.spec(B_PRODUCT)
     out.b_topic_records = topic_record_count(b.kafka_bootstrap, B_PRODUCT)
-    lake = Lake(b.lake_url)
-    result = land(spec, lake=lake, metastore=b_metastore, bootstrap=b.kafka_bootstrap, idle_timeout_s=10)
+    lake, b_metastore = b.lake(), b.metastore()
+    result = land_run(spec, b.run_context(), LandingOptions(idle_timeout_s=10))
     sink = WarehouseSink(spec, b.warehouse_url)
     try:
         synced = sync(spec, lake=lake, metastore=b_metastore, sink=sink)
@@ -374,14 +380,12 @@ def run_pull(a: Settings, *, max_events: int = 500, timeout_s: float = 120.0) ->
 
     from connectors.gateway import GatewayStore
     from connectors.gateway.events import product_source
-    from connectors.lake import Lake
-    from connectors.metastore import Metastore
-    from quality.expectations import load_checked_specs
 
     out = Pulled()
-    clicks = next(s for s in load_checked_specs(a.products_dir) if s.name == "clicks")
-    metastore = Metastore(a.metastore_url)
-    out.expected = _sent_by_a(Lake(a.lake_url), metastore, clicks.name)
+    a_engine = engine_of(a)
+    clicks = a_engine.spec("clicks")
+    metastore = a_engine.metastore()
+    out.expected = _sent_by_a(a_engine.lake(), metastore, clicks.name)
     store = GatewayStore(metastore)
     gateway = Serve("A's gateway (pull)", settings_env(a), _free_port(), a.home / "federation" / "ads-pull.log",
                     deliver=False)
@@ -438,7 +442,6 @@ def run_pull(a: Settings, *, max_events: int = 500, timeout_s: float = 120.0) ->
         partner.close()
         owner.close()
         gateway.stop()
-        metastore.dispose()
     return out
 
 

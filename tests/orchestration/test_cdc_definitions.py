@@ -89,3 +89,27 @@ def test_retained_wal_check_fails_over_the_bound(cdc_db, tmp_path, monkeypatch, 
     assert not tight.passed and "bound 1 MB" in tight.description
     loose = retained_wal_result(CdcSourceSpec.model_validate({**base, "max_retained_wal": "1GB"}))
     assert loose.passed
+
+
+def test_an_unset_variable_in_the_url_is_a_status_row_and_a_terminal_error(tmp_path, monkeypatch, capsys):
+    # An unset ${VAR} is configuration, not a server away: `cdc status` shows it in the row,
+    # `cdc run` ends with the one line and exit 1 (terminal), not 75 (try again).
+    import shutil
+
+    from connectors.settings import REPO_ROOT
+    from orchestration.cli import main
+
+    products = tmp_path / "dataproducts"
+    shutil.copytree(REPO_ROOT / "dataproducts", products)
+    declaration = products / "sources" / "orders.yaml"
+    declaration.write_text(declaration.read_text().replace(
+        "${FLOWSUITE_CDC_URL:-postgresql://postgres@127.0.0.1:5433/postgres}", "postgresql://cdc:${NOPE_CDC_PASSWORD}@h/db"))
+    monkeypatch.setenv("FLOWSUITE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLOWSUITE_PRODUCTS_DIR", str(products))
+    monkeypatch.delenv("NOPE_CDC_PASSWORD", raising=False)
+    said = "environment variable NOPE_CDC_PASSWORD is not set (needed by the connection URL of source shop_orders)"
+    r = CliRunner().invoke(cli, ["cdc", "status"], obj=load_settings())
+    assert r.exit_code == 0 and f"slot unknown: {said}" in r.output, r.output
+    capsys.readouterr()
+    assert main(["cdc", "run", "shop_orders"]) == 1
+    assert capsys.readouterr().err.strip() == f"flowsuite: error: {said}"

@@ -84,3 +84,29 @@ def test_an_engine_error_from_a_command_is_the_root_groups_one_line(products, ca
     assert main(["read", "nope", "--hour", "2026-01-01-00"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"flowsuite: error: no data product 'nope' in {products} (known: clicks)"
+
+
+def test_the_demo_producer_and_an_ingest_run_are_in_the_family():
+    # No hand list: ProduceError and IngestError are FlowsuiteErrors, kinds from what failed.
+    from confluent_kafka import KafkaError
+
+    from examples.demo_data import ProduceError
+    from orchestration.ingest import IngestError
+
+    timed_out = ProduceError("3 of 10 records to topic 'clicks' were not delivered", [KafkaError(KafkaError._MSG_TIMED_OUT)])
+    assert cli_error(timed_out).exit_code == EXIT_TRANSIENT  # the broker may take them later
+    assert cli_error(ProduceError("2 of 2 records still queued after flush")).exit_code == EXIT_TRANSIENT
+    too_large = ProduceError("1 of 10 records was not delivered", [KafkaError(KafkaError._MSG_TIMED_OUT),
+                                                                    KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)])
+    assert cli_error(too_large).exit_code == EXIT_ERROR  # the broker refuses that request again
+    assert cli_error(IngestError("clicks_ingest run r failed: a blocked hour")).exit_code == EXIT_ERROR
+    assert cli_error(IngestError("no Kafka broker answers at 127.0.0.1:1", transient=True)).exit_code == EXIT_TRANSIENT
+
+
+def test_a_landing_run_that_cannot_reach_the_broker_exits_75(flowsuite_home, monkeypatch, capsys):
+    # The run's step failed with a transient engine error (recorded by orchestration/failures.py):
+    # `flowsuite land` says so with EX_TEMPFAIL, so a wrapper may retry it.
+    monkeypatch.setenv("FLOWSUITE_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    assert main(["land", "clicks"]) == EXIT_TRANSIENT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("flowsuite: error: clicks_ingest run ") and "cannot reach the Kafka broker for topic 'clicks'" in err

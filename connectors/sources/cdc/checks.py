@@ -18,6 +18,7 @@ from connectors.sources.cdc.server import (
 )
 from connectors.sources.cdc.spec import CdcSourceSpec
 from connectors.sources.cdc.types import PRODUCT_TYPE, type_name
+from connectors.sources.common import UnsetVariableError
 from connectors.spec import DataProductSpec
 
 IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
@@ -39,7 +40,7 @@ def source_warnings(source: CdcSourceSpec, product: DataProductSpec, *, url: str
     out = static_warnings(source, product)
     try:
         conn = connect(url or source.resolved_url())
-    except CdcError as exc:
+    except (CdcError, UnsetVariableError) as exc:  # away, or its URL's ${VAR} unset where this runs
         return [*out, f"not checked against the server: {exc}"]
     try:
         identity = check_server(conn, source)
@@ -68,7 +69,8 @@ def source_warnings(source: CdcSourceSpec, product: DataProductSpec, *, url: str
 
 
 def slot_report(source: CdcSourceSpec, *, url: str | None = None) -> SlotInfo | None:
-    """The slot's state; None when it does not exist yet (CdcError when the server is unreachable)."""
+    """The slot's state; None when it does not exist yet (CdcError when the server is unreachable,
+    UnsetVariableError when a ${VAR} of its URL is unset)."""
     conn = connect(url or source.resolved_url())
     try:
         return slot_info(conn, source.slot_name)

@@ -131,5 +131,6 @@ class CdcSourceSpec(SourceSpecModel):
         return self.cloudevents.type or f"flowsuite.cdc.{self.table}.change"
 
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
-        """The connection URL with ${VAR} / ${VAR:-default} filled in from the environment."""
-        return resolve_connection_url(self.connection.url, env, CdcError)
+        """The connection URL with ${VAR} / ${VAR:-default} filled in from the environment; an
+        unset variable raises UnsetVariableError (terminal)."""
+        return resolve_connection_url(self.connection.url, env, f"the connection URL of source {self.name}")

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from connectors.errors import is_transient
 from connectors.flows import land
 from connectors.lake import Lake
 from connectors.metastore import Metastore
-from connectors.sources import SourceError, SourceSpec, load_sources, publish, read_cursor
+from connectors.sources import SourceSpec, UnsetVariableError, load_sources, publish, read_cursor
 from connectors.spec import SpecError, parse_spec_file
 from tests.support import read_messages
 from tests.support.runs import run_at
@@ -224,8 +225,16 @@ def test_declarations_load_and_bad_ones_say_where(tmp_path):
         "name: bad\nproduct: partners\nconnection: {url: 'sqlite://'}\ntable: t\nkey: id\nmode: timestamp\n")
     with pytest.raises(SpecError, match=r"bad.yaml: mode 'timestamp' needs timestamp_column"):
         load_sources(tmp_path)
-    with pytest.raises(SourceError, match="NOPE_UNSET"):
+    # An unset ${VAR} is a configuration error: terminal (a retry meets the same environment),
+    # naming the variable and the source, the same for both connectors.
+    with pytest.raises(UnsetVariableError, match="NOPE_UNSET") as unset:
         source(connection={"url": "${NOPE_UNSET}"}).resolved_url({"FLOWSUITE_HOME": "/h"})
+    assert unset.value.variable == "NOPE_UNSET" and not is_transient(unset.value)
+    assert str(unset.value) == f"environment variable NOPE_UNSET is not set (needed by the connection URL of source {sources[0].name})"
+    cdc = sources[1].model_copy(update={"connection": sources[1].connection.model_copy(update={"url": "postgresql://u:${NOPE_PW}@h/db"})})
+    with pytest.raises(UnsetVariableError, match=r"NOPE_PW is not set \(needed by the connection URL of source shop_orders\)"):
+        cdc.resolved_url({"FLOWSUITE_HOME": "/h"})
+    assert source(connection={"url": "${NOPE_UNSET:-sqlite://}"}).resolved_url({"FLOWSUITE_HOME": "/h"}) == "sqlite://"
 
 
 def test_a_declaration_is_told_apart_by_its_mode(tmp_path):
