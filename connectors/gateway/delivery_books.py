@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from connectors.gateway.store import GatewayStore, commit_positions_in, positions
-from connectors.metastore import claims, retrying
+from connectors.metastore import claims, reading, retrying
 
 # A delivery is worker.PartitionDelivery (not imported: it imports this module). What a cycle
 # reads and sets of it: sub, partition, owner, position, done_through, clear_not_before,
@@ -167,7 +167,7 @@ class DeliveryBooks(threading.Thread):
     def _read(self, ids: list[str]):
         subs, at = self.store.get_many(ids, known=self.known), {}  # only changed rows parsed again
         self.known = subs
-        with self.store.engine.connect() as conn:
+        with reading(self.store.engine) as conn:
             for part in _chunks(ids):
                 for row in conn.execute(select(positions.c.subscription, positions.c.partition, positions.c.next_offset)
                                         .where(positions.c.subscription.in_(part))):

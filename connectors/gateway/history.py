@@ -53,7 +53,7 @@ from connectors.flows.compaction import conform
 from connectors.formats import lake_schema
 from connectors.gateway.events import FlowEvent, events_from_batch, record_json
 from connectors.lake import Lake
-from connectors.metastore import Metastore, files, landings, offsets
+from connectors.metastore import Metastore, files, landings, offsets, reading
 from connectors.spec import DataProductSpec
 
 KINDS = ("landed", "compacted")
@@ -80,7 +80,7 @@ def lake_span(metastore: Metastore, product: str, partition: int) -> LakeSpan | 
     quarantined) inside the unbroken run of landing commits that ends at `end`. None when the
     lake holds nothing of the partition, or when the committed offset was moved past what was
     landed (an operator's reset): then nothing below it is known to be whole."""
-    with metastore.engine.connect() as conn:
+    with reading(metastore.engine) as conn:
         end = conn.execute(
             select(offsets.c.next_offset).where(and_(offsets.c.product == product, offsets.c.partition == partition))
         ).scalar()
@@ -260,7 +260,7 @@ class _PartitionReader:
             or_(files.c.max_offset.is_(None), files.c.max_offset >= start),
             or_(files.c.min_offset.is_(None), files.c.min_offset < self.end),
         )
-        with self.metastore.engine.connect() as conn:
+        with reading(self.metastore.engine) as conn:
             rows = conn.execute(select(files).where(cond)).mappings().all()
         found: dict[str, _File] = {}
         for row in rows:

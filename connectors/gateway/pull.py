@@ -64,6 +64,7 @@ from connectors.gateway.policy import event_filter
 from connectors.gateway.service import FlowError, FlowService
 from connectors.gateway.store import Subscription, locks, positions, pull_state, subscriptions
 from connectors.kafka import consumer_config, ensure_topic, topic_partitions
+from connectors.metastore import reading
 
 MAX_EVENTS = 1000  # per receive (Event Grid: 100)
 MAX_WAIT_S = 60  # long poll at most (Event Grid: 120)
@@ -198,7 +199,7 @@ class PullService:
         query = select(*pc, *sc).select_from(positions.outerjoin(pull_state, and_(
             pull_state.c.subscription == positions.c.subscription, pull_state.c.partition == positions.c.partition,
         ))).where(and_(positions.c.subscription == sub_id, positions.c.partition == p))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(query).mappings().first()
             if row is None:  # no position yet; a pull row alone cannot be trusted
                 st = conn.execute(select(pull_state).where(
@@ -210,7 +211,7 @@ class PullService:
 
     def _receive_partition(self, sub: Subscription, spec, p: int, want: int) -> list[Received]:
         pos, st = self._sync(sub.id, p)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(locks).where(and_(locks.c.subscription == sub.id, locks.c.partition == p))
                                 .order_by(locks.c.event_offset)).mappings().all()
         now = time.time()
@@ -397,7 +398,7 @@ class PullService:
         assert action in ACTIONS
         sub = self.subscription(org, sub_id, receiving=False)
         now = time.time()
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(locks).where(and_(
                 locks.c.subscription == sub_id, locks.c.lock_token.in_(tokens)))).mappings().all()
         found = {r["lock_token"]: dict(r) for r in rows}

@@ -44,7 +44,7 @@ from sqlalchemy import (
 
 from connectors.errors import TerminalError
 from connectors.gateway.models import SubscriptionOptions, parse_options
-from connectors.metastore import Metastore, claims, create_missing_tables, retrying
+from connectors.metastore import Metastore, claims, create_missing_tables, reading, retrying
 
 md = MetaData()
 
@@ -195,7 +195,7 @@ class GatewayStore:
         if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
             return None
         token_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(tokens).where(tokens.c.id == token_id)).mappings().first()
         presented = hashlib.sha256(secret.encode()).hexdigest()
         stored = row["secret_sha256"] if row else "0" * 64
@@ -218,7 +218,7 @@ class GatewayStore:
         return self.get(sub_id), secret
 
     def get(self, sub_id: str) -> Subscription | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(subscriptions).where(subscriptions.c.id == sub_id)).mappings().first()
         return _subscription(row) if row else None
 
@@ -231,7 +231,7 @@ class GatewayStore:
         gateway's bookkeeper re-reads every delivery's subscription four times a second, and
         parsing 1,000 bodies each time was most of its cycle."""
         out: dict[str, Subscription] = {}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 if known is not None:
@@ -265,7 +265,7 @@ class GatewayStore:
             q = q.where(subscriptions.c.product.in_(list(products)))
         if states is not None:
             q = q.where(subscriptions.c.state.in_(list(states)))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             if known is None:
                 return [_subscription(r) for r in conn.execute(q).mappings()]
             ids = [r.id for r in conn.execute(q)]
@@ -337,14 +337,14 @@ class GatewayStore:
 
     def positions(self, sub_id: str) -> dict[int, tuple[int, int | None]]:
         """partition → (next offset to deliver, not_before_ms)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(positions).where(positions.c.subscription == sub_id)).mappings().all()
         return {r["partition"]: (r["next_offset"], r["not_before_ms"]) for r in rows}
 
     def positions_of(self, sub_ids: list[str]) -> dict[str, dict[int, tuple[int, int | None]]]:
         """`positions` of many subscriptions, by id, in one query per 500 ids."""
         out: dict[str, dict[int, tuple[int, int | None]]] = {}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             for i in range(0, len(sub_ids), 500):
                 for r in conn.execute(select(positions).where(positions.c.subscription.in_(sub_ids[i:i + 500]))).mappings():
                     out.setdefault(r["subscription"], {})[r["partition"]] = (r["next_offset"], r["not_before_ms"])

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from connectors.leases import ClaimLostError
-from connectors.metastore.db import retrying
+from connectors.metastore.db import reading, retrying
 from connectors.metastore.records import ClaimHeldError, Takeover
 from connectors.metastore.tables import claims
 
@@ -58,7 +58,7 @@ class Claims:
         if retrying(try_insert):
             previous = None
         else:
-            with self.engine.connect() as conn:
+            with reading(self.engine) as conn:
                 row = conn.execute(
                     select(claims).where(and_(claims.c.product == product, claims.c.resource == resource))
                 ).mappings().first()
@@ -183,7 +183,7 @@ class Claims:
         retrying(tx)
 
     def claims_of(self, product: str) -> list[dict]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(select(claims).where(claims.c.product == product)).mappings()]
 
 
