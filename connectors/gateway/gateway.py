@@ -26,7 +26,7 @@ from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, claim_product, claim_resource
-from connectors.gateway.worker import PartitionDelivery, new_owner
+from connectors.gateway.worker import GatewayParts, PartitionDelivery, new_owner
 from connectors.kafka import topic_partitions
 from connectors.lake import Lake
 from connectors.spec import DataProductSpec
@@ -60,6 +60,8 @@ class Gateway:
         self.sender = Sender(settings)
         self.feeds = Feeds(bootstrap, self.kafka_config, public_url=settings.public_url)
         self.books = DeliveryBooks(store, settings.lease_s)  # every delivery's metastore side, one thread
+        self.parts = GatewayParts(store, settings, self.sender, bootstrap, self.gateway_id, self.kafka_config,
+                                  catchup=self.feeds.catchup, lake=lake, books=self.books)  # what every delivery shares
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -137,10 +139,9 @@ class Gateway:
             self.books.start()
         for sub, spec, partition in mine:
             worker = PartitionDelivery(
-                self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
-                self._limiter(sub.id, rate_limit(spec, sub).per_minute), owners[(sub.id, partition)], self.gateway_id,
-                self.kafka_config, feed=self.feeds.feed(spec, partition), catchup=self.feeds.catchup, lake=self.lake,
-                books=self.books, start_at=at.get(sub.id, {}).get(partition, (0, None)),
+                self.parts, spec, sub, partition, owners[(sub.id, partition)],
+                self._limiter(sub.id, rate_limit(spec, sub).per_minute), feed=self.feeds.feed(spec, partition),
+                start_at=at.get(sub.id, {}).get(partition, (0, None)),
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()
