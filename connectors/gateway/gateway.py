@@ -6,7 +6,7 @@ default, renewed every lease/4 as a heartbeat), up to CLAIM_BATCH units in one m
 transaction (`Metastore.claim_many`) and their positions read in one query. A claim held live
 by another gateway is left alone; one whose lease ran out (its gateway was killed) is taken
 over (a compare-and-set on the previous owner and its expiry); a gateway stopping
-(SIGTERM) releases its claims at once. Subscriptions with `config.delivery: pull` are skipped
+(SIGTERM) releases all its claims at once, in one transaction (`Metastore.release_many`). Subscriptions with `config.delivery: pull` are skipped
 (`pushed`): their receivers fetch. So several gateways share the work,
 adding one adds throughput, and a killed one's partitions move within one lease.
 """
@@ -161,15 +161,29 @@ class Gateway:
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
+        """Stop every delivery, then hand back every claim (and this gateway's presence) in one
+        transaction (`Metastore.release_many`), so another gateway takes them over at its next
+        look instead of after a lease. Each delivery commits its last position before that (the
+        commit holds only while the claim is ours); one still running at the timeout releases
+        its own claim when it ends."""
         self._stop.set()
-        for worker in self.workers.values():
-            worker.stop()
+        if self._thread is not None:  # no look for work starts deliveries behind our back
+            self._thread.join(max(0.1, timeout / 4))
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.stop(hand_back=True)
         deadline = time.monotonic() + timeout
-        for worker in self.workers.values():
+        for worker in workers:
             worker.join(max(0.1, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
+        ended = []
+        for worker in workers:
+            if worker.is_alive():
+                worker.leave_claim = False  # it releases its own as it ends
+            else:
+                ended.append(worker.claim_unit)
         self.books.stop()
         self.feeds.stop()
         self.sender.close()
-        self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)
+        self.store.metastore.release_many([*ended, (PRESENCE, self.gateway_id, self.gateway_id)])

@@ -142,6 +142,7 @@ class PartitionDelivery(threading.Thread):
         self.books = parts.books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
         self.start_at = start_at  # (position, not_before_ms) read after the claim; None: read it here
         self.stop_reason: str | None = None
+        self.leave_claim = False  # stop(hand_back=True): released by the gateway, in one batch
         self.state_ok_at = 0.0
         self._keep = None
         self._producer: Producer | None = None
@@ -154,9 +155,18 @@ class PartitionDelivery(threading.Thread):
         self.detached = 0  # times it fell behind the feed
         self.catchup_reads = 0  # reads of its own (behind the head)
 
+    @property
+    def claim_unit(self) -> tuple[str, str, str]:
+        """(product, resource, owner) of this delivery's claim in fs_claims."""
+        return claim_product(self.sub.id), claim_resource(self.partition), self.owner
+
     # --- guards ---------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, hand_back: bool = False) -> None:
+        """Stop delivering. `hand_back`: the gateway is stopping and releases this delivery's
+        claim with all the others in one transaction (Gateway.stop) once it has ended, so it
+        does not release it on its own; otherwise (a rebalance) it releases it as it ends."""
+        self.leave_claim = hand_back
         self.stop_event.set()
         if self.books is not None:  # waiting in _guard for a cycle: wake it now
             self.books.wake()
@@ -223,7 +233,8 @@ class PartitionDelivery(threading.Thread):
             log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
         finally:
             try:
-                self.store.metastore.release(claim_product(self.sub.id), claim_resource(self.partition), self.owner)
+                if not self.leave_claim:  # else the stopping gateway releases it with the others
+                    self.store.metastore.release(*self.claim_unit)
             except Exception:  # noqa: BLE001
                 log.warning("releasing the claim of %s/%d failed; its lease runs out", self.sub.id, self.partition)
             if self._producer is not None:
