@@ -6,9 +6,10 @@ default, renewed every lease/4 as a heartbeat), up to CLAIM_BATCH units in one m
 transaction (`Metastore.claim_many`) and their positions read in one query. A claim held live
 by another gateway is left alone; one whose lease ran out (its gateway was killed) is taken
 over (a compare-and-set on the previous owner and its expiry); a gateway stopping
-(SIGTERM) releases all its claims at once, in one transaction (`Metastore.release_many`). Subscriptions with `config.delivery: pull` are skipped
-(`pushed`): their receivers fetch. So several gateways share the work,
-adding one adds throughput, and a killed one's partitions move within one lease.
+(SIGTERM) releases all its claims at once, in one transaction (`Metastore.release_many`).
+Subscriptions with `config.delivery: pull` are skipped (`pushed`): their receivers fetch.
+So several gateways share the work, adding one adds throughput, and a killed one's
+partitions move within one lease.
 """
 
 from __future__ import annotations
