@@ -6,9 +6,10 @@ default, renewed every lease/4 as a heartbeat), up to CLAIM_BATCH units in one m
 transaction (`Metastore.claim_many`) and their positions read in one query. A claim held live
 by another gateway is left alone; one whose lease ran out (its gateway was killed) is taken
 over (a compare-and-set on the previous owner and its expiry); a gateway stopping
-(SIGTERM) releases its claims at once. Subscriptions with `config.delivery: pull` are skipped
-(`pushed`): their receivers fetch. So several gateways share the work,
-adding one adds throughput, and a killed one's partitions move within one lease.
+(SIGTERM) releases all its claims at once, in one transaction (`Metastore.release_many`).
+Subscriptions with `config.delivery: pull` are skipped (`pushed`): their receivers fetch.
+So several gateways share the work, adding one adds throughput, and a killed one's
+partitions move within one lease.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from connectors.gateway.policy import rate_limit
 from connectors.gateway.sender import RateLimiter, Sender
 from connectors.gateway.settings import GatewaySettings
 from connectors.gateway.store import GatewayStore, claim_product, claim_resource
-from connectors.gateway.worker import PartitionDelivery, new_owner
+from connectors.gateway.worker import GatewayParts, PartitionDelivery, new_owner
 from connectors.kafka import topic_partitions
 from connectors.lake import Lake
 from connectors.spec import DataProductSpec
@@ -60,6 +61,8 @@ class Gateway:
         self.sender = Sender(settings)
         self.feeds = Feeds(bootstrap, self.kafka_config, public_url=settings.public_url)
         self.books = DeliveryBooks(store, settings.lease_s)  # every delivery's metastore side, one thread
+        self.parts = GatewayParts(store, settings, self.sender, bootstrap, self.gateway_id, self.kafka_config,
+                                  catchup=self.feeds.catchup, lake=lake, books=self.books)  # what every delivery shares
         self.workers: dict[tuple[str, int], PartitionDelivery] = {}
         self.limiters: dict[str, tuple[int | None, RateLimiter]] = {}
         self._partitions: dict[str, tuple[float, list[int]]] = {}
@@ -137,10 +140,9 @@ class Gateway:
             self.books.start()
         for sub, spec, partition in mine:
             worker = PartitionDelivery(
-                self.store, spec, sub, partition, self.bootstrap, self.settings, self.sender,
-                self._limiter(sub.id, rate_limit(spec, sub).per_minute), owners[(sub.id, partition)], self.gateway_id,
-                self.kafka_config, feed=self.feeds.feed(spec, partition), catchup=self.feeds.catchup, lake=self.lake,
-                books=self.books, start_at=at.get(sub.id, {}).get(partition, (0, None)),
+                self.parts, spec, sub, partition, owners[(sub.id, partition)],
+                self._limiter(sub.id, rate_limit(spec, sub).per_minute), feed=self.feeds.feed(spec, partition),
+                start_at=at.get(sub.id, {}).get(partition, (0, None)),
             )
             self.workers[(sub.id, partition)] = worker
             worker.start()
@@ -160,15 +162,29 @@ class Gateway:
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
+        """Stop every delivery, then hand back every claim (and this gateway's presence) in one
+        transaction (`Metastore.release_many`), so another gateway takes them over at its next
+        look instead of after a lease. Each delivery commits its last position before that (the
+        commit holds only while the claim is ours); one still running at the timeout releases
+        its own claim when it ends."""
         self._stop.set()
-        for worker in self.workers.values():
-            worker.stop()
+        if self._thread is not None:  # no look for work starts deliveries behind our back
+            self._thread.join(max(0.1, timeout / 4))
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.stop(hand_back=True)
         deadline = time.monotonic() + timeout
-        for worker in self.workers.values():
+        for worker in workers:
             worker.join(max(0.1, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
+        ended = []
+        for worker in workers:
+            if worker.is_alive():
+                worker.leave_claim = False  # it releases its own as it ends
+            else:
+                ended.append(worker.claim_unit)
         self.books.stop()
         self.feeds.stop()
         self.sender.close()
-        self.store.metastore.release(PRESENCE, self.gateway_id, self.gateway_id)
+        self.store.metastore.release_many([*ended, (PRESENCE, self.gateway_id, self.gateway_id)])

@@ -37,6 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -88,19 +89,38 @@ class Stopped(Exception):
         self.commit_to = commit_to
 
 
+@dataclass(frozen=True)
+class GatewayParts:
+    """What every delivery of one gateway process shares, built once per gateway (gateway.py):
+    the metastore side, the settings, the pooled sender, the broker, the bounded catch-up
+    readers, the lake for history below the broker's low watermark, and the bookkeeper (None:
+    a delivery runs one of its own, as a test of one delivery does)."""
+
+    store: GatewayStore
+    settings: GatewaySettings
+    sender: Sender
+    bootstrap: str
+    gateway_id: str
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    catchup: threading.BoundedSemaphore | None = None
+    lake: Lake | None = None
+    books: DeliveryBooks | None = None
+
+
 class PartitionDelivery(threading.Thread):
     def __init__(
-        self, store: GatewayStore, spec: DataProductSpec, sub: Subscription, partition: int,
-        bootstrap: str, settings: GatewaySettings, sender: Sender, limiter: RateLimiter,
-        owner: str, gateway_id: str, kafka_config: dict[str, Any] | None = None,
-        feed: PartitionFeed | None = None, catchup: threading.BoundedSemaphore | None = None,
-        lake: Lake | None = None, books: DeliveryBooks | None = None,
-        start_at: tuple[int, int | None] | None = None,
+        self, parts: GatewayParts, spec: DataProductSpec, sub: Subscription, partition: int, owner: str,
+        limiter: RateLimiter, feed: PartitionFeed | None = None, start_at: tuple[int, int | None] | None = None,
     ):
+        """One (subscription, partition) claimed as `owner`; `limiter` is its subscription's rate
+        limit, `feed` the gateway's shared feed of the partition (None: it reads on its own),
+        `start_at` (position, not_before_ms) as read right after the claim (None: read here)."""
         super().__init__(name=f"flow-{sub.id[:8]}-p{partition}", daemon=True)
-        self.store, self.spec, self.sub, self.partition = store, spec, sub, partition
-        self.bootstrap, self.settings, self.sender, self.limiter = bootstrap, settings, sender, limiter
-        self.owner, self.gateway_id, self.kafka_config = owner, gateway_id, kafka_config or {}
+        self.parts = parts
+        self.store, self.spec, self.sub, self.partition = parts.store, spec, sub, partition
+        self.bootstrap, self.settings, self.sender, self.limiter = parts.bootstrap, parts.settings, parts.sender, limiter
+        self.owner, self.gateway_id, self.kafka_config = owner, parts.gateway_id, parts.kafka_config
+        settings = parts.settings
         self.opts = sub.options  # typed config (models.SubscriptionOptions), parsed once
         self.ttl_s = self.opts.ttl_s(settings.ttl_s)
         self.dataschema = schema_url(settings.public_url, spec)  # as pull delivery names it
@@ -119,13 +139,14 @@ class PartitionDelivery(threading.Thread):
         self.last_ok = "HTTP 200"
         self.count_lock = threading.Lock()
         self.commit_lock = threading.Lock()
-        self.books = books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
+        self.books = parts.books  # the gateway's bookkeeper (delivery_books.py); None: one of its own
         self.start_at = start_at  # (position, not_before_ms) read after the claim; None: read it here
         self.stop_reason: str | None = None
+        self.leave_claim = False  # stop(hand_back=True): released by the gateway, in one batch
         self.state_ok_at = 0.0
         self._keep = None
         self._producer: Producer | None = None
-        self.feed, self.catchup, self.lake = feed, catchup, lake
+        self.feed, self.catchup, self.lake = feed, parts.catchup, parts.lake
         self.history: Iterator[EventBatch] | None = None  # a catch-up read from the lake
         self.low_checked = False
         self.queue: CursorQueue | None = None  # attached to the feed while not None
@@ -134,9 +155,18 @@ class PartitionDelivery(threading.Thread):
         self.detached = 0  # times it fell behind the feed
         self.catchup_reads = 0  # reads of its own (behind the head)
 
+    @property
+    def claim_unit(self) -> tuple[str, str, str]:
+        """(product, resource, owner) of this delivery's claim in fs_claims."""
+        return claim_product(self.sub.id), claim_resource(self.partition), self.owner
+
     # --- guards ---------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, hand_back: bool = False) -> None:
+        """Stop delivering. `hand_back`: the gateway is stopping and releases this delivery's
+        claim with all the others in one transaction (Gateway.stop) once it has ended, so it
+        does not release it on its own; otherwise (a rebalance) it releases it as it ends."""
+        self.leave_claim = hand_back
         self.stop_event.set()
         if self.books is not None:  # waiting in _guard for a cycle: wake it now
             self.books.wake()
@@ -203,7 +233,8 @@ class PartitionDelivery(threading.Thread):
             log.exception("flow %s partition %d failed; another attempt follows", self.sub.id, self.partition)
         finally:
             try:
-                self.store.metastore.release(claim_product(self.sub.id), claim_resource(self.partition), self.owner)
+                if not self.leave_claim:  # else the stopping gateway releases it with the others
+                    self.store.metastore.release(*self.claim_unit)
             except Exception:  # noqa: BLE001
                 log.warning("releasing the claim of %s/%d failed; its lease runs out", self.sub.id, self.partition)
             if self._producer is not None:

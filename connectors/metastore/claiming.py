@@ -182,6 +182,25 @@ class Claims:
 
         retrying(tx)
 
+    def release_many(self, units: list[tuple[str, str, str]]) -> None:
+        """Release many claims in one transaction: `units` are (product, resource, owner), each
+        deleted only while `owner` holds it, as `release` does (a unit taken over meanwhile is
+        left to its new owner). A stopping flow gateway hands back every claim it holds at once
+        with it: one transaction per delivery was ~2,000 write-lock turns at 1,000 subscriptions."""
+        if not units:
+            return
+
+        def tx() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    delete(claims).where(and_(claims.c.product == bindparam("k_product"),
+                                              claims.c.resource == bindparam("k_resource"),
+                                              claims.c.owner == bindparam("k_owner"))),
+                    [{"k_product": p, "k_resource": r, "k_owner": o} for p, r, o in sorted(set(units))],
+                )
+
+        retrying(tx)
+
     def claims_of(self, product: str) -> list[dict]:
         with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(select(claims).where(claims.c.product == product)).mappings()]

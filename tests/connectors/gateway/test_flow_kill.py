@@ -152,3 +152,64 @@ def test_pull_subscriptions_are_left_to_their_receivers():
 
     assert pushed(sub({})) and pushed(sub({"delivery": "push"}))
     assert not pushed(sub({"delivery": "pull"}))
+
+
+def test_a_stopping_gateway_hands_every_claim_back_in_one_statement_and_the_next_takes_them_at_once(
+        tmp_path, kafka_bootstrap, make_topic):
+    """What SIGTERM runs (Gateway.stop, from `flowsuite flow serve`'s shutdown): every delivery
+    stops and commits its position, then all their claims go back in ONE DELETE (release_many),
+    not one transaction per delivery; a second gateway holds all of them within a few looks,
+    though their lease (30 s here) is far from over."""
+    from sqlalchemy import event
+
+    from connectors.gateway import Gateway
+    from connectors.gateway.store import claim_product
+    from tests.support.gateway import test_settings
+
+    topic = make_topic(partitions=2)
+    receiver = Receiver().start()
+    settings = test_settings(lease_s=30.0)
+    with flow_env(tmp_path, kafka_bootstrap, topic, settings=settings) as flow:
+        ids = []
+        for n in range(12):  # a path each, so each subscription's deliveries are told apart
+            created = flow.subscribe("p-001", f"{receiver.url}/{n}", config={"startfrom": "earliest"})
+            flow.approve(created["id"])
+            ids.append(created["id"])
+        produce_clicks(kafka_bootstrap, topic, 10, partners=("p-001",))
+
+        def held() -> dict[str, str]:
+            return {f"{c['product']}/{c['resource']}": c["owner"] for i in ids
+                    for c in flow.store.metastore.claims_of(claim_product(i))}
+
+        a = Gateway(flow.store, [flow.spec], kafka_bootstrap, settings).start()
+        b = None
+        try:
+            wait_for(lambda: len(a.workers) == 24 and len(held()) == 24, timeout=60, what="24 deliveries on a")
+            wait_for(lambda: len({(r.headers["ce-id"], r.path) for r in receiver.deliveries()}) >= 120, timeout=60,
+                     what="10 events to each of the 12 subscriptions")
+            owners = set(held().values())
+            deletes: list[int] = []
+
+            def count(_conn, _cursor, statement, params, _context, executemany) -> None:
+                if statement.lstrip().upper().startswith("DELETE FROM FS_CLAIMS"):
+                    deletes.append(len(params) if executemany else 1)
+
+            event.listen(flow.store.engine, "before_cursor_execute", count)
+            try:
+                a.stop()
+            finally:
+                event.remove(flow.store.engine, "before_cursor_execute", count)
+            assert held() == {}  # nothing left to run out
+            assert len(deletes) == 1 and deletes[0] == 25, deletes  # 24 deliveries + a's presence, one statement
+            started = time.monotonic()
+            b = Gateway(flow.store, [flow.spec], kafka_bootstrap, settings).start()
+            wait_for(lambda: len(held()) == 24, timeout=20, what="b holding all 24 (a lease would be 30 s)")
+            assert not owners & set(held().values())
+            assert time.monotonic() - started < settings.lease_s / 2
+            positions = {i: flow.store.positions(i) for i in ids}
+            assert all(sum(o for o, _ in p.values()) == 10 for p in positions.values()), positions  # a committed first
+        finally:
+            a.stop()
+            if b is not None:
+                b.stop()
+            receiver.stop()

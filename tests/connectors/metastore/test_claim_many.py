@@ -98,3 +98,32 @@ def test_leases_keep_their_precision_on_mariadb(mariadb_url):
     assert ms.claim_many(units("b", 5, product="mdb:p"), "gw-b", 2.0) == set()
     time.sleep(2.2)  # the 2 s leases run out: a clock-based rule, nothing to poll
     assert len(ms.claim_many(units("b", 5, product="mdb:p"), "gw-b", 2.0)) == 5
+
+
+def test_release_many_hands_back_only_what_each_owner_holds_in_one_transaction(url):
+    """Metastore.release_many: every unit whose owner still holds it is released in ONE
+    transaction (a stopping gateway's 2,000 claims at once), a unit someone else holds stays,
+    and another owner takes the released ones over at once, long before their lease would end."""
+    from sqlalchemy import event
+
+    ms = Metastore(url)
+    held = units("a", 300, product="rm:p")
+    assert len(ms.claim_many(held, "gw-a", LEASE)) == 300
+    wrong = [(p, r, "not-the-owner" if i == 5 else o) for i, (p, r, o) in enumerate(held)]
+    begins: list[int] = []
+
+    def began(_conn) -> None:
+        begins.append(1)
+
+    event.listen(ms.engine, "begin", began)
+    ms.release_many(wrong)
+    assert len(begins) == 1, f"{len(begins)} transactions"
+    left = {(c["product"], c["resource"]): c["owner"] for i in range(300) for c in ms.claims_of(f"rm:p{i}")}
+    assert left == {("rm:p5", "partition/1"): "a-5"}  # its owner was given wrong: not released
+    got = ms.claim_many(units("b", 300, product="rm:p"), "gw-b", LEASE)
+    assert len(got) == 299 and ("rm:p5", "partition/1") not in got
+    begins.clear()
+    ms.release_many([])  # nothing to do: no transaction
+    assert begins == []
+    event.remove(ms.engine, "begin", began)
+    ms.dispose()
