@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from connectors.formats import Batch, decoder_for
 from connectors.gateway.events import FlowEvent, events_from_batch, schema_url
 from connectors.kafka import consumer_config
+from connectors.kafka.reader import KafkaReadError
 from connectors.spec import DataProductSpec
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def read_batch(spec: DataProductSpec, partition: int, decoder, msgs: list, start
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 continue
-            raise RuntimeError(f"reading {spec.topic}[{partition}]: {err}")
+            raise KafkaReadError(f"reading {spec.topic}[{partition}]: {err}")
         if m.offset() >= start:  # never hand out an offset twice
             records.append(m)
     if not records:

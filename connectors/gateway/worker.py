@@ -42,6 +42,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from connectors.errors import TransientError
 from connectors.formats import decoder_for
 from connectors.gateway.delivery_books import STATE_CHECK_S, DeliveryBooks
 from connectors.gateway.events import (
@@ -78,6 +79,11 @@ READ_SIZE = 500  # records read at once (filtering is cheap; the in-flight windo
 
 def dlq_topic_of(spec: DataProductSpec, sub_id: str) -> str:
     return f"{spec.topic}.flow.{sub_id}.dlq"
+
+
+class DeadLetterNotAcknowledged(TransientError, RuntimeError):
+    """The broker did not acknowledge an event sent to the dead-letter topic: the position does
+    not move past it, and the delivery is taken up again (the event is tried once more)."""
 
 
 class Stopped(Exception):
@@ -547,7 +553,7 @@ class PartitionDelivery(threading.Thread):
                 on_delivery=lambda err, _m: failures.append(str(err)) if err else None,
             )
         if self._producer.flush(30) or failures:
-            raise RuntimeError(f"dead letter to {topic} not acknowledged: {failures[:1]}")
+            raise DeadLetterNotAcknowledged(f"dead letter to {topic} not acknowledged: {failures[:1]}")
         self.store.record_attempt(self.sub.id, f"dead-lettered after {attempts} attempt(s): {outcome.detail}", False,
                                   dead_lettered=len(unit))
 

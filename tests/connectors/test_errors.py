@@ -43,3 +43,6 @@ def test_kinds_follow_what_a_retry_would_do():
     assert is_transient(SchemaLockTimeoutError("another process changes the tables"))
     assert issubclass(SchemaLockTimeoutError, TimeoutError)  # still the built-in it was raised as
     assert not issubclass(TerminalError, TransientError)
+    from connectors.gateway.worker import DeadLetterNotAcknowledged
+
+    assert is_transient(DeadLetterNotAcknowledged("the broker did not acknowledge the dead letter"))
