@@ -495,6 +495,15 @@ class _Landing:
                 self.results[p].skipped = str(exc)
                 log.warning("%s", exc)
                 continue
+            # Another run may have landed from `start`, committed and released between our read of
+            # the offsets and this claim: the claim was free, the range is not. Look again.
+            now_at = ctx.metastore.committed_offsets(spec.name).get(p)
+            if now_at is not None and now_at.next_offset != start:
+                ctx.metastore.release(spec.name, resource, self.owner)
+                self.results[p].skipped = (f"another run landed {spec.name}[{p}] from offset {start} meanwhile "
+                                           f"(committed up to {now_at.next_offset}); this run writes nothing for it")
+                log.warning("%s", self.results[p].skipped)
+                continue
             self.results[p].took_over_from = takeover.previous_run_id
             self.results[p].deleted_pending = takeover.pending_files
             if takeover.previous_run_id:
