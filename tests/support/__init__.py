@@ -7,10 +7,11 @@ landing engine's own code paths: the lake is read as any batch job would
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -146,3 +147,30 @@ def wait_for_dead_claims(metastore, product: str, timeout: float = 30.0) -> None
 
     wait_for(dead, timeout, interval=0.1, what=f"the claims of {product} to be released or run out",
              detail=lambda: f"claims: {metastore.claims_of(product)}")
+
+
+@contextlib.contextmanager
+def holding_write_lock(engine, statement: str) -> Iterator[None]:
+    """While inside: another connection holds SQLite's write lock, in a transaction (BEGIN
+    IMMEDIATE, the metastore's every write) that ran `statement` and waits to be let go — so a
+    read inside can show it does not queue for that lock."""
+    import threading
+
+    from sqlalchemy import text
+
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(10), "the writer did not take the write lock within 10 s"
+        yield
+    finally:
+        release.set()
+        t.join(30)

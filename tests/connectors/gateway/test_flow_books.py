@@ -15,6 +15,7 @@ from connectors.gateway.store import (
     subscriptions,
 )
 from connectors.metastore import Metastore
+from tests.support import holding_write_lock
 
 LEASE = 1000.0
 
@@ -82,43 +83,28 @@ def test_reads_answer_while_a_writer_holds_sqlite_write_lock(tmp_path):
     look for work) go through `metastore.reading`: while another connection holds SQLite's write
     lock (a bulk commit mid-transaction, a lease renewal), they answer from the last commit at
     once instead of queuing for the lock as every BEGIN IMMEDIATE does."""
-    import threading
     import time
-
-    from sqlalchemy import text
 
     store = GatewayStore(Metastore(f"sqlite:///{tmp_path / 'reads.db'}"))
     sub = store.create("p-001", "clicks", {"sink": "http://127.0.0.1:1/x"}, state="active")[0]
     store.set_positions(sub.id, {0: 7})
     store.metastore.claim(claim_product(sub.id), claim_resource(0), "own", "gw", LEASE)
-    holding, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with store.engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock until release
-            conn.execute(text("UPDATE fs_flow_positions SET next_offset = next_offset WHERE partition = -1"))
-            holding.set()
-            release.wait(30)
-
-    t = threading.Thread(target=writer)
-    t.start()
     try:
-        assert holding.wait(10)
-        reads = {
-            "get": lambda: store.get(sub.id).state,
-            "get_many": lambda: sorted(store.get_many([sub.id], known={})),
-            "list": lambda: [s.id for s in store.list(states=["active"], known={})],
-            "positions_of": lambda: store.positions_of([sub.id]),
-            "claims_of": lambda: [c["owner"] for c in store.metastore.claims_of(claim_product(sub.id))],
-        }
-        want = {"get": "active", "get_many": [sub.id], "list": [sub.id], "positions_of": {sub.id: {0: (7, None)}},
-                "claims_of": ["own"]}
-        for name, read in reads.items():
-            started = time.monotonic()
-            got = read()
-            took = time.monotonic() - started
-            assert got == want[name], name
-            assert took < 1.0, f"{name} waited {took:.1f} s for the writer"
+        with holding_write_lock(store.engine, "UPDATE fs_flow_positions SET next_offset = next_offset WHERE partition = -1"):
+            reads = {
+                "get": lambda: store.get(sub.id).state,
+                "get_many": lambda: sorted(store.get_many([sub.id], known={})),
+                "list": lambda: [s.id for s in store.list(states=["active"], known={})],
+                "positions_of": lambda: store.positions_of([sub.id]),
+                "claims_of": lambda: [c["owner"] for c in store.metastore.claims_of(claim_product(sub.id))],
+            }
+            want = {"get": "active", "get_many": [sub.id], "list": [sub.id], "positions_of": {sub.id: {0: (7, None)}},
+                    "claims_of": ["own"]}
+            for name, read in reads.items():
+                started = time.monotonic()
+                got = read()
+                took = time.monotonic() - started
+                assert got == want[name], name
+                assert took < 1.0, f"{name} waited {took:.1f} s for the writer"
     finally:
-        release.set()
-        t.join(30)
         store.metastore.dispose()

@@ -15,6 +15,7 @@ import pytest
 
 from connectors.gateway.inbound import InboundSettings
 from connectors.gateway.signing import webhook_headers
+from tests.support import holding_write_lock
 from tests.support.inbound import (
     ORG,
     ORIGIN,
@@ -390,34 +391,18 @@ def test_a_webhook_id_lookup_does_not_wait_for_a_writer(tmp_path):
     """`DeliveryLog.get` is a read: while another connection holds SQLite's write lock (a group
     commit mid-transaction, a claim renewal), it answers from the last commit at once instead of
     queuing for the lock as every BEGIN IMMEDIATE does."""
-    import threading
-
-    from sqlalchemy import text
-
     from connectors.gateway.inbound.log import DeliveryLog
     from connectors.metastore import Metastore
 
     metastore = Metastore(f"sqlite:///{tmp_path / 'meta.db'}")
     log = DeliveryLog(metastore)
     log.record("ads_clicks", ORG, "msg-1", 200, 1, {"accepted": 1}, 3600)
-    holding, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with metastore.engine.begin() as conn:  # BEGIN IMMEDIATE: the write lock until release
-            conn.execute(text("DELETE FROM fs_inbound_deliveries WHERE webhook_id = 'nobody'"))
-            holding.set()
-            release.wait(30)
-
-    t = threading.Thread(target=writer)
-    t.start()
     try:
-        assert holding.wait(10)
-        started = time.monotonic()
-        found = log.get("ads_clicks", ORG, "msg-1")
-        took = time.monotonic() - started
-        assert found is not None and found.answer == {"accepted": 1}
-        assert took < 1.0, f"the lookup waited {took:.1f} s for the writer"
+        with holding_write_lock(metastore.engine, "DELETE FROM fs_inbound_deliveries WHERE webhook_id = 'nobody'"):
+            started = time.monotonic()
+            found = log.get("ads_clicks", ORG, "msg-1")
+            took = time.monotonic() - started
+            assert found is not None and found.answer == {"accepted": 1}
+            assert took < 1.0, f"the lookup waited {took:.1f} s for the writer"
     finally:
-        release.set()
-        t.join(30)
         metastore.dispose()
